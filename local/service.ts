@@ -1,0 +1,90 @@
+// The embedded runtime: the same api/ routes, workers and lifecycle steps as in AWS, over the
+// local adapters (filesystem blobs, an embedded DynamoDB, an in-process queue and driver).
+import { serve, type ServerType } from '@hono/node-server';
+import { mkdir } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { createApiApp } from '../shared/api/app.js';
+import type { ServiceConfig } from '../shared/config.js';
+import { DynamoMetaStore } from '../shared/adapters/aws/dynamo-meta-store.js';
+import { startEmbeddedDynamo } from '../shared/adapters/local/embedded-dynamo.js';
+import { FsBlobStore } from '../shared/adapters/local/fs-blob-store.js';
+import { LocalLifecycle } from '../shared/adapters/local/local-lifecycle.js';
+import { LocalWorkQueue } from '../shared/adapters/local/local-work-queue.js';
+import { systemClock } from '../shared/adapters/local/system-clock.js';
+import type { StepDeps } from '../shared/batch/steps.js';
+import { errorMessage, type Logger } from '../shared/log.js';
+import { createUpstreamRouter } from '../shared/upstream/router.js';
+import { runChunk } from '../shared/work/run-chunk.js';
+
+export interface RunningService {
+  url: string;
+  port: number;
+  stop(): Promise<void>;
+}
+
+export async function startService(config: ServiceConfig, log: Logger): Promise<RunningService> {
+  await mkdir(config.dataDir, { recursive: true });
+  const dynamo = await startEmbeddedDynamo({ path: join(config.dataDir, 'meta') });
+  const meta = new DynamoMetaStore({ client: dynamo.client, tableName: dynamo.tableName });
+  const blobs = new FsBlobStore(join(config.dataDir, 'blobs'));
+  const clock = systemClock;
+  const upstreams = createUpstreamRouter(config.upstream, clock);
+  const queue = new LocalWorkQueue({
+    concurrency: config.localWorkers,
+    onDeadLetter: (message, error) =>
+      log.log('error', 'chunk dropped after repeated failures', { batchId: message.batchId, chunk: message.chunk.index, error: errorMessage(error) }),
+  });
+  const steps: StepDeps = {
+    meta,
+    blobs,
+    queue,
+    upstreams,
+    clock,
+    log,
+    limits: { maxRequestsPerBatch: config.limits.maxRequestsPerBatch, maxLineBytes: config.limits.maxLineBytes },
+    chunking: config.chunking,
+  };
+  // Requests in flight when a window closes or a cancel arrives get one upstream timeout to finish.
+  const lifecycle = new LocalLifecycle(steps, { drainTimeoutMs: config.upstream.timeoutMs + 5_000 });
+  queue.start(async (message) => {
+    try {
+      await runChunk({ meta, blobs, lifecycle, upstreams, clock, log }, message);
+    } catch (error) {
+      log.log('warn', 'chunk failed; it will be delivered again', { batchId: message.batchId, chunk: message.chunk.index, error: errorMessage(error) });
+      throw error;
+    }
+  });
+
+  const app = createApiApp({
+    meta,
+    blobs,
+    lifecycle,
+    clock,
+    log,
+    apiKeys: config.apiKeys,
+    limits: config.limits,
+    ready: async () => {
+      await meta.getBatch('batch_healthcheck');
+      return true;
+    },
+  });
+
+  const server = await new Promise<ServerType>((resolve) => {
+    const started = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, () => resolve(started));
+  });
+  const port = (server.address() as AddressInfo).port;
+  const resumed = await lifecycle.resume();
+  if (resumed > 0) log.log('info', 'resumed unfinished batches', { batches: resumed });
+
+  return {
+    url: `http://${config.host}:${port}`,
+    port,
+    async stop() {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await lifecycle.stop();
+      await queue.stop();
+      await dynamo.close();
+    },
+  };
+}

@@ -1,0 +1,83 @@
+// BlobStore on the local filesystem. Writes go to a temporary file that is renamed into place,
+// so a reader (or a restart) never sees half an object, as with S3.
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { randomToken } from '../../ids.js';
+import { BlobNotFoundError, type BlobBody, type BlobStore, type ByteRange } from '../../ports.js';
+
+const SAFE_KEY = /^[A-Za-z0-9_\-.]+(\/[A-Za-z0-9_\-.]+)*$/;
+
+export class FsBlobStore implements BlobStore {
+  private readonly root: string;
+
+  constructor(root: string) {
+    this.root = resolve(root);
+  }
+
+  private path(key: string): string {
+    if (!SAFE_KEY.test(key) || key.split('/').some((part) => part === '..' || part === '.')) {
+      throw new Error(`unsafe blob key: ${key}`);
+    }
+    return join(this.root, key);
+  }
+
+  async put(key: string, body: BlobBody): Promise<{ bytes: number }> {
+    const source = typeof body === 'string' || body instanceof Uint8Array ? Readable.from([Buffer.from(body)]) : Readable.from(body);
+    return this.writeAtomically(key, async (out) => {
+      await pipeline(source, out);
+    });
+  }
+
+  async get(key: string, range?: ByteRange): Promise<AsyncIterable<Uint8Array>> {
+    const path = this.path(key);
+    const size = await this.size(key);
+    if (size === undefined) throw new BlobNotFoundError(key);
+    if (range && range.end <= range.start) return Readable.from([]);
+    // createReadStream's `end` is inclusive.
+    return createReadStream(path, range ? { start: range.start, end: range.end - 1 } : {});
+  }
+
+  async size(key: string): Promise<number | undefined> {
+    try {
+      const info = await stat(this.path(key));
+      return info.isFile() ? info.size : undefined;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw error;
+    }
+  }
+
+  async concat(key: string, parts: string[]): Promise<{ bytes: number }> {
+    for (const part of parts) if ((await this.size(part)) === undefined) throw new BlobNotFoundError(part);
+    return this.writeAtomically(key, async (out) => {
+      for (const part of parts) await pipeline(createReadStream(this.path(part)), out, { end: false });
+      await new Promise<void>((done, fail) => out.end((error?: Error | null) => (error ? fail(error) : done())));
+    });
+  }
+
+  async delete(keys: string[]): Promise<void> {
+    await Promise.all(keys.map((key) => rm(this.path(key), { force: true })));
+  }
+
+  private async writeAtomically(
+    key: string,
+    write: (out: NodeJS.WritableStream & ReturnType<typeof createWriteStream>) => Promise<void>,
+  ): Promise<{ bytes: number }> {
+    const target = this.path(key);
+    const temporary = `${target}.${randomToken(8)}.tmp`;
+    await mkdir(dirname(target), { recursive: true });
+    const out = createWriteStream(temporary);
+    try {
+      await write(out);
+      await rename(temporary, target);
+    } catch (error) {
+      out.destroy();
+      await rm(temporary, { force: true });
+      throw error;
+    }
+    return { bytes: out.bytesWritten };
+  }
+}

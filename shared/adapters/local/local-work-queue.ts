@@ -1,0 +1,82 @@
+// The embedded WorkQueue: delivers chunk messages to a fixed number of concurrent workers, at
+// least once. A message whose handler throws comes back after a delay, as an SQS message does
+// after its visibility timeout; after `maxReceives` deliveries it is dropped and logged, the
+// equivalent of SQS's dead-letter queue (the batch's lifecycle timer then finalizes it).
+// Messages live in memory only: chunk state lives in the MetaStore, and the local lifecycle
+// re-enqueues every unfinished chunk when the service starts again.
+import type { ChunkMessage, WorkQueue } from '../../ports.js';
+
+export type ChunkHandler = (message: ChunkMessage) => Promise<void>;
+
+interface Delivery {
+  message: ChunkMessage;
+  receives: number;
+}
+
+export interface LocalWorkQueueOptions {
+  concurrency: number;
+  maxReceives?: number;
+  redeliveryDelayMs?: number;
+  onDeadLetter?: (message: ChunkMessage, error: unknown) => void;
+}
+
+export class LocalWorkQueue implements WorkQueue {
+  private readonly waiting: Delivery[] = [];
+  private readonly running = new Set<Promise<void>>();
+  private readonly delayed = new Set<NodeJS.Timeout>();
+  private handler: ChunkHandler | undefined;
+  private stopped = false;
+
+  constructor(private readonly options: LocalWorkQueueOptions) {}
+
+  async enqueue(messages: ChunkMessage[]): Promise<void> {
+    for (const message of messages) this.waiting.push({ message, receives: 0 });
+    this.pump();
+  }
+
+  start(handler: ChunkHandler): void {
+    this.handler = handler;
+    this.pump();
+  }
+
+  /** Stops delivering and waits for the handlers that are running. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const timer of this.delayed) clearTimeout(timer);
+    this.delayed.clear();
+    await Promise.allSettled([...this.running]);
+  }
+
+  get depth(): number {
+    return this.waiting.length + this.delayed.size + this.running.size;
+  }
+
+  private pump(): void {
+    while (!this.stopped && this.handler && this.running.size < this.options.concurrency && this.waiting.length > 0) {
+      const delivery = this.waiting.shift()!;
+      delivery.receives += 1;
+      const run = this.deliver(this.handler, delivery).finally(() => {
+        this.running.delete(run);
+        this.pump();
+      });
+      this.running.add(run);
+    }
+  }
+
+  private async deliver(handler: ChunkHandler, delivery: Delivery): Promise<void> {
+    try {
+      await handler(delivery.message);
+    } catch (error) {
+      if (delivery.receives >= (this.options.maxReceives ?? 5)) {
+        this.options.onDeadLetter?.(delivery.message, error);
+        return;
+      }
+      const timer = setTimeout(() => {
+        this.delayed.delete(timer);
+        this.waiting.push(delivery);
+        this.pump();
+      }, (this.options.redeliveryDelayMs ?? 1_000) * delivery.receives);
+      this.delayed.add(timer);
+    }
+  }
+}

@@ -1,0 +1,286 @@
+// The OpenAI-compatible HTTP surface, as a Hono app: a function from a web Request to a web
+// Response, hosted by the local server (local/) and, in AWS, by the API Lambda. Routes are the
+// same under /v1 (OpenAI) and /v4 (Zhipu). Cross-cutting concerns (request ids, keys, the error
+// envelope) are middleware, so each route reads as what it does.
+import { Hono, type Context } from 'hono';
+import { Readable } from 'node:stream';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import { z } from 'zod';
+import { parseDuration } from '../config.js';
+import { blobKeys } from '../batch/keys.js';
+import { ZERO_USAGE, type BatchRecord, type FileRecord } from '../batch/model.js';
+import { normalizeEndpoint } from '../batch/validate.js';
+import { newBatchId, newFileId, randomToken } from '../ids.js';
+import { errorMessage, type Logger } from '../log.js';
+import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
+import { ApiError, badRequest, conflict, internalError, notFound, tooLarge } from './errors.js';
+import { receiveMultipart } from './multipart.js';
+import { listObject, toBatchObject, toFileObject } from './objects.js';
+import { BATCH_ENDPOINTS, createBatchSchema, fileExpiresAfter, listBatchesQuery, listFilesQuery } from './schemas.js';
+
+export interface ApiDeps {
+  meta: MetaStore;
+  blobs: BlobStore;
+  lifecycle: Lifecycle;
+  clock: Clock;
+  log: Logger;
+  /** Bearer key → project; undefined runs open as the project `default`. */
+  apiKeys: Map<string, string> | undefined;
+  limits: { maxFileBytes: number; minCompletionWindowMs: number; maxCompletionWindowMs: number };
+  /** Answers whether the service can take work (for /healthz). */
+  ready?: () => Promise<boolean>;
+}
+
+type Env = { Variables: { project: string; requestId: string } };
+
+const BATCH_FILE_RETENTION_SECONDS = 30 * 24 * 3600;
+const CANCELLABLE = ['validating', 'in_progress'] as const;
+
+export function createApiApp(deps: ApiDeps): Hono<Env> {
+  const { meta, blobs, clock } = deps;
+  const app = new Hono<Env>();
+
+  app.use('*', async (c, next) => {
+    const requestId = `req_${randomToken(20)}`;
+    c.set('requestId', requestId);
+    await next();
+    c.header('x-request-id', requestId);
+  });
+
+  app.onError((error, c) => {
+    const apiError = error instanceof ApiError ? error : undefined;
+    if (!apiError) deps.log.log('error', 'request failed', { requestId: c.get('requestId'), path: c.req.path, error: errorMessage(error) });
+    const shown = apiError ?? internalError();
+    return c.json(shown.toBody(), shown.status);
+  });
+
+  app.notFound((c) => {
+    const error = new ApiError(404, `Unknown request URL: ${c.req.method} ${c.req.path}.`, 'invalid_request_error', null, 'unknown_url');
+    return c.json(error.toBody(), 404);
+  });
+
+  app.get('/healthz', async (c) => {
+    const ready = deps.ready ? await deps.ready().catch(() => false) : true;
+    return c.json({ status: ready ? 'ok' : 'unavailable' }, ready ? 200 : 503);
+  });
+
+  const api = new Hono<Env>();
+
+  api.use('*', async (c, next) => {
+    const project = authenticate(deps.apiKeys, c.req.header('authorization'));
+    c.set('project', project);
+    await next();
+  });
+
+  // ---- Files ----
+
+  api.post('/files', async (c) => {
+    const project = c.get('project');
+    const id = newFileId();
+    const blobKey = blobKeys.file(id);
+    try {
+      const form = await receiveMultipart(c.req.raw, {
+        fileField: 'file',
+        maxFileBytes: deps.limits.maxFileBytes,
+        store: (body) => blobs.put(blobKey, body),
+      });
+      if (!form.file) throw badRequest("The 'file' part is missing: send the JSONL file as the multipart field 'file'.", 'file');
+      if (form.file.truncated) {
+        throw tooLarge(`The file is larger than the ${deps.limits.maxFileBytes} bytes this service accepts (MAX_FILE_BYTES).`, 'file');
+      }
+      const purpose = form.fields.purpose;
+      if (purpose === undefined) throw badRequest("'purpose' is required; use 'batch' for Batch API input files.", 'purpose');
+      if (purpose !== 'batch') throw badRequest(`This service stores Batch API input files: purpose must be 'batch', not '${purpose}'.`, 'purpose');
+      if (form.file.bytes === 0) throw badRequest('The file is empty.', 'file', 'empty_file');
+      const expiresAfterSeconds = parseFormExpiry(form.fields);
+      const now = clock.now();
+      const file: FileRecord = {
+        id,
+        project,
+        filename: form.file.filename,
+        purpose,
+        bytes: form.file.bytes,
+        createdAtMs: now,
+        expiresAtMs: now + (expiresAfterSeconds ?? BATCH_FILE_RETENTION_SECONDS) * 1000,
+        blobKey,
+      };
+      await meta.putFile(file);
+      return c.json(toFileObject(file));
+    } catch (error) {
+      await blobs.delete([blobKey]).catch(() => undefined);
+      throw error;
+    }
+  });
+
+  api.get('/files', async (c) => {
+    const query = parse(listFilesQuery, c.req.query());
+    const page = await meta.listFiles(c.get('project'), query);
+    return c.json(listObject(page.items.map(toFileObject), page.hasMore));
+  });
+
+  api.get('/files/:id', async (c) => c.json(toFileObject(await fileOf(c))));
+
+  api.delete('/files/:id', async (c) => {
+    const removed = await meta.deleteFile(c.get('project'), c.req.param('id'));
+    if (!removed) throw notFound('file', c.req.param('id'));
+    await blobs.delete([removed.blobKey]);
+    return c.json({ id: removed.id, object: 'file', deleted: true });
+  });
+
+  api.get('/files/:id/content', async (c) => {
+    const file = await fileOf(c);
+    const body = Readable.toWeb(Readable.from(await blobs.get(file.blobKey))) as unknown as ReadableStream;
+    return new Response(body, {
+      headers: {
+        'content-type': 'application/octet-stream',
+        'content-length': String(file.bytes),
+        'content-disposition': `attachment; filename="${file.filename.replace(/["\\\r\n]/g, '_')}"`,
+      },
+    });
+  });
+
+  // ---- Batches ----
+
+  api.post('/batches', async (c) => {
+    const project = c.get('project');
+    const body = parse(createBatchSchema, await jsonBody(c));
+    if (!(BATCH_ENDPOINTS as readonly string[]).includes(normalizeEndpoint(body.endpoint))) {
+      throw badRequest(`endpoint must be one of ${BATCH_ENDPOINTS.join(', ')} (or the same under /v4), not '${body.endpoint}'.`, 'endpoint');
+    }
+    const windowMs = completionWindowMs(body.completion_window, deps.limits);
+    const input = await meta.getFile(project, body.input_file_id);
+    if (!input) throw notFound('file', body.input_file_id, 'input_file_id');
+    if (input.purpose !== 'batch') {
+      throw badRequest(`The input file must have purpose 'batch'; ${input.id} has purpose '${input.purpose}'.`, 'input_file_id');
+    }
+    const now = clock.now();
+    const batch: BatchRecord = {
+      id: newBatchId(),
+      project,
+      endpoint: body.endpoint,
+      inputFileId: input.id,
+      completionWindow: body.completion_window,
+      status: 'validating',
+      model: null,
+      metadata: body.metadata ?? null,
+      outputExpiresAfterSeconds: body.output_expires_after?.seconds ?? null,
+      errors: null,
+      outputFileId: null,
+      errorFileId: null,
+      createdAtMs: now,
+      expiresAtMs: now + windowMs,
+      inProgressAtMs: null,
+      finalizingAtMs: null,
+      completedAtMs: null,
+      failedAtMs: null,
+      expiredAtMs: null,
+      cancellingAtMs: null,
+      cancelledAtMs: null,
+      total: 0,
+      completed: 0,
+      failed: 0,
+      unrun: 0,
+      usage: ZERO_USAGE,
+      chunkCount: 0,
+      doneChunks: [],
+      chunkAttempts: {},
+    };
+    await meta.createBatch(batch);
+    await deps.lifecycle.start(batch.id);
+    return c.json(toBatchObject(batch));
+  });
+
+  api.get('/batches', async (c) => {
+    const query = parse(listBatchesQuery, c.req.query());
+    const page = await meta.listBatches(c.get('project'), query);
+    return c.json(listObject(page.items.map(toBatchObject), page.hasMore));
+  });
+
+  api.get('/batches/:id', async (c) => c.json(toBatchObject(await batchOf(c))));
+
+  api.post('/batches/:id/cancel', async (c) => {
+    const batch = await batchOf(c);
+    if (batch.status === 'cancelling' || batch.status === 'cancelled') return c.json(toBatchObject(batch));
+    const cancelling = await meta.updateBatch(batch.id, CANCELLABLE, { status: 'cancelling', cancellingAtMs: clock.now() });
+    if (!cancelling) {
+      const current = (await meta.getBatch(batch.id)) ?? batch;
+      if (current.status === 'cancelling') return c.json(toBatchObject(current));
+      throw conflict(`Batch ${batch.id} is ${current.status} and can no longer be cancelled.`, 'batch_not_cancellable');
+    }
+    await deps.lifecycle.cancelled(batch.id);
+    return c.json(toBatchObject(cancelling));
+  });
+
+  app.route('/v1', api);
+  app.route('/v4', api);
+
+  async function fileOf(c: Context<Env>): Promise<FileRecord> {
+    const file = await meta.getFile(c.get('project'), c.req.param('id')!);
+    if (!file) throw notFound('file', c.req.param('id')!);
+    return file;
+  }
+
+  async function batchOf(c: Context<Env>): Promise<BatchRecord> {
+    const id = c.req.param('id')!;
+    const batch = await meta.getBatch(id);
+    // Another project's batch answers exactly like a missing one.
+    if (!batch || batch.project !== c.get('project')) throw notFound('batch', id);
+    return batch;
+  }
+
+  return app;
+}
+
+export const OPEN_PROJECT = 'default';
+
+function authenticate(apiKeys: Map<string, string> | undefined, header: string | undefined): string {
+  if (!apiKeys) return OPEN_PROJECT;
+  const key = /^Bearer\s+(.+)$/i.exec(header ?? '')?.[1]?.trim();
+  if (!key) {
+    throw new ApiError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.", 'invalid_request_error', null, 'missing_api_key');
+  }
+  const project = apiKeys.get(key);
+  if (!project) throw new ApiError(401, 'Incorrect API key provided.', 'invalid_request_error', null, 'invalid_api_key');
+  return project;
+}
+
+function parse<T extends z.ZodType>(schema: T, value: unknown): z.infer<T> {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0]!;
+  const param = issue.path.length ? issue.path.map(String).join('.') : null;
+  throw badRequest(param ? `Invalid '${param}': ${issue.message}.` : `${issue.message}.`, param);
+}
+
+async function jsonBody(c: Context<Env>): Promise<unknown> {
+  const text = await c.req.text();
+  if (!text.trim()) throw badRequest('The request body is empty; send a JSON object.');
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw badRequest('The request body is not valid JSON.', null, 'invalid_json');
+  }
+}
+
+function parseFormExpiry(fields: Record<string, string>): number | undefined {
+  const anchor = fields['expires_after[anchor]'];
+  const seconds = fields['expires_after[seconds]'];
+  if (anchor === undefined && seconds === undefined) return undefined;
+  return parse(z.object({ expires_after: fileExpiresAfter }), { expires_after: { anchor, seconds } }).expires_after.seconds;
+}
+
+function completionWindowMs(window: string, limits: ApiDeps['limits']): number {
+  const ms = parseDuration(window);
+  if (ms === undefined) throw badRequest(`completion_window must look like '24h', not '${window}'.`, 'completion_window');
+  if (ms < limits.minCompletionWindowMs || ms > limits.maxCompletionWindowMs) {
+    throw badRequest(
+      `completion_window must be between ${formatHours(limits.minCompletionWindowMs)} and ${formatHours(limits.maxCompletionWindowMs)}, not '${window}'.`,
+      'completion_window',
+    );
+  }
+  return ms;
+}
+
+function formatHours(ms: number): string {
+  return ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : `${ms / 1000}s`;
+}

@@ -1,0 +1,35 @@
+// The OpenAI error envelope: {"error": {"message", "type", "param", "code"}}, all four keys always there.
+export interface ErrorBody {
+  error: { message: string; type: string; param: string | null; code: string | null };
+}
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: 400 | 401 | 403 | 404 | 409 | 413 | 415 | 429 | 500 | 503,
+    message: string,
+    readonly type: string = 'invalid_request_error',
+    readonly param: string | null = null,
+    readonly code: string | null = null,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+
+  toBody(): ErrorBody {
+    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
+  }
+}
+
+export const badRequest = (message: string, param: string | null = null, code: string | null = null) =>
+  new ApiError(400, message, 'invalid_request_error', param, code);
+
+export const notFound = (what: 'file' | 'batch', id: string, param: string | null = null) =>
+  new ApiError(404, `No ${what} found with id '${id}'.`, 'invalid_request_error', param, 'not_found');
+
+export const conflict = (message: string, code: string | null = null) => new ApiError(409, message, 'invalid_request_error', null, code);
+
+export const tooLarge = (message: string, param: string | null = null) =>
+  new ApiError(413, message, 'invalid_request_error', param, 'file_too_large');
+
+export const internalError = () =>
+  new ApiError(500, 'The server had an error while processing your request. Please retry.', 'server_error');

@@ -1,0 +1,36 @@
+import type { BlobStore } from '../ports.js';
+import { readJsonlLines } from './jsonl.js';
+import type { ChunkPlanEntry } from './model.js';
+import { parseRequestLine } from './validate.js';
+import { normalizeEndpoint } from './validate.js';
+
+export interface ChunkRequest {
+  customId: string;
+  url: string;
+  body: Record<string, unknown>;
+}
+
+/**
+ * The request lines of one chunk, read by byte range. The file was validated before it was
+ * planned, so every non-blank line in the range is a well-formed request.
+ */
+export async function readChunkRequests(blobs: BlobStore, inputBlobKey: string, chunk: ChunkPlanEntry): Promise<ChunkRequest[]> {
+  const requests: ChunkRequest[] = [];
+  const source = await blobs.get(inputBlobKey, { start: chunk.start, end: chunk.end });
+  for await (const line of readJsonlLines(source, { offset: chunk.start })) {
+    if (line.bytes.length === 0 || isBlank(line.bytes)) continue;
+    const parsed = parseRequestLine(line.bytes);
+    if (!parsed.ok) throw new Error(`chunk ${chunk.index}: line at byte ${line.start} is not a valid request`);
+    const { custom_id, url, body } = parsed.request;
+    requests.push({ customId: custom_id, url: normalizeEndpoint(url), body });
+  }
+  if (requests.length !== chunk.requests) {
+    throw new Error(`chunk ${chunk.index}: expected ${chunk.requests} requests in bytes ${chunk.start}..${chunk.end}, read ${requests.length}`);
+  }
+  return requests;
+}
+
+function isBlank(bytes: Buffer): boolean {
+  for (const byte of bytes) if (byte !== 0x20 && byte !== 0x09 && byte !== 0x0d) return false;
+  return true;
+}

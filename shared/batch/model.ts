@@ -1,0 +1,119 @@
+// The records the domain keeps. They are storage-shaped (flat, times in milliseconds);
+// shared/api/objects.ts turns them into the OpenAI wire objects.
+
+export const BATCH_STATUSES = [
+  'validating',
+  'failed',
+  'in_progress',
+  'finalizing',
+  'completed',
+  'expired',
+  'cancelling',
+  'cancelled',
+] as const;
+export type BatchStatus = (typeof BATCH_STATUSES)[number];
+
+export const TERMINAL_STATUSES: readonly BatchStatus[] = ['failed', 'completed', 'expired', 'cancelled'];
+
+/** Token usage summed over the upstream responses, in the Batch object's `usage` shape (flattened). */
+export interface UsageTotals {
+  inputTokens: number;
+  cachedTokens: number;
+  outputTokens: number;
+  reasoningTokens: number;
+  totalTokens: number;
+}
+
+export const ZERO_USAGE: UsageTotals = {
+  inputTokens: 0,
+  cachedTokens: 0,
+  outputTokens: 0,
+  reasoningTokens: 0,
+  totalTokens: 0,
+};
+
+export interface BatchLineError {
+  code: string;
+  message: string;
+  param: string | null;
+  line: number | null;
+}
+
+export type FilePurpose = 'batch' | 'batch_output' | 'assistants' | 'fine-tune' | 'vision' | 'user_data' | 'evals';
+
+export interface FileRecord {
+  id: string;
+  project: string;
+  filename: string;
+  purpose: FilePurpose;
+  bytes: number;
+  createdAtMs: number;
+  expiresAtMs: number | null;
+  /** Where the bytes live in the BlobStore. */
+  blobKey: string;
+}
+
+/** One chunk of a batch: a byte range of the input file holding `requests` request lines. */
+export interface ChunkPlanEntry {
+  index: number;
+  start: number;
+  /** Exclusive. */
+  end: number;
+  requests: number;
+}
+
+export interface ChunkPlan {
+  batchId: string;
+  chunks: ChunkPlanEntry[];
+}
+
+/** What one chunk run produced: counts and usage, added to the batch exactly once. */
+export interface ChunkOutcome {
+  index: number;
+  /** Distinguishes the result objects of one run of the chunk from another run's. */
+  attempt: string;
+  completed: number;
+  failed: number;
+  /** Lines that never ran because the batch was cancelled or expired (they count as failed too). */
+  unrun: number;
+  usage: UsageTotals;
+}
+
+export interface BatchRecord {
+  id: string;
+  project: string;
+  endpoint: string;
+  inputFileId: string;
+  completionWindow: string;
+  status: BatchStatus;
+  model: string | null;
+  metadata: Record<string, string> | null;
+  /** Seconds the output and error files live after they are created; null keeps them. */
+  outputExpiresAfterSeconds: number | null;
+  errors: BatchLineError[] | null;
+  outputFileId: string | null;
+  errorFileId: string | null;
+
+  createdAtMs: number;
+  expiresAtMs: number;
+  inProgressAtMs: number | null;
+  finalizingAtMs: number | null;
+  completedAtMs: number | null;
+  failedAtMs: number | null;
+  expiredAtMs: number | null;
+  cancellingAtMs: number | null;
+  cancelledAtMs: number | null;
+
+  total: number;
+  completed: number;
+  /** Includes `unrun`. */
+  failed: number;
+  /** Lines recorded as never run (batch_cancelled or batch_expired) by the chunks so far. */
+  unrun: number;
+  usage: UsageTotals;
+
+  /** Chunks whose outcome has been recorded, and the attempt that recorded each. */
+  chunkCount: number;
+  doneChunks: number[];
+  chunkAttempts: Record<string, string>;
+}

@@ -1,0 +1,62 @@
+// The lines of the output and error files, in OpenAI's shape:
+// {"id", "custom_id", "response": {"status_code", "request_id", "body"} | null, "error": {"code", "message"} | null}
+import { newRequestLineId } from '../ids.js';
+import type { UpstreamResult } from '../upstream/types.js';
+import { ZERO_USAGE, type UsageTotals } from './model.js';
+
+export type UnrunReason = 'batch_cancelled' | 'batch_expired';
+
+export const UNRUN_MESSAGES: Record<UnrunReason, string> = {
+  batch_cancelled: 'This request was not run because the batch was cancelled.',
+  batch_expired: 'This request was not run because the batch expired before it could be completed.',
+};
+
+export function resultLine(customId: string, result: UpstreamResult): string {
+  const line =
+    result.kind === 'response'
+      ? {
+          id: newRequestLineId(),
+          custom_id: customId,
+          response: { status_code: result.statusCode, request_id: result.requestId, body: result.body },
+          error: null,
+        }
+      : { id: newRequestLineId(), custom_id: customId, response: null, error: { code: result.code, message: result.message } };
+  return JSON.stringify(line) + '\n';
+}
+
+export function unrunLine(customId: string, reason: UnrunReason): string {
+  return resultLine(customId, { kind: 'error', code: reason, message: UNRUN_MESSAGES[reason] });
+}
+
+export function isSuccess(result: UpstreamResult): boolean {
+  return result.kind === 'response' && result.statusCode >= 200 && result.statusCode < 300;
+}
+
+const count = (value: unknown): number => (typeof value === 'number' && Number.isFinite(value) && value >= 0 ? value : 0);
+
+/** Token usage of one response body: chat/completions/embeddings (`prompt_tokens`…) or responses (`input_tokens`…). */
+export function usageOf(body: unknown): UsageTotals {
+  const usage = (body as { usage?: Record<string, unknown> } | null)?.usage;
+  if (!usage || typeof usage !== 'object') return ZERO_USAGE;
+  const inputDetails = (usage.input_tokens_details ?? usage.prompt_tokens_details) as Record<string, unknown> | undefined;
+  const outputDetails = (usage.output_tokens_details ?? usage.completion_tokens_details) as Record<string, unknown> | undefined;
+  const inputTokens = count(usage.input_tokens ?? usage.prompt_tokens);
+  const outputTokens = count(usage.output_tokens ?? usage.completion_tokens);
+  return {
+    inputTokens,
+    cachedTokens: count(inputDetails?.cached_tokens),
+    outputTokens,
+    reasoningTokens: count(outputDetails?.reasoning_tokens),
+    totalTokens: count(usage.total_tokens) || inputTokens + outputTokens,
+  };
+}
+
+export function addUsage(a: UsageTotals, b: UsageTotals): UsageTotals {
+  return {
+    inputTokens: a.inputTokens + b.inputTokens,
+    cachedTokens: a.cachedTokens + b.cachedTokens,
+    outputTokens: a.outputTokens + b.outputTokens,
+    reasoningTokens: a.reasoningTokens + b.reasoningTokens,
+    totalTokens: a.totalTokens + b.totalTokens,
+  };
+}

@@ -1,0 +1,179 @@
+// The steps of a batch's lifecycle: validate, enqueue, finalize. The Step Functions state machine
+// (AWS) and the local driver call these same functions. Each is idempotent: it may run again after
+// a crash or a retry and the batch ends the same.
+import { createHash } from 'node:crypto';
+import type { Logger } from '../log.js';
+import type { BlobStore, Clock, MetaStore, WorkQueue } from '../ports.js';
+import type { UpstreamRouter } from '../upstream/types.js';
+import { readChunkRequests } from './chunk-reader.js';
+import { blobKeys } from './keys.js';
+import { TERMINAL_STATUSES, type BatchRecord, type BatchStatus, type ChunkPlanEntry, type FileRecord } from './model.js';
+import { unrunLine } from './results.js';
+import { validateBatchInput } from './validate.js';
+
+export interface StepDeps {
+  meta: MetaStore;
+  blobs: BlobStore;
+  queue: WorkQueue;
+  upstreams: UpstreamRouter;
+  clock: Clock;
+  log: Logger;
+  limits: { maxRequestsPerBatch: number; maxLineBytes: number; maxErrors?: number };
+  chunking: { maxRequests: number; maxBytes: number };
+}
+
+/** The chunk plan of a batch, kept in the BlobStore: plans of huge batches outgrow a DynamoDB item. */
+export interface StoredPlan {
+  batchId: string;
+  inputBlobKey: string;
+  chunks: ChunkPlanEntry[];
+}
+
+const DEFAULT_OUTPUT_RETENTION_SECONDS = 30 * 24 * 3600;
+
+export async function readPlan(blobs: BlobStore, batchId: string): Promise<StoredPlan | undefined> {
+  if ((await blobs.size(blobKeys.plan(batchId))) === undefined) return undefined;
+  const pieces: Buffer[] = [];
+  for await (const piece of await blobs.get(blobKeys.plan(batchId))) pieces.push(Buffer.from(piece));
+  return JSON.parse(Buffer.concat(pieces).toString('utf8')) as StoredPlan;
+}
+
+function failWith(deps: StepDeps, batch: BatchRecord, errors: BatchRecord['errors'], total = 0) {
+  return deps.meta.updateBatch(batch.id, ['validating'], { status: 'failed', errors, total, failedAtMs: deps.clock.now() });
+}
+
+/** Reads the whole input file once, as a stream; ends `failed` with every bad line, or plans the chunks and starts the batch. */
+export async function validateStep(deps: StepDeps, batchId: string): Promise<BatchStatus | undefined> {
+  const batch = await deps.meta.getBatch(batchId);
+  if (!batch || batch.status !== 'validating') return batch?.status;
+
+  const file = await deps.meta.getFile(batch.project, batch.inputFileId);
+  if (!file) {
+    const message = `The input file ${batch.inputFileId} no longer exists.`;
+    return (await failWith(deps, batch, [{ code: 'input_file_not_found', message, param: 'input_file_id', line: null }]))?.status;
+  }
+  const result = await validateBatchInput(await deps.blobs.get(file.blobKey), {
+    endpoint: batch.endpoint,
+    maxRequests: deps.limits.maxRequestsPerBatch,
+    maxLineBytes: deps.limits.maxLineBytes,
+    maxErrors: deps.limits.maxErrors ?? 1_000,
+    chunkMaxRequests: deps.chunking.maxRequests,
+    chunkMaxBytes: deps.chunking.maxBytes,
+  });
+  if (!result.ok) return (await failWith(deps, batch, result.errors, result.total))?.status;
+  if (!deps.upstreams.route(result.model)) {
+    const message = `No upstream is configured for the model ${result.model}. Set UPSTREAM_BASE_URL, or use batch-test-model for a dry run.`;
+    return (await failWith(deps, batch, [{ code: 'model_not_found', message, param: 'body.model', line: null }], result.total))?.status;
+  }
+
+  const plan: StoredPlan = { batchId, inputBlobKey: file.blobKey, chunks: result.chunks };
+  await deps.blobs.put(blobKeys.plan(batchId), JSON.stringify(plan));
+  const started = await deps.meta.updateBatch(batchId, ['validating'], {
+    status: 'in_progress',
+    model: result.model,
+    total: result.total,
+    chunkCount: result.chunks.length,
+    inProgressAtMs: deps.clock.now(),
+  });
+  deps.log.log('info', 'batch validated', { batchId, requests: result.total, chunks: result.chunks.length });
+  return started?.status ?? (await deps.meta.getBatch(batchId))?.status;
+}
+
+/** Sends a message for every chunk that has no recorded outcome yet. */
+export async function enqueueStep(deps: StepDeps, batchId: string): Promise<number> {
+  const [batch, plan] = await Promise.all([deps.meta.getBatch(batchId), readPlan(deps.blobs, batchId)]);
+  if (!batch || !plan || !['in_progress', 'cancelling'].includes(batch.status)) return 0;
+  const done = new Set(batch.doneChunks);
+  const messages = plan.chunks
+    .filter((chunk) => !done.has(chunk.index))
+    .map((chunk) => ({ batchId, inputBlobKey: plan.inputBlobKey, chunk }));
+  await deps.queue.enqueue(messages);
+  return messages.length;
+}
+
+/** An id that depends only on the batch, so a finalization that runs twice makes the same files. */
+export function derivedFileId(batchId: string, kind: 'output' | 'error'): string {
+  const digest = createHash('sha256').update(`${batchId}:${kind}`).digest('base64url').replace(/[-_]/g, '');
+  return `file-${digest.slice(0, 24)}`;
+}
+
+/**
+ * Stops taking chunk results, then merges the recorded chunks' objects into one output file and
+ * one error file, streaming. Chunks with no recorded outcome never ran: each of their lines goes
+ * to the error file as batch_cancelled or batch_expired, so every custom_id appears exactly once.
+ */
+export async function finalizeStep(deps: StepDeps, batchId: string): Promise<BatchStatus | undefined> {
+  const { meta, blobs, clock } = deps;
+  let batch = await meta.getBatch(batchId);
+  if (!batch || TERMINAL_STATUSES.includes(batch.status)) return batch?.status;
+  if (batch.status === 'validating') return batch.status;
+  if (batch.status !== 'finalizing') {
+    batch = await meta.updateBatch(batchId, [batch.status], { status: 'finalizing', finalizingAtMs: clock.now() });
+    if (!batch) return finalizeStep(deps, batchId);
+  }
+
+  const cancelled = batch.cancellingAtMs !== null;
+  const reason = cancelled ? 'batch_cancelled' : 'batch_expired';
+  const plan = await readPlan(blobs, batchId);
+  const done = new Set(batch.doneChunks);
+  const outputParts: string[] = [];
+  const errorParts: string[] = [];
+  const scratch: string[] = [];
+  let unrun = 0;
+  for (const chunk of plan?.chunks ?? []) {
+    const attempt = batch.chunkAttempts[String(chunk.index)];
+    if (done.has(chunk.index) && attempt) {
+      outputParts.push(blobKeys.chunkOutput(batchId, chunk.index, attempt));
+      errorParts.push(blobKeys.chunkErrors(batchId, chunk.index, attempt));
+      continue;
+    }
+    const requests = await readChunkRequests(blobs, plan!.inputBlobKey, chunk);
+    const key = blobKeys.unrunErrors(batchId, chunk.index);
+    await blobs.put(key, requests.map((request) => unrunLine(request.customId, reason)).join(''));
+    errorParts.push(key);
+    scratch.push(key);
+    unrun += requests.length;
+  }
+
+  const retentionSeconds = batch.outputExpiresAfterSeconds ?? DEFAULT_OUTPUT_RETENTION_SECONDS;
+  const assemble = async (kind: 'output' | 'error', parts: string[]): Promise<string | null> => {
+    const id = derivedFileId(batchId, kind);
+    const blobKey = blobKeys.file(id);
+    const { bytes } = await blobs.concat(blobKey, parts);
+    if (bytes === 0) {
+      await blobs.delete([blobKey]);
+      return null;
+    }
+    const now = clock.now();
+    const file: FileRecord = {
+      id,
+      project: batch!.project,
+      filename: `${batchId}_${kind}.jsonl`,
+      purpose: 'batch_output',
+      bytes,
+      createdAtMs: now,
+      expiresAtMs: now + retentionSeconds * 1_000,
+      blobKey,
+    };
+    await meta.putFile(file);
+    return id;
+  };
+  const [outputFileId, errorFileId] = await Promise.all([assemble('output', outputParts), assemble('error', errorParts)]);
+
+  const totalUnrun = batch.unrun + unrun;
+  const status: BatchStatus = cancelled ? 'cancelled' : totalUnrun > 0 ? 'expired' : 'completed';
+  const now = clock.now();
+  const planTotal = (plan?.chunks ?? []).reduce((sum, chunk) => sum + chunk.requests, 0);
+  const finished = await meta.updateBatch(batchId, ['finalizing'], {
+    status,
+    outputFileId,
+    errorFileId,
+    total: Math.max(batch.total, planTotal),
+    failed: batch.failed + unrun,
+    unrun: totalUnrun,
+    ...(status === 'cancelled' ? { cancelledAtMs: now } : status === 'expired' ? { expiredAtMs: now } : { completedAtMs: now }),
+  });
+  await blobs.delete([...outputParts, ...errorParts, ...scratch]);
+  deps.log.log('info', 'batch finalized', { batchId, status, completed: batch.completed, failed: batch.failed + unrun });
+  return finished?.status ?? (await meta.getBatch(batchId))?.status;
+}

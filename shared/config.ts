@@ -1,0 +1,113 @@
+// Service configuration, read once from the environment and checked with zod, so a typo in a
+// setting stops start-up with a clear message instead of misbehaving later.
+import { z } from 'zod';
+
+const DURATION = /^(\d+)(ms|s|m|h)$/;
+const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 } as const;
+
+/** Parses "500ms", "5s", "10m", "24h" into milliseconds; undefined when malformed. */
+export function parseDuration(text: string): number | undefined {
+  const match = DURATION.exec(text.trim());
+  if (!match) return undefined;
+  return Number(match[1]) * UNIT_MS[match[2] as keyof typeof UNIT_MS];
+}
+
+const duration = z.string().refine((v) => parseDuration(v) !== undefined, 'a duration such as 500ms, 5s, 10m or 24h');
+const positiveInt = z.coerce.number().int().positive();
+
+const apiKeyPairs = z
+  .string()
+  .transform((text, ctx) => {
+    const keys = new Map<string, string>();
+    for (const pair of text.split(',').map((p) => p.trim()).filter(Boolean)) {
+      const separator = pair.lastIndexOf(':');
+      const key = pair.slice(0, separator).trim();
+      const project = pair.slice(separator + 1).trim();
+      if (separator <= 0 || !key || !project) {
+        ctx.addIssue({ code: 'custom', message: 'each entry must be key:project' });
+        return z.NEVER;
+      }
+      keys.set(key, project);
+    }
+    return keys;
+  });
+
+const EnvSchema = z.object({
+  HOST: z.string().default('127.0.0.1'),
+  PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  DATA_DIR: z.string().default('.data'),
+  API_KEYS: apiKeyPairs.optional(),
+  UPSTREAM_BASE_URL: z.url().optional(),
+  UPSTREAM_API_KEY: z.string().optional(),
+  UPSTREAM_CONCURRENCY: positiveInt.default(64),
+  UPSTREAM_TIMEOUT: duration.default('10m'),
+  UPSTREAM_MAX_ATTEMPTS: positiveInt.default(6),
+  MIN_COMPLETION_WINDOW: duration.default('24h'),
+  MAX_COMPLETION_WINDOW: duration.default('336h'),
+  MAX_REQUESTS_PER_BATCH: positiveInt.default(50_000),
+  MAX_FILE_BYTES: positiveInt.default(200 * 1024 * 1024),
+  MAX_LINE_BYTES: positiveInt.default(6 * 1024 * 1024),
+  CHUNK_MAX_REQUESTS: positiveInt.default(500),
+  CHUNK_MAX_BYTES: positiveInt.default(4 * 1024 * 1024),
+  LOCAL_WORKERS: positiveInt.default(4),
+});
+
+export interface ServiceConfig {
+  host: string;
+  port: number;
+  dataDir: string;
+  /** Bearer key → project. Undefined: the service runs open, as the single project `default`. */
+  apiKeys: Map<string, string> | undefined;
+  upstream: {
+    baseUrl: string | undefined;
+    apiKey: string | undefined;
+    concurrency: number;
+    timeoutMs: number;
+    maxAttempts: number;
+  };
+  limits: {
+    minCompletionWindowMs: number;
+    maxCompletionWindowMs: number;
+    maxRequestsPerBatch: number;
+    maxFileBytes: number;
+    maxLineBytes: number;
+  };
+  chunking: { maxRequests: number; maxBytes: number };
+  localWorkers: number;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export function loadConfig(env: Record<string, string | undefined>): ServiceConfig {
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = EnvSchema.safeParse(present);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
+    throw new ConfigError(`invalid configuration: ${problems}`);
+  }
+  const e = parsed.data;
+  return {
+    host: e.HOST,
+    port: e.PORT,
+    dataDir: e.DATA_DIR,
+    apiKeys: e.API_KEYS,
+    upstream: {
+      baseUrl: e.UPSTREAM_BASE_URL?.replace(/\/+$/, ''),
+      apiKey: e.UPSTREAM_API_KEY,
+      concurrency: e.UPSTREAM_CONCURRENCY,
+      timeoutMs: parseDuration(e.UPSTREAM_TIMEOUT)!,
+      maxAttempts: e.UPSTREAM_MAX_ATTEMPTS,
+    },
+    limits: {
+      minCompletionWindowMs: parseDuration(e.MIN_COMPLETION_WINDOW)!,
+      maxCompletionWindowMs: parseDuration(e.MAX_COMPLETION_WINDOW)!,
+      maxRequestsPerBatch: e.MAX_REQUESTS_PER_BATCH,
+      maxFileBytes: e.MAX_FILE_BYTES,
+      maxLineBytes: e.MAX_LINE_BYTES,
+    },
+    chunking: { maxRequests: e.CHUNK_MAX_REQUESTS, maxBytes: e.CHUNK_MAX_BYTES },
+    localWorkers: e.LOCAL_WORKERS,
+  };
+}

@@ -1,0 +1,17 @@
+import { randomBytes } from 'node:crypto';
+
+const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+
+/** A random, URL-safe token: 24 characters carry about 143 bits. */
+export function randomToken(length = 24): string {
+  const bytes = randomBytes(length);
+  let out = '';
+  // 248 = 4 * 62: values at or above it are skipped, so every character is equally likely.
+  for (const byte of bytes) if (byte < 248) out += ALPHABET[byte % 62];
+  return out.length >= length ? out.slice(0, length) : out + randomToken(length - out.length);
+}
+
+export const newFileId = () => `file-${randomToken()}`;
+export const newBatchId = () => `batch_${randomToken()}`;
+export const newRequestLineId = () => `batch_req_${randomToken()}`;
+export const newAttemptId = () => randomToken(12);

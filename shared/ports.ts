@@ -1,0 +1,120 @@
+// The interfaces the domain needs from the world. Each has an AWS implementation
+// (shared/adapters/aws) and an embedded one for `npm start` and the tests (shared/adapters/local).
+import type { BatchRecord, BatchStatus, ChunkOutcome, ChunkPlanEntry, FileRecord } from './batch/model.js';
+
+/** A byte range; `end` is exclusive. */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+export type BlobBody = Uint8Array | string | AsyncIterable<Uint8Array>;
+
+export class BlobNotFoundError extends Error {
+  constructor(readonly key: string) {
+    super(`blob not found: ${key}`);
+    this.name = 'BlobNotFoundError';
+  }
+}
+
+/** Object storage: S3 in AWS, the filesystem locally. Bodies stream in both directions. */
+export interface BlobStore {
+  /** Stores `body` under `key`, replacing what was there. Readers never see a partial object. */
+  put(key: string, body: BlobBody): Promise<{ bytes: number }>;
+  /** Streams an object, or the bytes [start, end) of it. Throws BlobNotFoundError. */
+  get(key: string, range?: ByteRange): Promise<AsyncIterable<Uint8Array>>;
+  /** Size in bytes, or undefined when there is no such object. */
+  size(key: string): Promise<number | undefined>;
+  /** Joins `parts` in order into one object under `key`, streaming (multipart assemble on S3). */
+  concat(key: string, parts: string[]): Promise<{ bytes: number }>;
+  /** Deletes objects; missing ones are ignored. */
+  delete(keys: string[]): Promise<void>;
+  /** A short-lived URL that serves the object without our credentials, where the backend has one. */
+  presignGet?(key: string, options: { expiresInSeconds: number; filename: string }): Promise<string>;
+}
+
+export interface Page<T> {
+  items: T[];
+  hasMore: boolean;
+}
+
+export interface FileQuery {
+  purpose?: string;
+  limit: number;
+  order: 'asc' | 'desc';
+  /** The id of the last object of the previous page. */
+  after?: string;
+}
+
+export interface BatchQuery {
+  limit: number;
+  after?: string;
+}
+
+export type RecordChunkResult =
+  | { recorded: true; batch: BatchRecord }
+  /** `duplicate`: this chunk was recorded before. `closed`: the batch no longer takes results. */
+  | { recorded: false; reason: 'duplicate' | 'closed' | 'missing' };
+
+/** Records of files and batches: DynamoDB in AWS (and locally, on an embedded DynamoDB). */
+export interface MetaStore {
+  putFile(file: FileRecord): Promise<void>;
+  /** A file of this project; another project's file is undefined, exactly like a missing one. */
+  getFile(project: string, id: string): Promise<FileRecord | undefined>;
+  /** Newest first for order 'desc'. */
+  listFiles(project: string, query: FileQuery): Promise<Page<FileRecord>>;
+  /** Removes the record and returns it, or undefined when this project has no such file. */
+  deleteFile(project: string, id: string): Promise<FileRecord | undefined>;
+
+  /** Creates a batch; fails if the id exists. */
+  createBatch(batch: BatchRecord): Promise<void>;
+  /** Any project's batch: for the workers and the lifecycle, never for the API. */
+  getBatch(id: string): Promise<BatchRecord | undefined>;
+  /** Newest first. */
+  listBatches(project: string, query: BatchQuery): Promise<Page<BatchRecord>>;
+  /**
+   * Compare-and-set on the status: applies `changes` only while the batch's status is one of
+   * `from`. Returns the updated batch, or undefined when the status did not match.
+   */
+  updateBatch(
+    id: string,
+    from: readonly BatchStatus[],
+    changes: Partial<Omit<BatchRecord, 'id' | 'project' | 'doneChunks' | 'chunkAttempts'>>,
+  ): Promise<BatchRecord | undefined>;
+  /**
+   * Adds a chunk's counts and usage to its batch and marks the chunk done, in one atomic step,
+   * only if the chunk is not done yet and the batch is in_progress or cancelling.
+   * A redelivered chunk therefore never counts twice.
+   */
+  recordChunk(batchId: string, outcome: ChunkOutcome): Promise<RecordChunkResult>;
+  /** Batches that are not in a terminal state, across projects (for resuming after a restart). */
+  listUnfinishedBatches(): Promise<BatchRecord[]>;
+}
+
+/** One unit of work: a chunk of a batch's input file. */
+export interface ChunkMessage {
+  batchId: string;
+  inputBlobKey: string;
+  chunk: ChunkPlanEntry;
+}
+
+/** At-least-once delivery of chunk messages: SQS in AWS, an in-process queue locally. */
+export interface WorkQueue {
+  enqueue(messages: ChunkMessage[]): Promise<void>;
+}
+
+/** The batch's state machine: Step Functions in AWS, a local driver of the same steps. */
+export interface Lifecycle {
+  /** Starts validating a newly created batch. */
+  start(batchId: string): Promise<void>;
+  /** The last chunk's outcome has been recorded. */
+  allChunksDone(batchId: string): Promise<void>;
+  /** The batch is now `cancelling`. */
+  cancelled(batchId: string): Promise<void>;
+}
+
+export interface Clock {
+  /** Milliseconds since the epoch. */
+  now(): number;
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
+}
