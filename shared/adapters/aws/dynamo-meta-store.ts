@@ -1,0 +1,514 @@
+// The MetaStore on DynamoDB: one table, used in AWS and locally against dynalite.
+//
+// Item layout (partition key `pk` only; GSI `byProject` on gsi1pk/gsi1sk lists a project's objects):
+//   file   pk = FILE#<id>   gsi1pk = <project>#FILE   gsi1sk = <createdAtMs, 15 digits>#<id>
+//          the FileRecord's fields; expiresAtMs absent when null; `ttl` (seconds) when it expires.
+//   batch  pk = BATCH#<id>  gsi1pk = <project>#BATCH  gsi1sk = as for files
+//          the BatchRecord's fields, flat: usage as usageInputTokens, usageCachedTokens,
+//          usageOutputTokens, usageReasoningTokens, usageTotalTokens; doneChunks as a Number Set
+//          (absent while empty); chunkAttempts as a map; errors, metadata and nulls native.
+import type { AttributeValue, CreateTableCommandInput, DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import {
+  DeleteCommand,
+  DynamoDBDocumentClient,
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+  ScanCommand,
+  UpdateCommand,
+} from '@aws-sdk/lib-dynamodb';
+import type { BatchQuery, FileQuery, MetaStore, Page, RecordChunkResult } from '../../ports.js';
+import {
+  TERMINAL_STATUSES,
+  type BatchRecord,
+  type BatchStatus,
+  type ChunkOutcome,
+  type FileRecord,
+  type UsageTotals,
+} from '../../batch/model.js';
+
+export const TTL_ATTRIBUTE = 'ttl';
+export const BY_PROJECT_INDEX = 'byProject';
+
+export function metaTableDefinition(tableName: string): CreateTableCommandInput {
+  return {
+    TableName: tableName,
+    BillingMode: 'PAY_PER_REQUEST',
+    AttributeDefinitions: [
+      { AttributeName: 'pk', AttributeType: 'S' },
+      { AttributeName: 'gsi1pk', AttributeType: 'S' },
+      { AttributeName: 'gsi1sk', AttributeType: 'S' },
+    ],
+    KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }],
+    GlobalSecondaryIndexes: [
+      {
+        IndexName: BY_PROJECT_INDEX,
+        KeySchema: [
+          { AttributeName: 'gsi1pk', KeyType: 'HASH' },
+          { AttributeName: 'gsi1sk', KeyType: 'RANGE' },
+        ],
+        Projection: { ProjectionType: 'ALL' },
+      },
+    ],
+  };
+}
+
+type Item = Record<string, unknown>;
+type Key = Record<string, unknown>;
+
+const fileKey = (id: string) => ({ pk: `FILE#${id}` });
+const batchKey = (id: string) => ({ pk: `BATCH#${id}` });
+const sortKey = (createdAtMs: number, id: string) => `${String(createdAtMs).padStart(15, '0')}#${id}`;
+
+interface FileItem {
+  pk: string;
+  gsi1pk: string;
+  gsi1sk: string;
+  id: string;
+  project: string;
+  filename: string;
+  purpose: FileRecord['purpose'];
+  bytes: number;
+  createdAtMs: number;
+  expiresAtMs?: number;
+  blobKey: string;
+  ttl?: number;
+}
+
+type UsageAttributes = {
+  usageInputTokens: number;
+  usageCachedTokens: number;
+  usageOutputTokens: number;
+  usageReasoningTokens: number;
+  usageTotalTokens: number;
+};
+
+type BatchItem = Omit<BatchRecord, 'usage' | 'doneChunks'> &
+  UsageAttributes & { pk: string; gsi1pk: string; gsi1sk: string; doneChunks?: Set<number> };
+
+function usageAttributes(usage: UsageTotals): UsageAttributes {
+  return {
+    usageInputTokens: usage.inputTokens,
+    usageCachedTokens: usage.cachedTokens,
+    usageOutputTokens: usage.outputTokens,
+    usageReasoningTokens: usage.reasoningTokens,
+    usageTotalTokens: usage.totalTokens,
+  };
+}
+
+function toFileItem(file: FileRecord): FileItem {
+  return {
+    ...fileKey(file.id),
+    gsi1pk: `${file.project}#FILE`,
+    gsi1sk: sortKey(file.createdAtMs, file.id),
+    id: file.id,
+    project: file.project,
+    filename: file.filename,
+    purpose: file.purpose,
+    bytes: file.bytes,
+    createdAtMs: file.createdAtMs,
+    // Absent rather than NULL, so "never expires" is attribute_not_exists in filters.
+    expiresAtMs: file.expiresAtMs ?? undefined,
+    blobKey: file.blobKey,
+    // DynamoDB TTL wants seconds; round up so the item is never reaped before it expires.
+    [TTL_ATTRIBUTE]: file.expiresAtMs === null ? undefined : Math.ceil(file.expiresAtMs / 1000),
+  };
+}
+
+function fromFileItem(item: Item): FileRecord {
+  const i = item as unknown as FileItem;
+  return {
+    id: i.id,
+    project: i.project,
+    filename: i.filename,
+    purpose: i.purpose,
+    bytes: i.bytes,
+    createdAtMs: i.createdAtMs,
+    expiresAtMs: i.expiresAtMs ?? null,
+    blobKey: i.blobKey,
+  };
+}
+
+function toBatchItem(batch: BatchRecord): BatchItem {
+  const { usage, doneChunks, ...rest } = batch;
+  return {
+    ...rest,
+    ...batchKey(batch.id),
+    gsi1pk: `${batch.project}#BATCH`,
+    gsi1sk: sortKey(batch.createdAtMs, batch.id),
+    ...usageAttributes(usage),
+    // DynamoDB has no empty sets: an absent attribute stands for [].
+    doneChunks: doneChunks.length > 0 ? new Set(doneChunks) : undefined,
+  };
+}
+
+function fromBatchItem(item: Item): BatchRecord {
+  const i = item as unknown as BatchItem;
+  return {
+    id: i.id,
+    project: i.project,
+    endpoint: i.endpoint,
+    inputFileId: i.inputFileId,
+    completionWindow: i.completionWindow,
+    status: i.status,
+    model: i.model,
+    metadata: i.metadata,
+    outputExpiresAfterSeconds: i.outputExpiresAfterSeconds,
+    errors: i.errors,
+    outputFileId: i.outputFileId,
+    errorFileId: i.errorFileId,
+    createdAtMs: i.createdAtMs,
+    expiresAtMs: i.expiresAtMs,
+    inProgressAtMs: i.inProgressAtMs,
+    finalizingAtMs: i.finalizingAtMs,
+    completedAtMs: i.completedAtMs,
+    failedAtMs: i.failedAtMs,
+    expiredAtMs: i.expiredAtMs,
+    cancellingAtMs: i.cancellingAtMs,
+    cancelledAtMs: i.cancelledAtMs,
+    total: i.total,
+    completed: i.completed,
+    failed: i.failed,
+    unrun: i.unrun,
+    usage: {
+      inputTokens: i.usageInputTokens,
+      cachedTokens: i.usageCachedTokens,
+      outputTokens: i.usageOutputTokens,
+      reasoningTokens: i.usageReasoningTokens,
+      totalTokens: i.usageTotalTokens,
+    },
+    chunkCount: i.chunkCount,
+    doneChunks: [...(i.doneChunks ?? [])].sort((a, b) => a - b),
+    chunkAttempts: i.chunkAttempts ?? {},
+  };
+}
+
+/** Fields a status change may not touch: identity, and the chunk bookkeeping owned by recordChunk. */
+const PROTECTED_BATCH_FIELDS = new Set(['id', 'project', 'doneChunks', 'chunkAttempts']);
+
+function isConditionalCheckFailed(err: unknown): err is Error & { Item?: Record<string, AttributeValue> } {
+  return err instanceof Error && err.name === 'ConditionalCheckFailedException';
+}
+
+export class DynamoMetaStore implements MetaStore {
+  private readonly doc: DynamoDBDocumentClient;
+  private readonly tableName: string;
+  private readonly now: () => number;
+
+  constructor({ client, tableName, now = Date.now }: { client: DynamoDBClient; tableName: string; now?: () => number }) {
+    this.doc = DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
+    this.tableName = tableName;
+    this.now = now;
+  }
+
+  // Files
+
+  async putFile(file: FileRecord): Promise<void> {
+    await this.doc.send(new PutCommand({ TableName: this.tableName, Item: toFileItem(file) }));
+  }
+
+  async getFile(project: string, id: string): Promise<FileRecord | undefined> {
+    const item = await this.getItem(fileKey(id));
+    if (!item || item.project !== project) return undefined;
+    const file = fromFileItem(item);
+    return this.isLive(file) ? file : undefined;
+  }
+
+  async listFiles(project: string, query: FileQuery): Promise<Page<FileRecord>> {
+    const start = await this.cursorKey(query.after === undefined ? undefined : fileKey(query.after), project);
+    if (start === null) return { items: [], hasMore: false };
+
+    // TTL deletes lazily (up to days late), so expired files are filtered out here too.
+    const filters = ['(attribute_not_exists(expiresAtMs) OR expiresAtMs > :now)'];
+    const values: Item = { ':now': this.now() };
+    if (query.purpose !== undefined) {
+      filters.push('purpose = :purpose');
+      values[':purpose'] = query.purpose;
+    }
+    const page = await this.queryByProject({
+      gsi1pk: `${project}#FILE`,
+      ascending: query.order === 'asc',
+      limit: query.limit,
+      startKey: start,
+      filter: { expression: filters.join(' AND '), values },
+    });
+    return { items: page.items.map(fromFileItem), hasMore: page.hasMore };
+  }
+
+  async deleteFile(project: string, id: string): Promise<FileRecord | undefined> {
+    try {
+      const out = await this.doc.send(
+        new DeleteCommand({
+          TableName: this.tableName,
+          Key: fileKey(id),
+          // Another project's file and an expired one look exactly like a missing one; an expired
+          // item stays for TTL to reap.
+          ConditionExpression:
+            '#project = :project AND (attribute_not_exists(expiresAtMs) OR expiresAtMs > :now)',
+          ExpressionAttributeNames: { '#project': 'project' },
+          ExpressionAttributeValues: { ':project': project, ':now': this.now() },
+          ReturnValues: 'ALL_OLD',
+        }),
+      );
+      return out.Attributes ? fromFileItem(out.Attributes) : undefined;
+    } catch (err) {
+      if (isConditionalCheckFailed(err)) return undefined;
+      throw err;
+    }
+  }
+
+  // Batches
+
+  async createBatch(batch: BatchRecord): Promise<void> {
+    try {
+      await this.doc.send(
+        new PutCommand({
+          TableName: this.tableName,
+          Item: toBatchItem(batch),
+          ConditionExpression: 'attribute_not_exists(pk)',
+        }),
+      );
+    } catch (err) {
+      if (isConditionalCheckFailed(err)) throw new Error(`batch ${batch.id} already exists`, { cause: err });
+      throw err;
+    }
+  }
+
+  async getBatch(id: string): Promise<BatchRecord | undefined> {
+    const item = await this.getItem(batchKey(id));
+    return item ? fromBatchItem(item) : undefined;
+  }
+
+  async listBatches(project: string, query: BatchQuery): Promise<Page<BatchRecord>> {
+    const start = await this.cursorKey(query.after === undefined ? undefined : batchKey(query.after), project);
+    if (start === null) return { items: [], hasMore: false };
+    const page = await this.queryByProject({
+      gsi1pk: `${project}#BATCH`,
+      ascending: false,
+      limit: query.limit,
+      startKey: start,
+    });
+    return { items: page.items.map(fromBatchItem), hasMore: page.hasMore };
+  }
+
+  async updateBatch(
+    id: string,
+    from: readonly BatchStatus[],
+    changes: Partial<Omit<BatchRecord, 'id' | 'project' | 'doneChunks' | 'chunkAttempts'>>,
+  ): Promise<BatchRecord | undefined> {
+    if (from.length === 0) return undefined;
+
+    const { usage, ...fields } = changes;
+    const attributes: Item = {};
+    for (const [name, value] of Object.entries(fields)) {
+      if (value !== undefined && !PROTECTED_BATCH_FIELDS.has(name)) attributes[name] = value;
+    }
+    if (usage) Object.assign(attributes, usageAttributes(usage));
+    if (changes.createdAtMs !== undefined) attributes.gsi1sk = sortKey(changes.createdAtMs, id);
+
+    const fromValues = Object.fromEntries(from.map((status, i) => [`:from${i}`, status]));
+    const names: Record<string, string> = { '#status': 'status' };
+    const values: Item = { ...fromValues };
+    const sets: string[] = [];
+    for (const [name, value] of Object.entries(attributes)) {
+      // Every name is a placeholder: several of ours (status, total) are DynamoDB reserved words.
+      names[`#${name}`] = name;
+      values[`:${name}`] = value;
+      sets.push(`#${name} = :${name}`);
+    }
+
+    if (sets.length === 0) {
+      // Nothing to write: a compare without a set is a consistent read.
+      const batch = await this.getBatch(id);
+      return batch && from.includes(batch.status) ? batch : undefined;
+    }
+
+    const condition = [
+      // Without it, UpdateItem would create a bare item for an unknown id.
+      'attribute_exists(pk)',
+      // The compare of compare-and-set: two drivers racing on one transition, only one wins.
+      `#status IN (${Object.keys(fromValues).join(', ')})`,
+    ].join(' AND ');
+
+    try {
+      const out = await this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: batchKey(id),
+          UpdateExpression: `SET ${sets.join(', ')}`,
+          ConditionExpression: condition,
+          ExpressionAttributeNames: names,
+          ExpressionAttributeValues: values,
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return out.Attributes ? fromBatchItem(out.Attributes) : undefined;
+    } catch (err) {
+      if (isConditionalCheckFailed(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async recordChunk(batchId: string, outcome: ChunkOutcome): Promise<RecordChunkResult> {
+    // A chunk's timeline: a worker runs it, records it here, and may crash before deleting its
+    // message; SQS redelivers, a second worker runs it again and arrives here with the same index.
+    // Meanwhile the lifecycle may have moved the batch on to finalizing, which reads the counters.
+    const condition = [
+      // The batch exists: UpdateItem would otherwise create a bare item holding only counters.
+      'attribute_exists(pk)',
+      // The chunk was not recorded before: a redelivered chunk must not count twice.
+      'NOT contains(doneChunks, :chunk)',
+      // The batch still takes results: once finalizing has read the counters they are final.
+      '#status IN (:in_progress, :cancelling)',
+    ].join(' AND ');
+
+    try {
+      const out = await this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: batchKey(batchId),
+          UpdateExpression:
+            'ADD doneChunks :chunkSet, completed :completed, failed :failed, unrun :unrun, ' +
+            'usageInputTokens :usageInputTokens, usageCachedTokens :usageCachedTokens, ' +
+            'usageOutputTokens :usageOutputTokens, usageReasoningTokens :usageReasoningTokens, ' +
+            'usageTotalTokens :usageTotalTokens ' +
+            'SET chunkAttempts.#chunk = :attempt',
+          ConditionExpression: condition,
+          ExpressionAttributeNames: { '#status': 'status', '#chunk': String(outcome.index) },
+          ExpressionAttributeValues: {
+            ':chunkSet': new Set([outcome.index]),
+            ':chunk': outcome.index,
+            ':completed': outcome.completed,
+            // `failed` already includes the lines that never ran (`unrun`): not added twice.
+            ':failed': outcome.failed,
+            ':unrun': outcome.unrun,
+            ...prefixKeys(usageAttributes(outcome.usage)),
+            ':attempt': outcome.attempt,
+            ':in_progress': 'in_progress',
+            ':cancelling': 'cancelling',
+          },
+          ReturnValues: 'ALL_NEW',
+          // DynamoDB hands back the item that failed the condition; dynalite ignores this, and
+          // then we read the item again.
+          ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+        }),
+      );
+      if (!out.Attributes) throw new Error(`recordChunk: no attributes returned for batch ${batchId}`);
+      return { recorded: true, batch: fromBatchItem(out.Attributes) };
+    } catch (err) {
+      if (!isConditionalCheckFailed(err)) throw err;
+      const current = err.Item ? rawChunkState(err.Item) : await this.chunkState(batchId);
+      return { recorded: false, reason: failureReason(current, outcome.index) };
+    }
+  }
+
+  /**
+   * Only used by the local runtime at start-up, to resume batches after a restart; in AWS the
+   * state machines carry every running batch, so the full-table Scan never runs there.
+   */
+  async listUnfinishedBatches(): Promise<BatchRecord[]> {
+    const terminal = Object.fromEntries(TERMINAL_STATUSES.map((status, i) => [`:terminal${i}`, status]));
+    const batches: BatchRecord[] = [];
+    let startKey: Key | undefined;
+    do {
+      const out = await this.doc.send(
+        new ScanCommand({
+          TableName: this.tableName,
+          ConsistentRead: true,
+          FilterExpression: `begins_with(pk, :batchPrefix) AND NOT (#status IN (${Object.keys(terminal).join(', ')}))`,
+          ExpressionAttributeNames: { '#status': 'status' },
+          ExpressionAttributeValues: { ':batchPrefix': 'BATCH#', ...terminal },
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      for (const item of out.Items ?? []) batches.push(fromBatchItem(item));
+      startKey = out.LastEvaluatedKey;
+    } while (startKey);
+    return batches;
+  }
+
+  // Helpers
+
+  private isLive(file: FileRecord): boolean {
+    return file.expiresAtMs === null || file.expiresAtMs > this.now();
+  }
+
+  private async getItem(key: Key): Promise<Item | undefined> {
+    const out = await this.doc.send(new GetCommand({ TableName: this.tableName, Key: key, ConsistentRead: true }));
+    return out.Item;
+  }
+
+  /**
+   * The ExclusiveStartKey for a page that follows the object `after`: undefined to start at the
+   * beginning, null when `after` is not an object of this project. That case answers an empty
+   * page (rather than the first one), so a client paging with a stale or foreign cursor stops
+   * instead of looping over the same objects.
+   */
+  private async cursorKey(after: Key | undefined, project: string): Promise<Key | undefined | null> {
+    if (after === undefined) return undefined;
+    const item = await this.getItem(after);
+    if (!item || item.project !== project) return null;
+    // A GSI's start key holds the table key and the index key.
+    return { pk: item.pk, gsi1pk: item.gsi1pk, gsi1sk: item.gsi1sk };
+  }
+
+  /** Reads pages of the byProject index until `limit` items plus one (to know hasMore) pass the filter. */
+  private async queryByProject(params: {
+    gsi1pk: string;
+    ascending: boolean;
+    limit: number;
+    startKey: Key | undefined;
+    filter?: { expression: string; values: Item };
+  }): Promise<Page<Item>> {
+    const items: Item[] = [];
+    let startKey = params.startKey;
+    do {
+      const out = await this.doc.send(
+        new QueryCommand({
+          TableName: this.tableName,
+          IndexName: BY_PROJECT_INDEX,
+          KeyConditionExpression: 'gsi1pk = :gsi1pk',
+          FilterExpression: params.filter?.expression,
+          ExpressionAttributeValues: { ':gsi1pk': params.gsi1pk, ...params.filter?.values },
+          ScanIndexForward: params.ascending,
+          // Limit counts items read before the filter; the loop reads on until enough pass it.
+          Limit: params.limit + 1,
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      items.push(...(out.Items ?? []));
+      startKey = out.LastEvaluatedKey;
+    } while (startKey && items.length <= params.limit);
+    return { items: items.slice(0, params.limit), hasMore: items.length > params.limit };
+  }
+
+  private async chunkState(batchId: string): Promise<ChunkState | undefined> {
+    const batch = await this.getBatch(batchId);
+    return batch && { status: batch.status, doneChunks: batch.doneChunks };
+  }
+}
+
+interface ChunkState {
+  status: BatchStatus;
+  doneChunks: number[];
+}
+
+/** The two fields recordChunk needs, from the raw item of a ConditionalCheckFailedException. */
+function rawChunkState(item: Record<string, AttributeValue>): ChunkState {
+  return {
+    status: item.status?.S as BatchStatus,
+    doneChunks: (item.doneChunks?.NS ?? []).map(Number),
+  };
+}
+
+function failureReason(state: ChunkState | undefined, index: number): 'missing' | 'duplicate' | 'closed' {
+  if (!state) return 'missing';
+  if (state.doneChunks.includes(index)) return 'duplicate';
+  // Status is no longer in_progress or cancelling (statuses never move back, so nothing else
+  // can have failed the condition).
+  return 'closed';
+}
+
+function prefixKeys(values: object): Item {
+  return Object.fromEntries(Object.entries(values).map(([name, value]) => [`:${name}`, value]));
+}

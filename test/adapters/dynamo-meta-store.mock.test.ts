@@ -1,0 +1,212 @@
+// The exact writes DynamoMetaStore sends, and how it reads DynamoDB's refusals.
+import { describe, it, expect, beforeEach } from 'vitest';
+import { mockClient } from 'aws-sdk-client-mock';
+import { ConditionalCheckFailedException, DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { DeleteCommand, DynamoDBDocumentClient, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DynamoMetaStore } from '../../shared/adapters/aws/dynamo-meta-store.js';
+import type { ChunkOutcome } from '../../shared/batch/model.js';
+import { batchRecord } from './meta-store-contract.js';
+
+const TABLE = 'meta-table';
+
+const ddb = mockClient(DynamoDBDocumentClient);
+const store = new DynamoMetaStore({
+  client: new DynamoDBClient({ region: 'us-east-1', credentials: { accessKeyId: 'x', secretAccessKey: 'x' } }),
+  tableName: TABLE,
+  now: () => 5_000,
+});
+
+const conditionFailed = (Item?: ConditionalCheckFailedException['Item']) =>
+  new ConditionalCheckFailedException({ message: 'The conditional request failed', $metadata: {}, Item });
+
+const batch = batchRecord({ id: 'batch_1', project: 'proj_1', status: 'in_progress', chunkCount: 4 });
+const batchItem = {
+  ...batch,
+  pk: 'BATCH#batch_1',
+  gsi1pk: 'proj_1#BATCH',
+  gsi1sk: `${String(batch.createdAtMs).padStart(15, '0')}#batch_1`,
+  usage: undefined,
+  doneChunks: undefined,
+  usageInputTokens: 0,
+  usageCachedTokens: 0,
+  usageOutputTokens: 0,
+  usageReasoningTokens: 0,
+  usageTotalTokens: 0,
+};
+
+const outcome: ChunkOutcome = {
+  index: 3,
+  attempt: 'att_9',
+  completed: 7,
+  failed: 3,
+  unrun: 2,
+  usage: { inputTokens: 100, cachedTokens: 20, outputTokens: 50, reasoningTokens: 5, totalTokens: 150 },
+};
+
+beforeEach(() => {
+  ddb.reset();
+});
+
+describe('recordChunk', () => {
+  it('sends one conditional UpdateItem that adds the counts and the chunk', async () => {
+    ddb.on(UpdateCommand).resolves({ Attributes: { ...batchItem, completed: 7, doneChunks: new Set([3]) } });
+
+    const result = await store.recordChunk('batch_1', outcome);
+
+    expect(result).toEqual({ recorded: true, batch: { ...batch, completed: 7, doneChunks: [3] } });
+    const calls = ddb.commandCalls(UpdateCommand);
+    expect(calls).toHaveLength(1);
+    expect(calls[0]!.args[0].input).toEqual({
+      TableName: TABLE,
+      Key: { pk: 'BATCH#batch_1' },
+      UpdateExpression:
+        'ADD doneChunks :chunkSet, completed :completed, failed :failed, unrun :unrun, ' +
+        'usageInputTokens :usageInputTokens, usageCachedTokens :usageCachedTokens, ' +
+        'usageOutputTokens :usageOutputTokens, usageReasoningTokens :usageReasoningTokens, ' +
+        'usageTotalTokens :usageTotalTokens SET chunkAttempts.#chunk = :attempt',
+      ConditionExpression:
+        'attribute_exists(pk) AND NOT contains(doneChunks, :chunk) AND #status IN (:in_progress, :cancelling)',
+      ExpressionAttributeNames: { '#status': 'status', '#chunk': '3' },
+      ExpressionAttributeValues: {
+        ':chunkSet': new Set([3]),
+        ':chunk': 3,
+        ':completed': 7,
+        ':failed': 3,
+        ':unrun': 2,
+        ':usageInputTokens': 100,
+        ':usageCachedTokens': 20,
+        ':usageOutputTokens': 50,
+        ':usageReasoningTokens': 5,
+        ':usageTotalTokens': 150,
+        ':attempt': 'att_9',
+        ':in_progress': 'in_progress',
+        ':cancelling': 'cancelling',
+      },
+      ReturnValues: 'ALL_NEW',
+      ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+    });
+  });
+
+  it('reads the reason from the item DynamoDB returns with the failure, without a second read', async () => {
+    ddb
+      .on(UpdateCommand)
+      .rejectsOnce(conditionFailed({ pk: { S: 'BATCH#batch_1' }, status: { S: 'in_progress' }, doneChunks: { NS: ['1', '3'] } }))
+      .rejectsOnce(conditionFailed({ pk: { S: 'BATCH#batch_1' }, status: { S: 'finalizing' }, doneChunks: { NS: ['1'] } }))
+      .rejectsOnce(conditionFailed({ pk: { S: 'BATCH#batch_1' }, status: { S: 'completed' } }));
+
+    expect(await store.recordChunk('batch_1', outcome)).toEqual({ recorded: false, reason: 'duplicate' });
+    expect(await store.recordChunk('batch_1', outcome)).toEqual({ recorded: false, reason: 'closed' });
+    expect(await store.recordChunk('batch_1', outcome)).toEqual({ recorded: false, reason: 'closed' });
+    expect(ddb.commandCalls(GetCommand)).toHaveLength(0);
+  });
+
+  it('reads the item again when the failure carries none (dynalite, or no item)', async () => {
+    ddb.on(UpdateCommand).rejects(conditionFailed());
+    ddb
+      .on(GetCommand)
+      .resolvesOnce({ Item: { ...batchItem, doneChunks: new Set([3]) } })
+      .resolvesOnce({ Item: { ...batchItem, status: 'completed' } })
+      .resolvesOnce({});
+
+    expect(await store.recordChunk('batch_1', outcome)).toEqual({ recorded: false, reason: 'duplicate' });
+    expect(await store.recordChunk('batch_1', outcome)).toEqual({ recorded: false, reason: 'closed' });
+    expect(await store.recordChunk('batch_1', outcome)).toEqual({ recorded: false, reason: 'missing' });
+    expect(ddb.commandCalls(GetCommand)[0]!.args[0].input).toEqual({
+      TableName: TABLE,
+      Key: { pk: 'BATCH#batch_1' },
+      ConsistentRead: true,
+    });
+  });
+
+  it('lets other errors through', async () => {
+    ddb.on(UpdateCommand).rejects(new Error('throttled'));
+    await expect(store.recordChunk('batch_1', outcome)).rejects.toThrow('throttled');
+  });
+});
+
+describe('updateBatch', () => {
+  it('sends one UpdateItem that sets each change, on condition of the status', async () => {
+    ddb.on(UpdateCommand).resolves({ Attributes: { ...batchItem, status: 'finalizing', finalizingAtMs: 42 } });
+
+    const updated = await store.updateBatch('batch_1', ['in_progress', 'cancelling'], {
+      status: 'finalizing',
+      finalizingAtMs: 42,
+      errors: null,
+      usage: { inputTokens: 1, cachedTokens: 2, outputTokens: 3, reasoningTokens: 4, totalTokens: 5 },
+    });
+
+    expect(updated).toEqual({ ...batch, status: 'finalizing', finalizingAtMs: 42 });
+    const calls = ddb.commandCalls(UpdateCommand);
+    expect(calls).toHaveLength(1);
+    expect(calls[0]!.args[0].input).toEqual({
+      TableName: TABLE,
+      Key: { pk: 'BATCH#batch_1' },
+      UpdateExpression:
+        'SET #status = :status, #finalizingAtMs = :finalizingAtMs, #errors = :errors, ' +
+        '#usageInputTokens = :usageInputTokens, #usageCachedTokens = :usageCachedTokens, ' +
+        '#usageOutputTokens = :usageOutputTokens, #usageReasoningTokens = :usageReasoningTokens, ' +
+        '#usageTotalTokens = :usageTotalTokens',
+      ConditionExpression: 'attribute_exists(pk) AND #status IN (:from0, :from1)',
+      ExpressionAttributeNames: {
+        '#status': 'status',
+        '#finalizingAtMs': 'finalizingAtMs',
+        '#errors': 'errors',
+        '#usageInputTokens': 'usageInputTokens',
+        '#usageCachedTokens': 'usageCachedTokens',
+        '#usageOutputTokens': 'usageOutputTokens',
+        '#usageReasoningTokens': 'usageReasoningTokens',
+        '#usageTotalTokens': 'usageTotalTokens',
+      },
+      ExpressionAttributeValues: {
+        ':from0': 'in_progress',
+        ':from1': 'cancelling',
+        ':status': 'finalizing',
+        ':finalizingAtMs': 42,
+        ':errors': null,
+        ':usageInputTokens': 1,
+        ':usageCachedTokens': 2,
+        ':usageOutputTokens': 3,
+        ':usageReasoningTokens': 4,
+        ':usageTotalTokens': 5,
+      },
+      ReturnValues: 'ALL_NEW',
+    });
+  });
+
+  it('answers undefined when the status does not match', async () => {
+    ddb.on(UpdateCommand).rejects(conditionFailed());
+    expect(await store.updateBatch('batch_1', ['validating'], { status: 'failed' })).toBeUndefined();
+  });
+
+  it('never writes the chunk bookkeeping, even if a caller passes it', async () => {
+    ddb.on(UpdateCommand).resolves({ Attributes: batchItem });
+    const sneaky = { status: 'finalizing', doneChunks: [1], chunkAttempts: {} } as never;
+    await store.updateBatch('batch_1', ['in_progress'], sneaky);
+    const input = ddb.commandCalls(UpdateCommand)[0]!.args[0].input;
+    expect(input.UpdateExpression).toBe('SET #status = :status');
+  });
+});
+
+describe('createBatch and deleteFile', () => {
+  it('creates a batch only if its id is new', async () => {
+    ddb.on(PutCommand).rejects(conditionFailed());
+    await expect(store.createBatch(batch)).rejects.toThrow('batch batch_1 already exists');
+    const input = ddb.commandCalls(PutCommand)[0]!.args[0].input;
+    expect(input.ConditionExpression).toBe('attribute_not_exists(pk)');
+    expect(input.Item).toMatchObject({ pk: 'BATCH#batch_1', gsi1pk: 'proj_1#BATCH', chunkAttempts: {} });
+    expect(input.Item).not.toHaveProperty('usage');
+  });
+
+  it("deletes only this project's live file", async () => {
+    ddb.on(DeleteCommand).rejects(conditionFailed());
+    expect(await store.deleteFile('proj_2', 'file_1')).toBeUndefined();
+    expect(ddb.commandCalls(DeleteCommand)[0]!.args[0].input).toEqual({
+      TableName: TABLE,
+      Key: { pk: 'FILE#file_1' },
+      ConditionExpression: '#project = :project AND (attribute_not_exists(expiresAtMs) OR expiresAtMs > :now)',
+      ExpressionAttributeNames: { '#project': 'project' },
+      ExpressionAttributeValues: { ':project': 'proj_2', ':now': 5_000 },
+      ReturnValues: 'ALL_OLD',
+    });
+  });
+});

@@ -1,0 +1,406 @@
+// Behaviour every MetaStore must have, whatever stores it. An adapter's test file calls
+// metaStoreContract() with a setup that builds a fresh store.
+import { randomUUID } from 'node:crypto';
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import type { MetaStore } from '../../shared/ports.js';
+import { ZERO_USAGE, type BatchRecord, type ChunkOutcome, type FileRecord } from '../../shared/batch/model.js';
+
+const HOUR = 3_600_000;
+
+const uid = (prefix: string) => `${prefix}_${randomUUID().replaceAll('-', '')}`;
+
+export function batchRecord(overrides: Partial<BatchRecord> = {}): BatchRecord {
+  const createdAtMs = overrides.createdAtMs ?? Date.now();
+  return {
+    id: uid('batch'),
+    project: uid('proj'),
+    endpoint: '/v1/chat/completions',
+    inputFileId: uid('file'),
+    completionWindow: '24h',
+    status: 'validating',
+    model: null,
+    metadata: null,
+    outputExpiresAfterSeconds: null,
+    errors: null,
+    outputFileId: null,
+    errorFileId: null,
+    createdAtMs,
+    expiresAtMs: createdAtMs + 24 * HOUR,
+    inProgressAtMs: null,
+    finalizingAtMs: null,
+    completedAtMs: null,
+    failedAtMs: null,
+    expiredAtMs: null,
+    cancellingAtMs: null,
+    cancelledAtMs: null,
+    total: 0,
+    completed: 0,
+    failed: 0,
+    unrun: 0,
+    usage: { ...ZERO_USAGE },
+    chunkCount: 0,
+    doneChunks: [],
+    chunkAttempts: {},
+    ...overrides,
+  };
+}
+
+export function fileRecord(overrides: Partial<FileRecord> = {}): FileRecord {
+  const id = overrides.id ?? uid('file');
+  return {
+    id,
+    project: uid('proj'),
+    filename: 'requests.jsonl',
+    purpose: 'batch',
+    bytes: 1234,
+    createdAtMs: Date.now(),
+    expiresAtMs: null,
+    blobKey: `files/${id}`,
+    ...overrides,
+  };
+}
+
+function outcome(index: number, overrides: Partial<ChunkOutcome> = {}): ChunkOutcome {
+  return {
+    index,
+    attempt: `attempt-${index}`,
+    completed: 3,
+    failed: 1,
+    unrun: 0,
+    usage: { inputTokens: 10, cachedTokens: 2, outputTokens: 5, reasoningTokens: 1, totalTokens: 15 },
+    ...overrides,
+  };
+}
+
+export function metaStoreContract(
+  name: string,
+  setup: () => Promise<{ store: MetaStore; close(): Promise<void> }>,
+): void {
+  describe(`MetaStore contract: ${name}`, () => {
+    let store: MetaStore;
+    let close: () => Promise<void>;
+
+    beforeAll(async () => {
+      ({ store, close } = await setup());
+    });
+    afterAll(async () => {
+      await close();
+    });
+
+    /** Puts `count` files of one project, created 1 s apart, in shuffled order; returns them oldest first. */
+    async function putFiles(project: string, count: number, purposeOf: (i: number) => FileRecord['purpose'] = () => 'batch') {
+      const base = Date.now() - 10 * HOUR;
+      const files = Array.from({ length: count }, (_, i) =>
+        fileRecord({ project, createdAtMs: base + i * 1000, purpose: purposeOf(i) }),
+      );
+      const shuffled = [...files].sort(() => Math.random() - 0.5);
+      for (const file of shuffled) await store.putFile(file);
+      return files;
+    }
+
+    async function inProgressBatch(overrides: Partial<BatchRecord> = {}) {
+      const batch = batchRecord({ status: 'in_progress', chunkCount: 20, total: 80, ...overrides });
+      await store.createBatch(batch);
+      return batch;
+    }
+
+    describe('files', () => {
+      it('puts and gets a file, with and without an expiry', async () => {
+        const forever = fileRecord();
+        const expiring = fileRecord({ project: forever.project, expiresAtMs: Date.now() + HOUR });
+        await store.putFile(forever);
+        await store.putFile(expiring);
+        expect(await store.getFile(forever.project, forever.id)).toEqual(forever);
+        expect(await store.getFile(forever.project, expiring.id)).toEqual(expiring);
+        expect(await store.getFile(forever.project, uid('file'))).toBeUndefined();
+      });
+
+      it('lists newest first, and oldest first for asc', async () => {
+        const project = uid('proj');
+        const files = await putFiles(project, 5);
+        const desc = await store.listFiles(project, { limit: 10, order: 'desc' });
+        expect(desc.items.map((f) => f.id)).toEqual(files.map((f) => f.id).reverse());
+        expect(desc.items[0]).toEqual(files[4]);
+        expect(desc.hasMore).toBe(false);
+        const asc = await store.listFiles(project, { limit: 10, order: 'asc' });
+        expect(asc.items.map((f) => f.id)).toEqual(files.map((f) => f.id));
+      });
+
+      it('pages with after, with an exact hasMore', async () => {
+        const project = uid('proj');
+        const ids = (await putFiles(project, 6)).map((f) => f.id).reverse();
+        for (const order of ['desc', 'asc'] as const) {
+          const expected = order === 'desc' ? ids : [...ids].reverse();
+          const pages: { ids: string[]; hasMore: boolean }[] = [];
+          let after: string | undefined;
+          do {
+            const page = await store.listFiles(project, { limit: 2, order, after });
+            pages.push({ ids: page.items.map((f) => f.id), hasMore: page.hasMore });
+            after = page.hasMore ? page.items.at(-1)?.id : undefined;
+          } while (after && pages.length < 10);
+          // 6 items in pages of 2: the third page is the last one, and says so.
+          expect(pages).toEqual([
+            { ids: expected.slice(0, 2), hasMore: true },
+            { ids: expected.slice(2, 4), hasMore: true },
+            { ids: expected.slice(4, 6), hasMore: false },
+          ]);
+        }
+      });
+
+      it('filters by purpose across pages', async () => {
+        const project = uid('proj');
+        // Oldest first: batch, output, output, output, batch, output, output, batch, batch.
+        const purposes = ['batch', 'batch_output', 'batch_output', 'batch_output', 'batch', 'batch_output', 'batch_output', 'batch', 'batch'] as const;
+        const files = await putFiles(project, purposes.length, (i) => purposes[i]!);
+        const expected = files.filter((f) => f.purpose === 'batch').map((f) => f.id).reverse();
+
+        const first = await store.listFiles(project, { limit: 3, order: 'desc', purpose: 'batch' });
+        expect(first.items.map((f) => f.id)).toEqual(expected.slice(0, 3));
+        expect(first.hasMore).toBe(true);
+        const second = await store.listFiles(project, {
+          limit: 3,
+          order: 'desc',
+          purpose: 'batch',
+          after: first.items.at(-1)!.id,
+        });
+        expect(second.items.map((f) => f.id)).toEqual(expected.slice(3));
+        expect(second.hasMore).toBe(false);
+
+        const all = await store.listFiles(project, { limit: 4, order: 'desc', purpose: 'batch' });
+        expect(all.items.map((f) => f.id)).toEqual(expected);
+        expect(all.hasMore).toBe(false);
+      });
+
+      it('answers an empty page for an unknown or foreign cursor', async () => {
+        const project = uid('proj');
+        await putFiles(project, 2);
+        const [foreign] = await putFiles(uid('proj'), 1);
+        expect(await store.listFiles(project, { limit: 10, order: 'desc', after: uid('file') })).toEqual({
+          items: [],
+          hasMore: false,
+        });
+        expect(await store.listFiles(project, { limit: 10, order: 'desc', after: foreign!.id })).toEqual({
+          items: [],
+          hasMore: false,
+        });
+      });
+
+      it('deletes a file once and returns it', async () => {
+        const file = fileRecord({ expiresAtMs: Date.now() + HOUR });
+        await store.putFile(file);
+        expect(await store.deleteFile(file.project, file.id)).toEqual(file);
+        expect(await store.getFile(file.project, file.id)).toBeUndefined();
+        expect(await store.deleteFile(file.project, file.id)).toBeUndefined();
+        expect((await store.listFiles(file.project, { limit: 10, order: 'desc' })).items).toEqual([]);
+      });
+
+      it('hides expired files from get, list and delete', async () => {
+        const live = fileRecord({ expiresAtMs: Date.now() + HOUR });
+        const expired = fileRecord({ project: live.project, expiresAtMs: Date.now() - 1, createdAtMs: live.createdAtMs + 1 });
+        await store.putFile(live);
+        await store.putFile(expired);
+        expect(await store.getFile(live.project, expired.id)).toBeUndefined();
+        const page = await store.listFiles(live.project, { limit: 1, order: 'desc' });
+        expect(page).toEqual({ items: [live], hasMore: false });
+        expect(await store.deleteFile(live.project, expired.id)).toBeUndefined();
+      });
+    });
+
+    describe('tenancy', () => {
+      it("hides another project's file from get, list and delete", async () => {
+        const file = fileRecord();
+        const other = uid('proj');
+        await store.putFile(file);
+        await putFiles(other, 1);
+        expect(await store.getFile(other, file.id)).toBeUndefined();
+        const listed = await store.listFiles(other, { limit: 100, order: 'desc' });
+        expect(listed.items.map((f) => f.id)).not.toContain(file.id);
+        expect(await store.deleteFile(other, file.id)).toBeUndefined();
+        expect(await store.getFile(file.project, file.id)).toEqual(file);
+      });
+
+      it("hides another project's batch from list", async () => {
+        const mine = batchRecord();
+        const theirs = batchRecord();
+        await store.createBatch(mine);
+        await store.createBatch(theirs);
+        expect((await store.listBatches(mine.project, { limit: 10 })).items).toEqual([mine]);
+        expect(await store.listBatches(mine.project, { limit: 10, after: theirs.id })).toEqual({
+          items: [],
+          hasMore: false,
+        });
+      });
+    });
+
+    describe('batches', () => {
+      it('creates and gets a batch, exactly as given', async () => {
+        const batch = batchRecord({
+          model: 'gpt-4o-mini',
+          metadata: { team: 'search', note: '' },
+          outputExpiresAfterSeconds: 86_400,
+          errors: [
+            { code: 'invalid_json', message: 'line 3 is not JSON', param: null, line: 3 },
+            { code: 'missing_custom_id', message: 'no custom_id', param: 'custom_id', line: null },
+          ],
+        });
+        await store.createBatch(batch);
+        expect(await store.getBatch(batch.id)).toEqual(batch);
+        expect(await store.getBatch(uid('batch'))).toBeUndefined();
+      });
+
+      it('refuses to create a batch twice', async () => {
+        const batch = batchRecord();
+        await store.createBatch(batch);
+        await expect(store.createBatch({ ...batch, status: 'in_progress' })).rejects.toThrow();
+        expect(await store.getBatch(batch.id)).toEqual(batch);
+      });
+
+      it('lists batches newest first, with pages', async () => {
+        const project = uid('proj');
+        const base = Date.now() - HOUR;
+        const batches = Array.from({ length: 5 }, (_, i) => batchRecord({ project, createdAtMs: base + i }));
+        for (const batch of [...batches].reverse()) await store.createBatch(batch);
+        const newestFirst = batches.map((b) => b.id).reverse();
+
+        const first = await store.listBatches(project, { limit: 3 });
+        expect(first.items.map((b) => b.id)).toEqual(newestFirst.slice(0, 3));
+        expect(first.hasMore).toBe(true);
+        const second = await store.listBatches(project, { limit: 3, after: first.items.at(-1)!.id });
+        expect(second.items.map((b) => b.id)).toEqual(newestFirst.slice(3));
+        expect(second.hasMore).toBe(false);
+      });
+
+      it('updates on a matching status (compare-and-set)', async () => {
+        const batch = batchRecord();
+        await store.createBatch(batch);
+        const now = Date.now();
+        const usage = { inputTokens: 1, cachedTokens: 2, outputTokens: 3, reasoningTokens: 4, totalTokens: 5 };
+        const updated = await store.updateBatch(batch.id, ['validating'], {
+          status: 'in_progress',
+          inProgressAtMs: now,
+          total: 40,
+          chunkCount: 4,
+          usage,
+          errors: null,
+        });
+        const expected = { ...batch, status: 'in_progress', inProgressAtMs: now, total: 40, chunkCount: 4, usage };
+        expect(updated).toEqual(expected);
+        expect(await store.getBatch(batch.id)).toEqual(expected);
+      });
+
+      it('changes nothing when the status does not match, or the batch is missing', async () => {
+        const batch = batchRecord();
+        await store.createBatch(batch);
+        expect(await store.updateBatch(batch.id, ['in_progress', 'cancelling'], { status: 'finalizing' })).toBeUndefined();
+        expect(await store.getBatch(batch.id)).toEqual(batch);
+        expect(await store.updateBatch(uid('batch'), ['validating'], { status: 'failed' })).toBeUndefined();
+        expect(await store.getBatch(batch.id)).toEqual(batch);
+      });
+
+      it('lets only one of two racing transitions win', async () => {
+        const batch = await inProgressBatch();
+        const results = await Promise.all([
+          store.updateBatch(batch.id, ['in_progress'], { status: 'cancelling', cancellingAtMs: 1 }),
+          store.updateBatch(batch.id, ['in_progress'], { status: 'finalizing', finalizingAtMs: 2 }),
+        ]);
+        expect(results.filter((r) => r !== undefined)).toHaveLength(1);
+      });
+
+      it('round-trips nulls set by an update', async () => {
+        const batch = batchRecord({ metadata: { a: 'b' }, model: 'm' });
+        await store.createBatch(batch);
+        const updated = await store.updateBatch(batch.id, ['validating'], { metadata: null, model: null });
+        expect(updated).toEqual({ ...batch, metadata: null, model: null });
+      });
+    });
+
+    describe('recordChunk', () => {
+      it('adds a chunk once; the second time is a duplicate', async () => {
+        const batch = await inProgressBatch();
+        const first = await store.recordChunk(batch.id, outcome(0));
+        expect(first.recorded).toBe(true);
+        if (!first.recorded) return;
+        expect(first.batch).toMatchObject({
+          completed: 3,
+          failed: 1,
+          unrun: 0,
+          usage: { inputTokens: 10, cachedTokens: 2, outputTokens: 5, reasoningTokens: 1, totalTokens: 15 },
+          doneChunks: [0],
+          chunkAttempts: { '0': 'attempt-0' },
+        });
+
+        const again = await store.recordChunk(batch.id, outcome(0, { attempt: 'second-run' }));
+        expect(again).toEqual({ recorded: false, reason: 'duplicate' });
+        expect(await store.getBatch(batch.id)).toEqual(first.batch);
+      });
+
+      it('counts unrun lines inside failed, not on top of it', async () => {
+        const batch = await inProgressBatch({ status: 'cancelling' });
+        const result = await store.recordChunk(batch.id, outcome(1, { completed: 2, failed: 5, unrun: 4 }));
+        expect(result.recorded && result.batch).toMatchObject({ completed: 2, failed: 5, unrun: 4 });
+      });
+
+      it('refuses a chunk of a batch that no longer takes results', async () => {
+        for (const status of ['validating', 'finalizing', 'completed', 'cancelled'] as const) {
+          const batch = batchRecord({ status });
+          await store.createBatch(batch);
+          expect(await store.recordChunk(batch.id, outcome(0))).toEqual({ recorded: false, reason: 'closed' });
+          expect(await store.getBatch(batch.id)).toEqual(batch);
+        }
+      });
+
+      it('reports a missing batch, and creates nothing', async () => {
+        const id = uid('batch');
+        expect(await store.recordChunk(id, outcome(0))).toEqual({ recorded: false, reason: 'missing' });
+        expect(await store.getBatch(id)).toBeUndefined();
+      });
+
+      it('round-trips doneChunks and chunkAttempts', async () => {
+        const batch = await inProgressBatch();
+        expect((await store.getBatch(batch.id))).toMatchObject({ doneChunks: [], chunkAttempts: {} });
+        await store.recordChunk(batch.id, outcome(7, { attempt: 'a7' }));
+        await store.recordChunk(batch.id, outcome(2, { attempt: 'a2' }));
+        await store.recordChunk(batch.id, outcome(11, { attempt: 'a11' }));
+        expect(await store.getBatch(batch.id)).toMatchObject({
+          doneChunks: [2, 7, 11],
+          chunkAttempts: { '2': 'a2', '7': 'a7', '11': 'a11' },
+        });
+        // And a batch created with chunks already done keeps them.
+        const seeded = batchRecord({ doneChunks: [0, 3], chunkAttempts: { '0': 'x', '3': 'y' } });
+        await store.createBatch(seeded);
+        expect(await store.getBatch(seeded.id)).toEqual(seeded);
+      });
+
+      it('counts 20 chunks recorded in parallel exactly once each', async () => {
+        const batch = await inProgressBatch();
+        const indexes = Array.from({ length: 20 }, (_, i) => i);
+        // Each chunk twice, all at once: a redelivery racing the first delivery.
+        const results = await Promise.all([...indexes, ...indexes].map((i) => store.recordChunk(batch.id, outcome(i))));
+        expect(results.filter((r) => r.recorded)).toHaveLength(20);
+        expect(results.filter((r) => !r.recorded && r.reason === 'duplicate')).toHaveLength(20);
+        const after = await store.getBatch(batch.id);
+        expect(after).toMatchObject({
+          completed: 60,
+          failed: 20,
+          usage: { inputTokens: 200, cachedTokens: 40, outputTokens: 100, reasoningTokens: 20, totalTokens: 300 },
+          doneChunks: indexes,
+        });
+        expect(Object.keys(after!.chunkAttempts)).toHaveLength(20);
+      });
+    });
+
+    it('lists unfinished batches across projects', async () => {
+      const statuses = ['validating', 'in_progress', 'finalizing', 'cancelling', 'failed', 'completed', 'expired', 'cancelled'] as const;
+      const batches = statuses.map((status) => batchRecord({ status }));
+      for (const batch of batches) await store.createBatch(batch);
+      await store.putFile(fileRecord());
+
+      const unfinished = await store.listUnfinishedBatches();
+      const ours = new Set(batches.map((b) => b.id));
+      const found = unfinished.filter((b) => ours.has(b.id));
+      expect(found.map((b) => b.status).sort()).toEqual(['cancelling', 'finalizing', 'in_progress', 'validating']);
+      expect(found).toContainEqual(batches[1]);
+      expect(unfinished.every((b) => !['failed', 'completed', 'expired', 'cancelled'].includes(b.status))).toBe(true);
+    });
+  });
+}
