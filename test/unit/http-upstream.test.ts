@@ -1,0 +1,122 @@
+import { describe, expect, it } from 'vitest';
+import type { Clock } from '../../shared/ports.js';
+import { HttpUpstream } from '../../shared/upstream/http-upstream.js';
+
+/** A clock whose sleeps return at once but move time forward, so backoffs are observable. */
+function fakeClock(start = 1_000_000) {
+  let now = start;
+  const sleeps: number[] = [];
+  const clock: Clock = {
+    now: () => now,
+    sleep: async (ms) => {
+      sleeps.push(ms);
+      now += ms;
+    },
+  };
+  return { clock, sleeps };
+}
+
+function scriptedFetch(answers: (() => Response | Promise<Response>)[]) {
+  const calls: { url: string; init: RequestInit }[] = [];
+  const fetch = (async (url: string, init: RequestInit) => {
+    calls.push({ url, init });
+    const next = answers.shift();
+    if (!next) throw new Error('no more scripted answers');
+    return next();
+  }) as unknown as typeof globalThis.fetch;
+  return { fetch, calls };
+}
+
+const json = (status: number, body: unknown, headers: Record<string, string> = {}) => () =>
+  new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json', ...headers } });
+
+const request = { url: '/v1/chat/completions', body: { model: 'm', messages: [] } };
+
+function upstream(fetch: typeof globalThis.fetch, clock: Clock, maxAttempts = 4) {
+  return new HttpUpstream({ baseUrl: 'http://upstream.test/v1', apiKey: 'sk-secret', concurrency: 2, timeoutMs: 1_000, maxAttempts, clock, fetch });
+}
+
+describe('HttpUpstream', () => {
+  it('posts to the base URL with the key, and returns the answer', async () => {
+    const { clock } = fakeClock();
+    const { fetch, calls } = scriptedFetch([json(200, { ok: true }, { 'x-request-id': 'req_1' })]);
+    const result = await upstream(fetch, clock).send(request, { deadlineMs: Infinity, mayStart: () => true });
+    expect(result).toEqual({ kind: 'response', statusCode: 200, requestId: 'req_1', body: { ok: true } });
+    expect(calls[0]!.url).toBe('http://upstream.test/v1/chat/completions');
+    expect((calls[0]!.init.headers as Record<string, string>).authorization).toBe('Bearer sk-secret');
+  });
+
+  it('retries 429 honouring retry-after-ms and Retry-After, then succeeds', async () => {
+    const { clock, sleeps } = fakeClock();
+    const { fetch, calls } = scriptedFetch([
+      json(429, { error: {} }, { 'retry-after-ms': '250' }),
+      json(429, { error: {} }, { 'retry-after': '2' }),
+      json(200, { ok: true }),
+    ]);
+    const result = await upstream(fetch, clock).send(request, { deadlineMs: Infinity, mayStart: () => true });
+    expect(result).toMatchObject({ statusCode: 200 });
+    expect(calls).toHaveLength(3);
+    expect(sleeps).toEqual([250, 2_000]);
+  });
+
+  it('treats a 4xx other than 429 as final at once', async () => {
+    const { clock } = fakeClock();
+    const { fetch, calls } = scriptedFetch([json(400, { error: { message: 'bad' } })]);
+    const result = await upstream(fetch, clock).send(request, { deadlineMs: Infinity, mayStart: () => true });
+    expect(result).toMatchObject({ statusCode: 400, body: { error: { message: 'bad' } } });
+    expect(calls).toHaveLength(1);
+  });
+
+  it('gives up after maxAttempts with the last answer, backing off with jitter below the exponential cap', async () => {
+    const { clock, sleeps } = fakeClock();
+    const { fetch, calls } = scriptedFetch([json(500, {}), json(502, {}), json(503, { error: { message: 'last' } })]);
+    const result = await upstream(fetch, clock, 3).send(request, { deadlineMs: Infinity, mayStart: () => true });
+    expect(result).toMatchObject({ statusCode: 503, body: { error: { message: 'last' } } });
+    expect(calls).toHaveLength(3);
+    expect(sleeps[0]).toBeLessThanOrEqual(500);
+    expect(sleeps[1]).toBeLessThanOrEqual(1_000);
+  });
+
+  it('retries connection failures and reports them without leaking the URL or key', async () => {
+    const { clock } = fakeClock();
+    const refused = () => Promise.reject(Object.assign(new TypeError('fetch failed'), { cause: { code: 'ECONNREFUSED' } }));
+    const { fetch, calls } = scriptedFetch([refused, refused]);
+    const result = await upstream(fetch, clock, 2).send(request, { deadlineMs: Infinity, mayStart: () => true });
+    expect(result).toEqual({ kind: 'error', code: 'upstream_unreachable', message: 'The upstream could not be reached: ECONNREFUSED.' });
+    expect(calls).toHaveLength(2);
+    expect(JSON.stringify(result)).not.toMatch(/sk-secret|upstream\.test/);
+  });
+
+  it('does not wait for a retry that would land past the deadline', async () => {
+    const { clock, sleeps } = fakeClock(0);
+    const { fetch, calls } = scriptedFetch([json(429, {}, { 'retry-after': '5' })]);
+    const result = await upstream(fetch, clock).send(request, { deadlineMs: 3_000, mayStart: () => true });
+    expect(result).toMatchObject({ statusCode: 429 });
+    expect(calls).toHaveLength(1);
+    expect(sleeps).toEqual([]);
+  });
+
+  it('never starts a request that may not start (cancel or expiry)', async () => {
+    const { clock } = fakeClock();
+    const { fetch, calls } = scriptedFetch([]);
+    expect(await upstream(fetch, clock).send(request, { deadlineMs: Infinity, mayStart: () => false })).toBeUndefined();
+    expect(await upstream(fetch, clock).send(request, { deadlineMs: 0, mayStart: () => true })).toBeUndefined();
+    expect(calls).toHaveLength(0);
+  });
+
+  it('keeps at most `concurrency` attempts on the wire', async () => {
+    const { clock } = fakeClock();
+    let inFlight = 0;
+    let peak = 0;
+    const fetch = (async () => {
+      inFlight++;
+      peak = Math.max(peak, inFlight);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      inFlight--;
+      return new Response('{}', { status: 200 });
+    }) as unknown as typeof globalThis.fetch;
+    const client = upstream(fetch, clock);
+    await Promise.all(Array.from({ length: 10 }, () => client.send(request, { deadlineMs: Infinity, mayStart: () => true })));
+    expect(peak).toBe(2);
+  });
+});
