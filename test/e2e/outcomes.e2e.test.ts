@@ -81,7 +81,7 @@ describe('batch outcomes', () => {
     expect(batch.status).toBe('failed');
     expect(batch.failed_at).toBeGreaterThan(0);
     expect(batch.output_file_id).toBeNull();
-    const errors = batch.errors!.data.map(({ line, code }) => ({ line, code }));
+    const errors = batch.errors!.data!.map(({ line, code }) => ({ line, code }));
     expect(errors).toEqual([
       { line: 2, code: 'invalid_json_line' },
       { line: 3, code: 'duplicate_custom_id' },
@@ -91,7 +91,7 @@ describe('batch outcomes', () => {
       { line: 7, code: 'missing_custom_id' },
     ]);
     expect(batch.errors!.object).toBe('list');
-    for (const error of batch.errors!.data) expect(error.message).toMatch(/\S/);
+    for (const error of batch.errors!.data!) expect(error.message).toMatch(/\S/);
     expect(upstream.stats().requests).toBe(0);
   });
 
@@ -100,7 +100,7 @@ describe('batch outcomes', () => {
     const created = await submit(openai, ['', '   ']);
     const batch = await waitForBatch(openai, created.id);
     expect(batch.status).toBe('failed');
-    expect(batch.errors!.data[0]).toMatchObject({ code: 'empty_file' });
+    expect(batch.errors!.data![0]).toMatchObject({ code: 'empty_file' });
   });
 
   it('cancels mid-run: in-flight requests finish, the rest are batch_cancelled', async () => {

@@ -1,0 +1,179 @@
+// Streaming JSONL: split a byte stream into lines with their absolute byte offsets, holding at
+// most one line (plus the input chunk being scanned) in memory. Lines are found with
+// Buffer.indexOf, so the cost per byte is native; a line that lies wholly inside one input chunk
+// is a view of that chunk (no copy), and only a line that spans chunks is joined.
+
+/** One line of a JSONL file. */
+export interface JsonlLine {
+  /** 1-based line number in the file. */
+  number: number;
+  /** Absolute byte offset of the line's first byte. */
+  start: number;
+  /** Absolute byte offset just past the line terminator (exclusive): consecutive lines tile the file. */
+  end: number;
+  /** The line's content without `\n` / `\r\n` (and without a leading BOM); empty when tooLong. */
+  bytes: Buffer;
+  /** The content is longer than maxLineBytes; its bytes were skipped, not kept. */
+  tooLong: boolean;
+}
+
+export interface JsonlReadOptions {
+  /** Absolute offset of the first byte of `source` in the file (default 0). */
+  offset?: number;
+  /** Number of the first line of `source` (default 1). */
+  firstLineNumber?: number;
+  /** Longest line content kept, in bytes (default: unlimited). */
+  maxLineBytes?: number;
+}
+
+const LF = 10;
+const CR = 13;
+const EMPTY = Buffer.alloc(0);
+
+function hasBom(bytes: Buffer): boolean {
+  return bytes.length >= 3 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf;
+}
+
+function asBuffer(chunk: Uint8Array): Buffer {
+  return Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+}
+
+/**
+ * The synchronous core of the reader: push chunks in, get complete lines out through a callback.
+ * Lines handed to `emit` may be views of the pushed chunk; copy them if the chunk will be reused.
+ */
+export class JsonlLineSplitter {
+  private readonly maxLineBytes: number;
+  /** Whether a BOM at the very start of the file is possible (the source starts at offset 0). */
+  private readonly bomPossible: boolean;
+  private lineNumber: number;
+  private lineStart: number;
+  /** Absolute offset of the next byte to be pushed. */
+  private position: number;
+  /** Pieces of the current line from earlier chunks. */
+  private pieces: Buffer[] = [];
+  private piecesLength = 0;
+  private tooLong = false;
+
+  constructor(options: JsonlReadOptions = {}) {
+    const offset = options.offset ?? 0;
+    this.maxLineBytes = options.maxLineBytes ?? Number.POSITIVE_INFINITY;
+    this.bomPossible = offset === 0;
+    this.lineNumber = options.firstLineNumber ?? 1;
+    this.lineStart = offset;
+    this.position = offset;
+  }
+
+  /** Allowance over maxLineBytes while a line is incomplete: a trailing `\r`, and a BOM on the first line. */
+  private slack(): number {
+    return this.bomPossible && this.lineStart === 0 ? 4 : 1;
+  }
+
+  push(chunk: Uint8Array, emit: (line: JsonlLine) => void): void {
+    const buf = asBuffer(chunk);
+    const length = buf.length;
+    const base = this.position;
+    let i = 0;
+    while (i < length) {
+      const nl = buf.indexOf(LF, i);
+      if (nl === -1) {
+        // The line continues in the next chunk.
+        if (!this.tooLong) {
+          const rest = length - i;
+          if (this.piecesLength + rest > this.maxLineBytes + this.slack()) {
+            this.tooLong = true;
+            this.pieces = [];
+            this.piecesLength = 0;
+          } else {
+            this.pieces.push(i === 0 ? buf : buf.subarray(i));
+            this.piecesLength += rest;
+          }
+        }
+        break;
+      }
+      const end = base + nl + 1;
+      if (this.tooLong) {
+        emit({ number: this.lineNumber, start: this.lineStart, end, bytes: EMPTY, tooLong: true });
+      } else {
+        // Content up to (not including) the `\n`, then drop a `\r` before it.
+        if (this.piecesLength === 0) {
+          this.emitLine(buf.subarray(i, nl), end, false, true, emit);
+        } else if (this.piecesLength + (nl - i) > this.maxLineBytes + this.slack()) {
+          this.emitLine(EMPTY, end, true, true, emit); // certainly too long: do not join it
+        } else {
+          this.pieces.push(buf.subarray(i, nl));
+          this.emitLine(Buffer.concat(this.pieces, this.piecesLength + (nl - i)), end, false, true, emit);
+        }
+      }
+      this.pieces = [];
+      this.piecesLength = 0;
+      this.tooLong = false;
+      this.lineStart = end;
+      this.lineNumber++;
+      i = nl + 1;
+    }
+    this.position = base + length;
+  }
+
+  /** Flushes a last line that has no newline. */
+  end(emit: (line: JsonlLine) => void): void {
+    if (this.lineStart >= this.position) return;
+    const end = this.position;
+    if (this.tooLong) {
+      emit({ number: this.lineNumber, start: this.lineStart, end, bytes: EMPTY, tooLong: true });
+    } else {
+      const bytes = this.pieces.length === 1 ? this.pieces[0]! : Buffer.concat(this.pieces, this.piecesLength);
+      this.emitLine(bytes, end, false, false, emit);
+    }
+    this.pieces = [];
+    this.piecesLength = 0;
+    this.tooLong = false;
+    this.lineStart = end;
+    this.lineNumber++;
+  }
+
+  private emitLine(
+    content: Buffer,
+    end: number,
+    knownTooLong: boolean,
+    terminated: boolean,
+    emit: (line: JsonlLine) => void,
+  ): void {
+    let bytes = content;
+    if (!knownTooLong) {
+      if (terminated && bytes.length > 0 && bytes[bytes.length - 1] === CR) bytes = bytes.subarray(0, bytes.length - 1);
+      if (this.bomPossible && this.lineStart === 0 && hasBom(bytes)) bytes = bytes.subarray(3);
+    }
+    if (knownTooLong || bytes.length > this.maxLineBytes) {
+      emit({ number: this.lineNumber, start: this.lineStart, end, bytes: EMPTY, tooLong: true });
+    } else {
+      emit({ number: this.lineNumber, start: this.lineStart, end, bytes, tooLong: false });
+    }
+  }
+}
+
+/**
+ * Streams the lines of a JSONL byte stream. `start`/`end` are absolute offsets in the file
+ * (`options.offset` is where `source` begins); a last line without a newline is yielded too.
+ * A line longer than `maxLineBytes` comes out with `tooLong: true` and empty `bytes`.
+ */
+export async function* readJsonlLines(
+  source: AsyncIterable<Uint8Array>,
+  options: JsonlReadOptions = {},
+): AsyncGenerator<JsonlLine> {
+  const splitter = new JsonlLineSplitter(options);
+  let ready: JsonlLine[] = [];
+  const collect = (line: JsonlLine): void => {
+    ready.push(line);
+  };
+  for await (const chunk of source) {
+    splitter.push(chunk, collect);
+    if (ready.length > 0) {
+      const lines = ready;
+      ready = [];
+      for (const line of lines) yield line;
+    }
+  }
+  splitter.end(collect);
+  for (const line of ready) yield line;
+}
