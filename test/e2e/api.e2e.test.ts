@@ -13,7 +13,7 @@ describe('the API', () => {
   let bob: OpenAI;
 
   beforeAll(async () => {
-    service = await startServiceProcess({ env: { API_KEYS: 'alice-key:alpha, bob-key:beta' } });
+    service = await startServiceProcess({ env: { API_KEYS: 'alice-key:alpha, bob-key:beta', MAX_FILE_BYTES: '100000' } });
     alice = client(service.baseURL, 'alice-key');
     bob = client(service.baseURL, 'bob-key');
   });
@@ -155,6 +155,9 @@ describe('the API', () => {
       expect(response.status).toBe(status);
       expect(((await response.json()) as { error: { param: string | null } }).error.param).toBe(param);
     }
+    const tooBig = await form({ purpose: 'batch' }, 'x'.repeat(100_001));
+    expect(tooBig.status).toBe(413);
+    expect(((await tooBig.json()) as { error: { code: string } }).error.code).toBe('file_too_large');
     const json = await fetch(`${service.baseURL}/files`, { method: 'POST', headers: { authorization: 'Bearer alice-key', 'content-type': 'application/json' }, body: '{}' });
     expect(json.status).toBe(400);
   });
