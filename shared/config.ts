@@ -42,6 +42,7 @@ const EnvSchema = z.object({
   UPSTREAM_CONCURRENCY: positiveInt.default(64),
   UPSTREAM_TIMEOUT: duration.default('10m'),
   UPSTREAM_MAX_ATTEMPTS: positiveInt.default(6),
+  UPSTREAM_BACKOFF_BASE: duration.default('500ms'),
   MIN_COMPLETION_WINDOW: duration.default('24h'),
   MAX_COMPLETION_WINDOW: duration.default('336h'),
   MAX_REQUESTS_PER_BATCH: positiveInt.default(50_000),
@@ -64,6 +65,8 @@ export interface ServiceConfig {
     concurrency: number;
     timeoutMs: number;
     maxAttempts: number;
+    /** Backoff before the second attempt; doubles with each further attempt (full jitter). */
+    baseBackoffMs: number;
   };
   limits: {
     minCompletionWindowMs: number;
@@ -99,6 +102,7 @@ export function loadConfig(env: Record<string, string | undefined>): ServiceConf
       concurrency: e.UPSTREAM_CONCURRENCY,
       timeoutMs: parseDuration(e.UPSTREAM_TIMEOUT)!,
       maxAttempts: e.UPSTREAM_MAX_ATTEMPTS,
+      baseBackoffMs: parseDuration(e.UPSTREAM_BACKOFF_BASE)!,
     },
     limits: {
       minCompletionWindowMs: parseDuration(e.MIN_COMPLETION_WINDOW)!,

@@ -1,6 +1,16 @@
 // The interfaces the domain needs from the world. Each has an AWS implementation
 // (shared/adapters/aws) and an embedded one for `npm start` and the tests (shared/adapters/local).
-import type { BatchRecord, BatchStatus, ChunkOutcome, ChunkPlanEntry, FileRecord } from './batch/model.js';
+import type {
+  ApiKeyRecord,
+  BatchRecord,
+  BatchStatus,
+  ChunkOutcome,
+  ChunkPlanEntry,
+  FileRecord,
+  UploadPartRecord,
+  UploadRecord,
+  UploadStatus,
+} from './batch/model.js';
 
 /** A byte range; `end` is exclusive. */
 export interface ByteRange {
@@ -29,6 +39,8 @@ export interface BlobStore {
   concat(key: string, parts: string[]): Promise<{ bytes: number }>;
   /** Deletes objects; missing ones are ignored. */
   delete(keys: string[]): Promise<void>;
+  /** Keys that start with `prefix`, in lexicographic order. */
+  list(prefix: string): Promise<string[]>;
   /** A short-lived URL that serves the object without our credentials, where the backend has one. */
   presignGet?(key: string, options: { expiresInSeconds: number; filename: string }): Promise<string>;
 }
@@ -89,6 +101,26 @@ export interface MetaStore {
   recordChunk(batchId: string, outcome: ChunkOutcome): Promise<RecordChunkResult>;
   /** Batches that are not in a terminal state, across projects (for resuming after a restart). */
   listUnfinishedBatches(): Promise<BatchRecord[]>;
+
+  createUpload(upload: UploadRecord): Promise<void>;
+  /** An upload of this project, or undefined (another project's upload looks missing). */
+  getUpload(project: string, id: string): Promise<UploadRecord | undefined>;
+  /** Compare-and-set on the upload's status, like updateBatch. */
+  updateUpload(
+    id: string,
+    from: readonly UploadStatus[],
+    changes: Partial<Pick<UploadRecord, 'status' | 'fileId'>>,
+  ): Promise<UploadRecord | undefined>;
+  putUploadPart(part: UploadPartRecord): Promise<void>;
+  /** A part of this upload, or undefined. */
+  getUploadPart(uploadId: string, partId: string): Promise<UploadPartRecord | undefined>;
+
+  putApiKey(key: ApiKeyRecord): Promise<void>;
+  /** The key with this hash, revoked or not, or undefined. */
+  getApiKey(keyHash: string): Promise<ApiKeyRecord | undefined>;
+  listApiKeys(project?: string): Promise<ApiKeyRecord[]>;
+  /** Marks a key revoked; returns it, or undefined when there is no such key. */
+  revokeApiKey(keyHash: string, atMs: number): Promise<ApiKeyRecord | undefined>;
 }
 
 /** One unit of work: a chunk of a batch's input file. */

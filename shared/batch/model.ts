@@ -117,3 +117,43 @@ export interface BatchRecord {
   doneChunks: number[];
   chunkAttempts: Record<string, string>;
 }
+
+export type UploadStatus = 'pending' | 'completed' | 'cancelled' | 'expired';
+
+/** An Upload (OpenAI's Uploads API): a file sent in parts, joined on complete. */
+export interface UploadRecord {
+  id: string;
+  project: string;
+  filename: string;
+  purpose: FilePurpose;
+  /** The size the client announced; the parts must add up to it on complete. */
+  bytes: number;
+  mimeType: string;
+  status: UploadStatus;
+  createdAtMs: number;
+  /** An upload that is not completed by then expires (an hour after creation). */
+  expiresAtMs: number;
+  /** Seconds the resulting file lives after its creation (expires_after), or null for the default. */
+  fileExpiresAfterSeconds: number | null;
+  /** The File created on complete. */
+  fileId: string | null;
+}
+
+export interface UploadPartRecord {
+  id: string;
+  uploadId: string;
+  project: string;
+  bytes: number;
+  createdAtMs: number;
+  blobKey: string;
+}
+
+/** An API key, stored by the SHA-256 of the key: the key itself is shown once and never stored. */
+export interface ApiKeyRecord {
+  keyHash: string;
+  project: string;
+  /** The first characters of the key, to tell keys apart in listings. */
+  prefix: string;
+  createdAtMs: number;
+  revokedAtMs: number | null;
+}

@@ -9,6 +9,7 @@ export interface DefaultRouteConfig {
   concurrency: number;
   timeoutMs: number;
   maxAttempts: number;
+  baseBackoffMs: number;
 }
 
 /**

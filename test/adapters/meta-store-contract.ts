@@ -3,7 +3,15 @@
 import { randomUUID } from 'node:crypto';
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import type { MetaStore } from '../../shared/ports.js';
-import { ZERO_USAGE, type BatchRecord, type ChunkOutcome, type FileRecord } from '../../shared/batch/model.js';
+import {
+  ZERO_USAGE,
+  type ApiKeyRecord,
+  type BatchRecord,
+  type ChunkOutcome,
+  type FileRecord,
+  type UploadPartRecord,
+  type UploadRecord,
+} from '../../shared/batch/model.js';
 
 const HOUR = 3_600_000;
 
@@ -401,6 +409,59 @@ export function metaStoreContract(
       expect(found.map((b) => b.status).sort()).toEqual(['cancelling', 'finalizing', 'in_progress', 'validating']);
       expect(found).toContainEqual(batches[1]);
       expect(unfinished.every((b) => !['failed', 'completed', 'expired', 'cancelled'].includes(b.status))).toBe(true);
+    });
+
+    describe('uploads', () => {
+      const upload = (overrides: Partial<UploadRecord> = {}): UploadRecord => ({
+        id: `upload_${Math.random().toString(36).slice(2)}`,
+        project: 'alpha',
+        filename: 'big.jsonl',
+        purpose: 'batch',
+        bytes: 10,
+        mimeType: 'application/jsonl',
+        status: 'pending',
+        createdAtMs: 1_000,
+        expiresAtMs: 3_601_000,
+        fileExpiresAfterSeconds: null,
+        fileId: null,
+        ...overrides,
+      });
+
+      it('stores uploads per project and changes their status by compare-and-set', async () => {
+        const record = upload();
+        await store.createUpload(record);
+        expect(await store.getUpload('alpha', record.id)).toEqual(record);
+        expect(await store.getUpload('beta', record.id)).toBeUndefined();
+        await expect(store.createUpload(record)).rejects.toThrow();
+
+        const completed = await store.updateUpload(record.id, ['pending'], { status: 'completed', fileId: 'file-1' });
+        expect(completed).toEqual({ ...record, status: 'completed', fileId: 'file-1' });
+        expect(await store.updateUpload(record.id, ['pending'], { status: 'cancelled' })).toBeUndefined();
+        expect(await store.updateUpload('upload_missing', ['pending'], { status: 'cancelled' })).toBeUndefined();
+      });
+
+      it('stores parts by upload', async () => {
+        const part: UploadPartRecord = { id: 'part_1', uploadId: 'upload_x', project: 'alpha', bytes: 5, createdAtMs: 2_000, blobKey: 'uploads/upload_x/part_1' };
+        await store.putUploadPart(part);
+        expect(await store.getUploadPart('upload_x', 'part_1')).toEqual(part);
+        expect(await store.getUploadPart('upload_y', 'part_1')).toBeUndefined();
+      });
+    });
+
+    describe('api keys', () => {
+      it('stores keys by hash, lists them by project, and revokes once', async () => {
+        const suffix = Math.random().toString(36).slice(2);
+        const a: ApiKeyRecord = { keyHash: `hash-a-${suffix}`, project: `p-${suffix}`, prefix: 'sk-ab', createdAtMs: 1_000, revokedAtMs: null };
+        const b: ApiKeyRecord = { keyHash: `hash-b-${suffix}`, project: `q-${suffix}`, prefix: 'sk-cd', createdAtMs: 2_000, revokedAtMs: null };
+        await store.putApiKey(a);
+        await store.putApiKey(b);
+        expect(await store.getApiKey(a.keyHash)).toEqual(a);
+        expect(await store.listApiKeys(a.project)).toEqual([a]);
+        expect((await store.listApiKeys()).map((k) => k.keyHash)).toEqual(expect.arrayContaining([a.keyHash, b.keyHash]));
+        expect(await store.revokeApiKey(a.keyHash, 5_000)).toEqual({ ...a, revokedAtMs: 5_000 });
+        expect((await store.revokeApiKey(a.keyHash, 9_000))!.revokedAtMs).toBe(5_000);
+        expect(await store.revokeApiKey('no-such-hash', 1)).toBeUndefined();
+      });
     });
   });
 }

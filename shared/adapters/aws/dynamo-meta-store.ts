@@ -7,6 +7,9 @@
 //          the BatchRecord's fields, flat: usage as usageInputTokens, usageCachedTokens,
 //          usageOutputTokens, usageReasoningTokens, usageTotalTokens; doneChunks as a Number Set
 //          (absent while empty); chunkAttempts as a map; errors, metadata and nulls native.
+//   upload pk = UPLOAD#<id>                       the UploadRecord; `ttl` a day after it expires
+//   part   pk = UPLOADPART#<uploadId>#<partId>    the UploadPartRecord; same `ttl` as its upload
+//   apikey pk = APIKEY#<sha256 of the key>  gsi1pk = APIKEYS  gsi1sk = as for files
 import type { AttributeValue, CreateTableCommandInput, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import {
   DeleteCommand,
@@ -23,7 +26,11 @@ import {
   type BatchRecord,
   type BatchStatus,
   type ChunkOutcome,
+  type ApiKeyRecord,
   type FileRecord,
+  type UploadPartRecord,
+  type UploadRecord,
+  type UploadStatus,
   type UsageTotals,
 } from '../../batch/model.js';
 
@@ -58,6 +65,12 @@ type Key = Record<string, unknown>;
 
 const fileKey = (id: string) => ({ pk: `FILE#${id}` });
 const batchKey = (id: string) => ({ pk: `BATCH#${id}` });
+const uploadKey = (id: string) => ({ pk: `UPLOAD#${id}` });
+const uploadPartKey = (uploadId: string, partId: string) => ({ pk: `UPLOADPART#${uploadId}#${partId}` });
+const apiKeyKey = (keyHash: string) => ({ pk: `APIKEY#${keyHash}` });
+const API_KEYS_INDEX_KEY = 'APIKEYS';
+/** Upload records outlive their hour by a day, so a late complete or retrieve still gets a clear answer. */
+const UPLOAD_RECORD_GRACE_SECONDS = 24 * 3600;
 const sortKey = (createdAtMs: number, id: string) => `${String(createdAtMs).padStart(15, '0')}#${id}`;
 
 interface FileItem {
@@ -427,6 +440,119 @@ export class DynamoMetaStore implements MetaStore {
     return batches;
   }
 
+  // Uploads
+
+  async createUpload(upload: UploadRecord): Promise<void> {
+    await this.doc.send(
+      new PutCommand({
+        TableName: this.tableName,
+        Item: { ...uploadKey(upload.id), ...upload, [TTL_ATTRIBUTE]: Math.ceil(upload.expiresAtMs / 1000) + UPLOAD_RECORD_GRACE_SECONDS },
+        ConditionExpression: 'attribute_not_exists(pk)',
+      }),
+    );
+  }
+
+  async getUpload(project: string, id: string): Promise<UploadRecord | undefined> {
+    const item = await this.getItem(uploadKey(id));
+    return item && item.project === project ? fromUploadItem(item) : undefined;
+  }
+
+  async updateUpload(
+    id: string,
+    from: readonly UploadStatus[],
+    changes: Partial<Pick<UploadRecord, 'status' | 'fileId'>>,
+  ): Promise<UploadRecord | undefined> {
+    const fromValues = Object.fromEntries(from.map((status, i) => [`:from${i}`, status]));
+    const entries = Object.entries(changes).filter(([, value]) => value !== undefined);
+    if (from.length === 0 || entries.length === 0) return undefined;
+    try {
+      const out = await this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: uploadKey(id),
+          UpdateExpression: `SET ${entries.map(([name]) => `#${name} = :${name}`).join(', ')}`,
+          // Exists, and still in a status the caller expects: completing and cancelling race.
+          ConditionExpression: `attribute_exists(pk) AND #status IN (${Object.keys(fromValues).join(', ')})`,
+          ExpressionAttributeNames: { '#status': 'status', ...Object.fromEntries(entries.map(([name]) => [`#${name}`, name])) },
+          ExpressionAttributeValues: { ...fromValues, ...Object.fromEntries(entries.map(([name, value]) => [`:${name}`, value])) },
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return out.Attributes ? fromUploadItem(out.Attributes) : undefined;
+    } catch (err) {
+      if (isConditionalCheckFailed(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async putUploadPart(part: UploadPartRecord): Promise<void> {
+    await this.doc.send(new PutCommand({ TableName: this.tableName, Item: { ...uploadPartKey(part.uploadId, part.id), ...part } }));
+  }
+
+  async getUploadPart(uploadId: string, partId: string): Promise<UploadPartRecord | undefined> {
+    const item = await this.getItem(uploadPartKey(uploadId, partId));
+    if (!item) return undefined;
+    return { id: item.id, uploadId: item.uploadId, project: item.project, bytes: item.bytes, createdAtMs: item.createdAtMs, blobKey: item.blobKey } as UploadPartRecord;
+  }
+
+  // API keys
+
+  async putApiKey(key: ApiKeyRecord): Promise<void> {
+    await this.doc.send(
+      new PutCommand({
+        TableName: this.tableName,
+        // revokedAtMs stays absent until revoked, so revoking can keep the first time with if_not_exists.
+        Item: { ...apiKeyKey(key.keyHash), gsi1pk: API_KEYS_INDEX_KEY, gsi1sk: sortKey(key.createdAtMs, key.keyHash), ...key, revokedAtMs: key.revokedAtMs ?? undefined },
+      }),
+    );
+  }
+
+  async getApiKey(keyHash: string): Promise<ApiKeyRecord | undefined> {
+    const item = await this.getItem(apiKeyKey(keyHash));
+    return item ? fromApiKeyItem(item) : undefined;
+  }
+
+  async listApiKeys(project?: string): Promise<ApiKeyRecord[]> {
+    const keys: ApiKeyRecord[] = [];
+    let startKey: Key | undefined;
+    do {
+      const out = await this.doc.send(
+        new QueryCommand({
+          TableName: this.tableName,
+          IndexName: BY_PROJECT_INDEX,
+          KeyConditionExpression: 'gsi1pk = :gsi1pk',
+          FilterExpression: project === undefined ? undefined : '#project = :project',
+          ExpressionAttributeNames: project === undefined ? undefined : { '#project': 'project' },
+          ExpressionAttributeValues: { ':gsi1pk': API_KEYS_INDEX_KEY, ...(project === undefined ? {} : { ':project': project }) },
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      keys.push(...(out.Items ?? []).map(fromApiKeyItem));
+      startKey = out.LastEvaluatedKey;
+    } while (startKey);
+    return keys;
+  }
+
+  async revokeApiKey(keyHash: string, atMs: number): Promise<ApiKeyRecord | undefined> {
+    try {
+      const out = await this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: apiKeyKey(keyHash),
+          // A key revoked twice keeps its first revocation time.
+          UpdateExpression: 'SET revokedAtMs = if_not_exists(revokedAtMs, :at)',
+          ConditionExpression: 'attribute_exists(pk)',
+          ExpressionAttributeValues: { ':at': atMs },
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return out.Attributes ? fromApiKeyItem(out.Attributes) : undefined;
+    } catch (err) {
+      if (isConditionalCheckFailed(err)) return undefined;
+      throw err;
+    }
+  }
+
   // Helpers
 
   private isLive(file: FileRecord): boolean {
@@ -486,6 +612,28 @@ export class DynamoMetaStore implements MetaStore {
     const batch = await this.getBatch(batchId);
     return batch && { status: batch.status, doneChunks: batch.doneChunks };
   }
+}
+
+function fromUploadItem(item: Item): UploadRecord {
+  const i = item as unknown as UploadRecord;
+  return {
+    id: i.id,
+    project: i.project,
+    filename: i.filename,
+    purpose: i.purpose,
+    bytes: i.bytes,
+    mimeType: i.mimeType,
+    status: i.status,
+    createdAtMs: i.createdAtMs,
+    expiresAtMs: i.expiresAtMs,
+    fileExpiresAfterSeconds: i.fileExpiresAfterSeconds ?? null,
+    fileId: i.fileId ?? null,
+  };
+}
+
+function fromApiKeyItem(item: Item): ApiKeyRecord {
+  const i = item as unknown as ApiKeyRecord;
+  return { keyHash: i.keyHash, project: i.project, prefix: i.prefix, createdAtMs: i.createdAtMs, revokedAtMs: i.revokedAtMs ?? null };
 }
 
 interface ChunkState {

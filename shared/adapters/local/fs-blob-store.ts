@@ -1,7 +1,7 @@
 // BlobStore on the local filesystem. Writes go to a temporary file that is renamed into place,
 // so a reader (or a restart) never sees half an object, as with S3.
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -60,6 +60,22 @@ export class FsBlobStore implements BlobStore {
 
   async delete(keys: string[]): Promise<void> {
     await Promise.all(keys.map((key) => rm(this.path(key), { force: true })));
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    // Only the directory that holds the prefix's last segment is read; keys are files below it.
+    const slash = prefix.lastIndexOf('/');
+    const directory = slash < 0 ? '' : prefix.slice(0, slash);
+    let entries: string[];
+    try {
+      entries = (await readdir(join(this.root, directory), { recursive: true, withFileTypes: true }))
+        .filter((entry) => entry.isFile() && !entry.name.endsWith('.tmp'))
+        .map((entry) => join(entry.parentPath, entry.name).slice(this.root.length + 1).split('\\').join('/'));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw error;
+    }
+    return entries.filter((key) => key.startsWith(prefix)).sort();
   }
 
   private async writeAtomically(
