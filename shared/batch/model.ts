@@ -112,6 +112,12 @@ export interface BatchRecord {
   unrun: number;
   usage: UsageTotals;
 
+  /**
+   * The Step Functions task token the batch's execution waits on while its chunks run (AWS only):
+   * the last chunk sends task success with it, a cancel sends task failure.
+   */
+  taskToken?: string | null;
+
   /** Chunks whose outcome has been recorded, and the attempt that recorded each. */
   chunkCount: number;
   doneChunks: number[];

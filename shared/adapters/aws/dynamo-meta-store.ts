@@ -190,6 +190,7 @@ function fromBatchItem(item: Item): BatchRecord {
       reasoningTokens: i.usageReasoningTokens,
       totalTokens: i.usageTotalTokens,
     },
+    taskToken: i.taskToken ?? null,
     chunkCount: i.chunkCount,
     doneChunks: [...(i.doneChunks ?? [])].sort((a, b) => a - b),
     chunkAttempts: i.chunkAttempts ?? {},

@@ -1,0 +1,53 @@
+// What the CDK stack (infra/) and the Lambda handlers (functions/) agree on: handler entry
+// points, environment variables, and the payloads the state machine passes between its steps.
+// Pass ids, never data: Step Functions payloads are capped at 256 KiB.
+
+/** Entry files under functions/, each exporting `handler`. */
+export const HANDLERS = {
+  api: 'functions/api.ts',
+  validate: 'functions/validate.ts',
+  enqueue: 'functions/enqueue.ts',
+  waitForChunks: 'functions/wait-for-chunks.ts',
+  finalize: 'functions/finalize.ts',
+  worker: 'functions/worker.ts',
+} as const;
+
+/** Environment variables the stack sets on the functions. */
+export const ENV = {
+  tableName: 'TABLE_NAME',
+  bucketName: 'BUCKET_NAME',
+  queueUrl: 'QUEUE_URL',
+  stateMachineArn: 'STATE_MACHINE_ARN',
+  /** JSON: the default route and per-model routes; API keys are named by Secrets Manager secret, never inlined. */
+  upstreamConfig: 'UPSTREAM_CONFIG',
+  /** Secrets Manager ARN of the default upstream's API key. */
+  upstreamSecretArn: 'UPSTREAM_SECRET_ARN',
+  /** The same limits as the local runtime (MIN_COMPLETION_WINDOW, MAX_FILE_BYTES, ...), as strings. */
+  limitsPrefix: '',
+} as const;
+
+/** Input of every state machine execution, and of each Lambda step: only the batch id. */
+export interface BatchExecutionInput {
+  batchId: string;
+}
+
+/** validate's result; the Choice state branches on `status`. */
+export interface ValidateOutput {
+  batchId: string;
+  status: 'in_progress' | 'failed' | 'cancelling' | 'validating' | 'finalizing' | 'completed' | 'expired' | 'cancelled';
+}
+
+/** enqueue's result: how long the state machine waits for the chunks (window left + drain time). */
+export interface EnqueueOutput {
+  batchId: string;
+  waitSeconds: number;
+}
+
+/** wait-for-chunks is invoked with a task token (.waitForTaskToken); it stores the token on the batch. */
+export interface WaitForChunksInput {
+  batchId: string;
+  taskToken: string;
+}
+
+/** The error the cancel API sends through SendTaskFailure; the state machine catches it by name. */
+export const CANCEL_ERROR = 'BatchCancelled';
