@@ -181,6 +181,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
       failed: 0,
       unrun: 0,
       usage: ZERO_USAGE,
+      taskToken: null,
       chunkCount: 0,
       doneChunks: [],
       chunkAttempts: {},

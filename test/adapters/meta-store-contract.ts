@@ -46,6 +46,7 @@ export function batchRecord(overrides: Partial<BatchRecord> = {}): BatchRecord {
     failed: 0,
     unrun: 0,
     usage: { ...ZERO_USAGE },
+    taskToken: null,
     chunkCount: 0,
     doneChunks: [],
     chunkAttempts: {},
