@@ -15,6 +15,8 @@ import { parseArgs } from 'node:util';
 import OpenAI from 'openai';
 import { startUpstreamSim } from '../test/support/upstream-sim.js';
 import { startServiceProcess, type ServiceProcess } from '../test/support/service-process.js';
+import { faultScenarios } from './scenarios/faults.js';
+import { bigScenarios } from './scenarios/big.js';
 
 // ---------------------------------------------------------------------------------------------
 // Reusable pieces
@@ -293,6 +295,8 @@ export const scenarios: Record<string, Scenario> = {
     description: 'N chat requests: floor vs a plain fetch client vs one batch through the service',
     run: throughput,
   },
+  ...faultScenarios,
+  ...bigScenarios,
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -2,6 +2,15 @@
 import { ConfigError, loadConfig } from '../shared/config.js';
 import { jsonLogger } from '../shared/log.js';
 import { startService } from './service.js';
+import v8 from 'node:v8';
+
+// Keep the heap near what is live. By default V8 lets garbage grow the heap to about four times
+// the live size between full collections, which a long batch turns into ~60 MB more peak RSS for
+// nothing (the work holds ~30 MB). 20% costs little CPU; a --heap-growing-percent given to node wins.
+if (!process.execArgv.some((arg) => arg.startsWith('--heap-growing-percent'))) v8.setFlagsFromString('--heap-growing-percent=20');
+
+// The embedded DynamoDB client talks to a local server; the SDK's notice about Node 20 is not for this user.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 const log = jsonLogger(process.env.LOG_LEVEL === 'debug' ? 'debug' : 'info');
 

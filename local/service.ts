@@ -5,7 +5,7 @@ import { mkdir } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { createApiApp } from '../shared/api/app.js';
-import type { ServiceConfig } from '../shared/config.js';
+import { ConfigError, type ServiceConfig } from '../shared/config.js';
 import { DynamoMetaStore } from '../shared/adapters/aws/dynamo-meta-store.js';
 import { startEmbeddedDynamo } from '../shared/adapters/local/embedded-dynamo.js';
 import { FsBlobStore } from '../shared/adapters/local/fs-blob-store.js';
@@ -15,6 +15,7 @@ import { systemClock } from '../shared/adapters/local/system-clock.js';
 import type { StepDeps } from '../shared/batch/steps.js';
 import { errorMessage, type Logger } from '../shared/log.js';
 import { createUpstreamRouter } from '../shared/upstream/router.js';
+import { resolveRoutes, RoutesError } from '../shared/upstream/routes.js';
 import { runChunk } from '../shared/work/run-chunk.js';
 
 export interface RunningService {
@@ -24,12 +25,18 @@ export interface RunningService {
 }
 
 export async function startService(config: ServiceConfig, log: Logger): Promise<RunningService> {
+  // Locally an apiKeySecret is `env:NAME`: there is no secret store to ask for anything else.
+  const routes = await resolveRoutes(config.upstream.routes, { env: process.env, defaultConcurrency: config.upstream.concurrency }).catch(
+    (error: unknown) => {
+      throw error instanceof RoutesError ? new ConfigError(`invalid configuration: ${error.message}`) : error;
+    },
+  );
   await mkdir(config.dataDir, { recursive: true });
   const dynamo = await startEmbeddedDynamo({ path: join(config.dataDir, 'meta') });
   const meta = new DynamoMetaStore({ client: dynamo.client, tableName: dynamo.tableName });
   const blobs = new FsBlobStore(join(config.dataDir, 'blobs'));
   const clock = systemClock;
-  const upstreams = createUpstreamRouter(config.upstream, clock);
+  const upstreams = createUpstreamRouter({ ...config.upstream, routes }, clock, log);
   const queue = new LocalWorkQueue({
     concurrency: config.localWorkers,
     onDeadLetter: (message, error) =>
@@ -49,7 +56,7 @@ export async function startService(config: ServiceConfig, log: Logger): Promise<
   const lifecycle = new LocalLifecycle(steps, { drainTimeoutMs: config.upstream.timeoutMs + 5_000 });
   queue.start(async (message) => {
     try {
-      await runChunk({ meta, blobs, lifecycle, upstreams, clock, log }, message);
+      await runChunk({ meta, blobs, lifecycle, upstreams, clock, log, checkpoints: config.checkpoints }, message);
     } catch (error) {
       log.log('warn', 'chunk failed; it will be delivered again', { batchId: message.batchId, chunk: message.chunk.index, error: errorMessage(error) });
       throw error;

@@ -1,6 +1,8 @@
 // Service configuration, read once from the environment and checked with zod, so a typo in a
 // setting stops start-up with a clear message instead of misbehaving later.
+import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { parseRoutesText, RoutesError, type RouteConfig } from './upstream/routes.js';
 
 const DURATION = /^(\d+)(ms|s|m|h)$/;
 const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 } as const;
@@ -43,6 +45,11 @@ const EnvSchema = z.object({
   UPSTREAM_TIMEOUT: duration.default('10m'),
   UPSTREAM_MAX_ATTEMPTS: positiveInt.default(6),
   UPSTREAM_BACKOFF_BASE: duration.default('500ms'),
+  UPSTREAM_REQUESTS_PER_MINUTE: positiveInt.optional(),
+  UPSTREAM_TOKENS_PER_MINUTE: positiveInt.optional(),
+  UPSTREAM_ROUTES: z.string().optional(),
+  CHECKPOINT_INTERVAL: duration.default('2s'),
+  CHECKPOINT_LINES: positiveInt.default(500),
   MIN_COMPLETION_WINDOW: duration.default('24h'),
   MAX_COMPLETION_WINDOW: duration.default('336h'),
   MAX_REQUESTS_PER_BATCH: positiveInt.default(50_000),
@@ -67,7 +74,14 @@ export interface ServiceConfig {
     maxAttempts: number;
     /** Backoff before the second attempt; doubles with each further attempt (full jitter). */
     baseBackoffMs: number;
+    /** Limits of the default route (UPSTREAM_BASE_URL). */
+    requestsPerMinute: number | undefined;
+    tokensPerMinute: number | undefined;
+    /** Routes by model name or pattern, from the UPSTREAM_ROUTES file (keys not yet resolved). */
+    routes: RouteConfig[];
   };
+  /** A chunk worker saves its finished lines every `intervalMs`, or sooner once `maxLines` wait. */
+  checkpoints: { intervalMs: number; maxLines: number };
   limits: {
     minCompletionWindowMs: number;
     maxCompletionWindowMs: number;
@@ -83,7 +97,27 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
-export function loadConfig(env: Record<string, string | undefined>): ServiceConfig {
+/** Reads and checks the UPSTREAM_ROUTES file; a ConfigError names the file and every problem. */
+function loadRoutes(path: string | undefined, readFile: (path: string) => string): RouteConfig[] {
+  if (!path) return [];
+  let text: string;
+  try {
+    text = readFile(path);
+  } catch (error) {
+    throw new ConfigError(`invalid configuration: UPSTREAM_ROUTES: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+  }
+  try {
+    return parseRoutesText(text, `UPSTREAM_ROUTES (${path})`);
+  } catch (error) {
+    if (error instanceof RoutesError) throw new ConfigError(`invalid configuration: ${error.message}`);
+    throw error;
+  }
+}
+
+export function loadConfig(
+  env: Record<string, string | undefined>,
+  readFile: (path: string) => string = (path) => readFileSync(path, 'utf8'),
+): ServiceConfig {
   const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
   const parsed = EnvSchema.safeParse(present);
   if (!parsed.success) {
@@ -103,7 +137,11 @@ export function loadConfig(env: Record<string, string | undefined>): ServiceConf
       timeoutMs: parseDuration(e.UPSTREAM_TIMEOUT)!,
       maxAttempts: e.UPSTREAM_MAX_ATTEMPTS,
       baseBackoffMs: parseDuration(e.UPSTREAM_BACKOFF_BASE)!,
+      requestsPerMinute: e.UPSTREAM_REQUESTS_PER_MINUTE,
+      tokensPerMinute: e.UPSTREAM_TOKENS_PER_MINUTE,
+      routes: loadRoutes(e.UPSTREAM_ROUTES, readFile),
     },
+    checkpoints: { intervalMs: parseDuration(e.CHECKPOINT_INTERVAL)!, maxLines: e.CHECKPOINT_LINES },
     limits: {
       minCompletionWindowMs: parseDuration(e.MIN_COMPLETION_WINDOW)!,
       maxCompletionWindowMs: parseDuration(e.MAX_COMPLETION_WINDOW)!,

@@ -13,8 +13,10 @@ import { normalizeEndpoint } from '../batch/validate.js';
 import { newBatchId, newFileId, randomToken } from '../ids.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
+import type { ApiKeyResolver } from './api-keys.js';
 import { ApiError, badRequest, conflict, internalError, notFound, tooLarge } from './errors.js';
 import { receiveMultipart } from './multipart.js';
+import { batchFileCheck, registerUploadRoutes } from './uploads.js';
 import { listObject, toBatchObject, toFileObject } from './objects.js';
 import { BATCH_ENDPOINTS, createBatchSchema, fileExpiresAfter, listBatchesQuery, listFilesQuery } from './schemas.js';
 
@@ -24,9 +26,24 @@ export interface ApiDeps {
   lifecycle: Lifecycle;
   clock: Clock;
   log: Logger;
-  /** Bearer key → project; undefined runs open as the project `default`. */
+  /** Bearer key → project; undefined (with no resolveApiKey either) runs open as the project `default`. */
   apiKeys: Map<string, string> | undefined;
-  limits: { maxFileBytes: number; minCompletionWindowMs: number; maxCompletionWindowMs: number };
+  /** Looks up keys the map does not hold (in AWS: hashed keys in the MetaStore). */
+  resolveApiKey?: ApiKeyResolver;
+  /**
+   * Downloads of files larger than `redirectAboveBytes` answer 307 to a short-lived presigned URL,
+   * where the BlobStore can presign (in AWS, where a Lambda's answer is capped at 6 MB). Unset:
+   * every download streams.
+   */
+  downloads?: { redirectAboveBytes: number; urlExpiresInSeconds: number };
+  limits: {
+    maxFileBytes: number;
+    minCompletionWindowMs: number;
+    maxCompletionWindowMs: number;
+    /** Checked while a batch file uploads (files over them are refused at once); unset: not checked there. */
+    maxLineBytes?: number;
+    maxRequestsPerBatch?: number;
+  };
   /** Answers whether the service can take work (for /healthz). */
   ready?: () => Promise<boolean>;
 }
@@ -67,7 +84,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
   const api = new Hono<Env>();
 
   api.use('*', async (c, next) => {
-    const project = authenticate(deps.apiKeys, c.req.header('authorization'));
+    const project = await authenticate(deps, c.req.header('authorization'));
     c.set('project', project);
     await next();
   });
@@ -83,6 +100,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
         fileField: 'file',
         maxFileBytes: deps.limits.maxFileBytes,
         store: (body) => blobs.put(blobKey, body),
+        check: () => batchFileCheck(deps.limits),
       });
       if (!form.file) throw badRequest("The 'file' part is missing: send the JSONL file as the multipart field 'file'.", 'file');
       if (form.file.truncated) {
@@ -129,6 +147,11 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
 
   api.get('/files/:id/content', async (c) => {
     const file = await fileOf(c);
+    if (deps.downloads && blobs.presignGet && file.bytes > deps.downloads.redirectAboveBytes) {
+      // fetch and httpx follow it, and drop the Authorization header on the way to another origin.
+      const url = await blobs.presignGet(file.blobKey, { expiresInSeconds: deps.downloads.urlExpiresInSeconds, filename: file.filename });
+      return c.redirect(url, 307);
+    }
     const body = Readable.toWeb(Readable.from(await blobs.get(file.blobKey))) as unknown as ReadableStream;
     return new Response(body, {
       headers: {
@@ -212,6 +235,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
     return c.json(toBatchObject(cancelling));
   });
 
+  registerUploadRoutes(api, deps);
   app.route('/v1', api);
   app.route('/v4', api);
 
@@ -234,13 +258,14 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
 
 export const OPEN_PROJECT = 'default';
 
-function authenticate(apiKeys: Map<string, string> | undefined, header: string | undefined): string {
-  if (!apiKeys) return OPEN_PROJECT;
+async function authenticate(deps: Pick<ApiDeps, 'apiKeys' | 'resolveApiKey'>, header: string | undefined): Promise<string> {
+  const { apiKeys, resolveApiKey } = deps;
+  if (!apiKeys && !resolveApiKey) return OPEN_PROJECT;
   const key = /^Bearer\s+(.+)$/i.exec(header ?? '')?.[1]?.trim();
   if (!key) {
     throw new ApiError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.", 'invalid_request_error', null, 'missing_api_key');
   }
-  const project = apiKeys.get(key);
+  const project = apiKeys?.get(key) ?? (await resolveApiKey?.(key));
   if (!project) throw new ApiError(401, 'Incorrect API key provided.', 'invalid_request_error', null, 'invalid_api_key');
   return project;
 }

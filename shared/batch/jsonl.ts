@@ -30,13 +30,17 @@ const LF = 10;
 const CR = 13;
 const EMPTY = Buffer.alloc(0);
 
-function hasBom(bytes: Buffer): boolean {
-  return bytes.length >= 3 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf;
-}
-
 function asBuffer(chunk: Uint8Array): Buffer {
   return Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
 }
+
+/**
+ * A line as ranges, for hot loops that must not allocate per line: the content is
+ * `buf[from, to)` (without `\n` / `\r\n` and a leading BOM); `start`/`end` are absolute offsets
+ * in the file as in JsonlLine. `buf` may be the pushed chunk itself: read it before returning.
+ * For a line longer than maxLineBytes, `tooLong` is true and `from === to`.
+ */
+export type RawLineHandler = (buf: Buffer, from: number, to: number, number: number, start: number, end: number, tooLong: boolean) => void;
 
 /**
  * The synchronous core of the reader: push chunks in, get complete lines out through a callback.
@@ -70,6 +74,16 @@ export class JsonlLineSplitter {
   }
 
   push(chunk: Uint8Array, emit: (line: JsonlLine) => void): void {
+    this.pushRaw(chunk, toLine(emit));
+  }
+
+  /** Flushes a last line that has no newline. */
+  end(emit: (line: JsonlLine) => void): void {
+    this.endRaw(toLine(emit));
+  }
+
+  /** push(), handing out lines as ranges of a buffer instead of JsonlLine objects. */
+  pushRaw(chunk: Uint8Array, emit: RawLineHandler): void {
     const buf = asBuffer(chunk);
     const length = buf.length;
     const base = this.position;
@@ -93,19 +107,18 @@ export class JsonlLineSplitter {
       }
       const end = base + nl + 1;
       if (this.tooLong) {
-        emit({ number: this.lineNumber, start: this.lineStart, end, bytes: EMPTY, tooLong: true });
-      } else {
+        emit(EMPTY, 0, 0, this.lineNumber, this.lineStart, end, true);
+      } else if (this.piecesLength === 0) {
         // Content up to (not including) the `\n`, then drop a `\r` before it.
-        if (this.piecesLength === 0) {
-          this.emitLine(buf.subarray(i, nl), end, false, true, emit);
-        } else if (this.piecesLength + (nl - i) > this.maxLineBytes + this.slack()) {
-          this.emitLine(EMPTY, end, true, true, emit); // certainly too long: do not join it
-        } else {
-          this.pieces.push(buf.subarray(i, nl));
-          this.emitLine(Buffer.concat(this.pieces, this.piecesLength + (nl - i)), end, false, true, emit);
-        }
+        this.emitLine(buf, i, nl, end, true, emit);
+      } else if (this.piecesLength + (nl - i) > this.maxLineBytes + this.slack()) {
+        emit(EMPTY, 0, 0, this.lineNumber, this.lineStart, end, true); // certainly too long: do not join it
+      } else {
+        this.pieces.push(buf.subarray(i, nl));
+        const joined = Buffer.concat(this.pieces, this.piecesLength + (nl - i));
+        this.emitLine(joined, 0, joined.length, end, true, emit);
       }
-      this.pieces = [];
+      if (this.pieces.length > 0) this.pieces = [];
       this.piecesLength = 0;
       this.tooLong = false;
       this.lineStart = end;
@@ -115,15 +128,15 @@ export class JsonlLineSplitter {
     this.position = base + length;
   }
 
-  /** Flushes a last line that has no newline. */
-  end(emit: (line: JsonlLine) => void): void {
+  /** end(), handing out the last line as a range. */
+  endRaw(emit: RawLineHandler): void {
     if (this.lineStart >= this.position) return;
     const end = this.position;
     if (this.tooLong) {
-      emit({ number: this.lineNumber, start: this.lineStart, end, bytes: EMPTY, tooLong: true });
+      emit(EMPTY, 0, 0, this.lineNumber, this.lineStart, end, true);
     } else {
       const bytes = this.pieces.length === 1 ? this.pieces[0]! : Buffer.concat(this.pieces, this.piecesLength);
-      this.emitLine(bytes, end, false, false, emit);
+      this.emitLine(bytes, 0, bytes.length, end, false, emit);
     }
     this.pieces = [];
     this.piecesLength = 0;
@@ -132,24 +145,19 @@ export class JsonlLineSplitter {
     this.lineNumber++;
   }
 
-  private emitLine(
-    content: Buffer,
-    end: number,
-    knownTooLong: boolean,
-    terminated: boolean,
-    emit: (line: JsonlLine) => void,
-  ): void {
-    let bytes = content;
-    if (!knownTooLong) {
-      if (terminated && bytes.length > 0 && bytes[bytes.length - 1] === CR) bytes = bytes.subarray(0, bytes.length - 1);
-      if (this.bomPossible && this.lineStart === 0 && hasBom(bytes)) bytes = bytes.subarray(3);
+  private emitLine(buf: Buffer, from: number, to: number, end: number, terminated: boolean, emit: RawLineHandler): void {
+    if (terminated && to > from && buf[to - 1] === CR) to--;
+    if (this.bomPossible && this.lineStart === 0 && to - from >= 3 && buf[from] === 0xef && buf[from + 1] === 0xbb && buf[from + 2] === 0xbf) {
+      from += 3;
     }
-    if (knownTooLong || bytes.length > this.maxLineBytes) {
-      emit({ number: this.lineNumber, start: this.lineStart, end, bytes: EMPTY, tooLong: true });
-    } else {
-      emit({ number: this.lineNumber, start: this.lineStart, end, bytes, tooLong: false });
-    }
+    if (to - from > this.maxLineBytes) emit(EMPTY, 0, 0, this.lineNumber, this.lineStart, end, true);
+    else emit(buf, from, to, this.lineNumber, this.lineStart, end, false);
   }
+}
+
+function toLine(emit: (line: JsonlLine) => void): RawLineHandler {
+  return (buf, from, to, number, start, end, tooLong) =>
+    emit({ number, start, end, bytes: tooLong ? EMPTY : buf.subarray(from, to), tooLong });
 }
 
 /**

@@ -5,4 +5,11 @@ export const blobKeys = {
   chunkOutput: (batchId: string, index: number, attempt: string) => `batches/${batchId}/chunks/${index}.${attempt}.output.jsonl`,
   chunkErrors: (batchId: string, index: number, attempt: string) => `batches/${batchId}/chunks/${index}.${attempt}.errors.jsonl`,
   unrunErrors: (batchId: string, index: number) => `batches/${batchId}/unrun/${index}.jsonl`,
+  /** Finished lines of an unrecorded chunk that finalization took from its checkpoints. */
+  recoveredOutput: (batchId: string, index: number) => `batches/${batchId}/unrun/${index}.output.jsonl`,
+  /** Every checkpoint of every chunk of a batch starts with this. */
+  checkpointsOfBatch: (batchId: string) => `batches/${batchId}/chunks/`,
+  checkpointsOfChunk: (batchId: string, index: number) => `batches/${batchId}/chunks/${index}/`,
+  checkpoint: (batchId: string, index: number, attempt: string, seq: number) =>
+    `batches/${batchId}/chunks/${index}/ckpt-${attempt}-${String(seq).padStart(6, '0')}.jsonl`,
 };

@@ -28,6 +28,26 @@ export function unrunLine(customId: string, reason: UnrunReason): string {
   return resultLine(customId, { kind: 'error', code: reason, message: UNRUN_MESSAGES[reason] });
 }
 
+const UNFINISHED_MESSAGES: Record<UnrunReason, string> = {
+  batch_cancelled: 'This request was not completed because the batch was cancelled while it was being retried.',
+  batch_expired: 'This request was not completed before the batch expired: the upstream had not given a final answer.',
+};
+
+/**
+ * A request whose retries were cut short by the window or a cancel: the error names the reason,
+ * and `response` keeps the upstream's last status and body (null when the last try got no answer).
+ */
+export function unfinishedLine(customId: string, reason: UnrunReason, last: UpstreamResult): string {
+  const message = last.kind === 'error' ? `${UNFINISHED_MESSAGES[reason]} Last attempt: ${last.message}` : UNFINISHED_MESSAGES[reason];
+  const line = {
+    id: newRequestLineId(),
+    custom_id: customId,
+    response: last.kind === 'response' ? { status_code: last.statusCode, request_id: last.requestId, body: last.body } : null,
+    error: { code: reason, message },
+  };
+  return JSON.stringify(line) + '\n';
+}
+
 export function isSuccess(result: UpstreamResult): boolean {
   return result.kind === 'response' && result.statusCode >= 200 && result.statusCode < 300;
 }

@@ -5,10 +5,11 @@ import { createHash } from 'node:crypto';
 import type { Logger } from '../log.js';
 import type { BlobStore, Clock, MetaStore, WorkQueue } from '../ports.js';
 import type { UpstreamRouter } from '../upstream/types.js';
+import { listCheckpoints, readCheckpoints, summarize, type CheckpointedLine } from './checkpoints.js';
 import { readChunkRequests } from './chunk-reader.js';
 import { blobKeys } from './keys.js';
-import { TERMINAL_STATUSES, type BatchRecord, type BatchStatus, type ChunkPlanEntry, type FileRecord } from './model.js';
-import { unrunLine } from './results.js';
+import { TERMINAL_STATUSES, ZERO_USAGE, type BatchRecord, type BatchStatus, type ChunkPlanEntry, type FileRecord } from './model.js';
+import { addUsage, unrunLine } from './results.js';
 import { validateBatchInput } from './validate.js';
 
 export interface StepDeps {
@@ -59,6 +60,8 @@ export async function validateStep(deps: StepDeps, batchId: string): Promise<Bat
     maxErrors: deps.limits.maxErrors ?? 1_000,
     chunkMaxRequests: deps.chunking.maxRequests,
     chunkMaxBytes: deps.chunking.maxBytes,
+    // Only when custom_id hashes repeat: the suspected duplicates are confirmed by reading again.
+    reread: () => deps.blobs.get(file.blobKey),
   });
   if (!result.ok) return (await failWith(deps, batch, result.errors, result.total))?.status;
   if (!deps.upstreams.route(result.model)) {
@@ -99,8 +102,9 @@ export function derivedFileId(batchId: string, kind: 'output' | 'error'): string
 
 /**
  * Stops taking chunk results, then merges the recorded chunks' objects into one output file and
- * one error file, streaming. Chunks with no recorded outcome never ran: each of their lines goes
- * to the error file as batch_cancelled or batch_expired, so every custom_id appears exactly once.
+ * one error file, streaming. A chunk with no recorded outcome keeps the lines its worker had
+ * checkpointed (output or error, as they were, counted now); each of its other lines goes to the
+ * error file as batch_cancelled or batch_expired, so every custom_id appears exactly once.
  */
 export async function finalizeStep(deps: StepDeps, batchId: string): Promise<BatchStatus | undefined> {
   const { meta, blobs, clock } = deps;
@@ -114,12 +118,14 @@ export async function finalizeStep(deps: StepDeps, batchId: string): Promise<Bat
 
   const cancelled = batch.cancellingAtMs !== null;
   const reason = cancelled ? 'batch_cancelled' : 'batch_expired';
-  const plan = await readPlan(blobs, batchId);
+  const [plan, checkpoints] = await Promise.all([readPlan(blobs, batchId), listCheckpoints(blobs, batchId)]);
   const done = new Set(batch.doneChunks);
   const outputParts: string[] = [];
   const errorParts: string[] = [];
-  const scratch: string[] = [];
+  const scratch: string[] = [...checkpoints.values()].flat();
   let unrun = 0;
+  // Lines of unrecorded chunks taken from their checkpoints: not in the batch's counts yet.
+  let recovered = { completed: 0, failed: 0, usage: ZERO_USAGE };
   for (const chunk of plan?.chunks ?? []) {
     const attempt = batch.chunkAttempts[String(chunk.index)];
     if (done.has(chunk.index) && attempt) {
@@ -128,11 +134,28 @@ export async function finalizeStep(deps: StepDeps, batchId: string): Promise<Bat
       continue;
     }
     const requests = await readChunkRequests(blobs, plan!.inputBlobKey, chunk);
-    const key = blobKeys.unrunErrors(batchId, chunk.index);
-    await blobs.put(key, requests.map((request) => unrunLine(request.customId, reason)).join(''));
-    errorParts.push(key);
-    scratch.push(key);
-    unrun += requests.length;
+    const keys = checkpoints.get(chunk.index);
+    const saved = keys ? (await readCheckpoints(blobs, batchId, chunk.index, keys)).lines : new Map<string, CheckpointedLine>();
+    const finished = requests.flatMap((request) => saved.get(request.customId) ?? []);
+    const outputKey = blobKeys.recoveredOutput(batchId, chunk.index);
+    const errorKey = blobKeys.unrunErrors(batchId, chunk.index);
+    const errorLines = requests.map((request) => {
+      const line = saved.get(request.customId);
+      return line ? (line.success ? '' : line.text) : unrunLine(request.customId, reason);
+    });
+    if (finished.some((line) => line.success)) {
+      await blobs.put(outputKey, finished.filter((line) => line.success).map((line) => line.text).join(''));
+      outputParts.push(outputKey);
+    }
+    await blobs.put(errorKey, errorLines.join(''));
+    errorParts.push(errorKey);
+    const counts = summarize(finished);
+    recovered = {
+      completed: recovered.completed + counts.completed,
+      failed: recovered.failed + counts.failed,
+      usage: addUsage(recovered.usage, counts.usage),
+    };
+    unrun += requests.length - finished.length;
   }
 
   const retentionSeconds = batch.outputExpiresAfterSeconds ?? DEFAULT_OUTPUT_RETENTION_SECONDS;
@@ -169,11 +192,19 @@ export async function finalizeStep(deps: StepDeps, batchId: string): Promise<Bat
     outputFileId,
     errorFileId,
     total: Math.max(batch.total, planTotal),
-    failed: batch.failed + unrun,
+    completed: batch.completed + recovered.completed,
+    failed: batch.failed + recovered.failed + unrun,
     unrun: totalUnrun,
+    usage: addUsage(batch.usage, recovered.usage),
     ...(status === 'cancelled' ? { cancelledAtMs: now } : status === 'expired' ? { expiredAtMs: now } : { completedAtMs: now }),
   });
   await blobs.delete([...outputParts, ...errorParts, ...scratch]);
-  deps.log.log('info', 'batch finalized', { batchId, status, completed: batch.completed, failed: batch.failed + unrun });
+  deps.log.log('info', 'batch finalized', {
+    batchId,
+    status,
+    completed: batch.completed + recovered.completed,
+    failed: batch.failed + recovered.failed + unrun,
+    recovered: recovered.completed + recovered.failed,
+  });
   return finished?.status ?? (await meta.getBatch(batchId))?.status;
 }

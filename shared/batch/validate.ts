@@ -2,8 +2,19 @@
 // Every bad line is reported with its line number (up to maxErrors entries); nothing is sent
 // upstream for a file that fails. A valid file is cut into chunks by byte range, so that workers
 // can read their share of the file without the rest.
+//
+// Speed: most lines take the fast path (fast-line.ts: one allocation-free scan of the bytes, no
+// JSON.parse); a line it is not sure about takes the slow path (JSON.parse and the checks on the
+// object), which also words every error. Both make the same decisions.
+//
+// What is tolerated: a UTF-8 BOM at the start of the file, CRLF line endings, blank lines (empty
+// or only spaces, tabs and CRs: skipped, not counted), no newline after the last line, and
+// duplicate keys in a line's JSON (the last one wins, as in JSON.parse). Everything else that is
+// not a well-formed request is an error with its line number.
+import { randomBytes } from 'node:crypto';
 import type { BatchLineError, ChunkPlanEntry } from './model.js';
-import { JsonlLineSplitter, type JsonlLine } from './jsonl.js';
+import { JsonlLineSplitter, type RawLineHandler } from './jsonl.js';
+import { HashSet64, MAX_JSON_DEPTH, hashBytes, hashOut, scanRequestLine, type FastLine, type FastLineExpectations } from './fast-line.js';
 
 export interface ValidationOptions {
   /** The batch's endpoint, e.g. "/v1/chat/completions" (a "/v4/..." path is accepted as its /v1 equivalent). */
@@ -14,6 +25,21 @@ export interface ValidationOptions {
   maxErrors: number;
   chunkMaxRequests: number;
   chunkMaxBytes: number;
+  /**
+   * The most chunks a plan may have (default DEFAULT_MAX_CHUNKS); a longer plan has runs of
+   * consecutive chunks merged. The batch record keeps an entry per chunk (doneChunks,
+   * chunkAttempts: about 20 bytes each), and a DynamoDB item holds at most 400 KB.
+   */
+  maxChunks?: number;
+  /**
+   * Streams the same bytes again from the start. Needed only when custom_id hashes repeat: the
+   * suspected duplicates are then confirmed exactly by re-reading the file.
+   */
+  reread?: () => AsyncIterable<Uint8Array> | Promise<AsyncIterable<Uint8Array>>;
+  /** The seed of the custom_id hash (random when unset). */
+  hashSeed?: number;
+  /** Tests only: a 2-bit custom_id hash, so that collisions happen and must be told apart. */
+  weakHashForTests?: boolean;
 }
 
 export type ValidationResult =
@@ -36,6 +62,8 @@ export const VALIDATION_CODES = [
   'line_too_large',
   'too_many_tasks',
   'empty_file',
+  'json_too_deep',
+  'number_out_of_range',
 ] as const;
 export type ValidationCode = (typeof VALIDATION_CODES)[number];
 
@@ -133,6 +161,7 @@ export function parseRequestLine(
   return { ok: true, request: { custom_id, method: typeof method === 'string' ? method : 'POST', url, body } };
 }
 
+
 /** Checks one request line; returns the error for it, or the parts validation keeps. */
 function checkRequest(
   line: number,
@@ -178,8 +207,133 @@ function checkRequest(
 }
 
 /**
+ * What JSON.parse accepts but a request cannot carry: nesting deeper than MAX_JSON_DEPTH (the
+ * worker could not serialize it again), and numbers that do not survive the trip through a
+ * double (they would reach the upstream changed: 1e999 as null, 2^64 rounded).
+ */
+function checkLimits(value: Record<string, unknown>): { code: ValidationCode; message: string } | undefined {
+  const pending: unknown[] = [value];
+  const depths: number[] = [1];
+  while (pending.length > 0) {
+    const item = pending.pop();
+    const depth = depths.pop()!;
+    if (typeof item === 'number') {
+      if (!Number.isFinite(item) || (Number.isInteger(item) && !Number.isSafeInteger(item))) {
+        return {
+          code: 'number_out_of_range',
+          message: `the number ${show(item === Infinity ? '1e999' : item === -Infinity ? '-1e999' : item).replace(/"/g, '')} cannot be sent exactly; numbers must be finite, and whole numbers within ±${Number.MAX_SAFE_INTEGER} (send larger ones as strings).`,
+        };
+      }
+      continue;
+    }
+    if (typeof item !== 'object' || item === null) continue;
+    if (depth > MAX_JSON_DEPTH) {
+      return { code: 'json_too_deep', message: `the JSON nests objects and arrays deeper than ${MAX_JSON_DEPTH} levels.` };
+    }
+    const children = Array.isArray(item) ? item : Object.values(item);
+    for (const child of children) {
+      if (typeof child === 'object' && child !== null) {
+        pending.push(child);
+        depths.push(depth + 1);
+      } else if (typeof child === 'number') {
+        pending.push(child);
+        depths.push(depth);
+      }
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The slow path for one non-blank line: decode, JSON.parse, check. Returns the line's first
+ * problem (if any), its custom_id when it has a usable one (for the duplicate check, even on a
+ * line with other problems), and its model when the line is otherwise a valid request.
+ */
+export function inspectSlowly(
+  n: number,
+  bytes: Uint8Array,
+  endpoint: string,
+): { error: BatchLineError | undefined; customId: string | undefined; model: string | undefined } {
+  const decoded = decodeObject(bytes);
+  if (!decoded.ok) {
+    const message =
+      decoded.reason === 'utf8'
+        ? 'the line is not valid UTF-8.'
+        : decoded.reason === 'json'
+          ? 'the line is not parseable as valid JSON.'
+          : `the line must be a JSON object, got ${decoded.kind ?? 'something else'}.`;
+    return { error: { code: 'invalid_json_line', message: `Line ${n}: ${message}`, param: null, line: n }, customId: undefined, model: undefined };
+  }
+  const limit = checkLimits(decoded.value);
+  if (limit) return { error: { code: limit.code, message: `Line ${n}: ${limit.message}`, param: null, line: n }, customId: undefined, model: undefined };
+  const checked = checkRequest(n, decoded.value, endpoint);
+  if (checked.error) return { error: checked.error, customId: checked.customId, model: undefined };
+  return { error: undefined, customId: checked.customId, model: checked.model };
+}
+
+/** True for buf[from, to) empty or only spaces, tabs and carriage returns. */
+function isBlankRange(buf: Uint8Array, from: number, to: number): boolean {
+  if (from >= to) return true;
+  if (buf[from] === OPEN_BRACE) return false;
+  for (let i = from; i < to; i++) {
+    const b = buf[i];
+    if (b !== SPACE && b !== TAB && b !== CR) return false;
+  }
+  return true;
+}
+
+function rangeEqualsBytes(buf: Uint8Array, from: number, to: number, bytes: Uint8Array): boolean {
+  if (to - from !== bytes.length) return false;
+  for (let i = 0; i < bytes.length; i++) if (buf[from + i] !== bytes[i]) return false;
+  return true;
+}
+
+/** Lines suspected of a duplicate custom_id, with the hash that made them suspect, in line order. */
+class SuspectList {
+  private items = new Uint32Array(3 * 64);
+  length = 0;
+  push(line: number, h1: number, h2: number): void {
+    if (this.length * 3 === this.items.length) {
+      const bigger = new Uint32Array(this.items.length * 2);
+      bigger.set(this.items);
+      this.items = bigger;
+    }
+    this.items[this.length * 3] = line;
+    this.items[this.length * 3 + 1] = h1;
+    this.items[this.length * 3 + 2] = h2;
+    this.length++;
+  }
+  line(index: number): number {
+    return this.items[index * 3]!;
+  }
+  h1(index: number): number {
+    return this.items[index * 3 + 1]!;
+  }
+  h2(index: number): number {
+    return this.items[index * 3 + 2]!;
+  }
+}
+
+/** How many suspected duplicates one re-read confirms (it holds their custom_ids in a Map). */
+const SUSPECTS_PER_REREAD = 20_000;
+
+/**
+ * The default cap on chunks per batch (see ValidationOptions.maxChunks): 1,000,000 requests at
+ * 500 a chunk. The batch item then holds at most ~40 KB of chunk bookkeeping (doneChunks,
+ * chunkAttempts: ~20 bytes a chunk), a tenth of DynamoDB's 400 KB; and since every recorded chunk
+ * rewrites that item, a batch's write units grow with the square of its chunks: fewer is cheaper.
+ */
+export const DEFAULT_MAX_CHUNKS = 2_000;
+
+/**
  * Validates a batch input file in one streaming pass and, when it is valid, plans its chunks.
  * Each bad line gets one error (its first problem); `total` counts request (non-blank) lines.
+ *
+ * Memory does not grow with the file, only with its number of requests, by 8-16 bytes each:
+ * custom_ids are kept as seeded 64-bit hashes in a HashSet64. A repeated hash makes a line a
+ * suspected duplicate; after the pass, suspects are confirmed exactly by re-reading the file
+ * (`options.reread`) and comparing the real custom_ids, so a hash collision never reports a
+ * false duplicate.
  */
 export async function validateBatchInput(
   source: AsyncIterable<Uint8Array>,
@@ -187,6 +341,18 @@ export async function validateBatchInput(
 ): Promise<ValidationResult> {
   const endpoint = normalizeEndpoint(options.endpoint);
   const { maxRequests, maxErrors, chunkMaxRequests, chunkMaxBytes } = options;
+  const expect: FastLineExpectations = {
+    urls: [Buffer.from(endpoint), ...(endpoint.startsWith('/v1/') ? [Buffer.from(`/v4/${endpoint.slice(4)}`)] : [])],
+  };
+  const seed = options.hashSeed ?? randomBytes(4).readUInt32LE(0);
+  const hash = options.weakHashForTests
+    ? (buf: Uint8Array, from: number, to: number) => {
+        hashBytes(buf, from, to, seed);
+        hashOut.h1 &= 0x3;
+        hashOut.h2 = 0;
+      }
+    : (buf: Uint8Array, from: number, to: number) => hashBytes(buf, from, to, seed);
+
   // The chunk plan; dropped once the file is known to be invalid.
   const chunks: ChunkPlanEntry[] = [];
   let current: ChunkPlanEntry | undefined;
@@ -197,16 +363,49 @@ export async function validateBatchInput(
     errorCount++;
     if (errors.length < maxErrors) errors.push(error);
   };
+  const tooMany = (n: number): void => {
+    report({
+      code: 'too_many_tasks',
+      message: `Line ${n}: the file has more than ${maxRequests} requests, the most a batch takes.`,
+      param: null,
+      line: n,
+    });
+  };
 
-  // custom_id → line of its first use. Memory grows with the number of distinct ids (acceptable for now).
-  const firstLineOf = new Map<string, number>();
+  const ids = new HashSet64();
+  const suspects = new SuspectList();
   let model: string | undefined;
+  let modelBytes: Buffer | undefined;
   let modelLine = 0;
   let total = 0;
+  const fast: FastLine = { idFrom: 0, idTo: 0, modelFrom: 0, modelTo: 0 };
 
-  const onLine = (line: JsonlLine): void => {
-    const n = line.number;
-    if (line.tooLong) {
+  const noteId = (n: number): void => {
+    // Only the first maxRequests requests are remembered: the table stays bounded by the limit.
+    const seen = total <= maxRequests ? ids.add(hashOut.h1, hashOut.h2) : ids.has(hashOut.h1, hashOut.h2);
+    if (seen) suspects.push(n, hashOut.h1, hashOut.h2);
+  };
+  const plan = (start: number, end: number): void => {
+    if (errorCount > 0) return; // no plan for an invalid file
+    if (current !== undefined && current.requests < chunkMaxRequests && end - current.start <= chunkMaxBytes) {
+      current.end = end;
+      current.requests++;
+    } else {
+      current = { index: chunks.length, start, end, requests: 1 };
+      chunks.push(current);
+    }
+  };
+  const mismatch = (n: number, other: string): void => {
+    report({
+      code: 'model_mismatch',
+      message: `Line ${n}: model ${show(other)} differs from ${show(model)} on line ${modelLine}; a batch uses one model.`,
+      param: 'body.model',
+      line: n,
+    });
+  };
+
+  const onLine: RawLineHandler = (buf, from, to, n, start, end, tooLong) => {
+    if (tooLong) {
       total++;
       if (total === maxRequests + 1) tooMany(n);
       report({
@@ -217,81 +416,171 @@ export async function validateBatchInput(
       });
       return;
     }
-    if (isBlankLine(line.bytes)) return;
+    if (isBlankRange(buf, from, to)) return;
     total++;
     if (total === maxRequests + 1) tooMany(n);
 
-    const decoded = decodeObject(line.bytes);
-    if (!decoded.ok) {
-      const message =
-        decoded.reason === 'utf8'
-          ? 'the line is not valid UTF-8.'
-          : decoded.reason === 'json'
-            ? 'the line is not parseable as valid JSON.'
-            : `the line must be a JSON object, got ${decoded.kind ?? 'something else'}.`;
-      report({ code: 'invalid_json_line', message: `Line ${n}: ${message}`, param: null, line: n });
-      return;
-    }
-
-    const checked = checkRequest(n, decoded.value, endpoint);
-    const customId = checked.customId;
-    if (customId !== undefined) {
-      const first = firstLineOf.get(customId);
-      if (first === undefined) {
-        firstLineOf.set(customId, n);
-      } else {
-        report({
-          code: 'duplicate_custom_id',
-          message: `Line ${n}: custom_id ${show(customId)} is also used on line ${first}.`,
-          param: 'custom_id',
-          line: n,
-        });
+    if (scanRequestLine(buf, from, to, expect, fast)) {
+      hash(buf, fast.idFrom, fast.idTo);
+      noteId(n);
+      if (modelBytes === undefined) {
+        model = buf.toString('utf8', fast.modelFrom, fast.modelTo);
+        modelBytes = Buffer.from(model);
+        modelLine = n;
+      } else if (!rangeEqualsBytes(buf, fast.modelFrom, fast.modelTo, modelBytes)) {
+        mismatch(n, buf.toString('utf8', fast.modelFrom, fast.modelTo));
         return;
       }
-    }
-    if (checked.error !== undefined) {
-      report(checked.error);
+      plan(start, end);
       return;
     }
+
+    const inspected = inspectSlowly(n, buf.subarray(from, to), endpoint);
+    if (inspected.customId !== undefined) {
+      const idBytes = Buffer.from(inspected.customId);
+      hash(idBytes, 0, idBytes.length);
+      noteId(n);
+    }
+    if (inspected.error) {
+      report(inspected.error);
+      return;
+    }
+    const lineModel = inspected.model!;
     if (model === undefined) {
-      model = checked.model;
+      model = lineModel;
+      // A model with a lone surrogate (from an escape) has no UTF-8 form: no fast-path line matches it.
+      modelBytes = Buffer.from(lineModel);
+      if (modelBytes.toString('utf8') !== lineModel) modelBytes = Buffer.alloc(0);
       modelLine = n;
-    } else if (checked.model !== model) {
-      report({
-        code: 'model_mismatch',
-        message: `Line ${n}: model ${show(checked.model)} differs from ${show(model)} on line ${modelLine}; a batch uses one model.`,
-        param: 'body.model',
-        line: n,
-      });
+    } else if (lineModel !== model) {
+      mismatch(n, lineModel);
       return;
     }
-
-    if (errorCount > 0) return; // no plan for an invalid file
-    if (current !== undefined && current.requests < chunkMaxRequests && line.end - current.start <= chunkMaxBytes) {
-      current.end = line.end;
-      current.requests++;
-    } else {
-      current = { index: chunks.length, start: line.start, end: line.end, requests: 1 };
-      chunks.push(current);
-    }
-  };
-
-  const tooMany = (n: number): void => {
-    report({
-      code: 'too_many_tasks',
-      message: `Line ${n}: the file has more than ${maxRequests} requests, the most a batch takes.`,
-      param: null,
-      line: n,
-    });
+    plan(start, end);
   };
 
   const splitter = new JsonlLineSplitter({ maxLineBytes: options.maxLineBytes });
-  for await (const chunk of source) splitter.push(chunk, onLine);
-  splitter.end(onLine);
+  for await (const chunk of source) splitter.pushRaw(chunk, onLine);
+  splitter.endRaw(onLine);
 
   if (total === 0) {
     report({ code: 'empty_file', message: 'The input file has no requests.', param: null, line: null });
   }
-  if (errorCount > 0 || model === undefined) return { ok: false, errors, total };
-  return { ok: true, model, total, chunks };
+
+  let finalErrors = errors;
+  if (suspects.length > 0) {
+    if (!options.reread) throw new Error('validateBatchInput: confirming suspected duplicate custom_ids needs options.reread');
+    const duplicates = await confirmDuplicates(options, endpoint, expect, hash, suspects, maxErrors);
+    if (duplicates.length > 0) {
+      // A duplicate is the line's first problem: it replaces whatever else the pass found there.
+      const duplicateLines = new Set(duplicates.map((d) => d.line));
+      const others = errors.filter((e) => e.code === 'too_many_tasks' || e.line === null || !duplicateLines.has(e.line));
+      finalErrors = [...others, ...duplicates]
+        .map((error, order) => ({ error, order }))
+        .sort((a, b) => (a.error.line ?? Infinity) - (b.error.line ?? Infinity) || a.order - b.order)
+        .slice(0, maxErrors)
+        .map(({ error }) => error);
+      errorCount += duplicates.length;
+    }
+  }
+
+  if (errorCount > 0 || model === undefined) return { ok: false, errors: finalErrors, total };
+  return { ok: true, model, total, chunks: capChunks(chunks, options.maxChunks ?? DEFAULT_MAX_CHUNKS) };
+}
+
+/**
+ * Re-reads the file to turn suspected duplicates (lines whose custom_id hash was seen before)
+ * into exact answers, in line order, a bounded number of suspects per re-read. Stops once
+ * `maxErrors` duplicates are confirmed: later ones could not be reported anyway.
+ */
+async function confirmDuplicates(
+  options: ValidationOptions,
+  endpoint: string,
+  expect: FastLineExpectations,
+  hash: (buf: Uint8Array, from: number, to: number) => void,
+  suspects: SuspectList,
+  maxErrors: number,
+): Promise<BatchLineError[]> {
+  const confirmed: BatchLineError[] = [];
+  const fast: FastLine = { idFrom: 0, idTo: 0, modelFrom: 0, modelTo: 0 };
+  for (let first = 0; first < suspects.length && confirmed.length < maxErrors; first += SUSPECTS_PER_REREAD) {
+    const last = Math.min(suspects.length, first + SUSPECTS_PER_REREAD);
+    const lastLine = suspects.line(last - 1);
+    const roundSuspects = new Set<number>();
+    const hashes = new HashSet64();
+    for (let k = first; k < last; k++) {
+      roundSuspects.add(suspects.line(k));
+      hashes.add(suspects.h1(k), suspects.h2(k));
+    }
+
+    // Every line up to the round's last suspect whose custom_id has one of the suspects' hashes,
+    // in order, with its real custom_id: the first use of each is remembered, the rest are duplicates.
+    const firstLineOf = new Map<string, number>();
+    let total = 0;
+    let done = false;
+    const onLine: RawLineHandler = (buf, from, to, n, _start, _end, tooLong) => {
+      if (n > lastLine) {
+        done = true;
+        return;
+      }
+      if (tooLong) {
+        total++;
+        return;
+      }
+      if (isBlankRange(buf, from, to)) return;
+      total++;
+      let id: string | undefined;
+      if (scanRequestLine(buf, from, to, expect, fast)) {
+        hash(buf, fast.idFrom, fast.idTo);
+        if (!hashes.has(hashOut.h1, hashOut.h2)) return;
+        id = buf.toString('utf8', fast.idFrom, fast.idTo);
+      } else {
+        id = inspectSlowly(n, buf.subarray(from, to), endpoint).customId;
+        if (id === undefined) return;
+        const idBytes = Buffer.from(id);
+        hash(idBytes, 0, idBytes.length);
+        if (!hashes.has(hashOut.h1, hashOut.h2)) return;
+      }
+      const earlier = firstLineOf.get(id);
+      if (earlier !== undefined) {
+        if (roundSuspects.has(n) && confirmed.length < maxErrors) {
+          confirmed.push({
+            code: 'duplicate_custom_id',
+            message: `Line ${n}: custom_id ${show(id)} is also used on line ${earlier}.`,
+            param: 'custom_id',
+            line: n,
+          });
+        }
+      } else if (total <= options.maxRequests) {
+        firstLineOf.set(id, n);
+      }
+    };
+    const splitter = new JsonlLineSplitter({ maxLineBytes: options.maxLineBytes });
+    for await (const chunk of await options.reread!()) {
+      splitter.pushRaw(chunk, onLine);
+      if (done) break;
+    }
+    if (!done) splitter.endRaw(onLine);
+  }
+  return confirmed;
+}
+
+/**
+ * At most `maxChunks` chunks: a longer plan has runs of consecutive chunks merged. The batch
+ * record keeps one entry per chunk (doneChunks, chunkAttempts), and a DynamoDB item holds 400 KB.
+ */
+function capChunks(chunks: ChunkPlanEntry[], maxChunks: number): ChunkPlanEntry[] {
+  if (chunks.length <= maxChunks) return chunks;
+  const per = Math.ceil(chunks.length / maxChunks);
+  const merged: ChunkPlanEntry[] = [];
+  for (let i = 0; i < chunks.length; i += per) {
+    const group = chunks.slice(i, i + per);
+    merged.push({
+      index: merged.length,
+      start: group[0]!.start,
+      end: group.at(-1)!.end,
+      requests: group.reduce((sum, chunk) => sum + chunk.requests, 0),
+    });
+  }
+  return merged;
 }

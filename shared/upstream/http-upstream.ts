@@ -1,17 +1,24 @@
-// An OpenAI-compatible upstream over HTTP: bounded requests in flight, a timeout per attempt,
-// and retries with exponential backoff and full jitter for what is worth retrying (429, 408, 5xx,
-// timeouts and broken connections), honouring retry-after-ms and Retry-After. Any other 4xx is
-// final at once. A request slot is held only while an attempt is on the wire, never while
-// waiting to retry, so a misbehaving request does not starve the others.
-import pLimit, { type LimitFunction } from 'p-limit';
+// An OpenAI-compatible upstream over HTTP, one per route: the route's limits (adaptive
+// concurrency up to maxConcurrency, requests and tokens per minute) are shared by every batch on
+// it. A timeout per attempt, and retries with exponential backoff and full jitter for what is worth
+// retrying (429, 408, 5xx, timeouts and broken connections), honouring retry-after-ms and
+// Retry-After, until the attempt limit, or until the next try would land past the window's
+// deadline. Any other 4xx is final at once. A request slot is held only while an attempt is on
+// the wire (or waits for rate-limit tokens), never while waiting to retry, so a misbehaving
+// request does not starve the others.
+import { Pool } from 'undici';
 import type { Clock } from '../ports.js';
 import { randomToken } from '../ids.js';
-import type { SendOptions, Upstream, UpstreamRequest, UpstreamResult } from './types.js';
+import type { Logger } from '../log.js';
+import { AdaptiveConcurrency, type Permit, type SampleOutcome } from './adaptive-concurrency.js';
+import { estimateTokens, RateLimiter } from './rate-limit.js';
+import type { RouteStatus, SendOptions, Upstream, UpstreamRequest, UpstreamResult } from './types.js';
 
 export interface HttpUpstreamOptions {
   /** Base URL in the OpenAI SDK's sense, usually ending in /v1. */
   baseUrl: string;
   apiKey: string | undefined;
+  /** Most requests in flight (the route's maxConcurrency); the adaptive limit stays at or under it. */
   concurrency: number;
   timeoutMs: number;
   maxAttempts: number;
@@ -19,40 +26,152 @@ export interface HttpUpstreamOptions {
   /** Backoff before the second attempt; doubles each time, up to maxBackoffMs. */
   baseBackoffMs?: number;
   maxBackoffMs?: number;
+  requestsPerMinute?: number;
+  tokensPerMinute?: number;
+  /** Adapt the concurrency limit to 429s and latency (default true); false keeps it at `concurrency`. */
+  adaptive?: boolean;
+  /** The route's name in logs (its model pattern, or `default`). */
+  name?: string;
+  log?: Logger;
+  /** Sends through this fetch instead of undici's request (tests script answers with it). */
   fetch?: typeof fetch;
 }
 
+/** One HTTP answer, read whole. */
+interface Answer {
+  status: number;
+  header(name: string): string | undefined;
+  text: string;
+}
+
+/** Posts a JSON payload; throws UpstreamTimeout when no answer came within the timeout. */
+type Transport = (url: string, payload: string) => Promise<Answer>;
+
+class UpstreamTimeout extends Error {
+  override name = 'UpstreamTimeout';
+}
+
+/**
+ * undici's request: the same HTTP client as Node's fetch, without the WHATWG layers (streams,
+ * Headers, an AbortSignal per request) that cost a third of the service's CPU at 1,000 requests a
+ * second (measured with --cpu-prof). The timeout is headersTimeout plus bodyTimeout: no answer
+ * within it, or an answer that stalls for as long.
+ */
+function undiciTransport(baseUrl: string, headers: Record<string, string>, timeoutMs: number): Transport {
+  // One connection pool per route (an upstream is one origin): no per-request URL parsing or
+  // origin lookup. Connections are not capped here: the route's slots cap requests in flight.
+  const { origin } = new URL(baseUrl);
+  const pool = new Pool(origin, { keepAliveTimeout: 30_000, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+  return async (url, payload) => {
+    try {
+      const response = await pool.request({ method: 'POST', path: url.slice(origin.length), headers, body: payload });
+      const text = await response.body.text();
+      return {
+        status: response.statusCode,
+        header: (name) => {
+          const value = response.headers[name];
+          return Array.isArray(value) ? value[0] : value;
+        },
+        text,
+      };
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') throw new UpstreamTimeout();
+      throw error;
+    }
+  };
+}
+
+function fetchTransport(fetchFn: typeof fetch, headers: Record<string, string>, timeoutMs: number): Transport {
+  return async (url, payload) => {
+    const timeout = AbortSignal.timeout(timeoutMs);
+    try {
+      const response = await fetchFn(url, { method: 'POST', headers, body: payload, signal: timeout });
+      const text = await response.text();
+      return { status: response.status, header: (name) => response.headers.get(name) ?? undefined, text };
+    } catch (error) {
+      throw timeout.aborted ? new UpstreamTimeout() : error;
+    }
+  };
+}
+
+interface AttemptOutcome {
+  result: UpstreamResult;
+  retryable: boolean;
+  retryAfterMs?: number;
+  /** Tokens the upstream reports it used, when the answer says. */
+  usedTokens?: number;
+}
+
 const RETRYABLE_STATUS = (status: number) => status === 408 || status === 409 || status === 429 || status >= 500;
+/** Answers that mean "you are sending too much": the adaptive limit backs off on a run of them. */
+const OVERLOAD_STATUS = (status: number) => status === 429 || status === 503;
 
 export class HttpUpstream implements Upstream {
-  private readonly limit: LimitFunction;
-  private readonly fetch: typeof fetch;
+  private readonly slots: AdaptiveConcurrency;
+  private readonly rate: RateLimiter | undefined;
+  private readonly transport: Transport;
 
   constructor(private readonly options: HttpUpstreamOptions) {
-    this.limit = pLimit(options.concurrency);
-    this.fetch = options.fetch ?? globalThis.fetch;
+    const adaptive = options.adaptive ?? true;
+    this.slots = new AdaptiveConcurrency({
+      max: options.concurrency,
+      ...(adaptive ? {} : { min: options.concurrency }),
+      clock: options.clock,
+      onChange: (change) =>
+        options.log?.log(change.reason === 'growth' ? 'debug' : 'info', 'upstream concurrency limit changed', {
+          route: options.name ?? 'default',
+          ...change,
+        }),
+    });
+    const rate = new RateLimiter({ requestsPerMinute: options.requestsPerMinute, tokensPerMinute: options.tokensPerMinute }, options.clock);
+    this.rate = rate.unlimited ? undefined : rate;
+    const headers = {
+      'content-type': 'application/json',
+      accept: 'application/json',
+      ...(options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}),
+    };
+    this.transport = options.fetch ? fetchTransport(options.fetch, headers, options.timeoutMs) : undiciTransport(options.baseUrl, headers, options.timeoutMs);
   }
 
-  /** Requests on the wire now. */
+  /** Requests on the wire (or waiting for rate-limit tokens with a slot) now. */
   get inFlight(): number {
-    return this.limit.activeCount;
+    return this.slots.inFlight;
+  }
+
+  /** Requests allowed in flight now: adaptive, never above the route's maxConcurrency. */
+  get concurrencyLimit(): number {
+    return this.slots.limit;
+  }
+
+  status(): RouteStatus {
+    return {
+      route: this.options.name ?? 'default',
+      concurrencyLimit: this.slots.limit,
+      maxConcurrency: this.options.concurrency,
+      inFlight: this.slots.inFlight,
+      waiting: this.slots.waiting + (this.rate?.waiting ?? 0),
+    };
   }
 
   async send(request: UpstreamRequest, options: SendOptions): Promise<UpstreamResult | undefined> {
     const { clock, maxAttempts } = this.options;
     const mayStart = () => options.mayStart() && clock.now() < options.deadlineMs;
+    const url = this.options.baseUrl + request.url.replace(/^\/v1(?=\/)/, '');
+    const payload = JSON.stringify(request.body);
+    const estimate = this.rate ? estimateTokens(request.body) : 0;
     let last: UpstreamResult | undefined;
     for (let attempt = 1; ; attempt++) {
-      const outcome = await this.limit(() => (mayStart() ? this.attempt(request) : undefined));
-      if (!outcome) break;
+      const outcome = await this.attemptWithinLimits(url, payload, estimate, mayStart, attempt > 1);
+      // Stopped before this attempt could start: what came before it is not a final answer.
+      if (!outcome) return last && { ...last, unfinished: true };
       last = outcome.result;
-      if (!outcome.retryable || attempt >= maxAttempts) break;
+      if (!outcome.retryable || attempt >= maxAttempts) return last;
       const wait = outcome.retryAfterMs ?? this.backoff(attempt);
       // Waiting past the deadline would only lead to an attempt the window no longer allows.
-      if (clock.now() + wait >= options.deadlineMs) break;
+      if (clock.now() + wait >= options.deadlineMs) return { ...last, unfinished: true };
       await clock.sleep(wait);
     }
-    return last;
   }
 
   private backoff(attempt: number): number {
@@ -61,37 +180,74 @@ export class HttpUpstream implements Upstream {
     return Math.random() * Math.min(cap, base * 2 ** (attempt - 1));
   }
 
-  private async attempt(request: UpstreamRequest): Promise<{ result: UpstreamResult; retryable: boolean; retryAfterMs?: number }> {
-    const url = this.options.baseUrl + request.url.replace(/^\/v1(?=\/)/, '');
-    const timeout = AbortSignal.timeout(this.options.timeoutMs);
+  /** One attempt inside the route's limits: a slot (retries first in line), then rate-limit tokens, then the wire. */
+  private async attemptWithinLimits(
+    url: string,
+    payload: string,
+    estimate: number,
+    mayStart: () => boolean,
+    retry: boolean,
+  ): Promise<AttemptOutcome | undefined> {
+    const { clock } = this.options;
+    const permit: Permit = await this.slots.acquire(retry);
+    let sample: { latencyMs: number; outcome: SampleOutcome } | undefined;
     try {
-      const response = await this.fetch(url, {
-        method: 'POST',
-        headers: {
-          'content-type': 'application/json',
-          accept: 'application/json',
-          ...(this.options.apiKey ? { authorization: `Bearer ${this.options.apiKey}` } : {}),
-        },
-        body: JSON.stringify(request.body),
-        signal: timeout,
-      });
-      const text = await response.text();
+      if (this.rate && !(await this.rate.acquire(estimate, mayStart))) return undefined;
+      if (!mayStart()) {
+        this.rate?.release(estimate);
+        return undefined;
+      }
+      const started = clock.now();
+      const outcome = await this.attempt(url, payload);
+      const { result } = outcome;
+      sample = {
+        latencyMs: clock.now() - started,
+        outcome: result.kind === 'error' ? 'error' : OVERLOAD_STATUS(result.statusCode) ? 'overload' : 'ok',
+      };
+      if (this.rate && outcome.usedTokens !== undefined) this.rate.adjust(outcome.usedTokens - estimate);
+      return outcome;
+    } finally {
+      this.slots.release(permit, sample);
+    }
+  }
+
+  private async attempt(url: string, payload: string): Promise<AttemptOutcome> {
+    try {
+      const answer = await this.transport(url, payload);
+      const body = parseBody(answer.text);
       const result: UpstreamResult = {
         kind: 'response',
-        statusCode: response.status,
-        requestId: response.headers.get('x-request-id') ?? `req_${randomToken(20)}`,
-        body: parseBody(text),
+        statusCode: answer.status,
+        requestId: answer.header('x-request-id') ?? `req_${randomToken(20)}`,
+        body,
       };
-      return { result, retryable: RETRYABLE_STATUS(response.status), retryAfterMs: retryAfter(response.headers, this.options.clock) };
+      return {
+        result,
+        retryable: RETRYABLE_STATUS(answer.status),
+        retryAfterMs: retryAfter(answer.header, this.options.clock),
+        usedTokens: usedTokens(body),
+      };
     } catch (error) {
       return {
-        result: timeout.aborted
-          ? { kind: 'error', code: 'upstream_timeout', message: `The upstream did not answer within ${this.options.timeoutMs} ms.` }
-          : { kind: 'error', code: 'upstream_unreachable', message: `The upstream could not be reached: ${describe(error)}.` },
+        result:
+          error instanceof UpstreamTimeout
+            ? { kind: 'error', code: 'upstream_timeout', message: `The upstream did not answer within ${this.options.timeoutMs} ms.` }
+            : { kind: 'error', code: 'upstream_unreachable', message: `The upstream could not be reached: ${describe(error)}.` },
         retryable: true,
       };
     }
   }
+}
+
+/** total_tokens of the answer's usage (chat, completions, embeddings, responses), if it has one. */
+function usedTokens(body: unknown): number | undefined {
+  const usage = (body as { usage?: Record<string, unknown> } | null)?.usage;
+  if (!usage || typeof usage !== 'object') return undefined;
+  const total = usage.total_tokens;
+  if (typeof total === 'number' && Number.isFinite(total)) return total;
+  const parts = [usage.prompt_tokens ?? usage.input_tokens, usage.completion_tokens ?? usage.output_tokens];
+  const sum = parts.reduce<number>((acc, part) => acc + (typeof part === 'number' && Number.isFinite(part) ? part : 0), 0);
+  return sum > 0 ? sum : undefined;
 }
 
 function parseBody(text: string): unknown {
@@ -103,10 +259,11 @@ function parseBody(text: string): unknown {
 }
 
 /** retry-after-ms (OpenAI's), then Retry-After in seconds or as an HTTP date. */
-function retryAfter(headers: Headers, clock: Clock): number | undefined {
-  const ms = Number(headers.get('retry-after-ms'));
-  if (headers.has('retry-after-ms') && Number.isFinite(ms) && ms >= 0) return ms;
-  const value = headers.get('retry-after');
+function retryAfter(header: Answer['header'], clock: Clock): number | undefined {
+  const msText = header('retry-after-ms');
+  const ms = Number(msText);
+  if (msText !== undefined && msText !== '' && Number.isFinite(ms) && ms >= 0) return ms;
+  const value = header('retry-after');
   if (!value) return undefined;
   const seconds = Number(value);
   if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1_000;
@@ -116,6 +273,6 @@ function retryAfter(headers: Headers, clock: Clock): number | undefined {
 
 /** The cause of a fetch failure, without anything that could carry a secret (no URLs, no headers). */
 function describe(error: unknown): string {
-  const cause = (error as { cause?: { code?: string } })?.cause;
-  return cause?.code ?? (error as Error)?.name ?? 'unknown error';
+  const { cause, code, name } = (error ?? {}) as { cause?: { code?: string }; code?: string; name?: string };
+  return cause?.code ?? code ?? name ?? 'unknown error';
 }

@@ -1,26 +1,65 @@
+import type { Logger } from '../log.js';
 import type { Clock } from '../ports.js';
 import { HttpUpstream } from './http-upstream.js';
+import { routeSelector, type ResolvedRoute } from './routes.js';
 import { TEST_MODEL, testModelUpstream } from './test-model.js';
 import type { Upstream, UpstreamRouter } from './types.js';
 
 export interface DefaultRouteConfig {
+  /** The default route (UPSTREAM_BASE_URL): serves every model no other route matches. */
   baseUrl: string | undefined;
   apiKey: string | undefined;
+  /** The default route's maxConcurrency, and the one of routes that give none. */
   concurrency: number;
   timeoutMs: number;
   maxAttempts: number;
   baseBackoffMs: number;
+  requestsPerMinute?: number;
+  tokensPerMinute?: number;
+  /** Routes by model name or pattern (UPSTREAM_ROUTES), their keys already resolved. */
+  routes?: readonly ResolvedRoute[];
+  /** Adapt each route's concurrency to its upstream (default true). */
+  adaptive?: boolean;
 }
 
 /**
- * `batch-test-model` is answered in-process; every other model goes to the default upstream,
- * when one is configured. All batches share the route's request slots.
+ * `batch-test-model` is answered in-process; every other model goes to its route, else to the
+ * default upstream when one is configured. Each route is one HttpUpstream, built once: its limits
+ * are shared by every batch on it.
  */
-export function createUpstreamRouter(config: DefaultRouteConfig, clock: Clock): UpstreamRouter {
-  const defaultRoute: Upstream | undefined = config.baseUrl
-    ? new HttpUpstream({ ...config, baseUrl: config.baseUrl, clock })
+export function createUpstreamRouter(config: DefaultRouteConfig, clock: Clock, log?: Logger): UpstreamRouter {
+  const common = {
+    timeoutMs: config.timeoutMs,
+    maxAttempts: config.maxAttempts,
+    baseBackoffMs: config.baseBackoffMs,
+    adaptive: config.adaptive,
+    clock,
+    log,
+  };
+  const upstreamOf = (route: ResolvedRoute) =>
+    new HttpUpstream({
+      ...common,
+      name: route.pattern,
+      baseUrl: route.baseUrl,
+      apiKey: route.apiKey,
+      concurrency: route.maxConcurrency,
+      requestsPerMinute: route.requestsPerMinute,
+      tokensPerMinute: route.tokensPerMinute,
+    });
+  const routes = (config.routes ?? []).map((route) => ({ pattern: route.pattern, upstream: upstreamOf(route) }));
+  const select = routeSelector(routes);
+  const defaultRoute = config.baseUrl
+    ? upstreamOf({
+        pattern: 'default',
+        baseUrl: config.baseUrl,
+        apiKey: config.apiKey,
+        maxConcurrency: config.concurrency,
+        requestsPerMinute: config.requestsPerMinute,
+        tokensPerMinute: config.tokensPerMinute,
+      })
     : undefined;
   return {
-    route: (model) => (model === TEST_MODEL ? testModelUpstream : defaultRoute),
+    route: (model): Upstream | undefined => (model === TEST_MODEL ? testModelUpstream : (select(model)?.upstream ?? defaultRoute)),
+    status: () => [...routes.map((r) => r.upstream), ...(defaultRoute ? [defaultRoute] : [])].map((upstream) => upstream.status()),
   };
 }

@@ -4,10 +4,15 @@ export interface UpstreamRequest {
   body: Record<string, unknown>;
 }
 
-/** What became of one request: an HTTP answer (any status), or a failure with no usable answer. */
-export type UpstreamResult =
+/**
+ * What became of one request: an HTTP answer (any status), or a failure with no usable answer.
+ * `unfinished`: retrying was cut short (the window was about to close, or the batch stopped)
+ * before a final answer came; this is the last answer seen, and the request counts as not run.
+ */
+export type UpstreamResult = (
   | { kind: 'response'; statusCode: number; requestId: string; body: unknown }
-  | { kind: 'error'; code: string; message: string };
+  | { kind: 'error'; code: string; message: string }
+) & { unfinished?: boolean };
 
 export interface SendOptions {
   deadlineMs: number;
@@ -23,7 +28,24 @@ export interface Upstream {
   send(request: UpstreamRequest, options: SendOptions): Promise<UpstreamResult | undefined>;
 }
 
-/** Picks the upstream that serves a model. */
+/** A route's limits as they stand, for tests and logs. */
+export interface RouteStatus {
+  /** The model name or pattern of the route; `default` for UPSTREAM_BASE_URL. */
+  route: string;
+  /** Requests allowed in flight now (adaptive, at most maxConcurrency). */
+  concurrencyLimit: number;
+  maxConcurrency: number;
+  inFlight: number;
+  /** Requests waiting for a slot or for rate-limit tokens. */
+  waiting: number;
+}
+
+/**
+ * Picks the upstream that serves a model. Each route has one upstream (and so one set of limits)
+ * shared by every batch whose model it serves.
+ */
 export interface UpstreamRouter {
   route(model: string): Upstream | undefined;
+  /** Every HTTP route's limits as they stand. */
+  status?(): RouteStatus[];
 }

@@ -1,11 +1,14 @@
 // The chunk worker: runs one chunk's requests against their upstream with bounded concurrency,
-// writes the chunk's output and error lines as objects of their own, and records the chunk's
-// outcome on the batch in one idempotent step. It is safe to run twice for the same chunk (SQS
-// delivers at least once): the second run's results are never counted, and are deleted.
+// saves finished lines in small steps (checkpoints), writes the chunk's output and error lines as
+// objects of their own, and records the chunk's outcome on the batch in one idempotent step. It is
+// safe to run twice for the same chunk (SQS delivers at least once): the second run's results are
+// never counted, and are deleted. A run after a crash starts from the checkpoints: requests the
+// upstream already answered are not sent again, and their lines go in the result exactly once.
 import { blobKeys } from '../batch/keys.js';
+import { CheckpointWriter, readCheckpoints, summarize, type CheckpointOptions } from '../batch/checkpoints.js';
 import { readChunkRequests, type ChunkRequest } from '../batch/chunk-reader.js';
-import { ZERO_USAGE, type BatchRecord, type BatchStatus, type UsageTotals } from '../batch/model.js';
-import { addUsage, isSuccess, resultLine, unrunLine, usageOf, type UnrunReason } from '../batch/results.js';
+import { TERMINAL_STATUSES, type BatchRecord, type BatchStatus, type UsageTotals } from '../batch/model.js';
+import { addUsage, isSuccess, resultLine, unfinishedLine, unrunLine, usageOf, type UnrunReason } from '../batch/results.js';
 import { newAttemptId } from '../ids.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, ChunkMessage, Clock, Lifecycle, MetaStore } from '../ports.js';
@@ -20,6 +23,8 @@ export interface ChunkWorkerDeps {
   log: Logger;
   /** How often a running chunk looks for a cancel. */
   statusPollMs?: number;
+  /** How often finished lines are saved (default every 2 s, or sooner once 500 lines wait). */
+  checkpoints?: CheckpointOptions;
 }
 
 const RUNNING: readonly BatchStatus[] = ['in_progress', 'cancelling'];
@@ -34,15 +39,28 @@ export async function runChunk(deps: ChunkWorkerDeps, message: ChunkMessage): Pr
     return;
   }
 
-  const requests = await readChunkRequests(blobs, message.inputBlobKey, chunk);
+  const [requests, saved] = await Promise.all([
+    readChunkRequests(blobs, message.inputBlobKey, chunk),
+    readCheckpoints(blobs, batchId, chunk.index),
+  ]);
   const watch = watchForStop(deps, batch);
   const upstream = batch.model ? deps.upstreams.route(batch.model) : undefined;
+  const attempt = newAttemptId();
+  const checkpoints = new CheckpointWriter({ blobs, clock, log }, batchId, chunk.index, attempt, deps.checkpoints);
+
+  // What earlier runs finished counts in this run's outcome, as if this run had done it.
   const outputs: string[] = [];
   const errors: string[] = [];
-  let completed = 0;
-  let failed = 0;
+  const resumed = summarize(saved.lines.values());
+  for (const line of saved.lines.values()) (line.success ? outputs : errors).push(line.text);
+  let completed = resumed.completed;
+  let failed = resumed.failed;
   let unrun = 0;
-  let usage: UsageTotals = ZERO_USAGE;
+  let usage: UsageTotals = resumed.usage;
+  const toRun = saved.lines.size > 0 ? requests.filter((request) => !saved.lines.has(request.customId)) : requests;
+  if (saved.lines.size > 0) {
+    log.log('info', 'chunk resumed from checkpoints', { batchId, chunk: chunk.index, answered: saved.lines.size, remaining: toRun.length });
+  }
 
   const runOne = async (request: ChunkRequest) => {
     const result = upstream
@@ -51,23 +69,30 @@ export async function runChunk(deps: ChunkWorkerDeps, message: ChunkMessage): Pr
     if (!result) {
       unrun += 1;
       errors.push(unrunLine(request.customId, watch.reason() ?? 'batch_expired'));
+    } else if (result.unfinished) {
+      unrun += 1;
+      errors.push(unfinishedLine(request.customId, watch.reason() ?? 'batch_expired', result));
     } else if (isSuccess(result)) {
       completed += 1;
       usage = addUsage(usage, usageOf(result.kind === 'response' ? result.body : undefined));
-      outputs.push(resultLine(request.customId, result));
+      const line = resultLine(request.customId, result);
+      outputs.push(line);
+      if (upstream) checkpoints.add(line);
     } else {
       failed += 1;
-      errors.push(resultLine(request.customId, result));
+      const line = resultLine(request.customId, result);
+      errors.push(line);
+      if (upstream) checkpoints.add(line);
     }
   };
 
   try {
-    await Promise.all(requests.map(runOne));
+    await Promise.all(toRun.map(runOne));
   } finally {
     watch.stop();
+    await checkpoints.close();
   }
 
-  const attempt = newAttemptId();
   const outputKey = blobKeys.chunkOutput(batchId, chunk.index, attempt);
   const errorKey = blobKeys.chunkErrors(batchId, chunk.index, attempt);
   await Promise.all([blobs.put(outputKey, outputs.join('')), blobs.put(errorKey, errors.join(''))]);
@@ -81,10 +106,18 @@ export async function runChunk(deps: ChunkWorkerDeps, message: ChunkMessage): Pr
     usage,
   });
   if (!recorded.recorded) {
-    await blobs.delete([outputKey, errorKey]);
+    // This run's checkpoints are garbage once another run recorded the chunk, or once the batch is
+    // final; while it is finalizing, finalization reads them and deletes them after.
+    const latest = recorded.reason === 'duplicate' ? undefined : await meta.getBatch(batchId);
+    const garbage = recorded.reason === 'duplicate' || !latest || TERMINAL_STATUSES.includes(latest.status);
+    await blobs.delete([outputKey, errorKey, ...(garbage ? checkpoints.keys : [])]);
     log.log('info', 'chunk result discarded', { batchId, chunk: chunk.index, reason: recorded.reason });
     return;
   }
+  // Recorded: the checkpoints have served. Those of a concurrent run, if any, go at finalization.
+  await blobs.delete([...saved.keys, ...checkpoints.keys]).catch((error: unknown) =>
+    log.log('warn', 'checkpoint cleanup failed', { batchId, chunk: chunk.index, error: errorMessage(error) }),
+  );
   log.log('debug', 'chunk recorded', { batchId, chunk: chunk.index, completed, failed, unrun });
   if (recorded.batch.doneChunks.length >= recorded.batch.chunkCount) await deps.lifecycle.allChunksDone(batchId);
 }

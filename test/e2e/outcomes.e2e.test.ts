@@ -95,12 +95,10 @@ describe('batch outcomes', () => {
     expect(upstream.stats().requests).toBe(0);
   });
 
-  it('fails an empty file', async () => {
+  it('refuses a file with no requests at upload, before any batch exists', async () => {
     const openai = client(service.baseURL);
-    const created = await submit(openai, ['', '   ']);
-    const batch = await waitForBatch(openai, created.id);
-    expect(batch.status).toBe('failed');
-    expect(batch.errors!.data![0]).toMatchObject({ code: 'empty_file' });
+    // Validation would fail it with empty_file too (test/unit/validate.test.ts); the upload check answers first.
+    await expect(submit(openai, ['', '   '])).rejects.toMatchObject({ status: 400, error: { code: 'empty_file', param: 'file' } });
   });
 
   it('cancels mid-run: in-flight requests finish, the rest are batch_cancelled', async () => {

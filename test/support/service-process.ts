@@ -24,6 +24,11 @@ export interface ServiceProcessOptions {
   port?: number;
   /** The entry script, relative to the repository root; default local/main.ts. */
   entry?: string;
+  /**
+   * Extra arguments for node, e.g. ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] (Node 20 refuses
+   * --cpu-prof in NODE_OPTIONS). Default: SERVICE_NODE_ARGS from the environment, split on spaces.
+   */
+  nodeArgs?: string[];
 }
 
 export interface ServiceProcess {
@@ -90,7 +95,8 @@ export async function startServiceProcess(options: ServiceProcessOptions = {}): 
 
   installExitHook();
   const entry = options.entry ?? 'local/main.ts';
-  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
+  const nodeArgs = options.nodeArgs ?? (process.env.SERVICE_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', entry], {
     cwd: REPO_ROOT,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -182,7 +188,7 @@ export async function startServiceProcess(options: ServiceProcessOptions = {}): 
     kill9,
     restart: async () => {
       await stop();
-      return startServiceProcess({ env: extraEnv, dataDir, port, entry });
+      return startServiceProcess({ env: extraEnv, dataDir, port, entry, nodeArgs });
     },
     removeDataDir: async () => {
       await stop();

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { Clock } from '../../shared/ports.js';
+import { systemClock } from '../../shared/adapters/local/system-clock.js';
 import { HttpUpstream } from '../../shared/upstream/http-upstream.js';
+import { startUpstreamSim } from '../support/upstream-sim.js';
 
 /** A clock whose sleeps return at once but move time forward, so backoffs are observable. */
 function fakeClock(start = 1_000_000) {
@@ -87,13 +89,34 @@ describe('HttpUpstream', () => {
     expect(JSON.stringify(result)).not.toMatch(/sk-secret|upstream\.test/);
   });
 
-  it('does not wait for a retry that would land past the deadline', async () => {
+  it('does not wait for a retry that would land past the deadline, and marks the last answer unfinished', async () => {
     const { clock, sleeps } = fakeClock(0);
     const { fetch, calls } = scriptedFetch([json(429, {}, { 'retry-after': '5' })]);
     const result = await upstream(fetch, clock).send(request, { deadlineMs: 3_000, mayStart: () => true });
-    expect(result).toMatchObject({ statusCode: 429 });
+    expect(result).toMatchObject({ statusCode: 429, unfinished: true });
     expect(calls).toHaveLength(1);
     expect(sleeps).toEqual([]);
+  });
+
+  it('marks the last answer unfinished when a cancel comes between retries; a final answer is never unfinished', async () => {
+    const { clock } = fakeClock();
+    let allowed = true;
+    const { fetch } = scriptedFetch([() => ((allowed = false), json(503, { error: { message: 'busy' } })())]);
+    const result = await upstream(fetch, clock).send(request, { deadlineMs: Infinity, mayStart: () => allowed });
+    expect(result).toMatchObject({ statusCode: 503, unfinished: true });
+    const last = await upstream(scriptedFetch([json(500, {}), json(500, {})]).fetch, clock, 2).send(request, { deadlineMs: Infinity, mayStart: () => true });
+    expect(last).toMatchObject({ statusCode: 500 });
+    expect(last?.unfinished).toBeUndefined();
+  });
+
+  it('keeps to the route\'s requests per minute, paced', async () => {
+    const { clock } = fakeClock(0);
+    const { fetch, calls } = scriptedFetch(Array.from({ length: 4 }, () => json(200, {})));
+    const client = new HttpUpstream({ baseUrl: 'http://u/v1', apiKey: undefined, concurrency: 4, timeoutMs: 1_000, maxAttempts: 1, clock, fetch, requestsPerMinute: 60 });
+    await Promise.all(Array.from({ length: 4 }, () => client.send(request, { deadlineMs: Infinity, mayStart: () => true })));
+    expect(calls).toHaveLength(4);
+    // One at once (a second's worth), then one a second.
+    expect(clock.now()).toBeGreaterThanOrEqual(3_000);
   });
 
   it('never starts a request that may not start (cancel or expiry)', async () => {
@@ -118,5 +141,22 @@ describe('HttpUpstream', () => {
     const client = upstream(fetch, clock);
     await Promise.all(Array.from({ length: 10 }, () => client.send(request, { deadlineMs: Infinity, mayStart: () => true })));
     expect(peak).toBe(2);
+  });
+
+  it('talks HTTP itself (undici) when no fetch is given: answers, keys, timeouts and resets', async () => {
+    const sim = await startUpstreamSim({ latencyMs: 1, requireApiKey: 'sk-sim' });
+    try {
+      const make = (apiKey: string) =>
+        new HttpUpstream({ baseUrl: sim.baseURL, apiKey, concurrency: 4, timeoutMs: 300, maxAttempts: 1, clock: systemClock });
+      const send = (client: HttpUpstream) => client.send({ url: '/v1/chat/completions', body: { model: 'm', messages: [{ role: 'user', content: 'hi' }] } }, { deadlineMs: Infinity, mayStart: () => true });
+      expect(await send(make('sk-sim'))).toMatchObject({ kind: 'response', statusCode: 200, requestId: expect.stringMatching(/^req_sim_/), body: { choices: [{ message: { content: 'echo: hi' } }] } });
+      expect(await send(make('sk-wrong'))).toMatchObject({ statusCode: 401 });
+      sim.configure({ hangRate: 1 });
+      expect(await send(make('sk-sim'))).toEqual({ kind: 'error', code: 'upstream_timeout', message: 'The upstream did not answer within 300 ms.' });
+      sim.configure({ hangRate: 0, resetRate: 1 });
+      expect(await send(make('sk-sim'))).toMatchObject({ kind: 'error', code: 'upstream_unreachable' });
+    } finally {
+      await sim.close();
+    }
   });
 });

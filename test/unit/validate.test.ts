@@ -36,7 +36,7 @@ async function* chunks(data: Buffer, size: number): AsyncGenerator<Uint8Array> {
 
 function validate(text: string | Buffer, options: Partial<ValidationOptions> = {}, chunkSize = 4096) {
   const data = typeof text === 'string' ? Buffer.from(text) : text;
-  return validateBatchInput(chunks(data, chunkSize), { ...OPTIONS, ...options });
+  return validateBatchInput(chunks(data, chunkSize), { ...OPTIONS, reread: () => chunks(data, chunkSize), ...options });
 }
 
 function errorsOf(result: ValidationResult) {
@@ -307,6 +307,94 @@ describe('validateBatchInput', () => {
     }
     outside += data.subarray(at).toString();
     expect(outside.trim()).toBe('');
+  });
+});
+
+describe('validateBatchInput at scale', () => {
+  it('never reports a false duplicate when custom_id hashes collide, and finds the real ones exactly', async () => {
+    // A 2-bit hash: nearly every line is a suspect, and only re-reading tells them apart.
+    const lines = Array.from({ length: 300 }, (_, i) => request(`r${i}`));
+    const clean = await validate(lines.join('\n'), { weakHashForTests: true });
+    expect(clean.ok).toBe(true);
+    expect(clean.ok && clean.chunks.reduce((n, c) => n + c.requests, 0)).toBe(300);
+
+    const withDuplicates = [...lines];
+    withDuplicates[120] = request('r7');
+    withDuplicates[250] = request('r7', { method: 'GET' }); // a duplicate is reported before other problems
+    withDuplicates[299] = request('r298');
+    const result = await validate(withDuplicates.join('\n'), { weakHashForTests: true });
+    expect(codes(result)).toEqual([
+      [121, 'duplicate_custom_id', 'custom_id'],
+      [251, 'duplicate_custom_id', 'custom_id'],
+      [300, 'duplicate_custom_id', 'custom_id'],
+    ]);
+    expect(errorsOf(result).map((e) => e.message)).toEqual([
+      'Line 121: custom_id "r7" is also used on line 8.',
+      'Line 251: custom_id "r7" is also used on line 8.',
+      'Line 300: custom_id "r298" is also used on line 299.',
+    ]);
+  });
+
+  it('confirms suspects in several re-reads and keeps the errors in line order', async () => {
+    const lines = Array.from({ length: 41_000 }, (_, i) => request(`r${i}`));
+    lines[40_500] = request('r3');
+    lines.splice(10, 0, 'broken');
+    const result = await validate(lines.join('\n'), { weakHashForTests: true, maxRequests: 100_000 }, 1 << 16);
+    expect(codes(result)).toEqual([
+      [11, 'invalid_json_line', null],
+      [40_502, 'duplicate_custom_id', 'custom_id'],
+    ]);
+  });
+
+  it('needs reread only when hashes repeat', async () => {
+    const data = Buffer.from([request('a'), request('b')].join('\n'));
+    expect((await validateBatchInput(chunks(data, 100), { ...OPTIONS })).ok).toBe(true);
+    const twice = Buffer.from([request('a'), request('a')].join('\n'));
+    await expect(validateBatchInput(chunks(twice, 100), { ...OPTIONS })).rejects.toThrow(/reread/);
+  });
+
+  it('refuses JSON nested too deeply and numbers that would change on the way upstream', async () => {
+    const deep = (n: number) => `{"custom_id":"d${n}","method":"POST","url":"${ENDPOINT}","body":{"model":"gpt-4o-mini","x":${'['.repeat(n)}${']'.repeat(n)}}}`;
+    const text = [
+      deep(254), // 256 levels with the line and the body: allowed
+      deep(255),
+      deep(100_000),
+      request('n1', {}, { seed: 18446744073709551615 }),
+      request('n2', {}, { temperature: 1e-3, max_tokens: 4096 }),
+      `{"custom_id":"n3","method":"POST","url":"${ENDPOINT}","body":{"model":"gpt-4o-mini","x":1e999}}`,
+      `{"custom_id":"n4","method":"POST","url":"${ENDPOINT}","body":{"model":"gpt-4o-mini","x":12345678901234567890}}`,
+      `{"custom_id":"n5","method":"POST","url":"${ENDPOINT}","body":{"model":"gpt-4o-mini","x":123456789012345.678}}`,
+    ].join('\n');
+    const result = await validate(text, { maxLineBytes: 1_000_000 });
+    expect(codes(result)).toEqual([
+      [2, 'json_too_deep', null],
+      [3, 'json_too_deep', null],
+      [4, 'number_out_of_range', null],
+      [6, 'number_out_of_range', null],
+      [7, 'number_out_of_range', null],
+    ]);
+    expect(errorsOf(result)[2]!.message).toMatch(/^Line 4: the number 18446744073709552000 cannot be sent exactly/);
+    expect(errorsOf(result)[3]!.message).toMatch(/^Line 6: the number 1e999 cannot be sent exactly/);
+  });
+
+  it('tells a model with a lone surrogate from U+FFFD', async () => {
+    const text = [
+      `{"custom_id":"a","method":"POST","url":"${ENDPOINT}","body":{"model":"m\\ud800"}}`,
+      `{"custom_id":"b","method":"POST","url":"${ENDPOINT}","body":{"model":"m\u{fffd}"}}`,
+    ].join('\n');
+    expect(codes(await validate(text))).toEqual([[2, 'model_mismatch', 'body.model']]);
+  });
+
+  it('merges chunks so that a plan never exceeds maxChunks', async () => {
+    const lines = Array.from({ length: 100 }, (_, i) => request(`r${i}`) + '\n');
+    const result = await validate(lines.join(''), { chunkMaxRequests: 10, maxChunks: 4 });
+    expect(result.ok).toBe(true);
+    if (!result.ok) return;
+    expect(result.chunks.map((c) => c.requests)).toEqual([30, 30, 30, 10]);
+    expect(result.chunks.map((c) => c.index)).toEqual([0, 1, 2, 3]);
+    expect(result.chunks[0]!.start).toBe(0);
+    expect(result.chunks.at(-1)!.end).toBe(Buffer.byteLength(lines.join('')));
+    for (let i = 1; i < result.chunks.length; i++) expect(result.chunks[i]!.start).toBe(result.chunks[i - 1]!.end);
   });
 });
 

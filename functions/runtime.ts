@@ -1,0 +1,274 @@
+// What every Lambda handler shares, built once per cold start from the environment the stack
+// sets (functions/contract.ts ENV): the AWS adapters of the ports, the limits (the same settings
+// as `npm start`, read by shared/config.ts), and, for the worker only, the upstream router with its
+// API keys read from Secrets Manager (once per cold start, never logged).
+//
+// UPSTREAM_CONFIG (JSON, written by infra/constructs/upstream-secrets.ts) names the upstreams:
+//   { "default": { "baseUrl": "https://api.openai.com/v1", "apiKeySecret": "<secret ARN>", "maxConcurrency": 250 } | null,
+//     "routes": { "glm-4*": { "baseUrl": "https://open.bigmodel.cn/api/paas/v4", "apiKeySecret": "<secret ARN or name>" } } }
+// `routes` is a routes file as shared/upstream/routes.ts parses it. The default route may also
+// come from UPSTREAM_BASE_URL and UPSTREAM_SECRET_ARN. A secret holds the key as plain text, or
+// JSON with an "apiKey" field. Keys are never inlined.
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { S3Client } from '@aws-sdk/client-s3';
+import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { SFNClient } from '@aws-sdk/client-sfn';
+import { SQSClient } from '@aws-sdk/client-sqs';
+import { z } from 'zod';
+import { DynamoMetaStore } from '../shared/adapters/aws/dynamo-meta-store.js';
+import { S3BlobStore } from '../shared/adapters/aws/s3-blob-store.js';
+import { SfnLifecycle } from '../shared/adapters/aws/sfn-lifecycle.js';
+import { SqsWorkQueue } from '../shared/adapters/aws/sqs-work-queue.js';
+import { systemClock } from '../shared/adapters/local/system-clock.js';
+import { storedApiKeys, type ApiKeyResolver } from '../shared/api/api-keys.js';
+import type { StepDeps } from '../shared/batch/steps.js';
+import { loadConfig, type ServiceConfig } from '../shared/config.js';
+import type { Logger } from '../shared/log.js';
+import type { Clock, WorkQueue } from '../shared/ports.js';
+import { createUpstreamRouter } from '../shared/upstream/router.js';
+import { parseRoutes, resolveRoutes, type RouteConfig } from '../shared/upstream/routes.js';
+import type { UpstreamRouter } from '../shared/upstream/types.js';
+import { CANCEL_ERROR, ENV } from './contract.js';
+import { domainLogger } from './observability.js';
+import { UpstreamMeter } from './upstream-metrics.js';
+
+export interface AwsClients {
+  s3: S3Client;
+  dynamo: DynamoDBClient;
+  sqs: SQSClient;
+  sfn: SFNClient;
+  secrets: SecretsManagerClient;
+}
+
+export interface Runtime {
+  config: ServiceConfig;
+  meta: DynamoMetaStore;
+  blobs: S3BlobStore;
+  queue: WorkQueue;
+  lifecycle: SfnLifecycle;
+  clock: Clock;
+  log: Logger;
+  /** For validate, enqueue and finalize: routes without keys (validation only asks whether one serves the model). */
+  steps: StepDeps;
+  /** How long after the window closes in-flight requests get to finish (one upstream timeout and a margin). */
+  drainMs: number;
+  api: {
+    resolveApiKey: ApiKeyResolver;
+    downloads: { redirectAboveBytes: number; urlExpiresInSeconds: number };
+  };
+  /** The worker's router, with keys (read from Secrets Manager on first use) and metered. */
+  workerUpstreams(): Promise<{ router: UpstreamRouter; meter: UpstreamMeter }>;
+  /** Stops listening for upstream metrics (tests build many runtimes in one process). */
+  close(): Promise<void>;
+}
+
+/** A running chunk looks for a cancel this often (a strongly consistent GetItem each time). */
+export const WORKER_STATUS_POLL_MS = 5_000;
+const DEFAULT_REDIRECT_ABOVE_BYTES = 4 * 1024 * 1024;
+
+const positiveInt = z.number().int().positive();
+const UpstreamConfigSchema = z.object({
+  default: z
+    .object({
+      baseUrl: z.url({ protocol: /^https?$/ }),
+      apiKeySecret: z.string().min(1).optional(),
+      maxConcurrency: positiveInt.optional(),
+      requestsPerMinute: positiveInt.optional(),
+      tokensPerMinute: positiveInt.optional(),
+    })
+    .strict()
+    .nullish(),
+  routes: z.record(z.string(), z.unknown()).optional(),
+});
+
+interface Overrides {
+  env?: Record<string, string | undefined>;
+  clients?: Partial<AwsClients>;
+}
+
+let overrides: Overrides = {};
+let current: Promise<Runtime> | undefined;
+
+/**
+ * For tests and the cost bench only: the environment and clients the next runtime is built from
+ * (the handlers then run over dynalite, s3rver and stand-ins). Drops the runtime already built.
+ */
+export function configureRuntime(next: Overrides): void {
+  overrides = next;
+  current?.then((built) => built.close()).catch(() => undefined);
+  current = undefined;
+}
+
+/** The runtime of this container, built on first use; a failed build is tried again next time. */
+export function runtime(): Promise<Runtime> {
+  current ??= buildRuntime(overrides.env ?? process.env, overrides.clients ?? {}).catch((error: unknown) => {
+    current = undefined;
+    throw error;
+  });
+  return current;
+}
+
+function required(env: Record<string, string | undefined>, name: string): string {
+  const value = env[name];
+  if (!value) throw new Error(`the environment variable ${name} is not set (the stack sets it; see functions/contract.ts)`);
+  return value;
+}
+
+/** A port whose backing resource this function was not given: any use says which variable is missing. */
+function missing<T extends object>(port: string, variable: string): T {
+  return new Proxy({} as T, {
+    get: () => async () => {
+      throw new Error(`${port} is not available to this function: ${variable} is not set`);
+    },
+  });
+}
+
+export async function buildRuntime(env: Record<string, string | undefined>, given: Partial<AwsClients>): Promise<Runtime> {
+  const upstreamConfig = parseUpstreamConfig(env[ENV.upstreamConfig]);
+  const defaultRoute = upstreamConfig.default ?? undefined;
+  const config = loadConfig({
+    ...env,
+    UPSTREAM_BASE_URL: defaultRoute?.baseUrl ?? env.UPSTREAM_BASE_URL,
+    UPSTREAM_REQUESTS_PER_MINUTE: defaultRoute?.requestsPerMinute?.toString() ?? env.UPSTREAM_REQUESTS_PER_MINUTE,
+    UPSTREAM_TOKENS_PER_MINUTE: defaultRoute?.tokensPerMinute?.toString() ?? env.UPSTREAM_TOKENS_PER_MINUTE,
+    // Routes come from UPSTREAM_CONFIG here, not from a file; keys never from the environment.
+    UPSTREAM_ROUTES: undefined,
+    UPSTREAM_API_KEY: undefined,
+  });
+  // UPSTREAM_CONCURRENCY is the cap of routes that name none; the default route may name its own.
+  const routeDefaultConcurrency = config.upstream.concurrency;
+  if (defaultRoute?.maxConcurrency) config.upstream.concurrency = defaultRoute.maxConcurrency;
+  const defaultSecret = defaultRoute?.apiKeySecret ?? env[ENV.upstreamSecretArn];
+  const routes: RouteConfig[] =
+    upstreamConfig.routes && Object.keys(upstreamConfig.routes).length > 0
+      ? parseRoutes(upstreamConfig.routes, `${ENV.upstreamConfig}.routes`)
+      : [];
+
+  // The SDK reads the region and credentials from the Lambda environment.
+  const clients: AwsClients = {
+    s3: given.s3 ?? new S3Client({}),
+    dynamo: given.dynamo ?? new DynamoDBClient({}),
+    sqs: given.sqs ?? new SQSClient({}),
+    sfn: given.sfn ?? new SFNClient({}),
+    secrets: given.secrets ?? new SecretsManagerClient({}),
+  };
+  const clock = systemClock;
+  const log = domainLogger();
+  const meta = new DynamoMetaStore({ client: clients.dynamo, tableName: required(env, ENV.tableName) });
+  const blobs = new S3BlobStore({ client: clients.s3, bucket: required(env, ENV.bucketName) });
+  const queueUrl = env[ENV.queueUrl];
+  const queue: WorkQueue = queueUrl ? new SqsWorkQueue({ client: clients.sqs, queueUrl }) : missing('WorkQueue', ENV.queueUrl);
+  const stateMachineArn = env[ENV.stateMachineArn];
+  const lifecycle = stateMachineArn
+    ? new SfnLifecycle({ client: clients.sfn, stateMachineArn, meta, cancelError: CANCEL_ERROR })
+    : missing<SfnLifecycle>('Lifecycle', ENV.stateMachineArn);
+
+  const routerConfig = (apiKeys: { defaultKey: string | undefined; routes: Awaited<ReturnType<typeof resolveRoutes>> }) => ({
+    ...config.upstream,
+    apiKey: apiKeys.defaultKey,
+    routes: apiKeys.routes,
+  });
+  // Validation only needs to know that a route serves the model, so no secret is read for it.
+  const keylessRoutes = routes.map((route) => ({
+    pattern: route.pattern,
+    baseUrl: route.baseUrl,
+    apiKey: undefined,
+    maxConcurrency: route.maxConcurrency ?? routeDefaultConcurrency,
+  }));
+  const steps: StepDeps = {
+    meta,
+    blobs,
+    queue,
+    upstreams: createUpstreamRouter(routerConfig({ defaultKey: undefined, routes: keylessRoutes }), clock, log),
+    clock,
+    log,
+    limits: { maxRequestsPerBatch: config.limits.maxRequestsPerBatch, maxLineBytes: config.limits.maxLineBytes },
+    chunking: config.chunking,
+  };
+
+  let worker: Promise<{ router: UpstreamRouter; meter: UpstreamMeter }> | undefined;
+  const readSecret = secretReader(clients.secrets);
+  const buildWorkerUpstreams = async () => {
+    const [defaultKey, resolved] = await Promise.all([
+      defaultSecret ? readSecret(defaultSecret) : Promise.resolve(undefined),
+      resolveRoutes(routes, { env: {}, resolveSecret: readSecret, defaultConcurrency: routeDefaultConcurrency }),
+    ]);
+    const meter = new UpstreamMeter([...(config.upstream.baseUrl ? [config.upstream.baseUrl] : []), ...routes.map((r) => r.baseUrl)]);
+    const router = meter.wrap(createUpstreamRouter(routerConfig({ defaultKey, routes: resolved }), clock, log));
+    return { router, meter };
+  };
+
+  return {
+    config,
+    meta,
+    blobs,
+    queue,
+    lifecycle,
+    clock,
+    log,
+    steps,
+    drainMs: config.upstream.timeoutMs + 5_000,
+    api: {
+      resolveApiKey: storedApiKeys(meta, { clock }),
+      downloads: {
+        redirectAboveBytes: Number(env.DOWNLOAD_REDIRECT_BYTES ?? DEFAULT_REDIRECT_ABOVE_BYTES),
+        urlExpiresInSeconds: 300,
+      },
+    },
+    workerUpstreams() {
+      worker ??= buildWorkerUpstreams().catch((error: unknown) => {
+        worker = undefined;
+        throw error;
+      });
+      return worker;
+    },
+    async close() {
+      (await worker?.catch(() => undefined))?.meter.close();
+    },
+  };
+}
+
+function parseUpstreamConfig(text: string | undefined): z.infer<typeof UpstreamConfigSchema> {
+  if (!text?.trim()) return {};
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new Error(`${ENV.upstreamConfig} is not valid JSON (${(error as Error).message})`);
+  }
+  const parsed = UpstreamConfigSchema.safeParse(value);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || '(top)'}: ${issue.message}`).join('; ');
+    throw new Error(`${ENV.upstreamConfig}: ${problems}`);
+  }
+  return parsed.data;
+}
+
+/** Reads a secret's value once: the key as plain text, or JSON with an `apiKey` (or `api_key`, `key`) field. */
+function secretReader(client: SecretsManagerClient): (secretId: string) => Promise<string | undefined> {
+  const cache = new Map<string, Promise<string | undefined>>();
+  return (secretId) => {
+    let value = cache.get(secretId);
+    if (!value) {
+      value = client.send(new GetSecretValueCommand({ SecretId: secretId })).then((out) => keyFromSecret(out.SecretString));
+      value.catch(() => cache.delete(secretId));
+      cache.set(secretId, value);
+    }
+    return value;
+  };
+}
+
+function keyFromSecret(text: string | undefined): string | undefined {
+  const trimmed = text?.trim();
+  if (!trimmed) return undefined;
+  if (trimmed.startsWith('{')) {
+    try {
+      const json = JSON.parse(trimmed) as Record<string, unknown>;
+      const key = json.apiKey ?? json.api_key ?? json.key;
+      if (typeof key === 'string' && key) return key;
+    } catch {
+      // Not JSON after all: the whole text is the key.
+    }
+  }
+  return trimmed;
+}

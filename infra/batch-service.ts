@@ -1,0 +1,121 @@
+// The whole service as one construct, for a team that wants it inside a stack of its own;
+// BatchServiceStack (batch-service-stack.ts) is this construct alone in a stack.
+import { CfnOutput, RemovalPolicy } from 'aws-cdk-lib';
+import { Construct } from 'constructs';
+import { ENV } from '../functions/contract.js';
+import { loadConfig } from '../shared/config.js';
+import { DEFAULTS, checkProps, limitsEnvironment, type BatchServiceProps } from './config.js';
+import { Api } from './constructs/api.js';
+import { Lifecycle } from './constructs/lifecycle.js';
+import { Monitoring } from './constructs/monitoring.js';
+import { Schedules } from './constructs/schedules.js';
+import { Storage } from './constructs/storage.js';
+import { UpstreamSecrets } from './constructs/upstream-secrets.js';
+import { Workers } from './constructs/workers.js';
+import { acknowledgeJustifiedWildcards } from './nag.js';
+
+export interface BatchServiceConstructProps extends BatchServiceProps {
+  /** Prefix of the CloudFormation output names, for a stack that holds more than one service. @default '' */
+  readonly outputPrefix?: string;
+}
+
+const DAY_MS = 86_400_000;
+
+export class BatchService extends Construct {
+  readonly storage: Storage;
+  readonly upstream: UpstreamSecrets;
+  readonly workers: Workers;
+  readonly lifecycle: Lifecycle;
+  readonly api: Api;
+  readonly schedules: Schedules | undefined;
+  readonly monitoring: Monitoring;
+
+  constructor(scope: Construct, id: string, props: BatchServiceConstructProps = {}) {
+    super(scope, id);
+    checkProps(props);
+    const limits = loadConfig(limitsEnvironment(props.limits)).limits;
+    const logRetentionDays = props.logRetentionDays ?? DEFAULTS.logRetentionDays;
+    const metricsNamespace = props.metricsNamespace ?? DEFAULTS.metricsNamespace;
+
+    this.storage = new Storage(this, 'Storage', {
+      removalPolicy: props.dataRemovalPolicy ?? RemovalPolicy.RETAIN,
+      maxCompletionWindowDays: limits.maxCompletionWindowMs / DAY_MS,
+    });
+    const prefix = props.outputPrefix ?? '';
+    this.upstream = new UpstreamSecrets(this, 'Upstream', props.upstream ?? {}, prefix);
+
+    // What every handler is told (functions/contract.ts ENV). STATE_MACHINE_ARN goes only to the
+    // functions that signal or start executions: api, worker, wait-for-chunks, scheduled-submit.
+    const environment: Record<string, string> = {
+      [ENV.tableName]: this.storage.table.tableName,
+      [ENV.bucketName]: this.storage.bucket.bucketName,
+      ...this.upstream.environment,
+      ...limitsEnvironment(props.limits),
+      POWERTOOLS_SERVICE_NAME: 'batch-service',
+      POWERTOOLS_METRICS_NAMESPACE: metricsNamespace,
+    };
+
+    this.workers = new Workers(this, 'Workers', {
+      storage: this.storage,
+      environment,
+      logRetentionDays,
+      maxConcurrency: props.workerMaxConcurrency ?? DEFAULTS.workerMaxConcurrency,
+      timeoutMinutes: props.workerTimeoutMinutes ?? DEFAULTS.workerTimeoutMinutes,
+      upstreamSecrets: this.upstream.secrets,
+    });
+    environment[ENV.queueUrl] = this.workers.queue.queueUrl;
+    this.workers.worker.function.addEnvironment(ENV.queueUrl, this.workers.queue.queueUrl);
+
+    this.lifecycle = new Lifecycle(this, 'Lifecycle', { storage: this.storage, workers: this.workers, environment, logRetentionDays });
+    this.workers.connectLifecycle(this.lifecycle.stateMachine);
+
+    this.api = new Api(this, 'Api', {
+      storage: this.storage,
+      stateMachine: this.lifecycle.stateMachine,
+      environment,
+      logRetentionDays,
+      throttle: props.apiThrottle,
+    });
+
+    this.schedules =
+      props.schedules && props.schedules.length > 0
+        ? new Schedules(this, 'Schedules', {
+            storage: this.storage,
+            stateMachine: this.lifecycle.stateMachine,
+            environment,
+            logRetentionDays,
+            schedules: props.schedules,
+          })
+        : undefined;
+
+    this.monitoring = new Monitoring(this, 'Monitoring', {
+      api: this.api,
+      lifecycle: this.lifecycle,
+      workers: this.workers,
+      functions: {
+        api: this.api.handler,
+        validate: this.lifecycle.validate,
+        enqueue: this.lifecycle.enqueue,
+        waitForChunks: this.lifecycle.waitForChunks,
+        finalize: this.lifecycle.finalize,
+        worker: this.workers.worker,
+        ...(this.schedules ? { scheduledSubmit: this.schedules.submitter } : {}),
+      },
+      metricsNamespace,
+      alarmEmail: props.alarmEmail,
+      scheduledSubmit: this.schedules?.submitter,
+    });
+
+    const output = (name: string, value: string, description: string) => new CfnOutput(this, name, { key: `${prefix}${name}`, value, description });
+    output('ApiBaseUrl', this.api.baseUrl, 'Base URL for the OpenAI SDK: OpenAI(base_url=<this>, api_key=<a key from npm run keys>)');
+    output('TableName', this.storage.table.tableName, 'DynamoDB table (TABLE_NAME for npm run keys)');
+    output('BucketName', this.storage.bucket.bucketName, 'S3 bucket of file bytes and batch scratch');
+    output('StateMachineArn', this.lifecycle.stateMachine.stateMachineArn, 'One execution per batch, named for the batch id');
+    output('ChunkQueueUrl', this.workers.queue.queueUrl, 'SQS queue of chunk messages');
+    output('DeadLetterQueueUrl', this.workers.deadLetterQueue.queueUrl, 'Chunks that failed 5 deliveries');
+    output('AlarmTopicArn', this.monitoring.topic.topicArn, 'SNS topic of the alarms: subscribe to hear about them');
+    output('DashboardName', this.monitoring.dashboard.dashboardName, 'CloudWatch dashboard of the service');
+
+    acknowledgeJustifiedWildcards(this);
+  }
+}

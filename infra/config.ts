@@ -1,0 +1,224 @@
+// What a team configures when it deploys: upstream routes (API keys named by Secrets Manager
+// secret, never inlined), worker concurrency, the service limits, scheduled submissions. Given as
+// props to BatchService / BatchServiceStack, or as CDK context (cdk.json or `-c`), so
+// `npx cdk deploy -c batchService='{"upstream":{...}}'` needs no code change.
+import { RemovalPolicy } from 'aws-cdk-lib';
+import { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { ConfigError, loadConfig, parseDuration } from '../shared/config.js';
+import { RoutesError, parseRoutes, type RouteEntry } from '../shared/upstream/routes.js';
+
+/**
+ * One OpenAI-compatible upstream: the fields of a route in shared/upstream/routes.ts, except that
+ * the key is only ever named (Secrets Manager), never given.
+ */
+export interface UpstreamRoute {
+  /** Base URL including the version segment, e.g. `https://api.openai.com/v1`. */
+  readonly baseUrl: string;
+  /**
+   * The Secrets Manager secret that holds the upstream's API key (the whole SecretString is the
+   * key): a secret name or ARN. Omitted: the stack creates a secret for this route with a
+   * placeholder value and prints its ARN, for the team to put the key in. `null`: the upstream
+   * needs no key (vLLM or Ollama on a private network).
+   */
+  readonly apiKeySecret?: string | null;
+  /** Hard cap on this route's requests in flight per worker. */
+  readonly maxConcurrency?: number;
+  readonly requestsPerMinute?: number;
+  readonly tokensPerMinute?: number;
+}
+
+export interface UpstreamRoutes {
+  /** Serves every model no route matches. Omitted: only `batch-test-model` works. */
+  readonly default?: UpstreamRoute;
+  /** Routes by model name or glob pattern (`gpt-4o*`); an exact name wins over patterns. */
+  readonly routes?: Readonly<Record<string, UpstreamRoute>>;
+}
+
+/** The settings the handlers read from their environment, as in the local runtime (shared/config.ts). */
+export const LIMIT_NAMES = [
+  'MIN_COMPLETION_WINDOW',
+  'MAX_COMPLETION_WINDOW',
+  'MAX_REQUESTS_PER_BATCH',
+  'MAX_FILE_BYTES',
+  'MAX_LINE_BYTES',
+  'CHUNK_MAX_REQUESTS',
+  'CHUNK_MAX_BYTES',
+  'UPSTREAM_CONCURRENCY',
+  'UPSTREAM_TIMEOUT',
+  'UPSTREAM_MAX_ATTEMPTS',
+  'UPSTREAM_BACKOFF_BASE',
+  'UPSTREAM_REQUESTS_PER_MINUTE',
+  'UPSTREAM_TOKENS_PER_MINUTE',
+  'CHECKPOINT_INTERVAL',
+  'CHECKPOINT_LINES',
+  /** Downloads larger than this answer 307 to a presigned S3 URL (the API Lambda's answer is capped at 6 MB). */
+  'DOWNLOAD_REDIRECT_BYTES',
+] as const;
+export type LimitName = (typeof LIMIT_NAMES)[number];
+export type Limits = Partial<Record<LimitName, string | number>>;
+
+/** A batch submitted on a schedule (EventBridge Scheduler), from a file that is already uploaded. */
+export interface ScheduledSubmission {
+  /** Unique among the schedules; becomes part of the schedule's construct id. */
+  readonly name: string;
+  /** An EventBridge Scheduler expression: `rate(1 day)`, `cron(0 2 * * ? *)`, `at(2027-01-01T00:00:00)`. */
+  readonly scheduleExpression: string;
+  /** IANA time zone for cron and at expressions. @default UTC */
+  readonly timeZone?: string;
+  /** The project the batch belongs to (the one its API key maps to). */
+  readonly project: string;
+  readonly inputFileId: string;
+  readonly endpoint: string;
+  /** @default '24h' */
+  readonly completionWindow?: string;
+  readonly metadata?: Readonly<Record<string, string>>;
+}
+
+export interface BatchServiceProps {
+  readonly upstream?: UpstreamRoutes;
+  /** The worker event source's MaximumConcurrency (2..1000): caps parallel chunks, and so the load on upstreams. @default 20 */
+  readonly workerMaxConcurrency?: number;
+  /** The worker Lambda's timeout in minutes (1..15); the queue's visibility timeout is six times it. @default 15 */
+  readonly workerTimeoutMinutes?: number;
+  /** Service limits, by the names of the local runtime's environment variables. Checked at synth. */
+  readonly limits?: Limits;
+  /** What `cdk destroy` does with the bucket and the table. @default RemovalPolicy.RETAIN */
+  readonly dataRemovalPolicy?: RemovalPolicy;
+  /** Days to keep Lambda, API access and state machine logs. @default 30 */
+  readonly logRetentionDays?: number;
+  /** Subscribes this address to the alarm topic. @default no subscription */
+  readonly alarmEmail?: string;
+  /** Batches to submit on a schedule. @default none */
+  readonly schedules?: readonly ScheduledSubmission[];
+  /** Steady-state requests per second and burst for the whole HTTP API. @default API Gateway's account limits */
+  readonly apiThrottle?: { readonly rateLimit: number; readonly burstLimit: number };
+  /** CloudWatch namespace of the handlers' metrics (POWERTOOLS_METRICS_NAMESPACE). @default 'BatchService' */
+  readonly metricsNamespace?: string;
+}
+
+export const DEFAULTS = {
+  workerMaxConcurrency: 20,
+  workerTimeoutMinutes: 15,
+  logRetentionDays: 30,
+  metricsNamespace: 'BatchService',
+  completionWindow: '24h',
+} as const;
+
+/** Throws a ConfigError that names every problem, so a typo stops synth instead of a deployed service. */
+export function checkProps(props: BatchServiceProps): void {
+  const problems: string[] = [];
+  const concurrency = props.workerMaxConcurrency ?? DEFAULTS.workerMaxConcurrency;
+  if (!Number.isInteger(concurrency) || concurrency < 2 || concurrency > 1000) {
+    problems.push(`workerMaxConcurrency must be a whole number from 2 to 1000, not ${concurrency}`);
+  }
+  const timeout = props.workerTimeoutMinutes ?? DEFAULTS.workerTimeoutMinutes;
+  if (!Number.isInteger(timeout) || timeout < 1 || timeout > 15) {
+    problems.push(`workerTimeoutMinutes must be a whole number from 1 to 15, not ${timeout}`);
+  }
+  for (const name of Object.keys(props.limits ?? {})) {
+    if (!(LIMIT_NAMES as readonly string[]).includes(name)) problems.push(`limits.${name} is not one of ${LIMIT_NAMES.join(', ')}`);
+  }
+  try {
+    // The handlers parse the same variables with the same schema at cold start.
+    const config = loadConfig(limitsEnvironment(props.limits));
+    if (config.upstream.timeoutMs >= timeout * 60_000) {
+      problems.push(`limits.UPSTREAM_TIMEOUT (${config.upstream.timeoutMs / 1000}s) must be shorter than the worker's timeout (${timeout} min)`);
+    }
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    problems.push(error.message.replace(/^invalid configuration: /, 'limits: '));
+  }
+  const routes: [string, UpstreamRoute][] = [
+    ...(props.upstream?.default ? ([['default', props.upstream.default]] as [string, UpstreamRoute][]) : []),
+    ...Object.entries(props.upstream?.routes ?? {}),
+  ];
+  for (const [name, route] of routes) {
+    if (!URL.canParse(route.baseUrl) || !/^https?:$/.test(new URL(route.baseUrl).protocol)) {
+      problems.push(`upstream route ${name}: baseUrl must be an http(s) URL, not '${route.baseUrl}'`);
+    }
+    if (route.apiKeySecret !== undefined && route.apiKeySecret !== null && !/^(arn:[\w-]+:secretsmanager:|[\w/+=.@-]{1,512}$)/.test(route.apiKeySecret)) {
+      problems.push(`upstream route ${name}: apiKeySecret must be a Secrets Manager secret name or ARN (never the key itself)`);
+    }
+    if (typeof route.apiKeySecret === 'string' && /^(sk-|Bearer )/.test(route.apiKeySecret)) {
+      problems.push(`upstream route ${name}: apiKeySecret looks like an API key; put the key in Secrets Manager and give the secret's name`);
+    }
+  }
+  const patterns = Object.entries(props.upstream?.routes ?? {});
+  if (patterns.length > 0) {
+    try {
+      // The schema the handlers parse UPSTREAM_CONFIG's routes with, secret ids stood in for.
+      parseRoutes(Object.fromEntries(patterns.map(([pattern, route]) => [pattern, routeEntry(route, route.apiKeySecret === null ? undefined : 'secret')])), 'upstream.routes');
+    } catch (error) {
+      if (!(error instanceof RoutesError)) throw error;
+      problems.push(error.message);
+    }
+  }
+  const days = props.logRetentionDays ?? DEFAULTS.logRetentionDays;
+  if (!(Object.values(RetentionDays) as unknown[]).includes(days) || days === RetentionDays.INFINITE) {
+    problems.push(`logRetentionDays must be one of CloudWatch's retention periods (1, 3, 5, 7, 14, 30, 60, 90, ...), not ${days}`);
+  }
+  const names = new Set<string>();
+  for (const schedule of props.schedules ?? []) {
+    if (!/^[A-Za-z0-9-_]{1,48}$/.test(schedule.name)) problems.push(`schedule '${schedule.name}': name must be 1..48 letters, digits, - or _`);
+    if (names.has(schedule.name)) problems.push(`schedule '${schedule.name}' appears twice`);
+    names.add(schedule.name);
+    if (!/^(rate|cron|at)\(.+\)$/.test(schedule.scheduleExpression)) {
+      problems.push(`schedule '${schedule.name}': scheduleExpression must be rate(...), cron(...) or at(...)`);
+    }
+    if (parseDuration(schedule.completionWindow ?? DEFAULTS.completionWindow) === undefined) {
+      problems.push(`schedule '${schedule.name}': completionWindow must look like 24h`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(`invalid BatchService configuration: ${problems.join('; ')}`);
+}
+
+/** A route as the handlers parse it (shared/upstream/routes.ts RouteSchema), with the key's secret id. */
+export function routeEntry(route: UpstreamRoute, apiKeySecretId: string | undefined): RouteEntry {
+  return {
+    baseUrl: route.baseUrl.replace(/\/+$/, ''),
+    ...(apiKeySecretId ? { apiKeySecret: apiKeySecretId } : {}),
+    ...(route.maxConcurrency !== undefined ? { maxConcurrency: route.maxConcurrency } : {}),
+    ...(route.requestsPerMinute !== undefined ? { requestsPerMinute: route.requestsPerMinute } : {}),
+    ...(route.tokensPerMinute !== undefined ? { tokensPerMinute: route.tokensPerMinute } : {}),
+  };
+}
+
+/** The limits as environment variables (strings), only those that were set. */
+export function limitsEnvironment(limits: Limits | undefined): Record<string, string> {
+  return Object.fromEntries(Object.entries(limits ?? {}).map(([name, value]) => [name, String(value)]));
+}
+
+/**
+ * Props from CDK context: `batchService` (an object in cdk.json, or a JSON string with `-c`), then
+ * flat keys for the common cases, which win: `upstreamBaseUrl`, `upstreamApiKeySecret`,
+ * `workerMaxConcurrency`, `alarmEmail`.
+ */
+export function propsFromContext(tryGetContext: (key: string) => unknown): BatchServiceProps {
+  const raw = tryGetContext('batchService');
+  let props: BatchServiceProps = {};
+  if (typeof raw === 'string') {
+    try {
+      props = JSON.parse(raw) as BatchServiceProps;
+    } catch {
+      throw new ConfigError('the context value batchService must be JSON');
+    }
+  } else if (raw && typeof raw === 'object') {
+    props = raw as BatchServiceProps;
+  }
+  const baseUrl = tryGetContext('upstreamBaseUrl');
+  const secret = tryGetContext('upstreamApiKeySecret');
+  if (typeof baseUrl === 'string' && baseUrl) {
+    props = {
+      ...props,
+      upstream: {
+        ...props.upstream,
+        default: { baseUrl, apiKeySecret: typeof secret === 'string' && secret ? (secret === 'none' ? null : secret) : undefined },
+      },
+    };
+  }
+  const concurrency = tryGetContext('workerMaxConcurrency');
+  if (concurrency !== undefined) props = { ...props, workerMaxConcurrency: Number(concurrency) };
+  const email = tryGetContext('alarmEmail');
+  if (typeof email === 'string' && email) props = { ...props, alarmEmail: email };
+  return props;
+}

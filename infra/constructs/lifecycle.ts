@@ -1,0 +1,186 @@
+// A batch's lifecycle as a Step Functions Standard state machine (DESIGN.md, "The lifecycle"):
+//
+//   Validate ─▶ AfterValidate ─in_progress─▶ Enqueue ─▶ WaitForChunks ─▶ Finalize
+//                    │ failed ─▶ ValidationFailed (Succeed: the batch itself records `failed`)
+//                    └ cancelling, or anything else ─▶ Finalize
+//   WaitForChunks: .waitForTaskToken, timeout = what is left of the window ($.waitSeconds).
+//     the last worker's chunk sends task success ─▶ Finalize (completed)
+//     States.Timeout (the window passed)         ─▶ Finalize (expired)
+//     BatchCancelled (SendTaskFailure by cancel) ─▶ Finalize (cancelled)
+//     anything else that is left after retries   ─▶ Finalize (which accounts for every line)
+//
+// Cost: the happy path is 5 billed state transitions (Validate, AfterValidate, Enqueue,
+// WaitForChunks, Finalize) whatever the batch's size; a failed validation is 3; each retry adds
+// one. There is no Map state: requests are never states, chunks are SQS messages.
+import { ArnFormat, Duration, Names, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
+import { Construct } from 'constructs';
+import { CANCEL_ERROR, ENV, HANDLERS } from '../../functions/contract.js';
+import { ServiceFunction } from './service-function.js';
+import type { Storage } from './storage.js';
+import type { Workers } from './workers.js';
+
+export interface LifecycleProps {
+  readonly storage: Storage;
+  readonly workers: Workers;
+  readonly environment: Record<string, string>;
+  readonly logRetentionDays: number;
+}
+
+/** Errors worth retrying on every Lambda task: Lambda's own, throttles, and the function's (all steps are idempotent). */
+export const RETRIED_ERRORS = [
+  'Lambda.ServiceException',
+  'Lambda.AWSLambdaException',
+  'Lambda.SdkClientException',
+  'Lambda.ClientExecutionTimeoutException',
+  'Lambda.TooManyRequestsException',
+  'States.TaskFailed',
+] as const;
+export const RETRY = { interval: Duration.seconds(2), backoffRate: 2, maxAttempts: 6 } as const;
+
+export class Lifecycle extends Construct {
+  readonly stateMachine: sfn.StateMachine;
+  /**
+   * The state machine's ARN, built from its name rather than referenced: a function the state
+   * machine invokes can know it (and may signal it) without a CloudFormation cycle.
+   */
+  readonly stateMachineArn: string;
+  readonly validate: ServiceFunction;
+  readonly enqueue: ServiceFunction;
+  readonly waitForChunks: ServiceFunction;
+  readonly finalize: ServiceFunction;
+  readonly logGroup: logs.LogGroup;
+
+  constructor(scope: Construct, id: string, props: LifecycleProps) {
+    super(scope, id);
+    const { bucket, table } = props.storage;
+    const common = { environment: props.environment, logRetentionDays: props.logRetentionDays };
+    // Unique per stack and construct path, at most 80 characters of [A-Za-z0-9-_].
+    const stateMachineName = Names.uniqueResourceName(this, { maxLength: 80, separator: '-', allowedSpecialCharacters: '-_' });
+    this.stateMachineArn = Stack.of(this).formatArn({
+      service: 'states',
+      resource: 'stateMachine',
+      resourceName: stateMachineName,
+      arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+    });
+
+    // Validation streams the whole input file once; planning and finalization stream too, but a
+    // 200 MB file at Lambda's network speed wants the full 15 minutes in the worst case.
+    this.validate = new ServiceFunction(this, 'ValidateFn', {
+      ...common,
+      entry: HANDLERS.validate,
+      description: 'Batch lifecycle: validate the input file and plan its chunks',
+      memorySize: 1024,
+      timeout: Duration.minutes(15),
+    });
+    this.enqueue = new ServiceFunction(this, 'EnqueueFn', {
+      ...common,
+      entry: HANDLERS.enqueue,
+      description: 'Batch lifecycle: send a queue message per chunk',
+      memorySize: 1024,
+      timeout: Duration.minutes(15),
+    });
+    this.waitForChunks = new ServiceFunction(this, 'WaitForChunksFn', {
+      ...common,
+      // It answers its own token when the chunks finished, or a cancel came, before it stored it.
+      environment: { ...props.environment, [ENV.stateMachineArn]: this.stateMachineArn },
+      entry: HANDLERS.waitForChunks,
+      description: "Batch lifecycle: store the execution's task token on the batch",
+      memorySize: 256,
+      timeout: Duration.seconds(30),
+    });
+    this.finalize = new ServiceFunction(this, 'FinalizeFn', {
+      ...common,
+      entry: HANDLERS.finalize,
+      description: 'Batch lifecycle: merge chunk results into the output and error files',
+      memorySize: 1024,
+      timeout: Duration.minutes(15),
+    });
+
+    table.grantReadWriteData(this.validate.function);
+    bucket.grantReadWrite(this.validate.function); // reads the input, writes the chunk plan
+    table.grantReadData(this.enqueue.function);
+    bucket.grantRead(this.enqueue.function); // reads the chunk plan
+    props.workers.queue.grantSendMessages(this.enqueue.function);
+    table.grantReadWriteData(this.waitForChunks.function); // stores the task token
+    table.grantReadWriteData(this.finalize.function);
+    bucket.grantReadWrite(this.finalize.function); // merges parts, deletes scratch
+
+    const batchIdOnly = sfn.TaskInput.fromObject({ batchId: sfn.JsonPath.stringAt('$.batchId') });
+    const step = (stepId: string, fn: ServiceFunction) =>
+      new tasks.LambdaInvoke(this, stepId, {
+        lambdaFunction: fn.function,
+        payload: batchIdOnly,
+        payloadResponseOnly: true,
+        retryOnServiceExceptions: false,
+      }).addRetry({ errors: [...RETRIED_ERRORS], ...RETRY, jitterStrategy: sfn.JitterType.FULL });
+
+    const validate = step('Validate', this.validate); // → { batchId, status }
+    const enqueue = step('Enqueue', this.enqueue); // → { batchId, waitSeconds }
+    const finalize = step('Finalize', this.finalize);
+
+    const waitForChunks = new tasks.LambdaInvoke(this, 'WaitForChunks', {
+      lambdaFunction: this.waitForChunks.function,
+      integrationPattern: sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN,
+      payload: sfn.TaskInput.fromObject({ batchId: sfn.JsonPath.stringAt('$.batchId'), taskToken: sfn.JsonPath.taskToken }),
+      // Enqueue computed it: the window left plus time for chunks in flight to drain.
+      taskTimeout: sfn.Timeout.at('$.waitSeconds'),
+      resultPath: sfn.JsonPath.DISCARD,
+      retryOnServiceExceptions: false,
+    })
+      // Retriers are tried in order and the first whose errors match decides. States.TaskFailed
+      // matches every error but States.Timeout, the cancel included: without this first retrier a
+      // cancel would be "retried" six times (a minute of backoff) before it is caught.
+      .addRetry({ errors: [CANCEL_ERROR], maxAttempts: 0 })
+      .addRetry({ errors: [...RETRIED_ERRORS], ...RETRY, jitterStrategy: sfn.JitterType.FULL })
+      .addCatch(finalize, { errors: [sfn.Errors.TIMEOUT], resultPath: '$.error' })
+      .addCatch(finalize, { errors: [CANCEL_ERROR], resultPath: '$.error' })
+      .addCatch(finalize, { errors: [sfn.Errors.ALL], resultPath: '$.error' });
+
+    // A batch whose chunks could not all be enqueued is finalized rather than left in_progress
+    // for ever: every line that never ran is then in the error file.
+    enqueue.addCatch(finalize, { errors: [sfn.Errors.ALL], resultPath: '$.error' });
+
+    const definition = validate.next(
+      new sfn.Choice(this, 'AfterValidate')
+        .when(sfn.Condition.stringEquals('$.status', 'in_progress'), enqueue.next(waitForChunks.next(finalize)))
+        .when(sfn.Condition.stringEquals('$.status', 'failed'), new sfn.Succeed(this, 'ValidationFailed'))
+        .when(sfn.Condition.stringEquals('$.status', 'cancelling'), finalize)
+        // completed, expired, cancelled: a rerun of a finished batch; Finalize is a no-op for them.
+        .otherwise(finalize),
+    );
+
+    this.logGroup = new logs.LogGroup(this, 'Logs', {
+      retention: props.logRetentionDays as logs.RetentionDays,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    this.stateMachine = new sfn.StateMachine(this, 'StateMachine', {
+      stateMachineName,
+      stateMachineType: sfn.StateMachineType.STANDARD,
+      definitionBody: sfn.DefinitionBody.fromChainable(definition),
+      comment: 'OpenAI-compatible batch: validate, enqueue chunks, wait for them (or the window, or a cancel), finalize',
+      // Executions carry ids only; ERROR is enough to see why a step failed, and the execution
+      // history keeps every event for 90 days.
+      logs: { destination: this.logGroup, level: sfn.LogLevel.ERROR, includeExecutionData: false },
+      tracingEnabled: true,
+    });
+    Validations.of(this.stateMachine).acknowledge({
+      id: 'AwsSolutions-SF1',
+      reason:
+        'Logs at ERROR: ALL would write every state transition of every batch to CloudWatch Logs for nothing the execution history (kept 90 days) does not already show, at a cost per batch.',
+    });
+
+    // Same actions as StateMachine.grantTaskResponse, on the ARN built from the name: a reference
+    // to the state machine here would make the function depend on the state machine, which
+    // depends on the function.
+    this.waitForChunks.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: ['states:SendTaskSuccess', 'states:SendTaskFailure', 'states:SendTaskHeartbeat'],
+        resources: [this.stateMachineArn],
+      }),
+    );
+  }
+}

@@ -1,0 +1,100 @@
+// Where the service keeps its data: one S3 bucket for file bytes, chunk plans and chunk results,
+// and one DynamoDB table for files, batches, uploads and API keys. Both are retained by default
+// when the stack is destroyed: they hold the teams' data.
+import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import { Construct } from 'constructs';
+import { BY_PROJECT_INDEX, TTL_ATTRIBUTE, metaTableDefinition } from '../../shared/adapters/aws/dynamo-meta-store.js';
+
+export interface StorageProps {
+  readonly removalPolicy: RemovalPolicy;
+  /** The longest completion window a batch may ask for (MAX_COMPLETION_WINDOW), in days. */
+  readonly maxCompletionWindowDays: number;
+}
+
+/**
+ * Lifetimes of the bucket's objects, by prefix (shared/batch/keys.ts; uploads/ for the Uploads
+ * API). S3 lifecycle filters match prefixes, not patterns, so `batches/<id>/chunks/` cannot be
+ * named on its own: the rule covers all of `batches/<id>/`, which is scratch (the chunk plan,
+ * chunk results, unrun lines) needed only while its batch runs.
+ */
+export const OBJECT_LIFETIMES = {
+  /** Parts of an upload in progress: an upload lives an hour, so two days is plenty. */
+  uploads: { prefix: 'uploads/', days: 2 },
+  /**
+   * files/: every file the API creates expires within 30 days (expires_after is at most 2,592,000 s,
+   * and both input and output files default to 30 days); a day's margin past that. The table's TTL
+   * removes the record; this removes the bytes.
+   */
+  files: { prefix: 'files/', days: 31 },
+  /** batches/: a batch's scratch outlives its longest window plus a week of drain and finalization. */
+  batchScratchMarginDays: 7,
+} as const;
+
+export class Storage extends Construct {
+  readonly bucket: s3.Bucket;
+  readonly table: dynamodb.Table;
+
+  constructor(scope: Construct, id: string, props: StorageProps) {
+    super(scope, id);
+
+    this.bucket = new s3.Bucket(this, 'Bucket', {
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      encryption: s3.BucketEncryption.S3_MANAGED,
+      enforceSSL: true,
+      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      versioned: false,
+      removalPolicy: props.removalPolicy,
+      lifecycleRules: [
+        // A multipart upload that never completed (a finalizer or an upload that died) costs
+        // storage while invisible: abort it.
+        { id: 'abort-incomplete-multipart', abortIncompleteMultipartUploadAfter: Duration.days(1) },
+        { id: 'expire-upload-parts', prefix: OBJECT_LIFETIMES.uploads.prefix, expiration: Duration.days(OBJECT_LIFETIMES.uploads.days) },
+        { id: 'expire-files', prefix: OBJECT_LIFETIMES.files.prefix, expiration: Duration.days(OBJECT_LIFETIMES.files.days) },
+        // Finalization deletes a batch's chunk results as it merges them; this reaps what a batch
+        // whose finalization never ran left behind, and the plans of finished batches.
+        {
+          id: 'expire-batch-scratch',
+          prefix: 'batches/',
+          expiration: Duration.days(Math.ceil(props.maxCompletionWindowDays) + OBJECT_LIFETIMES.batchScratchMarginDays),
+        },
+      ],
+    });
+
+    Validations.of(this.bucket).acknowledge({
+      id: 'AwsSolutions-S1',
+      reason:
+        'Server access logs would need a second bucket and log every chunk read; clients never reach this bucket except through short-lived presigned GETs the API issues, and the API access log records who asked. CloudTrail data events can be enabled by the account if object-level audit is required.',
+    });
+
+    // Mirrors metaTableDefinition() exactly: the adapter, its tests on dynalite and this table agree.
+    const definition = metaTableDefinition('unused');
+    const keyOf = (name: string): dynamodb.Attribute => {
+      const attribute = definition.AttributeDefinitions!.find((a) => a.AttributeName === name)!;
+      return { name, type: attribute.AttributeType === 'S' ? dynamodb.AttributeType.STRING : dynamodb.AttributeType.NUMBER };
+    };
+    const partitionKey = definition.KeySchema!.find((k) => k.KeyType === 'HASH')!.AttributeName!;
+    this.table = new dynamodb.Table(this, 'Table', {
+      partitionKey: keyOf(partitionKey),
+      billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
+      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
+      timeToLiveAttribute: TTL_ATTRIBUTE,
+      encryption: dynamodb.TableEncryption.AWS_MANAGED,
+      removalPolicy: props.removalPolicy,
+    });
+    for (const index of definition.GlobalSecondaryIndexes ?? []) {
+      const hash = index.KeySchema!.find((k) => k.KeyType === 'HASH')!.AttributeName!;
+      const range = index.KeySchema!.find((k) => k.KeyType === 'RANGE')?.AttributeName;
+      this.table.addGlobalSecondaryIndex({
+        indexName: index.IndexName!,
+        partitionKey: keyOf(hash),
+        ...(range ? { sortKey: keyOf(range) } : {}),
+        projectionType: dynamodb.ProjectionType.ALL,
+      });
+    }
+    if (!definition.GlobalSecondaryIndexes?.some((index) => index.IndexName === BY_PROJECT_INDEX)) {
+      throw new Error(`metaTableDefinition() no longer defines the ${BY_PROJECT_INDEX} index the API lists by`);
+    }
+  }
+}

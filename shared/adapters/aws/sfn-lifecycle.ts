@@ -1,0 +1,78 @@
+// The Lifecycle on Step Functions. One Standard execution per batch, named for the batch, runs
+// Validate → Choice → Enqueue → wait for a task token → Finalize. The token is stored on the batch
+// record by the wait step; the last chunk's worker sends task success with it and a cancel sends
+// task failure (caught by the state machine and sent on to Finalize). Until the token is stored
+// there is nothing to signal: the wait step looks at the batch right after storing it and sends
+// the signal itself if the chunks are already done or the batch is cancelling.
+import {
+  ExecutionAlreadyExists,
+  SendTaskFailureCommand,
+  SendTaskSuccessCommand,
+  StartExecutionCommand,
+  type SFNClient,
+} from '@aws-sdk/client-sfn';
+import type { Lifecycle, MetaStore } from '../../ports.js';
+
+export interface SfnLifecycleOptions {
+  client: SFNClient;
+  stateMachineArn: string;
+  meta: Pick<MetaStore, 'getBatch'>;
+  /** The error name the state machine catches as "cancelled". */
+  cancelError: string;
+}
+
+/** Signals for a task that has already ended (timed out, or signalled by someone else first). */
+const GONE = new Set(['TaskTimedOut', 'TaskDoesNotExist']);
+
+export class SfnLifecycle implements Lifecycle {
+  constructor(private readonly options: SfnLifecycleOptions) {}
+
+  async start(batchId: string): Promise<void> {
+    try {
+      await this.options.client.send(
+        new StartExecutionCommand({
+          stateMachineArn: this.options.stateMachineArn,
+          // The batch id as the name: a retried create cannot start a second execution.
+          name: batchId,
+          input: JSON.stringify({ batchId }),
+        }),
+      );
+    } catch (error) {
+      if (error instanceof ExecutionAlreadyExists || (error as Error).name === 'ExecutionAlreadyExists') return;
+      throw error;
+    }
+  }
+
+  async allChunksDone(batchId: string): Promise<void> {
+    const token = (await this.options.meta.getBatch(batchId))?.taskToken;
+    if (token) await this.succeed(token, batchId);
+  }
+
+  async cancelled(batchId: string): Promise<void> {
+    // No token while validating: validate's compare-and-set then fails and the execution finalizes.
+    const token = (await this.options.meta.getBatch(batchId))?.taskToken;
+    if (token) await this.fail(token, batchId);
+  }
+
+  /** Lets the waiting execution go on to Finalize. */
+  async succeed(taskToken: string, batchId: string): Promise<void> {
+    await ignoreGone(this.options.client.send(new SendTaskSuccessCommand({ taskToken, output: JSON.stringify({ batchId }) })));
+  }
+
+  /** Ends the wait with the cancel error, which the state machine routes to Finalize. */
+  async fail(taskToken: string, batchId: string): Promise<void> {
+    await ignoreGone(
+      this.options.client.send(
+        new SendTaskFailureCommand({ taskToken, error: this.options.cancelError, cause: `batch ${batchId} was cancelled` }),
+      ),
+    );
+  }
+}
+
+async function ignoreGone(signal: Promise<unknown>): Promise<void> {
+  try {
+    await signal;
+  } catch (error) {
+    if (!GONE.has((error as Error).name)) throw error;
+  }
+}

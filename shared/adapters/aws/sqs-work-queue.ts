@@ -1,0 +1,59 @@
+// The WorkQueue on SQS: chunk messages go out ten to a SendMessageBatch call (SQS's maximum),
+// and entries SQS reports as failed are sent again with backoff. SQS then delivers each message at
+// least once to the worker Lambda through the event source mapping, and redelivers what a worker
+// did not acknowledge after the visibility timeout; the chunk's once-only record makes that safe.
+import { SendMessageBatchCommand, type SendMessageBatchRequestEntry, type SQSClient } from '@aws-sdk/client-sqs';
+import type { ChunkMessage, WorkQueue } from '../../ports.js';
+
+export const SQS_BATCH_SIZE = 10;
+
+export interface SqsWorkQueueOptions {
+  client: SQSClient;
+  queueUrl: string;
+  /** Rounds of re-sending failed entries before giving up. */
+  maxAttempts?: number;
+  /** SendMessageBatch calls in flight at once. */
+  concurrency?: number;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+export class SqsWorkQueue implements WorkQueue {
+  private readonly maxAttempts: number;
+  private readonly concurrency: number;
+  private readonly sleep: (ms: number) => Promise<void>;
+
+  constructor(private readonly options: SqsWorkQueueOptions) {
+    this.maxAttempts = options.maxAttempts ?? 5;
+    this.concurrency = Math.max(1, options.concurrency ?? 8);
+    this.sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
+  }
+
+  async enqueue(messages: ChunkMessage[]): Promise<void> {
+    const groups: SendMessageBatchRequestEntry[][] = [];
+    for (let i = 0; i < messages.length; i += SQS_BATCH_SIZE) {
+      // Entry ids only need to be unique within one call.
+      groups.push(messages.slice(i, i + SQS_BATCH_SIZE).map((message, j) => ({ Id: String(i + j), MessageBody: JSON.stringify(message) })));
+    }
+    let next = 0;
+    const lane = async () => {
+      while (next < groups.length) await this.sendGroup(groups[next++]!);
+    };
+    await Promise.all(Array.from({ length: Math.min(this.concurrency, groups.length) }, lane));
+  }
+
+  private async sendGroup(entries: SendMessageBatchRequestEntry[]): Promise<void> {
+    let pending = entries;
+    for (let attempt = 1; ; attempt++) {
+      const out = await this.options.client.send(new SendMessageBatchCommand({ QueueUrl: this.options.queueUrl, Entries: pending }));
+      const failed = new Set((out.Failed ?? []).map((f) => f.Id));
+      if (failed.size === 0) return;
+      const first = out.Failed![0]!;
+      // A sender's fault (a malformed entry) will not pass on a second try.
+      if (out.Failed!.some((f) => f.SenderFault) || attempt >= this.maxAttempts) {
+        throw new Error(`SQS refused ${failed.size} chunk message(s): ${first.Code}: ${first.Message ?? ''}`.trim());
+      }
+      pending = pending.filter((entry) => failed.has(entry.Id));
+      await this.sleep(Math.random() * Math.min(5_000, 100 * 2 ** attempt));
+    }
+  }
+}

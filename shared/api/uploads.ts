@@ -1,0 +1,307 @@
+// OpenAI's Uploads API: a large file sent in parts (each streamed to the BlobStore), joined in
+// the order the client names on complete (streaming, with the md5 and the batch-file checks
+// computed on the way), into the same File object /v1/files makes. Locally and in AWS alike.
+//
+//   POST /uploads                 {filename, purpose, bytes, mime_type, expires_after?} → Upload (pending)
+//   POST /uploads/{id}/parts      multipart field `data`, at most 64 MB          → UploadPart
+//   POST /uploads/{id}/complete   {part_ids, md5?}                               → Upload (completed, with file)
+//   POST /uploads/{id}/cancel                                                    → Upload (cancelled)
+//
+// An upload expires an hour after it is created; parts cannot be added once it is completed,
+// cancelled or expired. Another project's upload answers 404, like a missing one.
+import { createHash } from 'node:crypto';
+import type { Context, Hono } from 'hono';
+import { z } from 'zod';
+import { blobKeys } from '../batch/keys.js';
+import type { FileRecord, UploadPartRecord, UploadRecord } from '../batch/model.js';
+import { BatchFileCheck } from '../batch/upload-check.js';
+import { randomToken } from '../ids.js';
+import type { BlobStore, Clock, MetaStore } from '../ports.js';
+import { ApiError, badRequest, tooLarge } from './errors.js';
+import { receiveMultipart, type StreamCheck } from './multipart.js';
+import { toFileObject } from './objects.js';
+import { fileExpiresAfter } from './schemas.js';
+
+export interface UploadDeps {
+  meta: MetaStore;
+  blobs: BlobStore;
+  clock: Clock;
+  limits: { maxFileBytes: number; maxLineBytes?: number; maxRequestsPerBatch?: number };
+}
+
+type Env = { Variables: { project: string; requestId: string } };
+
+/** An upload takes parts for an hour after its creation. */
+export const UPLOAD_LIFETIME_MS = 3_600_000;
+/** The most bytes one part may carry (OpenAI's limit). */
+export const MAX_PART_BYTES = 64 * 1024 * 1024;
+/** The most bytes an upload may announce (OpenAI's limit; MAX_FILE_BYTES applies as well). */
+export const MAX_UPLOAD_BYTES = 8 * 1024 * 1024 * 1024;
+const BATCH_FILE_RETENTION_SECONDS = 30 * 24 * 3600;
+/** Part records looked up at once on complete. */
+const PART_LOOKUPS_IN_FLIGHT = 32;
+
+const uploadKeys = {
+  parts: (uploadId: string) => `uploads/${uploadId}/`,
+  part: (uploadId: string, partId: string) => `uploads/${uploadId}/${partId}`,
+};
+
+/** The checks of a batch input file while it streams in (upload-check.ts), as API errors. */
+export function batchFileCheck(limits: UploadDeps['limits']): StreamCheck {
+  const check = new BatchFileCheck({
+    maxLineBytes: limits.maxLineBytes ?? Number.POSITIVE_INFINITY,
+    maxRequests: limits.maxRequestsPerBatch ?? Number.POSITIVE_INFINITY,
+  });
+  const asError = (problem: ReturnType<BatchFileCheck['end']>) =>
+    problem && new ApiError(problem.status, problem.message, 'invalid_request_error', 'file', problem.code);
+  return { push: (chunk) => asError(check.push(chunk)), end: () => asError(check.end()) };
+}
+
+const createUploadSchema = z.object({
+  filename: z.string({ error: 'filename is required and must be a string' }).min(1, 'filename must not be empty').max(1024, 'filename must be at most 1024 characters'),
+  purpose: z.string({ error: "purpose is required; use 'batch' for Batch API input files" }),
+  bytes: z.number({ error: 'bytes is required and must be a number' }).int('bytes must be a whole number').min(0, 'bytes must not be negative'),
+  mime_type: z.string({ error: 'mime_type is required and must be a string, e.g. application/jsonl' }).min(1, 'mime_type must not be empty'),
+  expires_after: fileExpiresAfter.optional(),
+});
+
+const completeUploadSchema = z.object({
+  part_ids: z
+    .array(z.string({ error: 'part_ids must be strings' }), { error: 'part_ids is required: the ids of the parts, in order' })
+    .min(1, 'part_ids must name at least one part'),
+  md5: z
+    .string({ error: 'md5 must be a string' })
+    .regex(/^[0-9a-fA-F]{32}$/, 'md5 must be 32 hexadecimal digits')
+    .optional(),
+});
+
+/** The Upload object of the wire (SPEC `Upload`). */
+export function toUploadObject(upload: UploadRecord, file: FileRecord | undefined, nowMs: number) {
+  return {
+    id: upload.id,
+    object: 'upload' as const,
+    bytes: upload.bytes,
+    created_at: Math.floor(upload.createdAtMs / 1000),
+    expires_at: Math.floor(upload.expiresAtMs / 1000),
+    filename: upload.filename,
+    purpose: upload.purpose,
+    status: effectiveStatus(upload, nowMs),
+    file: file ? toFileObject(file) : null,
+  };
+}
+
+function effectiveStatus(upload: UploadRecord, nowMs: number): UploadRecord['status'] {
+  return upload.status === 'pending' && nowMs >= upload.expiresAtMs ? 'expired' : upload.status;
+}
+
+/** The file id of an upload's File: the same on every try, so a repeated complete makes one file. */
+function uploadFileId(uploadId: string): string {
+  const digest = createHash('sha256').update(`upload:${uploadId}`).digest('base64url').replace(/[-_]/g, '');
+  return `file-${digest.slice(0, 24)}`;
+}
+
+const uploadNotFound = (id: string) => new ApiError(404, `No upload found with id '${id}'.`, 'invalid_request_error', null, 'not_found');
+
+export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
+  const { meta, blobs, clock } = deps;
+
+  async function uploadOf(c: Context<Env>): Promise<UploadRecord> {
+    const id = c.req.param('id')!;
+    const upload = await meta.getUpload(c.get('project'), id);
+    if (!upload) throw uploadNotFound(id);
+    return upload;
+  }
+
+  /** A pending upload that has outlived its hour is recorded as expired. */
+  async function expireIfDue(upload: UploadRecord): Promise<UploadRecord> {
+    if (effectiveStatus(upload, clock.now()) !== 'expired' || upload.status === 'expired') return upload;
+    const expired = await meta.updateUpload(upload.id, ['pending'], { status: 'expired' });
+    if (expired) await deleteParts(upload.id);
+    return expired ?? (await meta.getUpload(upload.project, upload.id)) ?? upload;
+  }
+
+  async function deleteParts(uploadId: string): Promise<void> {
+    await blobs.delete(await blobs.list(uploadKeys.parts(uploadId))).catch(() => undefined);
+  }
+
+  function notPending(upload: UploadRecord, doing: string): ApiError {
+    const when =
+      upload.status === 'expired'
+        ? `expired at ${new Date(upload.expiresAtMs).toISOString()} (an upload lasts an hour)`
+        : `already ${upload.status}`;
+    return badRequest(`Upload ${upload.id} is ${when}: ${doing}.`, null, upload.status === 'expired' ? 'upload_expired' : 'upload_not_pending');
+  }
+
+  async function respond(c: Context<Env>, upload: UploadRecord) {
+    const file = upload.fileId ? await meta.getFile(upload.project, upload.fileId) : undefined;
+    return c.json(toUploadObject(upload, file, clock.now()));
+  }
+
+  api.post('/uploads', async (c) => {
+    const body = parseWith(createUploadSchema, await jsonBody(c));
+    if (body.purpose !== 'batch') {
+      throw badRequest(`This service stores Batch API input files: purpose must be 'batch', not '${body.purpose}'.`, 'purpose');
+    }
+    if (body.bytes === 0) throw badRequest('bytes is 0: a batch input file needs at least one request.', 'bytes', 'empty_file');
+    const limit = Math.min(deps.limits.maxFileBytes, MAX_UPLOAD_BYTES);
+    if (body.bytes > limit) {
+      throw tooLarge(`The upload announces ${body.bytes} bytes; this service accepts files of at most ${limit} bytes (MAX_FILE_BYTES).`, 'bytes');
+    }
+    const now = clock.now();
+    const upload: UploadRecord = {
+      id: `upload_${randomToken()}`,
+      project: c.get('project'),
+      filename: body.filename,
+      purpose: 'batch',
+      bytes: body.bytes,
+      mimeType: body.mime_type,
+      status: 'pending',
+      createdAtMs: now,
+      expiresAtMs: now + UPLOAD_LIFETIME_MS,
+      fileExpiresAfterSeconds: body.expires_after?.seconds ?? null,
+      fileId: null,
+    };
+    await meta.createUpload(upload);
+    return c.json(toUploadObject(upload, undefined, now));
+  });
+
+  api.post('/uploads/:id/parts', async (c) => {
+    let upload = await expireIfDue(await uploadOf(c));
+    if (upload.status !== 'pending') throw notPending(upload, 'parts can no longer be added');
+    const partId = `part_${randomToken()}`;
+    const blobKey = uploadKeys.part(upload.id, partId);
+    try {
+      const form = await receiveMultipart(c.req.raw, {
+        fileField: 'data',
+        maxFileBytes: MAX_PART_BYTES,
+        store: (body) => blobs.put(blobKey, body),
+      });
+      if (!form.file) throw badRequest("The 'data' part is missing: send the part's bytes as the multipart field 'data'.", 'data');
+      if (form.file.truncated) throw tooLarge(`A part may be at most ${MAX_PART_BYTES} bytes (64 MB); split the file into more parts.`, 'data');
+      if (form.file.bytes === 0) throw badRequest('The part is empty.', 'data');
+      // It may have been completed, cancelled or expired while the part streamed in.
+      upload = await expireIfDue((await meta.getUpload(upload.project, upload.id)) ?? upload);
+      if (upload.status !== 'pending') throw notPending(upload, 'parts can no longer be added');
+      const now = clock.now();
+      const part: UploadPartRecord = { id: partId, uploadId: upload.id, project: upload.project, bytes: form.file.bytes, createdAtMs: now, blobKey };
+      await meta.putUploadPart(part);
+      return c.json({ id: part.id, object: 'upload.part' as const, created_at: Math.floor(now / 1000), upload_id: upload.id });
+    } catch (error) {
+      await blobs.delete([blobKey]).catch(() => undefined);
+      throw error;
+    }
+  });
+
+  api.post('/uploads/:id/complete', async (c) => {
+    const body = parseWith(completeUploadSchema, await jsonBody(c));
+    const upload = await expireIfDue(await uploadOf(c));
+    // A repeated complete (a retry after a lost answer) gets the completed upload again.
+    if (upload.status === 'completed') return respond(c, upload);
+    if (upload.status !== 'pending') throw notPending(upload, 'it cannot be completed');
+
+    const seen = new Set<string>();
+    for (const id of body.part_ids) {
+      if (seen.has(id)) throw badRequest(`part_ids names the part ${id} twice.`, 'part_ids');
+      seen.add(id);
+    }
+    const parts: UploadPartRecord[] = [];
+    for (let i = 0; i < body.part_ids.length; i += PART_LOOKUPS_IN_FLIGHT) {
+      const ids = body.part_ids.slice(i, i + PART_LOOKUPS_IN_FLIGHT);
+      const found = await Promise.all(ids.map((id) => meta.getUploadPart(upload.id, id)));
+      found.forEach((part, k) => {
+        if (!part || part.project !== upload.project) throw badRequest(`Upload ${upload.id} has no part with id '${ids[k]}'.`, 'part_ids');
+        parts.push(part);
+      });
+    }
+    const sum = parts.reduce((total, part) => total + part.bytes, 0);
+    if (sum !== upload.bytes) {
+      throw badRequest(
+        `The parts add up to ${sum} bytes, but the upload was created for ${upload.bytes} bytes.`,
+        'part_ids',
+        'upload_size_mismatch',
+      );
+    }
+
+    // Join the parts in order into the file, streaming, checking the batch file and the md5 on the way.
+    const fileId = uploadFileId(upload.id);
+    const fileKey = blobKeys.file(fileId);
+    const check = batchFileCheck(deps.limits);
+    const md5 = createHash('md5');
+    let joined = 0;
+    async function* join(): AsyncGenerator<Uint8Array> {
+      for (const part of parts) {
+        for await (const piece of await blobs.get(part.blobKey)) {
+          md5.update(piece);
+          joined += piece.length;
+          const problem = check.push(piece);
+          if (problem) throw problem;
+          yield piece;
+        }
+      }
+      const problem = check.end();
+      if (problem) throw problem;
+      if (joined !== upload.bytes) throw badRequest(`The parts hold ${joined} bytes, but the upload was created for ${upload.bytes} bytes.`, 'part_ids', 'upload_size_mismatch');
+      const digest = md5.digest('hex');
+      if (body.md5 !== undefined && digest !== body.md5.toLowerCase()) {
+        throw badRequest(`The md5 of the joined parts is ${digest}, not ${body.md5}.`, 'md5', 'md5_mismatch');
+      }
+    }
+    await blobs.put(fileKey, join());
+
+    const now = clock.now();
+    const file: FileRecord = {
+      id: fileId,
+      project: upload.project,
+      filename: upload.filename,
+      purpose: 'batch',
+      bytes: joined,
+      createdAtMs: now,
+      expiresAtMs: now + (upload.fileExpiresAfterSeconds ?? BATCH_FILE_RETENTION_SECONDS) * 1000,
+      blobKey: fileKey,
+    };
+    await meta.putFile(file);
+    const completed = await meta.updateUpload(upload.id, ['pending'], { status: 'completed', fileId });
+    if (!completed) {
+      // Another complete won (same file id: its file is this one), or a cancel did.
+      const current = (await meta.getUpload(upload.project, upload.id)) ?? upload;
+      if (current.status === 'completed' && current.fileId === fileId) return respond(c, current);
+      await meta.deleteFile(upload.project, fileId);
+      await blobs.delete([fileKey]);
+      throw notPending(current, 'it cannot be completed');
+    }
+    await deleteParts(upload.id);
+    return c.json(toUploadObject(completed, file, now));
+  });
+
+  api.post('/uploads/:id/cancel', async (c) => {
+    const upload = await expireIfDue(await uploadOf(c));
+    if (upload.status === 'cancelled') return respond(c, upload);
+    if (upload.status !== 'pending') throw notPending(upload, 'it cannot be cancelled');
+    const cancelled = await meta.updateUpload(upload.id, ['pending'], { status: 'cancelled' });
+    if (!cancelled) {
+      const current = (await meta.getUpload(upload.project, upload.id)) ?? upload;
+      if (current.status === 'cancelled') return respond(c, current);
+      throw notPending(current, 'it cannot be cancelled');
+    }
+    await deleteParts(upload.id);
+    return respond(c, cancelled);
+  });
+}
+
+function parseWith<T extends z.ZodType>(schema: T, value: unknown): z.infer<T> {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0]!;
+  const param = issue.path.length ? issue.path.map(String).join('.') : null;
+  throw badRequest(param ? `Invalid '${param}': ${issue.message}.` : `${issue.message}.`, param);
+}
+
+async function jsonBody(c: Context<Env>): Promise<unknown> {
+  const text = await c.req.text();
+  if (!text.trim()) throw badRequest('The request body is empty; send a JSON object.');
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw badRequest('The request body is not valid JSON.', null, 'invalid_json');
+  }
+}

@@ -1,0 +1,179 @@
+// Checkpoints of a running chunk: its finished result lines, saved in small steps as objects of
+// their own (batches/<id>/chunks/<index>/ckpt-<attempt>-<seq>.jsonl), so a chunk delivered again
+// after a crash sends only what was not answered yet, and finalization of a chunk whose worker
+// died keeps what it had finished. A checkpoint holds result lines exactly as they go in the
+// output or error file; which of the two a line belongs to, and its usage, follow from the line.
+import type { Logger } from '../log.js';
+import { errorMessage } from '../log.js';
+import type { BlobStore, Clock } from '../ports.js';
+import { blobKeys } from './keys.js';
+import { ZERO_USAGE, type UsageTotals } from './model.js';
+import { addUsage, usageOf } from './results.js';
+
+export interface CheckpointOptions {
+  /** Least time between the starts of two checkpoints of one chunk (0: as soon as a line is finished). */
+  intervalMs: number;
+  /** A checkpoint is written sooner once this many finished lines wait. */
+  maxLines: number;
+  /** Checkpoint writes of one chunk in flight at once (default 4): a slow write does not hold the next back. */
+  maxWrites?: number;
+}
+
+export const DEFAULT_CHECKPOINTS: CheckpointOptions = { intervalMs: 2_000, maxLines: 500 };
+
+export interface CheckpointedLine {
+  /** The line as stored, newline included. */
+  text: string;
+  /** Goes to the output file (a 2xx answer); otherwise to the error file. */
+  success: boolean;
+  usage: UsageTotals;
+}
+
+export interface Checkpoints {
+  /** Finished lines by custom_id, each once. */
+  lines: Map<string, CheckpointedLine>;
+  /** The checkpoint objects read. */
+  keys: string[];
+}
+
+async function readText(blobs: BlobStore, key: string): Promise<string> {
+  const pieces: Buffer[] = [];
+  for await (const piece of await blobs.get(key)) pieces.push(Buffer.from(piece));
+  return Buffer.concat(pieces).toString('utf8');
+}
+
+/** Parses stored result lines into `into`, keeping the first line seen for each custom_id. */
+function collect(text: string, into: Map<string, CheckpointedLine>): void {
+  for (const raw of text.split('\n')) {
+    if (!raw) continue;
+    let line: { custom_id?: unknown; response?: { status_code?: unknown; body?: unknown } | null };
+    try {
+      line = JSON.parse(raw) as typeof line;
+    } catch {
+      continue; // objects are stored whole, so this is not expected; a line we cannot read is run again
+    }
+    if (typeof line.custom_id !== 'string' || into.has(line.custom_id)) continue;
+    const status = line.response?.status_code;
+    const success = typeof status === 'number' && status >= 200 && status < 300;
+    into.set(line.custom_id, { text: raw + '\n', success, usage: success ? usageOf(line.response?.body) : ZERO_USAGE });
+  }
+}
+
+/** Reads the checkpoints of a chunk; `keys` when the caller already listed them. */
+export async function readCheckpoints(blobs: BlobStore, batchId: string, index: number, keys?: string[]): Promise<Checkpoints> {
+  const found = keys ?? (await blobs.list(blobKeys.checkpointsOfChunk(batchId, index)));
+  const lines = new Map<string, CheckpointedLine>();
+  const texts = await Promise.all(found.map((key) => readText(blobs, key)));
+  for (const text of texts) collect(text, lines);
+  return { lines, keys: found };
+}
+
+/** Every checkpoint object of a batch, grouped by chunk index (one listing). */
+export async function listCheckpoints(blobs: BlobStore, batchId: string): Promise<Map<number, string[]>> {
+  const prefix = blobKeys.checkpointsOfBatch(batchId);
+  const byChunk = new Map<number, string[]>();
+  for (const key of await blobs.list(prefix)) {
+    const match = /^(\d+)\/ckpt-/.exec(key.slice(prefix.length));
+    if (!match) continue;
+    const index = Number(match[1]);
+    byChunk.set(index, [...(byChunk.get(index) ?? []), key]);
+  }
+  return byChunk;
+}
+
+/** Counts and usage of checkpointed lines, as a chunk outcome counts them. */
+export function summarize(lines: Iterable<CheckpointedLine>): { completed: number; failed: number; usage: UsageTotals } {
+  let completed = 0;
+  let failed = 0;
+  let usage = ZERO_USAGE;
+  for (const line of lines) {
+    if (line.success) {
+      completed += 1;
+      usage = addUsage(usage, line.usage);
+    } else failed += 1;
+  }
+  return { completed, failed, usage };
+}
+
+/**
+ * Saves a running chunk's finished lines in small steps: a write starts once `maxLines` lines wait
+ * or `intervalMs` has passed since the previous one started, with at most `maxWrites` in flight. A
+ * failed write keeps its lines for the next one: checkpoints only save work, they never decide an
+ * outcome.
+ */
+export class CheckpointWriter {
+  private pending: string[] = [];
+  private readonly writing = new Set<Promise<void>>();
+  private timer: NodeJS.Timeout | undefined;
+  private seq = 0;
+  private lastWriteAt: number;
+  /** After a failed write, the next waits a second whatever the interval. */
+  private notBefore = -Infinity;
+  private closed = false;
+  /** The checkpoint objects this writer stored. */
+  readonly keys: string[] = [];
+
+  constructor(
+    private readonly deps: { blobs: BlobStore; clock: Clock; log: Logger },
+    private readonly batchId: string,
+    private readonly index: number,
+    private readonly attempt: string,
+    private readonly options: CheckpointOptions = DEFAULT_CHECKPOINTS,
+  ) {
+    // The first checkpoint is due one interval after the chunk starts, like every later one.
+    this.lastWriteAt = deps.clock.now();
+  }
+
+  add(line: string): void {
+    if (this.closed) return;
+    this.pending.push(line);
+    this.schedule();
+  }
+
+  /** Stops: waits for the writes in progress; lines still pending are left to the chunk's result. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    await Promise.all([...this.writing]);
+  }
+
+  private schedule(): void {
+    if (this.closed || this.writing.size >= (this.options.maxWrites ?? 4) || this.pending.length === 0) return;
+    const now = this.deps.clock.now();
+    const dueInMs = Math.max(this.lastWriteAt + this.options.intervalMs, this.notBefore) - now;
+    if (dueInMs <= 0 || (this.pending.length >= this.options.maxLines && now >= this.notBefore)) {
+      if (this.timer) clearTimeout(this.timer);
+      this.timer = undefined;
+      this.write();
+    } else if (!this.timer) {
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.schedule();
+      }, dueInMs);
+      this.timer.unref();
+    }
+  }
+
+  private write(): void {
+    const lines = this.pending;
+    this.pending = [];
+    const key = blobKeys.checkpoint(this.batchId, this.index, this.attempt, this.seq++);
+    this.lastWriteAt = this.deps.clock.now();
+    const write: Promise<void> = this.deps.blobs
+      .put(key, lines.join(''))
+      .then(
+        () => void this.keys.push(key),
+        (error: unknown) => {
+          this.pending = [...lines, ...this.pending];
+          this.notBefore = this.deps.clock.now() + 1_000;
+          this.deps.log.log('warn', 'checkpoint write failed', { batchId: this.batchId, chunk: this.index, error: errorMessage(error) });
+        },
+      )
+      .finally(() => {
+        this.writing.delete(write);
+        this.schedule();
+      });
+    this.writing.add(write);
+  }
+}

@@ -1,0 +1,276 @@
+// The AWS runtime end to end, in-process: the real Lambda handlers (functions/) over the AWS
+// adapters (DynamoDB on dynalite, S3 on s3rver), the state machine and SQS stand-ins of
+// test/support/aws-harness.ts, and the official openai SDK whose every request reaches the API
+// handler as an API Gateway HTTP API event.
+import { fileURLToPath } from 'node:url';
+import { readFile } from 'node:fs/promises';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import OpenAI from 'openai';
+import { logger, metrics } from '../../functions/observability.js';
+import { AwsHarness } from '../support/aws-harness.js';
+import { chatLines, collectResults, submit, upload, waitForBatch, writeJsonl } from '../support/e2e.js';
+import { startUpstreamSim, type UpstreamSim } from '../support/upstream-sim.js';
+
+const REVIEWS = fileURLToPath(new URL('../fixtures/product_reviews.jsonl', import.meta.url));
+const UPSTREAM_SECRET_ARN = 'arn:aws:secretsmanager:us-east-1:123456789012:secret:upstream-key-AbCdEf';
+
+function quiet() {
+  process.env.POWERTOOLS_METRICS_DISABLED = 'true';
+  logger().setLogLevel('SILENT');
+}
+
+describe('the AWS runtime, in-process', () => {
+  let upstream: UpstreamSim;
+  let aws: AwsHarness;
+  let openai: OpenAI;
+
+  beforeAll(async () => {
+    quiet();
+    upstream = await startUpstreamSim({ latencyMs: 10, requireApiKey: 'upstream-secret' });
+    aws = await AwsHarness.start({
+      env: {
+        UPSTREAM_CONFIG: JSON.stringify({ default: { baseUrl: upstream.baseURL, apiKeySecret: UPSTREAM_SECRET_ARN }, routes: {} }),
+        UPSTREAM_BACKOFF_BASE: '10ms',
+        UPSTREAM_TIMEOUT: '3s',
+        CHUNK_MAX_REQUESTS: '4',
+        MIN_COMPLETION_WINDOW: '1s',
+      },
+      secrets: { [UPSTREAM_SECRET_ARN]: JSON.stringify({ apiKey: 'upstream-secret' }) },
+      visibilityTimeoutMs: 1_000,
+    });
+    openai = aws.openai(await aws.createKey('team-a'));
+  });
+  afterAll(async () => {
+    await aws?.close();
+    await upstream?.close();
+  });
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  it('runs the product-review walk-through with the openai SDK, unchanged', async () => {
+    const input = await upload(openai, REVIEWS);
+    expect(input).toMatchObject({ object: 'file', purpose: 'batch', filename: 'product_reviews.jsonl' });
+    const created = await openai.batches.create({
+      input_file_id: input.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+      metadata: { description: 'product reviews' },
+    });
+    expect(created).toMatchObject({ status: 'validating', request_counts: { total: 0, completed: 0, failed: 0 } });
+
+    const batch = await waitForBatch(openai, created.id);
+    expect(batch).toMatchObject({ status: 'completed', model: 'glm-4', request_counts: { total: 10, completed: 10, failed: 0 }, error_file_id: null });
+    const { output, errors, ids, duplicates } = await collectResults(openai, batch);
+    expect(errors).toEqual([]);
+    expect(duplicates).toEqual([]);
+    expect([...ids].sort()).toEqual(Array.from({ length: 10 }, (_, i) => `request-${i + 1}`).sort());
+    for (const line of output) expect(line.response).toMatchObject({ status_code: 200, body: { object: 'chat.completion', model: 'glm-4' } });
+    // The upstream key came from Secrets Manager (the sim answers 401 to any other).
+    expect(aws.awsCalls.get('SecretsManager.GetSecretValue')).toBe(1);
+
+    // The state machine took its happy path: a fixed handful of transitions for 3 chunks.
+    expect(aws.sfn.paths.get(created.id)).toEqual(['Validate', 'AfterValidate', 'Enqueue', 'WaitForChunks', 'TaskSuccess', 'Finalize']);
+    // Every request came through API Gateway events within Lambda's payload limits.
+    expect(aws.apiExchanges.every((exchange) => exchange.status < 500)).toBe(true);
+  });
+
+  it('counts a redelivered chunk once, whether the copy runs after or beside the first', async () => {
+    // Chunk 0's first acknowledgement is lost (it comes back after the visibility timeout, already
+    // recorded), and chunk 1 is delivered to two workers at once.
+    const fates = new Map<string, 'lose-ack' | 'duplicate'>();
+    const original = aws.sqs['options'].onDelivery;
+    aws.sqs['options'].onDelivery = (message, receiveCount) => {
+      if (receiveCount !== 1) return undefined;
+      const fate = message.chunk.index === 0 ? 'lose-ack' : message.chunk.index === 1 ? 'duplicate' : undefined;
+      if (fate) fates.set(`${message.batchId}/${message.chunk.index}`, fate);
+      return fate;
+    };
+    try {
+      const created = await submit(openai, chatLines(12, { prefix: 'redelivered' }));
+      const batch = await waitForBatch(openai, created.id);
+      await aws.settle();
+      expect(batch.request_counts).toEqual({ total: 12, completed: 12, failed: 0 });
+      expect(aws.sqs.deliveries.get(`${created.id}/0`)).toBe(2);
+      expect(aws.sqs.deliveries.get(`${created.id}/1`)).toBe(1); // plus its concurrent copy
+      expect(fates.size).toBe(2);
+      const { output, ids, duplicates } = await collectResults(openai, batch);
+      expect(duplicates).toEqual([]);
+      expect(output).toHaveLength(12);
+      expect(ids.size).toBe(12);
+      // The discarded copy's objects were deleted, the recorded ones merged and deleted.
+      expect(await aws.blobs.list(`batches/${created.id}/chunks/`)).toEqual([]);
+      // Usage counts each answer once.
+      const usage = output.reduce((sum, line) => sum + line.response!.body.usage.total_tokens, 0);
+      expect(batch.usage?.total_tokens).toBe(usage);
+    } finally {
+      aws.sqs['options'].onDelivery = original;
+    }
+  });
+
+  it('delivers a chunk again after its worker failed, and reports upstream metrics', async () => {
+    upstream.configure({ failWhen: (_body, { key }) => (key.includes('throttle-me 1') && !throttled++ ? { status: 429, body: { error: { message: 'slow down' } }, headers: { 'retry-after-ms': '5' } } : undefined) });
+    let throttled = 0;
+    const added = vi.spyOn(metrics(), 'addMetric');
+    let failedOnce = false;
+    const worker = aws['handlers'].worker!;
+    aws['handlers'].worker = async (event, context) => {
+      if (!failedOnce && event.Records[0].body.includes('"index":1')) {
+        failedOnce = true;
+        throw new Error('the worker crashed');
+      }
+      return worker(event, context);
+    };
+    try {
+      const created = await submit(openai, chatLines(8, { prefix: 'throttle-me' }));
+      const batch = await waitForBatch(openai, created.id);
+      expect(batch.request_counts).toEqual({ total: 8, completed: 8, failed: 0 });
+      expect(failedOnce).toBe(true);
+      expect(aws.sqs.deliveries.get(`${created.id}/1`)).toBe(2);
+      const { ids, duplicates } = await collectResults(openai, batch);
+      expect(duplicates).toEqual([]);
+      expect(ids.size).toBe(8);
+    } finally {
+      aws['handlers'].worker = worker;
+      upstream.configure({ failWhen: undefined });
+    }
+    const byName = (name: string) => added.mock.calls.filter((call) => call[0] === name).reduce((sum, call) => sum + (call[2] as number), 0);
+    expect(byName('UpstreamRequests')).toBe(8);
+    expect(byName('UpstreamThrottled')).toBe(1);
+    expect(byName('UpstreamRetries')).toBe(1);
+    expect(byName('UpstreamAttempts')).toBe(9);
+    expect(added.mock.calls.filter((call) => call[0] === 'UpstreamLatency')).toHaveLength(9);
+  });
+
+  it('cancels: the task fails with the cancel error, unrun lines are batch_cancelled, each id once', async () => {
+    upstream.configure({ latencyMs: 150 });
+    try {
+      const created = await submit(openai, chatLines(60, { prefix: 'cancel-me' }));
+      await waitForBatch(openai, created.id, (b) => b.status === 'in_progress' && (b.request_counts?.completed ?? 0) > 0);
+      const cancelling = await openai.batches.cancel(created.id);
+      expect(cancelling.status).toBe('cancelling');
+      const batch = await waitForBatch(openai, created.id);
+      expect(batch.status).toBe('cancelled');
+      expect(batch.cancelled_at).toBeGreaterThanOrEqual(batch.cancelling_at!);
+      const counts = batch.request_counts!;
+      expect(counts.total).toBe(60);
+      expect(counts.completed + counts.failed).toBe(60);
+      expect(counts.completed).toBeGreaterThan(0);
+      expect(counts.completed).toBeLessThan(60);
+      const { output, errors, ids, duplicates } = await collectResults(openai, batch);
+      expect(duplicates).toEqual([]);
+      expect(ids.size).toBe(60);
+      expect(output).toHaveLength(counts.completed);
+      expect(errors.every((line) => line.error?.code === 'batch_cancelled' && line.response === null)).toBe(true);
+      expect(aws.sfn.paths.get(created.id)).toEqual(['Validate', 'AfterValidate', 'Enqueue', 'WaitForChunks', 'BatchCancelled', 'Finalize']);
+      await aws.settle();
+    } finally {
+      upstream.configure({ latencyMs: 10 });
+    }
+  });
+
+  it('expires: the wait times out at the end of the window, and every line is batch_expired', async () => {
+    upstream.configure({ hangRate: 1 });
+    aws.sfn.timeoutScale = 0.25; // waitSeconds is the window (2 s) plus the drain (3 s timeout + 5 s)
+    try {
+      const created = await submit(openai, chatLines(8, { prefix: 'too-late' }), { window: '2s' });
+      const batch = await waitForBatch(openai, created.id, undefined, 20_000);
+      expect(batch.status).toBe('expired');
+      expect(batch.request_counts).toEqual({ total: 8, completed: 0, failed: 8 });
+      const { errors, ids, duplicates } = await collectResults(openai, batch);
+      expect(duplicates).toEqual([]);
+      expect(ids.size).toBe(8);
+      expect(errors.every((line) => line.error?.code === 'batch_expired')).toBe(true);
+      expect(aws.sfn.paths.get(created.id)).toEqual(['Validate', 'AfterValidate', 'Enqueue', 'WaitForChunks', 'States.Timeout', 'Finalize']);
+      await aws.settle(); // the workers' attempts time out, and their late results are discarded
+      expect(await aws.blobs.list(`batches/${created.id}/chunks/`)).toEqual([]);
+    } finally {
+      aws.sfn.timeoutScale = 1;
+      upstream.configure({ hangRate: 0 });
+    }
+  });
+
+  it('answers a download too large for a Lambda response with a redirect to S3, which the SDK follows', async () => {
+    // 4.2 MiB: within API Gateway's upload limit as base64, past the 4 MiB download threshold.
+    const padding = 'x'.repeat(2_000);
+    const lines = Array.from({ length: 2_150 }, (_, i) => ({
+      custom_id: `big-${i}`,
+      method: 'POST',
+      url: '/v1/chat/completions',
+      body: { model: 'batch-test-model', messages: [{ role: 'user', content: `${i} ${padding}` }] },
+    }));
+    const path = await writeJsonl(lines, 'large.jsonl');
+    const bytes = await readFile(path);
+    expect(bytes.length).toBeGreaterThan(4 * 1024 * 1024);
+    const file = await upload(openai, path);
+    expect(file.bytes).toBe(bytes.length);
+
+    const before = aws.apiExchanges.length;
+    const content = Buffer.from(await (await openai.files.content(file.id)).arrayBuffer());
+    expect(content.equals(bytes)).toBe(true);
+    const download = aws.apiExchanges.slice(before).find((exchange) => exchange.path.endsWith('/content'))!;
+    expect(download.status).toBe(307);
+    expect(new URL(download.location!).searchParams.get('X-Amz-Signature')).toBeTruthy();
+    expect(download.resultBytes).toBeLessThan(10_000);
+
+    // A small file still streams through the API.
+    const small = await upload(openai, REVIEWS);
+    await openai.files.content(small.id);
+    expect(aws.apiExchanges.at(-1)).toMatchObject({ status: 200 });
+  });
+
+  it('takes a file larger than an API Gateway request through the Uploads API, joined on S3', async () => {
+    // Two parts of about 3 MiB (each within a Lambda payload as base64), 6 MiB in all: past what
+    // POST /v1/files can carry through API Gateway, and joined on S3 by streaming.
+    const lines = Array.from({ length: 3_000 }, (_, i) =>
+      JSON.stringify({ custom_id: `up-${i}`, method: 'POST', url: '/v1/chat/completions', body: { model: 'batch-test-model', messages: [{ role: 'user', content: `${i} ${'y'.repeat(2_000)}` }] } }) + '\n',
+    );
+    const data = Buffer.from(lines.join(''));
+    const cut = data.indexOf('\n', Math.floor(data.length / 2)) + 1;
+    const upload = await openai.uploads.create({ filename: 'big.jsonl', purpose: 'batch', bytes: data.length, mime_type: 'application/jsonl' });
+    const parts = [];
+    for (const piece of [data.subarray(0, cut), data.subarray(cut)]) {
+      parts.push(await openai.uploads.parts.create(upload.id, { data: new File([new Uint8Array(piece)], 'part') }));
+    }
+    const done = await openai.uploads.complete(upload.id, { part_ids: parts.map((part) => part.id) });
+    expect(done.file).toMatchObject({ bytes: data.length, purpose: 'batch' });
+    const content = Buffer.from(await (await openai.files.content(done.file!.id)).arrayBuffer());
+    expect(content.equals(data)).toBe(true);
+  });
+
+  it('reports a malformed SQS message as a batch item failure, beside a good one', async () => {
+    const record = (messageId: string, body: string) => ({
+      messageId,
+      receiptHandle: messageId,
+      body,
+      attributes: { ApproximateReceiveCount: '1', SentTimestamp: '0', SenderId: 'x', ApproximateFirstReceiveTimestamp: '0' },
+      messageAttributes: {},
+      md5OfBody: '',
+      eventSource: 'aws:sqs',
+      eventSourceARN: 'arn:aws:sqs:us-east-1:123456789012:batch-chunks',
+      awsRegion: 'us-east-1',
+    });
+    const late = JSON.stringify({ batchId: 'batch_gone', inputBlobKey: 'files/none', chunk: { index: 0, start: 0, end: 1, requests: 1 } });
+    const response = await aws.invoke('worker', { Records: [record('bad', 'not json'), record('late', late)] });
+    // The chunk of a batch that does not exist is acknowledged: there is nothing left to do for it.
+    expect(response).toEqual({ batchItemFailures: [{ itemIdentifier: 'bad' }] });
+  });
+
+  it('answers 401 to an unknown or revoked key, and 404 to another project\'s objects', async () => {
+    const stranger = aws.openai('sk-batch-unknownunknownunknownunknown0000');
+    await expect(stranger.files.list()).rejects.toMatchObject({ status: 401, code: 'invalid_api_key' });
+    const noKey = await aws.apiFetch('https://api.batch.test/v1/batches');
+    expect(noKey.status).toBe(401);
+    expect(await noKey.json()).toMatchObject({ error: { code: 'missing_api_key', type: 'invalid_request_error' } });
+
+    const revokedKey = await aws.createKey('team-c');
+    const record = (await aws.meta.listApiKeys('team-c'))[0]!;
+    await aws.meta.revokeApiKey(record.keyHash, Date.now());
+    await expect(aws.openai(revokedKey).files.list()).rejects.toMatchObject({ status: 401 });
+
+    const other = aws.openai(await aws.createKey('team-b'));
+    const theirs = await upload(other, REVIEWS);
+    await expect(openai.files.retrieve(theirs.id)).rejects.toMatchObject({ status: 404 });
+    expect((await other.files.retrieve(theirs.id)).id).toBe(theirs.id);
+  });
+});

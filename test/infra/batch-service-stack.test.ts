@@ -1,0 +1,407 @@
+// The CDK stack: every property the issue names, asserted on the synthesized template.
+import { createRequire } from 'node:module';
+import { App, Validations } from 'aws-cdk-lib';
+import { Match, type Template } from 'aws-cdk-lib/assertions';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { CANCEL_ERROR, ENV, HANDLERS } from '../../functions/contract.js';
+import { BY_PROJECT_INDEX, TTL_ATTRIBUTE, metaTableDefinition } from '../../shared/adapters/aws/dynamo-meta-store.js';
+import { BatchServiceStack } from '../../infra/batch-service-stack.js';
+import { checkProps } from '../../infra/config.js';
+import { MAX_RECEIVE_COUNT, VISIBILITY_TIMEOUT_FACTOR } from '../../infra/constructs/workers.js';
+import { FULL_PROPS, policyStatements, resolveIntrinsics, synthesize, type Synthesized } from './support.js';
+
+const validateAsl = createRequire(import.meta.url)('asl-validator') as (
+  definition: unknown,
+  options?: { checkArn?: boolean; checkPaths?: boolean },
+) => { isValid: boolean; errorsText: (separator?: string) => string };
+
+let synthesized: Synthesized;
+let template: Template;
+
+beforeAll(() => {
+  synthesized = synthesize();
+  template = synthesized.template;
+});
+
+/** The functions of the service (CDK adds none of its own: no custom resources). */
+function functions(): Record<string, { Properties: Record<string, any> }> {
+  return template.findResources('AWS::Lambda::Function') as Record<string, { Properties: Record<string, any> }>;
+}
+
+function functionByDescription(prefix: string): { id: string; properties: Record<string, any> } {
+  const found = Object.entries(functions()).filter(([, fn]) => String(fn.Properties.Description ?? '').startsWith(prefix));
+  expect(found, `one function described as ${prefix}`).toHaveLength(1);
+  return { id: found[0]![0], properties: found[0]![1].Properties };
+}
+
+function definition(): any {
+  const machine = Object.values(template.findResources('AWS::StepFunctions::StateMachine'))[0]!;
+  return JSON.parse(resolveIntrinsics(machine.Properties.DefinitionString));
+}
+
+describe('storage', () => {
+  it('blocks all public access to the bucket, encrypts it, and refuses plain HTTP', () => {
+    template.resourceCountIs('AWS::S3::Bucket', 1);
+    template.hasResourceProperties('AWS::S3::Bucket', {
+      PublicAccessBlockConfiguration: { BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true },
+      BucketEncryption: { ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }] },
+    });
+    template.hasResourceProperties('AWS::S3::BucketPolicy', {
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          Match.objectLike({ Effect: 'Deny', Action: 's3:*', Principal: { AWS: '*' }, Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
+        ]),
+      },
+    });
+  });
+
+  it('expires temporary objects: incomplete multipart uploads, upload parts, batch scratch', () => {
+    const rules = Object.values(template.findResources('AWS::S3::Bucket'))[0]!.Properties.LifecycleConfiguration.Rules as any[];
+    expect(rules).toContainEqual(expect.objectContaining({ AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 }, Status: 'Enabled' }));
+    expect(rules).toContainEqual(expect.objectContaining({ Prefix: 'uploads/', ExpirationInDays: 2 }));
+    expect(rules).toContainEqual(expect.objectContaining({ Prefix: 'files/', ExpirationInDays: 31 }));
+    // Longest window (336h, 14 days) plus a week: never a running batch's plan.
+    expect(rules).toContainEqual(expect.objectContaining({ Prefix: 'batches/', ExpirationInDays: 21 }));
+  });
+
+  it('keeps the bucket and the table when the stack is destroyed', () => {
+    template.hasResource('AWS::S3::Bucket', { DeletionPolicy: 'Retain', UpdateReplacePolicy: 'Retain' });
+    template.hasResource('AWS::DynamoDB::Table', { DeletionPolicy: 'Retain', UpdateReplacePolicy: 'Retain' });
+  });
+
+  it('creates the table exactly as metaTableDefinition describes it, on demand, with PITR and TTL', () => {
+    const expected = metaTableDefinition('x');
+    template.resourceCountIs('AWS::DynamoDB::Table', 1);
+    const table = Object.values(template.findResources('AWS::DynamoDB::Table'))[0]!.Properties;
+    expect(table.BillingMode).toBe('PAY_PER_REQUEST');
+    expect(table.KeySchema).toEqual(expected.KeySchema);
+    expect(new Set(table.AttributeDefinitions.map(JSON.stringify))).toEqual(new Set(expected.AttributeDefinitions!.map((a) => JSON.stringify(a))));
+    expect(table.GlobalSecondaryIndexes).toEqual(expected.GlobalSecondaryIndexes);
+    expect(table.GlobalSecondaryIndexes[0].IndexName).toBe(BY_PROJECT_INDEX);
+    expect(table.PointInTimeRecoverySpecification).toEqual({ PointInTimeRecoveryEnabled: true });
+    expect(table.TimeToLiveSpecification).toEqual({ AttributeName: TTL_ATTRIBUTE, Enabled: true });
+    expect(table.SSESpecification).toEqual({ SSEEnabled: true });
+  });
+});
+
+describe('workers', () => {
+  it('encrypts both queues, refuses plain HTTP, and redrives to the dead-letter queue after 5 receives', () => {
+    const queues = template.findResources('AWS::SQS::Queue');
+    expect(Object.keys(queues)).toHaveLength(2);
+    for (const queue of Object.values(queues)) {
+      expect(queue.Properties.SqsManagedSseEnabled).toBe(true);
+      expect(queue.Properties.MessageRetentionPeriod).toBe(14 * 24 * 3600);
+    }
+    const [dlqId] = Object.entries(queues).find(([, q]) => !q.Properties.RedrivePolicy)!;
+    const main = Object.values(queues).find((q) => q.Properties.RedrivePolicy)!;
+    expect(main.Properties.RedrivePolicy).toEqual({ deadLetterTargetArn: { 'Fn::GetAtt': [dlqId, 'Arn'] }, maxReceiveCount: MAX_RECEIVE_COUNT });
+    const tlsOnly = Object.values(template.findResources('AWS::SQS::QueuePolicy')).filter((p) =>
+      p.Properties.PolicyDocument.Statement.some((s: any) => s.Effect === 'Deny' && s.Condition?.Bool?.['aws:SecureTransport'] === 'false'),
+    );
+    expect(tlsOnly).toHaveLength(2);
+  });
+
+  it('sets the visibility timeout to at least six times the worker timeout', () => {
+    const worker = functionByDescription('Chunk worker');
+    const main = Object.values(template.findResources('AWS::SQS::Queue')).find((q) => q.Properties.RedrivePolicy)!;
+    expect(worker.properties.Timeout).toBe(15 * 60);
+    expect(main.Properties.VisibilityTimeout).toBeGreaterThanOrEqual(VISIBILITY_TIMEOUT_FACTOR * worker.properties.Timeout);
+  });
+
+  it('feeds the worker one chunk at a time, with MaximumConcurrency and ReportBatchItemFailures', () => {
+    const worker = functionByDescription('Chunk worker');
+    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 1);
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      FunctionName: { Ref: worker.id },
+      BatchSize: 1,
+      FunctionResponseTypes: ['ReportBatchItemFailures'],
+      ScalingConfig: { MaximumConcurrency: 50 },
+    });
+  });
+
+  it('rejects a MaximumConcurrency outside 2..1000 at synth', () => {
+    expect(() => checkProps({ workerMaxConcurrency: 1 })).toThrow(/workerMaxConcurrency/);
+    expect(() => checkProps({ workerMaxConcurrency: 1001 })).toThrow(/workerMaxConcurrency/);
+    expect(() => checkProps({ workerMaxConcurrency: 2 })).not.toThrow();
+  });
+});
+
+describe('functions', () => {
+  it('runs every function on Node.js 22 on arm64, bundled as ESM', () => {
+    const all = Object.values(functions());
+    // Six handlers of functions/contract.ts, plus scheduled-submit.
+    expect(all).toHaveLength(Object.keys(HANDLERS).length + 1);
+    for (const fn of all) {
+      expect(fn.Properties.Runtime).toBe('nodejs22.x');
+      expect(fn.Properties.Architectures).toEqual(['arm64']);
+      expect(fn.Properties.Handler).toBe('index.handler');
+    }
+  });
+
+  it('sizes each function for its role', () => {
+    const sizes = (prefix: string) => {
+      const { properties } = functionByDescription(prefix);
+      return [properties.MemorySize, properties.Timeout];
+    };
+    expect(sizes('OpenAI-compatible Batch API')).toEqual([512, 29]);
+    expect(sizes('Batch lifecycle: validate')).toEqual([1024, 900]);
+    expect(sizes('Batch lifecycle: send')).toEqual([1024, 900]);
+    expect(sizes('Batch lifecycle: store')).toEqual([256, 30]);
+    expect(sizes('Batch lifecycle: merge')).toEqual([1024, 900]);
+    expect(sizes('Chunk worker')).toEqual([1024, 900]);
+  });
+
+  it('gives each function the environment of the contract, with secret ids and never a key', () => {
+    for (const fn of Object.values(functions())) {
+      const variables = fn.Properties.Environment.Variables;
+      for (const name of [ENV.tableName, ENV.bucketName, ENV.queueUrl, ENV.upstreamConfig, 'MIN_COMPLETION_WINDOW', 'MAX_FILE_BYTES']) {
+        expect(variables, name).toHaveProperty(name);
+      }
+      expect(variables.MIN_COMPLETION_WINDOW).toBe('1h');
+      expect(variables.MAX_FILE_BYTES).toBe(String(100 * 1024 * 1024));
+    }
+    // The functions that start or signal executions know the state machine's ARN.
+    for (const prefix of ['OpenAI-compatible Batch API', 'Chunk worker', 'Scheduled submission', 'Batch lifecycle: store']) {
+      expect(functionByDescription(prefix).properties.Environment.Variables).toHaveProperty(ENV.stateMachineArn);
+    }
+    for (const prefix of ['Batch lifecycle: validate', 'Batch lifecycle: send', 'Batch lifecycle: merge']) {
+      expect(functionByDescription(prefix).properties.Environment.Variables).not.toHaveProperty(ENV.stateMachineArn);
+    }
+    const config = JSON.parse(resolveIntrinsics(functionByDescription('Chunk worker').properties.Environment.Variables[ENV.upstreamConfig]));
+    expect(config.default.baseUrl).toBe('https://api.openai.com/v1');
+    expect(config.default.apiKeySecret).toMatch(/^[A-Za-z0-9]+$/); // the created secret's Ref (its ARN)
+    expect(config.routes['qwen-*']).toEqual({
+      baseUrl: 'https://dashscope.aliyuncs.com/compatible-mode/v1',
+      apiKeySecret: 'team/dashscope-key',
+      maxConcurrency: 32,
+    });
+    expect(config.routes['llama-local']).toEqual({ baseUrl: 'http://vllm.internal:8000/v1' });
+  });
+
+  it('refuses an API key given where a secret name belongs', () => {
+    expect(() => checkProps({ upstream: { default: { baseUrl: 'https://api.openai.com/v1', apiKeySecret: 'sk-proj-abc' } } })).toThrow(/looks like an API key/);
+  });
+});
+
+describe('least privilege', () => {
+  it('grants no wildcard action in any policy statement', () => {
+    const statements = policyStatements(template);
+    expect(statements.length).toBeGreaterThan(10);
+    for (const { source, statement } of statements) {
+      const actions = [statement.Action ?? []].flat();
+      for (const action of actions) expect(action, `${source}: ${action}`).not.toMatch(/^(\*|[a-z0-9-]+:\*)$/);
+    }
+  });
+
+  it('uses no AWS managed policy: each role writes only to its own log group', () => {
+    for (const role of Object.values(template.findResources('AWS::IAM::Role'))) {
+      expect(role.Properties.ManagedPolicyArns ?? []).toEqual([]);
+    }
+  });
+
+  it('lets only the workers read the upstream secrets', () => {
+    const readers = policyStatements(template).filter(({ statement }) => [statement.Action].flat().includes('secretsmanager:GetSecretValue'));
+    expect(new Set(readers.map((r) => r.source)).size).toBe(1);
+    expect(readers[0]!.source).toMatch(/Worker/);
+  });
+
+  it('lets the API start executions and send task failures, and the workers send task success', () => {
+    const byAction = (action: string) =>
+      policyStatements(template)
+        .filter(({ statement }) => [statement.Action].flat().includes(action))
+        .map((r) => r.source);
+    expect(byAction('states:StartExecution').some((s) => /Api/.test(s))).toBe(true);
+    expect(byAction('states:SendTaskFailure').some((s) => /Api/.test(s))).toBe(true);
+    expect(byAction('states:SendTaskSuccess').some((s) => /Worker/.test(s))).toBe(true);
+    expect(byAction('states:SendTaskSuccess').some((s) => /WaitForChunks/.test(s))).toBe(true);
+  });
+});
+
+describe('lifecycle', () => {
+  it('tells wait-for-chunks the real ARN of the state machine that invokes it, without a reference', () => {
+    const machine = Object.values(template.findResources('AWS::StepFunctions::StateMachine'))[0]!.Properties;
+    expect(machine.StateMachineName).toMatch(/^[A-Za-z0-9_-]{1,80}$/);
+    const arn = functionByDescription('Batch lifecycle: store').properties.Environment.Variables[ENV.stateMachineArn];
+    expect(resolveIntrinsics(arn)).toBe(`arn:aws:states:us-east-1:123456789012:stateMachine:${machine.StateMachineName}`);
+  });
+
+  it('has no dependency cycle (CloudFormation would refuse the template at deploy)', () => {
+    const resources = template.toJSON().Resources as Record<string, { DependsOn?: string | string[]; Properties?: unknown }>;
+    const edges = new Map<string, Set<string>>();
+    const collect = (value: unknown, into: Set<string>): void => {
+      if (Array.isArray(value)) return value.forEach((v) => collect(v, into));
+      if (typeof value === 'string') {
+        for (const match of value.matchAll(/\$\{([A-Za-z0-9]+)(\.[A-Za-z.]+)?\}/g)) into.add(match[1]!);
+        return;
+      }
+      if (!value || typeof value !== 'object') return;
+      const node = value as Record<string, unknown>;
+      if (typeof node.Ref === 'string') into.add(node.Ref);
+      if (Array.isArray(node['Fn::GetAtt'])) into.add(node['Fn::GetAtt'][0] as string);
+      Object.values(node).forEach((v) => collect(v, into));
+    };
+    for (const [id, resource] of Object.entries(resources)) {
+      const deps = new Set<string>([resource.DependsOn ?? []].flat());
+      collect(resource.Properties, deps);
+      edges.set(id, new Set([...deps].filter((d) => d in resources)));
+    }
+    const state = new Map<string, 'visiting' | 'done'>();
+    const visit = (id: string, path: string[]): void => {
+      if (state.get(id) === 'done') return;
+      if (state.get(id) === 'visiting') throw new Error(`cycle: ${[...path, id].join(' -> ')}`);
+      state.set(id, 'visiting');
+      for (const next of edges.get(id) ?? []) visit(next, [...path, id]);
+      state.set(id, 'done');
+    };
+    expect(() => [...edges.keys()].forEach((id) => visit(id, []))).not.toThrow();
+  });
+
+  it('is a Standard state machine whose definition is valid ASL', () => {
+    template.hasResourceProperties('AWS::StepFunctions::StateMachine', {
+      StateMachineType: 'STANDARD',
+      LoggingConfiguration: Match.objectLike({ Level: 'ERROR' }),
+      TracingConfiguration: { Enabled: true },
+    });
+    const result = validateAsl(definition(), { checkArn: true, checkPaths: true });
+    expect(result.isValid, result.errorsText('\n')).toBe(true);
+  });
+
+  it('has no Map state: a fixed number of transitions per batch', () => {
+    const states = definition().States as Record<string, { Type: string }>;
+    expect(Object.values(states).map((s) => s.Type)).not.toContain('Map');
+    expect(Object.keys(states).sort()).toEqual(['AfterValidate', 'Enqueue', 'Finalize', 'Validate', 'ValidationFailed', 'WaitForChunks']);
+  });
+
+  it('routes on the status validate returns', () => {
+    const { States: states, StartAt } = definition();
+    expect(StartAt).toBe('Validate');
+    expect(states.Validate.Next).toBe('AfterValidate');
+    const choices = states.AfterValidate.Choices.map((c: any) => [c.Variable, c.StringEquals, c.Next]);
+    expect(choices).toEqual([
+      ['$.status', 'in_progress', 'Enqueue'],
+      ['$.status', 'failed', 'ValidationFailed'],
+      ['$.status', 'cancelling', 'Finalize'],
+    ]);
+    expect(states.AfterValidate.Default).toBe('Finalize');
+    expect(states.ValidationFailed.Type).toBe('Succeed');
+    expect(states.Enqueue.Next).toBe('WaitForChunks');
+    expect(states.WaitForChunks.Next).toBe('Finalize');
+    expect(states.Finalize.End).toBe(true);
+  });
+
+  it('waits for the task token, as long as what is left of the window', () => {
+    const wait = definition().States.WaitForChunks;
+    expect(wait.Resource).toBe('arn:aws:states:::lambda:invoke.waitForTaskToken');
+    expect(wait.TimeoutSecondsPath).toBe('$.waitSeconds');
+    expect(wait.Parameters.Payload).toEqual({ 'batchId.$': '$.batchId', 'taskToken.$': '$$.Task.Token' });
+    expect(wait.ResultPath).toBeNull();
+    expect(wait.Catch.map((c: any) => [c.ErrorEquals, c.Next])).toEqual([
+      [['States.Timeout'], 'Finalize'],
+      [[CANCEL_ERROR], 'Finalize'],
+      [['States.ALL'], 'Finalize'],
+    ]);
+    // The cancel is never retried: the first retrier that matches decides, and this one says 0.
+    expect(wait.Retry[0]).toEqual({ ErrorEquals: [CANCEL_ERROR], MaxAttempts: 0 });
+  });
+
+  it('retries every Lambda task with backoff', () => {
+    const states = definition().States;
+    for (const name of ['Validate', 'Enqueue', 'WaitForChunks', 'Finalize']) {
+      const retrier = states[name].Retry.find((r: any) => r.ErrorEquals.includes('States.TaskFailed'));
+      expect(retrier, name).toMatchObject({ IntervalSeconds: 2, BackoffRate: 2, MaxAttempts: 6 });
+      expect(retrier.ErrorEquals).toEqual(expect.arrayContaining(['Lambda.ServiceException', 'Lambda.TooManyRequestsException']));
+    }
+    for (const name of ['Validate', 'Enqueue', 'Finalize']) {
+      // payloadResponseOnly: the function itself is the resource, and its answer the state's output.
+      expect(states[name].Resource).toMatch(/^arn:aws:lambda:/);
+      expect(states[name].Parameters).toEqual({ 'batchId.$': '$.batchId' });
+    }
+  });
+});
+
+describe('API', () => {
+  it('is an HTTP API that proxies $default to the API Lambda with payload 2.0, and logs access', () => {
+    template.resourceCountIs('AWS::ApiGatewayV2::Api', 1);
+    template.hasResourceProperties('AWS::ApiGatewayV2::Api', { ProtocolType: 'HTTP' });
+    template.hasResourceProperties('AWS::ApiGatewayV2::Route', { RouteKey: '$default' });
+    template.hasResourceProperties('AWS::ApiGatewayV2::Integration', { IntegrationType: 'AWS_PROXY', PayloadFormatVersion: '2.0' });
+    template.hasResourceProperties('AWS::ApiGatewayV2::Stage', {
+      StageName: '$default',
+      AutoDeploy: true,
+      AccessLogSettings: Match.objectLike({ DestinationArn: Match.anyValue() }),
+    });
+  });
+
+  it('outputs the base URL ending in /v1, the table name, and the secret the team must fill', () => {
+    const outputs = template.findOutputs('*');
+    expect(resolveIntrinsics(outputs.ApiBaseUrl!.Value)).toMatch(/^https:\/\/.+\/v1$/);
+    expect(Object.keys(outputs)).toEqual(
+      expect.arrayContaining(['TableName', 'BucketName', 'StateMachineArn', 'AlarmTopicArn', 'DashboardName', 'DefaultApiKeySecretArn']),
+    );
+  });
+});
+
+describe('monitoring and schedules', () => {
+  it('alarms on dead letters, worker errors, failed executions and API 5xx', () => {
+    const metrics = Object.values(template.findResources('AWS::CloudWatch::Alarm')).map((a) => `${a.Properties.Namespace}/${a.Properties.MetricName}`);
+    expect(metrics).toEqual(
+      expect.arrayContaining([
+        'AWS/SQS/ApproximateNumberOfMessagesVisible',
+        'AWS/Lambda/Errors',
+        'AWS/States/ExecutionsFailed',
+        'AWS/ApiGateway/5xx',
+      ]),
+    );
+    template.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
+    const body = resolveIntrinsics(Object.values(template.findResources('AWS::CloudWatch::Dashboard'))[0]!.Properties.DashboardBody);
+    expect(body).toContain('ApproximateAgeOfOldestMessage');
+    expect(body).toContain('"Duration"');
+  });
+
+  it('submits a batch on a schedule through the scheduled-submit function', () => {
+    const submit = functionByDescription('Scheduled submission');
+    template.hasResourceProperties('AWS::Scheduler::Schedule', {
+      ScheduleExpression: 'cron(0 2 * * ? *)',
+      ScheduleExpressionTimezone: 'Europe/Paris',
+      Target: Match.objectLike({ Arn: { 'Fn::GetAtt': [submit.id, 'Arn'] } }),
+    });
+    const schedule = Object.values(template.findResources('AWS::Scheduler::Schedule'))[0]!;
+    expect(JSON.parse(schedule.Properties.Target.Input)).toEqual({
+      schedule: 'nightly-reviews',
+      project: 'reviews',
+      input_file_id: 'file-abc123',
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+      metadata: { source: 'schedule' },
+    });
+  });
+});
+
+describe('cdk-nag', () => {
+  it('leaves no unacknowledged AwsSolutions error (synth would have thrown), and every acknowledgment has a reason', () => {
+    const errors = synthesized.report.pluginReports
+      .flatMap((r) => r.violations)
+      .filter((v) => /AwsSolutions/.test(v.ruleName) && (v.severity === 'error' || v.severity === 'fatal'));
+    expect(errors.map((v) => v.ruleName)).toEqual([]);
+    // Each acknowledgment is recorded on its construct as { "<namespace>::<rule id>": reason }.
+    const acknowledged = synthesized.stack.node
+      .findAll()
+      .flatMap((c) => c.node.metadata.filter((m) => m.type === Validations.ACKNOWLEDGED_RULES_METADATA_KEY))
+      .flatMap((m) => Object.entries(m.data as Record<string, string>));
+    expect(acknowledged.length).toBeGreaterThan(10);
+    for (const [id, reason] of acknowledged) {
+      expect(id).toMatch(/AwsSolutions-(S1|SMG4|L1|SF1|APIG4|IAM5\[.+\])$/);
+      expect(reason.length, id).toBeGreaterThan(40);
+    }
+  });
+
+  it('is really checking: an unprotected bucket added to the same stack fails the synth', () => {
+    const app = new App({ context: { 'aws:cdk:bundling-stacks': [] } });
+    Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
+    const stack = new BatchServiceStack(app, 'NagControl', { service: FULL_PROPS });
+    new s3.Bucket(stack, 'Unprotected');
+    expect(() => app.synth()).toThrow(/AwsSolutions-S10/);
+  });
+});

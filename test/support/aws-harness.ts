@@ -1,0 +1,576 @@
+// The AWS runtime in one process: the real Lambda handlers (functions/) over the real AWS adapters,
+// with DynamoDB on dynalite and S3 on s3rver, and stand-ins for what cannot run here:
+//
+// - Step Functions: runs the state machine of infra/constructs/lifecycle.ts (Validate → Choice →
+//   Enqueue → WaitForChunks with a task token → Finalize, with its retries and catches) by
+//   invoking the handlers. The SFN client is mocked (aws-sdk-client-mock), so the handlers' own
+//   StartExecution, SendTaskSuccess and SendTaskFailure calls drive it. The wait times out after
+//   the waitSeconds Enqueue returned.
+// - SQS and the event source mapping: the SQS client is mocked so SendMessageBatch lands in an
+//   in-memory queue, which invokes the worker handler with synthetic SQS events, at least once:
+//   a message not acknowledged (reported as a batch item failure, or the invocation threw) comes
+//   back after the visibility timeout, and goes to the dead-letter list after maxReceiveCount.
+// - API Gateway (HTTP API, payload 2.0): `fetch` for the official openai SDK that turns each
+//   Request into an APIGatewayProxyEventV2, invokes the API handler, and turns its result into a
+//   Response, following redirects as fetch does (dropping Authorization across origins).
+//
+// Every invocation is timed and every AWS call counted (by service and operation), for the tests
+// and for `npm run cost`.
+import { randomUUID } from 'node:crypto';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { GetSecretValueCommand, ResourceNotFoundException, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import {
+  ExecutionAlreadyExists,
+  SendTaskFailureCommand,
+  SendTaskSuccessCommand,
+  SFNClient,
+  StartExecutionCommand,
+  TaskDoesNotExist,
+  TaskTimedOut,
+} from '@aws-sdk/client-sfn';
+import { SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { mockClient } from 'aws-sdk-client-mock';
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context, SQSEvent, SQSBatchResponse } from 'aws-lambda';
+import OpenAI from 'openai';
+import { DynamoMetaStore } from '../../shared/adapters/aws/dynamo-meta-store.js';
+import { S3BlobStore } from '../../shared/adapters/aws/s3-blob-store.js';
+import { startEmbeddedDynamo, type EmbeddedDynamo } from '../../shared/adapters/local/embedded-dynamo.js';
+import { apiKeyRecord, newApiKey } from '../../shared/api/api-keys.js';
+import type { ChunkMessage } from '../../shared/ports.js';
+import { CANCEL_ERROR, type EnqueueOutput, type ValidateOutput } from '../../functions/contract.js';
+import { configureRuntime } from '../../functions/runtime.js';
+import { startLocalS3, type LocalS3 } from './s3.js';
+
+export const FUNCTIONS = ['api', 'validate', 'enqueue', 'wait-for-chunks', 'finalize', 'worker'] as const;
+export type FunctionName = (typeof FUNCTIONS)[number];
+
+type Handler = (event: any, context: Context) => Promise<any>;
+
+export interface HarnessOptions {
+  /** Environment of the functions, beside TABLE_NAME, BUCKET_NAME, QUEUE_URL, STATE_MACHINE_ARN. */
+  env?: Record<string, string>;
+  /** Secrets Manager: secret id → value. */
+  secrets?: Record<string, string>;
+  /** SQS visibility timeout of the stand-in (ms). */
+  visibilityTimeoutMs?: number;
+  /** The event source mapping's MaximumConcurrency. */
+  workerConcurrency?: number;
+  /** Messages per worker invocation (the stack uses 1). */
+  workerBatchSize?: number;
+  maxReceiveCount?: number;
+  /** Called for every delivery: 'lose-ack' drops the worker's acknowledgement, 'duplicate' also delivers a concurrent copy. */
+  onDelivery?: (message: ChunkMessage, receiveCount: number) => 'lose-ack' | 'duplicate' | undefined;
+  /** Multiplies the state machine's wait timeout (waitSeconds), so a test can reach it. */
+  waitTimeoutScale?: number;
+  /** Wraps the S3 client (fault injection). */
+  s3Middleware?: (
+    next: (args: { input: any }) => Promise<{ output: any; response: unknown }>,
+    context: { commandName?: string },
+  ) => (args: { input: any }) => Promise<{ output: any; response: unknown }>;
+}
+
+export interface ApiExchange {
+  method: string;
+  path: string;
+  status: number;
+  location?: string;
+  eventBytes: number;
+  resultBytes: number;
+}
+
+const MiB = 1024 * 1024;
+/** Lambda's synchronous invocation payload limit, for the request event and for the answer. */
+export const LAMBDA_PAYLOAD_LIMIT = 6 * MiB;
+const QUEUE_URL = 'https://sqs.us-east-1.amazonaws.com/123456789012/batch-chunks';
+const STATE_MACHINE_ARN = 'arn:aws:states:us-east-1:123456789012:stateMachine:batches';
+const API_ORIGIN = 'https://api.batch.test';
+
+export class AwsHarness {
+  readonly invocations = new Map<FunctionName, { count: number; totalMs: number }>();
+  readonly awsCalls = new Map<string, number>();
+  readonly capacity = { read: 0, write: 0 };
+  readonly apiExchanges: ApiExchange[] = [];
+  readonly sfn: StepFunctionsStandIn;
+  readonly sqs: SqsStandIn;
+  readonly meta: DynamoMetaStore;
+  readonly blobs: S3BlobStore;
+  private handlers: Partial<Record<FunctionName, Handler>> = {};
+
+  private constructor(
+    private readonly dynamo: EmbeddedDynamo,
+    private readonly s3: LocalS3,
+    options: HarnessOptions,
+    private readonly mocks: { restore(): void },
+    s3Client: S3Client,
+  ) {
+    this.meta = new DynamoMetaStore({ client: dynamo.client, tableName: dynamo.tableName });
+    this.blobs = new S3BlobStore({ client: s3Client, bucket: s3.bucket });
+    this.sfn = new StepFunctionsStandIn(this, options.waitTimeoutScale ?? 1);
+    this.sqs = new SqsStandIn(this, {
+      visibilityTimeoutMs: options.visibilityTimeoutMs ?? 3_000,
+      concurrency: options.workerConcurrency ?? 4,
+      batchSize: options.workerBatchSize ?? 1,
+      maxReceiveCount: options.maxReceiveCount ?? 5,
+      onDelivery: options.onDelivery,
+    });
+  }
+
+  static async start(options: HarnessOptions = {}): Promise<AwsHarness> {
+    const dynamo = await startEmbeddedDynamo({ tableName: `aws-e2e-${process.pid}-${Date.now()}` });
+    const s3 = await startLocalS3(`aws-e2e-${Date.now()}`);
+    const s3Client = s3.newClient();
+    const credentials = { accessKeyId: 'test', secretAccessKey: 'test' };
+    const sfnClient = new SFNClient({ region: 'us-east-1', credentials });
+    const sqsClient = new SQSClient({ region: 'us-east-1', credentials });
+    const secretsClient = new SecretsManagerClient({ region: 'us-east-1', credentials });
+    const mocks = [mockClient(sfnClient), mockClient(sqsClient), mockClient(secretsClient)] as const;
+    const harness = new AwsHarness(dynamo, s3, options, { restore: () => mocks.forEach((m) => m.restore()) }, s3Client);
+
+    harness.count(s3Client, 'S3');
+    harness.count(dynamo.client, 'DynamoDB', true);
+    if (options.s3Middleware) s3Client.middlewareStack.add(options.s3Middleware as never, { step: 'initialize', name: 'faults' });
+
+    const [sfnMock, sqsMock, secretsMock] = mocks;
+    sfnMock.on(StartExecutionCommand).callsFake(async (input) => harness.sfn.startExecution(input.name!, input.input!));
+    sfnMock.on(SendTaskSuccessCommand).callsFake(async (input) => harness.sfn.taskResponse(input.taskToken!, { ok: true }));
+    sfnMock
+      .on(SendTaskFailureCommand)
+      .callsFake(async (input) => harness.sfn.taskResponse(input.taskToken!, { ok: false, error: input.error ?? 'States.TaskFailed' }));
+    sqsMock.on(SendMessageBatchCommand).callsFake(async (input) => harness.sqs.sendMessageBatch(input.Entries ?? []));
+    secretsMock.on(GetSecretValueCommand).callsFake(async (input) => {
+      harness.tally('SecretsManager.GetSecretValue');
+      const value = options.secrets?.[input.SecretId!];
+      if (value === undefined) throw new ResourceNotFoundException({ message: `no secret ${input.SecretId}`, $metadata: {} });
+      return { SecretString: value };
+    });
+
+    configureRuntime({
+      env: {
+        TABLE_NAME: dynamo.tableName,
+        BUCKET_NAME: s3.bucket,
+        QUEUE_URL,
+        STATE_MACHINE_ARN,
+        ...options.env,
+      },
+      clients: { s3: s3Client, dynamo: dynamo.client, sqs: sqsClient, sfn: sfnClient, secrets: secretsClient },
+    });
+    const modules = await Promise.all([
+      import('../../functions/api.js'),
+      import('../../functions/validate.js'),
+      import('../../functions/enqueue.js'),
+      import('../../functions/wait-for-chunks.js'),
+      import('../../functions/finalize.js'),
+      import('../../functions/worker.js'),
+    ]);
+    FUNCTIONS.forEach((name, i) => {
+      harness.handlers[name] = modules[i]!.handler as unknown as Handler;
+    });
+    return harness;
+  }
+
+  tally(name: string, by = 1): void {
+    this.awsCalls.set(name, (this.awsCalls.get(name) ?? 0) + by);
+  }
+
+  /** Counts every command a client sends; for DynamoDB, also the capacity units it consumed. */
+  private count(client: S3Client | DynamoDBClient, service: string, capacity = false): void {
+    (client.middlewareStack as S3Client['middlewareStack']).add(
+      (next, context) => async (args) => {
+        const input = args.input as Record<string, unknown>;
+        if (capacity && input && !('ReturnConsumedCapacity' in input)) input.ReturnConsumedCapacity = 'TOTAL';
+        this.tally(`${service}.${String(context.commandName).replace(/Command$/, '')}`);
+        const out = await next(args);
+        if (capacity) {
+          const consumed = (out.output as { ConsumedCapacity?: { CapacityUnits?: number } | { CapacityUnits?: number }[] }).ConsumedCapacity;
+          const units = [consumed ?? []].flat().reduce((sum, c) => sum + (c.CapacityUnits ?? 0), 0);
+          const write = /Put|Update|Delete|Write/.test(String(context.commandName));
+          if (write) this.capacity.write += units;
+          else this.capacity.read += units;
+        }
+        return out;
+      },
+      { step: 'initialize', name: `count${service}` },
+    );
+  }
+
+  /** Invokes a handler as Lambda would: a fresh context, timed. */
+  async invoke<R = unknown>(name: FunctionName, event: unknown): Promise<R> {
+    const handler = this.handlers[name];
+    if (!handler) throw new Error(`no handler ${name}`);
+    const started = performance.now();
+    try {
+      return (await handler(event, lambdaContext(name, started))) as R;
+    } finally {
+      const stats = this.invocations.get(name) ?? { count: 0, totalMs: 0 };
+      stats.count += 1;
+      stats.totalMs += performance.now() - started;
+      this.invocations.set(name, stats);
+    }
+  }
+
+  /** An API key of `project`, stored hashed as `npm run keys -- create` does. */
+  async createKey(project: string): Promise<string> {
+    const key = newApiKey();
+    await this.meta.putApiKey(apiKeyRecord(key, project, Date.now()));
+    return key;
+  }
+
+  /** The official openai SDK, its requests carried to the API handler as API Gateway events. */
+  openai(apiKey: string): OpenAI {
+    return new OpenAI({ baseURL: `${API_ORIGIN}/v1`, apiKey, maxRetries: 0, timeout: 60_000, fetch: this.apiFetch });
+  }
+
+  readonly apiFetch = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
+    const request = new Request(input, init);
+    const url = new URL(request.url);
+    if (url.origin !== API_ORIGIN) return fetch(request);
+    const body = request.body ? Buffer.from(await request.arrayBuffer()) : undefined;
+    const event = apiGatewayEvent(request, url, body);
+    const eventBytes = Buffer.byteLength(JSON.stringify(event));
+    if (eventBytes > LAMBDA_PAYLOAD_LIMIT) {
+      // API Gateway answers for the function it could not invoke.
+      return Response.json({ message: 'Request Entity Too Large' }, { status: 413 });
+    }
+    const result = await this.invoke<APIGatewayProxyStructuredResultV2>('api', event);
+    const resultBytes = Buffer.byteLength(JSON.stringify(result));
+    const status = result.statusCode ?? 200;
+    const headers = new Headers();
+    for (const [name, value] of Object.entries(result.headers ?? {})) headers.set(name, String(value));
+    for (const cookie of result.cookies ?? []) headers.append('set-cookie', cookie);
+    this.apiExchanges.push({ method: request.method, path: url.pathname, status, location: headers.get('location') ?? undefined, eventBytes, resultBytes });
+    if (resultBytes > LAMBDA_PAYLOAD_LIMIT) {
+      throw new Error(`the API answered ${resultBytes} bytes, more than Lambda returns (${LAMBDA_PAYLOAD_LIMIT}): API Gateway would answer 500`);
+    }
+    const payload = result.body === undefined ? null : result.isBase64Encoded ? Buffer.from(result.body, 'base64') : result.body;
+    const location = headers.get('location');
+    if ([301, 302, 303, 307, 308].includes(status) && location && request.redirect === 'follow') {
+      // As fetch does: follow, and send Authorization only to the same origin.
+      const target = new URL(location, url);
+      const forwarded = new Headers(request.headers);
+      if (target.origin !== url.origin) forwarded.delete('authorization');
+      if (target.origin !== API_ORIGIN) this.tally('S3.GetObject (presigned, by the client)');
+      return this.apiFetch(target, { method: 'GET', headers: forwarded, signal: request.signal });
+    }
+    return new Response(status === 204 || status === 304 ? null : payload, { status, headers });
+  };
+
+  /** Waits until no execution runs and no message is queued or being worked on. */
+  async settle(timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.sfn.running > 0 || !this.sqs.idle) {
+      if (Date.now() > deadline) throw new Error(`still busy after ${timeoutMs} ms: ${this.sfn.running} executions, ${this.sqs.describe()}`);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+
+  async close(): Promise<void> {
+    this.sqs.stop();
+    this.sfn.stop();
+    await Promise.allSettled([...this.sfn.executions.values()]);
+    await this.sqs.drain();
+    configureRuntime({});
+    this.mocks.restore();
+    await Promise.allSettled([this.dynamo.close(), this.s3.close()]);
+  }
+}
+
+function apiGatewayEvent(request: Request, url: URL, body: Buffer | undefined): APIGatewayProxyEventV2 {
+  const headers: Record<string, string> = {};
+  request.headers.forEach((value, name) => {
+    if (name !== 'cookie') headers[name] = value;
+  });
+  headers.host = url.host;
+  const query: Record<string, string> = {};
+  url.searchParams.forEach((value, name) => {
+    query[name] = name in query ? `${query[name]},${value}` : value;
+  });
+  const now = new Date();
+  return {
+    version: '2.0',
+    routeKey: '$default',
+    rawPath: url.pathname,
+    rawQueryString: url.search.slice(1),
+    cookies: request.headers.get('cookie')?.split('; '),
+    headers,
+    queryStringParameters: Object.keys(query).length > 0 ? query : undefined,
+    requestContext: {
+      accountId: '123456789012',
+      apiId: 'batchapi',
+      domainName: url.host,
+      domainPrefix: url.host.split('.')[0]!,
+      http: { method: request.method, path: url.pathname, protocol: 'HTTP/1.1', sourceIp: '127.0.0.1', userAgent: headers['user-agent'] ?? '' },
+      requestId: randomUUID(),
+      routeKey: '$default',
+      stage: '$default',
+      time: now.toISOString(),
+      timeEpoch: now.getTime(),
+    },
+    // HTTP APIs send every body base64-encoded unless it is text; base64 is always correct.
+    ...(body && body.length > 0 ? { body: body.toString('base64'), isBase64Encoded: true } : { isBase64Encoded: false }),
+  };
+}
+
+function lambdaContext(functionName: string, startedMs: number, timeoutMs = 15 * 60_000): Context {
+  return {
+    callbackWaitsForEmptyEventLoop: true,
+    functionName,
+    functionVersion: '$LATEST',
+    invokedFunctionArn: `arn:aws:lambda:us-east-1:123456789012:function:${functionName}`,
+    memoryLimitInMB: '1024',
+    awsRequestId: randomUUID(),
+    logGroupName: `/aws/lambda/${functionName}`,
+    logStreamName: 'local',
+    getRemainingTimeInMillis: () => Math.max(0, timeoutMs - (performance.now() - startedMs)),
+    done: () => undefined,
+    fail: () => undefined,
+    succeed: () => undefined,
+  };
+}
+
+type TaskOutcome = { ok: true } | { ok: false; error: string };
+
+/** The state machine of infra/constructs/lifecycle.ts, run in-process. */
+export class StepFunctionsStandIn {
+  readonly executions = new Map<string, Promise<void>>();
+  /** Billed state transitions: every state entered, retries included. */
+  transitions = 0;
+  /** States entered, per execution. */
+  readonly paths = new Map<string, string[]>();
+  running = 0;
+  private readonly waiting = new Map<string, (outcome: TaskOutcome | 'timeout') => void>();
+  private readonly finishedTokens = new Set<string>();
+  private stopped = false;
+
+  constructor(
+    private readonly harness: AwsHarness,
+    /** Multiplies waitSeconds, so a test reaches the wait's timeout (the window's end) sooner. */
+    public timeoutScale: number,
+  ) {}
+
+  startExecution(name: string, input: string) {
+    this.harness.tally('StepFunctions.StartExecution');
+    if (this.executions.has(name)) throw new ExecutionAlreadyExists({ message: `Execution Already Exists: '${name}'`, $metadata: {} });
+    this.running += 1;
+    const run = this.run(name, JSON.parse(input) as { batchId: string }).finally(() => {
+      this.running -= 1;
+    });
+    this.executions.set(name, run);
+    return { executionArn: `${STATE_MACHINE_ARN.replace(':stateMachine:', ':execution:')}:${name}`, startDate: new Date() };
+  }
+
+  taskResponse(token: string, outcome: TaskOutcome) {
+    this.harness.tally(outcome.ok ? 'StepFunctions.SendTaskSuccess' : 'StepFunctions.SendTaskFailure');
+    const resolve = this.waiting.get(token);
+    if (!resolve) {
+      if (this.finishedTokens.has(token)) throw new TaskTimedOut({ message: 'Task Timed Out', $metadata: {} });
+      throw new TaskDoesNotExist({ message: 'Task does not exist', $metadata: {} });
+    }
+    this.waiting.delete(token);
+    this.finishedTokens.add(token);
+    resolve(outcome);
+    return {};
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const resolve of this.waiting.values()) resolve('timeout');
+  }
+
+  private async run(name: string, input: { batchId: string }): Promise<void> {
+    const path: string[] = [];
+    this.paths.set(name, path);
+    const enter = (state: string) => {
+      this.transitions += 1;
+      path.push(state);
+    };
+    // LambdaInvoke with Retry: a few attempts with backoff on a function error.
+    const task = async <R>(state: string, fn: FunctionName, event: unknown): Promise<R> => {
+      for (let attempt = 1; ; attempt++) {
+        enter(state);
+        try {
+          return await this.harness.invoke<R>(fn, event);
+        } catch (error) {
+          if (attempt >= 3 || this.stopped) throw error;
+          await new Promise((resolve) => setTimeout(resolve, 20 * attempt));
+        }
+      }
+    };
+
+    const validated = await task<ValidateOutput>('Validate', 'validate', input);
+    enter('AfterValidate');
+    if (validated.status === 'failed') {
+      enter('ValidationFailed');
+      return;
+    }
+    if (validated.status === 'in_progress') {
+      let wait: EnqueueOutput | undefined;
+      try {
+        wait = await task<EnqueueOutput>('Enqueue', 'enqueue', input);
+      } catch {
+        // Catch: States.ALL → Finalize.
+      }
+      if (wait) {
+        enter('WaitForChunks');
+        await this.waitForTaskToken(input.batchId, wait.waitSeconds, path);
+      }
+    }
+    await task('Finalize', 'finalize', input);
+  }
+
+  private async waitForTaskToken(batchId: string, waitSeconds: number, path: string[]): Promise<void> {
+    const token = `token-${randomUUID()}`;
+    const outcome = new Promise<TaskOutcome | 'timeout'>((resolve) => {
+      this.waiting.set(token, resolve);
+      const timer = setTimeout(() => resolve('timeout'), waitSeconds * 1000 * this.timeoutScale);
+      timer.unref();
+    });
+    try {
+      await this.harness.invoke('wait-for-chunks', { batchId, taskToken: token });
+    } catch {
+      // The task failed before answering its token: Catch States.ALL → Finalize.
+      this.waiting.delete(token);
+      return;
+    }
+    const result = await outcome;
+    this.waiting.delete(token);
+    this.finishedTokens.add(token);
+    path.push(result === 'timeout' ? 'States.Timeout' : result.ok ? 'TaskSuccess' : result.error === CANCEL_ERROR ? CANCEL_ERROR : result.error);
+  }
+}
+
+interface QueuedMessage {
+  messageId: string;
+  body: string;
+  receiveCount: number;
+  visibleAtMs: number;
+  sentAtMs: number;
+}
+
+interface SqsOptions {
+  visibilityTimeoutMs: number;
+  concurrency: number;
+  batchSize: number;
+  maxReceiveCount: number;
+  onDelivery?: HarnessOptions['onDelivery'];
+}
+
+/** SQS and Lambda's event source mapping (batch size, MaximumConcurrency, ReportBatchItemFailures). */
+export class SqsStandIn {
+  readonly queued = new Map<string, QueuedMessage>();
+  readonly deadLetters: QueuedMessage[] = [];
+  /** Deliveries per chunk ("batchId/index"). */
+  readonly deliveries = new Map<string, number>();
+  private readonly running = new Set<Promise<void>>();
+  private timer: NodeJS.Timeout;
+  private stopped = false;
+
+  constructor(
+    private readonly harness: AwsHarness,
+    private readonly options: SqsOptions,
+  ) {
+    this.timer = setInterval(() => this.pump(), 5);
+    this.timer.unref();
+  }
+
+  get idle(): boolean {
+    return this.queued.size === 0 && this.running.size === 0;
+  }
+
+  describe(): string {
+    return `${this.queued.size} messages queued, ${this.running.size} worker invocations running`;
+  }
+
+  sendMessageBatch(entries: { Id?: string; MessageBody?: string }[]) {
+    this.harness.tally('SQS.SendMessageBatch');
+    if (entries.length > 10) throw new Error('SendMessageBatch takes at most 10 entries');
+    const now = Date.now();
+    for (const entry of entries) {
+      const messageId = randomUUID();
+      this.queued.set(messageId, { messageId, body: entry.MessageBody!, receiveCount: 0, visibleAtMs: now, sentAtMs: now });
+    }
+    this.pump();
+    return { Successful: entries.map((e) => ({ Id: e.Id!, MessageId: randomUUID(), MD5OfMessageBody: '' })), Failed: [] };
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearInterval(this.timer);
+  }
+
+  async drain(): Promise<void> {
+    await Promise.allSettled([...this.running]);
+  }
+
+  private pump(): void {
+    while (!this.stopped && this.running.size < this.options.concurrency) {
+      const now = Date.now();
+      const visible = [...this.queued.values()].filter((m) => m.visibleAtMs <= now).slice(0, this.options.batchSize);
+      if (visible.length === 0) return;
+      this.harness.tally('SQS.ReceiveMessage');
+      const lostAcks = new Set<string>();
+      const copies: QueuedMessage[] = [];
+      for (const message of visible) {
+        message.receiveCount += 1;
+        message.visibleAtMs = now + this.options.visibilityTimeoutMs;
+        const chunk = JSON.parse(message.body) as ChunkMessage;
+        const key = `${chunk.batchId}/${chunk.chunk.index}`;
+        this.deliveries.set(key, (this.deliveries.get(key) ?? 0) + 1);
+        const fate = this.options.onDelivery?.(chunk, message.receiveCount);
+        if (fate === 'lose-ack') lostAcks.add(message.messageId);
+        if (fate === 'duplicate') copies.push(message);
+      }
+      this.start(visible, lostAcks);
+      // SQS may hand the same message to two consumers at once (at-least-once delivery).
+      if (copies.length > 0) this.start(copies, lostAcks, true);
+    }
+  }
+
+  private start(messages: QueuedMessage[], lostAcks: Set<string>, duplicate = false): void {
+    const run = this.deliver(messages, lostAcks, duplicate).finally(() => {
+      this.running.delete(run);
+      this.pump();
+    });
+    this.running.add(run);
+  }
+
+  private async deliver(messages: QueuedMessage[], lostAcks: Set<string>, duplicate: boolean): Promise<void> {
+    const event: SQSEvent = {
+      Records: messages.map((m) => ({
+        messageId: m.messageId,
+        receiptHandle: `${m.messageId}#${m.receiveCount}${duplicate ? '#copy' : ''}`,
+        body: m.body,
+        attributes: {
+          ApproximateReceiveCount: String(m.receiveCount),
+          SentTimestamp: String(m.sentAtMs),
+          SenderId: 'AROAEXAMPLE',
+          ApproximateFirstReceiveTimestamp: String(m.sentAtMs),
+        },
+        messageAttributes: {},
+        md5OfBody: '',
+        eventSource: 'aws:sqs',
+        eventSourceARN: 'arn:aws:sqs:us-east-1:123456789012:batch-chunks',
+        awsRegion: 'us-east-1',
+      })),
+    };
+    let failed: Set<string>;
+    try {
+      const response = await this.harness.invoke<SQSBatchResponse>('worker', event);
+      failed = new Set((response?.batchItemFailures ?? []).map((f) => f.itemIdentifier));
+    } catch {
+      failed = new Set(messages.map((m) => m.messageId));
+    }
+    if (duplicate) return;
+    // A lost acknowledgement: the worker finished, but its answer never reached the poller (it
+    // timed out, or crashed after recording the chunk); the message comes back after the timeout.
+    const acknowledged = messages.filter((m) => !failed.has(m.messageId) && !lostAcks.has(m.messageId));
+    if (acknowledged.length > 0) this.harness.tally('SQS.DeleteMessageBatch');
+    for (const message of acknowledged) this.queued.delete(message.messageId);
+    for (const message of messages) {
+      if (acknowledged.includes(message) || message.receiveCount < this.options.maxReceiveCount) continue;
+      // The redrive policy moves a message that keeps failing to the dead-letter queue.
+      this.queued.delete(message.messageId);
+      this.deadLetters.push(message);
+    }
+  }
+}
