@@ -36,6 +36,11 @@ export async function runChunk(deps: ChunkWorkerDeps, message: ChunkMessage): Pr
   // Finalization accounts for every chunk not recorded by then, so a late chunk has nothing to do.
   if (!batch || !RUNNING.includes(batch.status) || batch.doneChunks.includes(chunk.index)) {
     log.log('debug', 'chunk skipped', { batchId, chunk: chunk.index, status: batch?.status });
+    // A redelivery of the last chunk: the first run may have recorded it and then failed to
+    // signal, which would leave the batch waiting for its window. Signalling again is harmless.
+    if (batch && RUNNING.includes(batch.status) && batch.doneChunks.length >= batch.chunkCount) {
+      await deps.lifecycle.allChunksDone(batchId);
+    }
     return;
   }
 
