@@ -4,7 +4,6 @@
 // envelope) are middleware, so each route reads as what it does.
 import { Hono, type Context } from 'hono';
 import { Readable } from 'node:stream';
-import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { z } from 'zod';
 import { parseDuration } from '../config.js';
 import { blobKeys } from '../batch/keys.js';
@@ -16,6 +15,7 @@ import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
 import type { ApiKeyResolver } from './api-keys.js';
 import { ApiError, badRequest, conflict, internalError, notFound, tooLarge } from './errors.js';
 import { receiveMultipart } from './multipart.js';
+import { jsonBody, parse } from './request.js';
 import { batchFileCheck, registerUploadRoutes } from './uploads.js';
 import { listObject, toBatchObject, toFileObject } from './objects.js';
 import { BATCH_ENDPOINTS, createBatchSchema, fileExpiresAfter, listBatchesQuery, listFilesQuery } from './schemas.js';
@@ -270,23 +270,6 @@ async function authenticate(deps: Pick<ApiDeps, 'apiKeys' | 'resolveApiKey'>, he
   return project;
 }
 
-function parse<T extends z.ZodType>(schema: T, value: unknown): z.infer<T> {
-  const result = schema.safeParse(value);
-  if (result.success) return result.data;
-  const issue = result.error.issues[0]!;
-  const param = issue.path.length ? issue.path.map(String).join('.') : null;
-  throw badRequest(param ? `Invalid '${param}': ${issue.message}.` : `${issue.message}.`, param);
-}
-
-async function jsonBody(c: Context<Env>): Promise<unknown> {
-  const text = await c.req.text();
-  if (!text.trim()) throw badRequest('The request body is empty; send a JSON object.');
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw badRequest('The request body is not valid JSON.', null, 'invalid_json');
-  }
-}
 
 function parseFormExpiry(fields: Record<string, string>): number | undefined {
   const anchor = fields['expires_after[anchor]'];

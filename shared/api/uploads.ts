@@ -9,6 +9,7 @@
 //
 // An upload expires an hour after it is created; parts cannot be added once it is completed,
 // cancelled or expired. Another project's upload answers 404, like a missing one.
+import { jsonBody, parse } from './request.js';
 import { createHash } from 'node:crypto';
 import type { Context, Hono } from 'hono';
 import { z } from 'zod';
@@ -138,7 +139,7 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
   }
 
   api.post('/uploads', async (c) => {
-    const body = parseWith(createUploadSchema, await jsonBody(c));
+    const body = parse(createUploadSchema, await jsonBody(c));
     if (body.purpose !== 'batch') {
       throw badRequest(`This service stores Batch API input files: purpose must be 'batch', not '${body.purpose}'.`, 'purpose');
     }
@@ -193,7 +194,7 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
   });
 
   api.post('/uploads/:id/complete', async (c) => {
-    const body = parseWith(completeUploadSchema, await jsonBody(c));
+    const body = parse(completeUploadSchema, await jsonBody(c));
     const upload = await expireIfDue(await uploadOf(c));
     // A repeated complete (a retry after a lost answer) gets the completed upload again.
     if (upload.status === 'completed') return respond(c, upload);
@@ -288,20 +289,3 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
   });
 }
 
-function parseWith<T extends z.ZodType>(schema: T, value: unknown): z.infer<T> {
-  const result = schema.safeParse(value);
-  if (result.success) return result.data;
-  const issue = result.error.issues[0]!;
-  const param = issue.path.length ? issue.path.map(String).join('.') : null;
-  throw badRequest(param ? `Invalid '${param}': ${issue.message}.` : `${issue.message}.`, param);
-}
-
-async function jsonBody(c: Context<Env>): Promise<unknown> {
-  const text = await c.req.text();
-  if (!text.trim()) throw badRequest('The request body is empty; send a JSON object.');
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw badRequest('The request body is not valid JSON.', null, 'invalid_json');
-  }
-}
