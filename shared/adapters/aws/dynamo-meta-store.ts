@@ -320,47 +320,13 @@ export class DynamoMetaStore implements MetaStore {
     if (usage) Object.assign(attributes, usageAttributes(usage));
     if (changes.createdAtMs !== undefined) attributes.gsi1sk = sortKey(changes.createdAtMs, id);
 
-    const fromValues = Object.fromEntries(from.map((status, i) => [`:from${i}`, status]));
-    const names: Record<string, string> = { '#status': 'status' };
-    const values: Item = { ...fromValues };
-    const sets: string[] = [];
-    for (const [name, value] of Object.entries(attributes)) {
-      // Every name is a placeholder: several of ours (status, total) are DynamoDB reserved words.
-      names[`#${name}`] = name;
-      values[`:${name}`] = value;
-      sets.push(`#${name} = :${name}`);
-    }
-
-    if (sets.length === 0) {
+    if (Object.keys(attributes).length === 0) {
       // Nothing to write: a compare without a set is a consistent read.
       const batch = await this.getBatch(id);
       return batch && from.includes(batch.status) ? batch : undefined;
     }
-
-    const condition = [
-      // Without it, UpdateItem would create a bare item for an unknown id.
-      'attribute_exists(pk)',
-      // The compare of compare-and-set: two drivers racing on one transition, only one wins.
-      `#status IN (${Object.keys(fromValues).join(', ')})`,
-    ].join(' AND ');
-
-    try {
-      const out = await this.doc.send(
-        new UpdateCommand({
-          TableName: this.tableName,
-          Key: batchKey(id),
-          UpdateExpression: `SET ${sets.join(', ')}`,
-          ConditionExpression: condition,
-          ExpressionAttributeNames: names,
-          ExpressionAttributeValues: values,
-          ReturnValues: 'ALL_NEW',
-        }),
-      );
-      return out.Attributes ? fromBatchItem(out.Attributes) : undefined;
-    } catch (err) {
-      if (isConditionalCheckFailed(err)) return undefined;
-      throw err;
-    }
+    const item = await this.setWhileStatus(batchKey(id), from, attributes);
+    return item ? fromBatchItem(item) : undefined;
   }
 
   async recordChunk(batchId: string, outcome: ChunkOutcome): Promise<RecordChunkResult> {
@@ -463,27 +429,10 @@ export class DynamoMetaStore implements MetaStore {
     from: readonly UploadStatus[],
     changes: Partial<Pick<UploadRecord, 'status' | 'fileId'>>,
   ): Promise<UploadRecord | undefined> {
-    const fromValues = Object.fromEntries(from.map((status, i) => [`:from${i}`, status]));
-    const entries = Object.entries(changes).filter(([, value]) => value !== undefined);
-    if (from.length === 0 || entries.length === 0) return undefined;
-    try {
-      const out = await this.doc.send(
-        new UpdateCommand({
-          TableName: this.tableName,
-          Key: uploadKey(id),
-          UpdateExpression: `SET ${entries.map(([name]) => `#${name} = :${name}`).join(', ')}`,
-          // Exists, and still in a status the caller expects: completing and cancelling race.
-          ConditionExpression: `attribute_exists(pk) AND #status IN (${Object.keys(fromValues).join(', ')})`,
-          ExpressionAttributeNames: { '#status': 'status', ...Object.fromEntries(entries.map(([name]) => [`#${name}`, name])) },
-          ExpressionAttributeValues: { ...fromValues, ...Object.fromEntries(entries.map(([name, value]) => [`:${name}`, value])) },
-          ReturnValues: 'ALL_NEW',
-        }),
-      );
-      return out.Attributes ? fromUploadItem(out.Attributes) : undefined;
-    } catch (err) {
-      if (isConditionalCheckFailed(err)) return undefined;
-      throw err;
-    }
+    const attributes = Object.fromEntries(Object.entries(changes).filter(([, value]) => value !== undefined));
+    if (from.length === 0 || Object.keys(attributes).length === 0) return undefined;
+    const item = await this.setWhileStatus(uploadKey(id), from, attributes);
+    return item ? fromUploadItem(item) : undefined;
   }
 
   async putUploadPart(part: UploadPartRecord): Promise<void> {
@@ -555,6 +504,46 @@ export class DynamoMetaStore implements MetaStore {
   }
 
   // Helpers
+
+  /**
+   * Compare-and-set: one UpdateItem that SETs `attributes` only while the item's status is one of
+   * `from`. Returns the new item, or undefined when the status did not match or there is no item.
+   */
+  private async setWhileStatus(key: Key, from: readonly string[], attributes: Item): Promise<Item | undefined> {
+    const fromValues = Object.fromEntries(from.map((status, i) => [`:from${i}`, status]));
+    const names: Record<string, string> = { '#status': 'status' };
+    const values: Item = { ...fromValues };
+    const sets: string[] = [];
+    for (const [name, value] of Object.entries(attributes)) {
+      // Every name is a placeholder: several of ours (status, total) are DynamoDB reserved words.
+      names[`#${name}`] = name;
+      values[`:${name}`] = value;
+      sets.push(`#${name} = :${name}`);
+    }
+    const condition = [
+      // Without it, UpdateItem would create a bare item for an unknown id.
+      'attribute_exists(pk)',
+      // The compare of compare-and-set: two racing on one transition (drivers; complete and cancel), only one wins.
+      `#status IN (${Object.keys(fromValues).join(', ')})`,
+    ].join(' AND ');
+    try {
+      const out = await this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: key,
+          UpdateExpression: `SET ${sets.join(', ')}`,
+          ConditionExpression: condition,
+          ExpressionAttributeNames: names,
+          ExpressionAttributeValues: values,
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return out.Attributes;
+    } catch (err) {
+      if (isConditionalCheckFailed(err)) return undefined;
+      throw err;
+    }
+  }
 
   private isLive(file: FileRecord): boolean {
     return file.expiresAtMs === null || file.expiresAtMs > this.now();
