@@ -37,16 +37,25 @@ export interface ValidateOutput {
   status: 'in_progress' | 'failed' | 'cancelling' | 'validating' | 'finalizing' | 'completed' | 'expired' | 'cancelled';
 }
 
-/** enqueue's result: how long the state machine waits for the chunks (window left + drain time). */
+/**
+ * enqueue's result: how long the state machine waits for the chunks (window left + drain time),
+ * and how long it waits after a cancel for the requests in flight to finish.
+ */
 export interface EnqueueOutput {
   batchId: string;
   waitSeconds: number;
+  drainSeconds: number;
 }
 
-/** wait-for-chunks is invoked with a task token (.waitForTaskToken); it stores the token on the batch. */
+/**
+ * wait-for-chunks is invoked with a task token (.waitForTaskToken); it stores the token on the
+ * batch. `draining`: invoked again after a cancel (state DrainAfterCancel), to wait for the chunks
+ * in flight rather than fail on the cancel.
+ */
 export interface WaitForChunksInput {
   batchId: string;
   taskToken: string;
+  draining?: boolean;
 }
 
 /** The error the cancel API sends through SendTaskFailure; the state machine catches it by name. */

@@ -50,7 +50,7 @@ export interface Runtime {
   log: Logger;
   /** For validate, enqueue and finalize: routes without keys (validation only asks whether one serves the model). */
   steps: StepDeps;
-  /** How long after the window closes in-flight requests get to finish (one upstream timeout and a margin). */
+  /** How long after the window closes, or a cancel, in-flight requests get to finish (one upstream timeout and a margin). */
   drainMs: number;
   api: {
     resolveApiKey: ApiKeyResolver;

@@ -6,12 +6,18 @@
 //   WaitForChunks: .waitForTaskToken, timeout = what is left of the window ($.waitSeconds).
 //     the last worker's chunk sends task success ─▶ Finalize (completed)
 //     States.Timeout (the window passed)         ─▶ Finalize (expired)
-//     BatchCancelled (SendTaskFailure by cancel) ─▶ Finalize (cancelled)
+//     BatchCancelled (SendTaskFailure by cancel) ─▶ DrainAfterCancel
 //     anything else that is left after retries   ─▶ Finalize (which accounts for every line)
+//   DrainAfterCancel: .waitForTaskToken again, timeout = the drain time ($.drainSeconds), while
+//     the workers start no new request and finish those in flight (their answers are kept).
+//     the last worker's chunk sends task success ─▶ Finalize (cancelled)
+//     States.Timeout (the drain time passed)     ─▶ Finalize (cancelled)
+//     anything else that is left after retries   ─▶ Finalize (cancelled)
 //
 // Cost: the happy path is 5 billed state transitions (Validate, AfterValidate, Enqueue,
-// WaitForChunks, Finalize) whatever the batch's size; a failed validation is 3; each retry adds
-// one. There is no Map state: requests are never states, chunks are SQS messages.
+// WaitForChunks, Finalize) whatever the batch's size; a cancel adds 1 (DrainAfterCancel); a
+// failed validation is 3; each retry adds one. There is no Map state and no polling loop:
+// requests are never states, chunks are SQS messages.
 import { ArnFormat, Duration, Names, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
@@ -119,8 +125,26 @@ export class Lifecycle extends Construct {
       }).addRetry({ errors: [...RETRIED_ERRORS], ...RETRY, jitterStrategy: sfn.JitterType.FULL });
 
     const validate = step('Validate', this.validate); // → { batchId, status }
-    const enqueue = step('Enqueue', this.enqueue); // → { batchId, waitSeconds }
+    const enqueue = step('Enqueue', this.enqueue); // → { batchId, waitSeconds, drainSeconds }
     const finalize = step('Finalize', this.finalize);
+
+    // WaitForChunks' catch keeps its input (resultPath '$.error'): Enqueue's $.drainSeconds reaches this state.
+    const drainAfterCancel = new tasks.LambdaInvoke(this, 'DrainAfterCancel', {
+      lambdaFunction: this.waitForChunks.function,
+      integrationPattern: sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN,
+      payload: sfn.TaskInput.fromObject({
+        batchId: sfn.JsonPath.stringAt('$.batchId'),
+        taskToken: sfn.JsonPath.taskToken,
+        draining: true,
+      }),
+      taskTimeout: sfn.Timeout.at('$.drainSeconds'),
+      resultPath: sfn.JsonPath.DISCARD,
+      retryOnServiceExceptions: false,
+    })
+      .addRetry({ errors: [CANCEL_ERROR], maxAttempts: 0 })
+      .addRetry({ errors: [...RETRIED_ERRORS], ...RETRY, jitterStrategy: sfn.JitterType.FULL })
+      .addCatch(finalize, { errors: [sfn.Errors.TIMEOUT], resultPath: '$.error' })
+      .addCatch(finalize, { errors: [sfn.Errors.ALL], resultPath: '$.error' });
 
     const waitForChunks = new tasks.LambdaInvoke(this, 'WaitForChunks', {
       lambdaFunction: this.waitForChunks.function,
@@ -137,8 +161,9 @@ export class Lifecycle extends Construct {
       .addRetry({ errors: [CANCEL_ERROR], maxAttempts: 0 })
       .addRetry({ errors: [...RETRIED_ERRORS], ...RETRY, jitterStrategy: sfn.JitterType.FULL })
       .addCatch(finalize, { errors: [sfn.Errors.TIMEOUT], resultPath: '$.error' })
-      .addCatch(finalize, { errors: [CANCEL_ERROR], resultPath: '$.error' })
+      .addCatch(drainAfterCancel, { errors: [CANCEL_ERROR], resultPath: '$.error' })
       .addCatch(finalize, { errors: [sfn.Errors.ALL], resultPath: '$.error' });
+    drainAfterCancel.next(finalize);
 
     // A batch whose chunks could not all be enqueued is finalized rather than left in_progress
     // for ever: every line that never ran is then in the error file.

@@ -7,12 +7,24 @@ import { readFile } from 'node:fs/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import OpenAI from 'openai';
 import { logger, metrics } from '../../functions/observability.js';
+import { ZERO_USAGE } from '../../shared/batch/model.js';
+import { batchRecord } from '../adapters/meta-store-contract.js';
 import { AwsHarness } from '../support/aws-harness.js';
 import { chatLines, collectResults, submit, upload, waitForBatch, writeJsonl } from '../support/e2e.js';
 import { startUpstreamSim, type UpstreamSim } from '../support/upstream-sim.js';
 
 const REVIEWS = fileURLToPath(new URL('../fixtures/product_reviews.jsonl', import.meta.url));
 const UPSTREAM_SECRET_ARN = 'arn:aws:secretsmanager:us-east-1:123456789012:secret:upstream-key-AbCdEf';
+
+const CANCEL_DRAINED = ['Validate', 'AfterValidate', 'Enqueue', 'WaitForChunks', 'BatchCancelled', 'DrainAfterCancel', 'TaskSuccess', 'Finalize'];
+
+async function until(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`not true after ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
 
 function quiet() {
   process.env.POWERTOOLS_METRICS_DISABLED = 'true';
@@ -142,7 +154,7 @@ describe('the AWS runtime, in-process', () => {
     expect(added.mock.calls.filter((call) => call[0] === 'UpstreamLatency')).toHaveLength(9);
   });
 
-  it('cancels: the task fails with the cancel error, unrun lines are batch_cancelled, each id once', async () => {
+  it('cancels: the task fails with the cancel error, the chunks drain, unrun lines are batch_cancelled, each id once', async () => {
     upstream.configure({ latencyMs: 150 });
     try {
       const created = await submit(openai, chatLines(60, { prefix: 'cancel-me' }));
@@ -162,11 +174,102 @@ describe('the AWS runtime, in-process', () => {
       expect(ids.size).toBe(60);
       expect(output).toHaveLength(counts.completed);
       expect(errors.every((line) => line.error?.code === 'batch_cancelled' && line.response === null)).toBe(true);
-      expect(aws.sfn.paths.get(created.id)).toEqual(['Validate', 'AfterValidate', 'Enqueue', 'WaitForChunks', 'BatchCancelled', 'Finalize']);
+      expect(aws.sfn.paths.get(created.id)).toEqual(CANCEL_DRAINED);
       await aws.settle();
     } finally {
       upstream.configure({ latencyMs: 10 });
     }
+  });
+
+  it('drains a cancel: requests in flight finish into the output file, those never started are batch_cancelled', async () => {
+    upstream.configure({ latencyMs: 1_500 });
+    upstream.reset();
+    try {
+      const created = await submit(openai, chatLines(40, { prefix: 'drain-me' }));
+      await until(() => upstream.stats().inFlight > 0);
+      expect((await openai.batches.cancel(created.id)).status).toBe('cancelling');
+      const batch = await waitForBatch(openai, created.id);
+      expect(batch.status).toBe('cancelled');
+      const { output, errors, ids, duplicates } = await collectResults(openai, batch);
+      expect(duplicates).toEqual([]);
+      expect(ids.size).toBe(40);
+      // Every request the upstream received was answered and kept; the others never started.
+      const started = [...upstream.stats().callsByCustomKey.keys()].map((key) => `req-${key.replace('drain-me ', '')}`);
+      expect(output.length).toBeGreaterThan(0);
+      expect(output.length).toBeLessThan(40);
+      expect(output.map((line) => line.custom_id).sort()).toEqual(started.sort());
+      expect(output.every((line) => line.response?.status_code === 200)).toBe(true);
+      expect(errors).toHaveLength(40 - output.length);
+      expect(errors.every((line) => line.error?.code === 'batch_cancelled' && line.response === null)).toBe(true);
+      expect(batch.request_counts).toEqual({ total: 40, completed: output.length, failed: errors.length });
+      // The last worker's chunk ended the drain.
+      expect(aws.sfn.paths.get(created.id)).toEqual(CANCEL_DRAINED);
+      await aws.settle();
+    } finally {
+      upstream.configure({ latencyMs: 10 });
+    }
+  });
+
+  it('finalizes a cancelled batch when the drain time passes, with requests still hanging', async () => {
+    upstream.configure({ hangRate: 1 });
+    upstream.reset();
+    aws.sfn.timeoutScale = 0.1; // drainSeconds is 8 (3 s upstream timeout + 5 s): 0.8 s, before any request times out
+    try {
+      const created = await submit(openai, chatLines(8, { prefix: 'stuck' }));
+      await until(() => (upstream.stats().byStatus.hang ?? 0) > 0);
+      await openai.batches.cancel(created.id);
+      const batch = await waitForBatch(openai, created.id, undefined, 20_000);
+      expect(batch.status).toBe('cancelled');
+      expect(batch.request_counts).toEqual({ total: 8, completed: 0, failed: 8 });
+      const { errors, ids, duplicates } = await collectResults(openai, batch);
+      expect(duplicates).toEqual([]);
+      expect(ids.size).toBe(8);
+      expect(errors.every((line) => line.error?.code === 'batch_cancelled')).toBe(true);
+      expect(aws.sfn.paths.get(created.id)).toEqual([
+        'Validate',
+        'AfterValidate',
+        'Enqueue',
+        'WaitForChunks',
+        'BatchCancelled',
+        'DrainAfterCancel',
+        'States.Timeout',
+        'Finalize',
+      ]);
+      await aws.settle(); // the workers' attempts time out, and their late results are discarded
+      expect(await aws.blobs.list(`batches/${created.id}/chunks/`)).toEqual([]);
+    } finally {
+      aws.sfn.timeoutScale = 1;
+      upstream.configure({ hangRate: 0 });
+    }
+  });
+
+  it('wait-for-chunks: fails on a cancel, but while draining leaves the token to the last worker', async () => {
+    const signals = () => [aws.awsCalls.get('StepFunctions.SendTaskSuccess') ?? 0, aws.awsCalls.get('StepFunctions.SendTaskFailure') ?? 0];
+    const batch = batchRecord({ status: 'cancelling', chunkCount: 2, cancellingAtMs: Date.now() });
+    await aws.meta.createBatch(batch);
+    const outcome = { attempt: 'a', completed: 1, failed: 0, unrun: 0, usage: { ...ZERO_USAGE } };
+    await aws.meta.recordChunk(batch.id, { index: 0, ...outcome });
+
+    let before = signals();
+    await aws.invoke('wait-for-chunks', { batchId: batch.id, taskToken: 'token-wait' });
+    expect(signals()).toEqual([before[0], before[1]! + 1]);
+
+    before = signals();
+    await aws.invoke('wait-for-chunks', { batchId: batch.id, taskToken: 'token-drain', draining: true });
+    expect(signals()).toEqual(before);
+    expect((await aws.meta.getBatch(batch.id))?.taskToken).toBe('token-drain');
+
+    // The last chunk came in before the drain stored its token: the drain answers it at once.
+    await aws.meta.recordChunk(batch.id, { index: 1, ...outcome });
+    before = signals();
+    await aws.invoke('wait-for-chunks', { batchId: batch.id, taskToken: 'token-drain-2', draining: true });
+    expect(signals()).toEqual([before[0]! + 1, before[1]]);
+
+    // A batch that is no longer running goes on to Finalize.
+    await aws.meta.updateBatch(batch.id, ['cancelling'], { status: 'finalizing' });
+    before = signals();
+    await aws.invoke('wait-for-chunks', { batchId: batch.id, taskToken: 'token-drain-3', draining: true });
+    expect(signals()).toEqual([before[0]! + 1, before[1]]);
   });
 
   it('expires: the wait times out at the end of the window, and every line is batch_expired', async () => {

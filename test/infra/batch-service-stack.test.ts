@@ -271,7 +271,7 @@ describe('lifecycle', () => {
   it('has no Map state: a fixed number of transitions per batch', () => {
     const states = definition().States as Record<string, { Type: string }>;
     expect(Object.values(states).map((s) => s.Type)).not.toContain('Map');
-    expect(Object.keys(states).sort()).toEqual(['AfterValidate', 'Enqueue', 'Finalize', 'Validate', 'ValidationFailed', 'WaitForChunks']);
+    expect(Object.keys(states).sort()).toEqual(['AfterValidate', 'DrainAfterCancel', 'Enqueue', 'Finalize', 'Validate', 'ValidationFailed', 'WaitForChunks']);
   });
 
   it('routes on the status validate returns', () => {
@@ -299,16 +299,46 @@ describe('lifecycle', () => {
     expect(wait.ResultPath).toBeNull();
     expect(wait.Catch.map((c: any) => [c.ErrorEquals, c.Next])).toEqual([
       [['States.Timeout'], 'Finalize'],
-      [[CANCEL_ERROR], 'Finalize'],
+      [[CANCEL_ERROR], 'DrainAfterCancel'],
       [['States.ALL'], 'Finalize'],
     ]);
     // The cancel is never retried: the first retrier that matches decides, and this one says 0.
     expect(wait.Retry[0]).toEqual({ ErrorEquals: [CANCEL_ERROR], MaxAttempts: 0 });
   });
 
+  it('after a cancel, waits once more for the chunks in flight, as long as the drain time, then finalizes', () => {
+    const states = definition().States;
+    const drain = states.DrainAfterCancel;
+    expect(drain.Type).toBe('Task');
+    expect(drain.Resource).toBe('arn:aws:states:::lambda:invoke.waitForTaskToken');
+    // The same function as WaitForChunks, told it is draining.
+    expect(drain.Parameters.FunctionName).toEqual(states.WaitForChunks.Parameters.FunctionName);
+    expect(drain.Parameters.Payload).toEqual({ 'batchId.$': '$.batchId', 'taskToken.$': '$$.Task.Token', draining: true });
+    expect(drain.TimeoutSecondsPath).toBe('$.drainSeconds');
+    expect(drain.ResultPath).toBeNull();
+    // WaitForChunks' catch keeps its input, where Enqueue put drainSeconds.
+    expect(states.WaitForChunks.Catch.find((c: any) => c.Next === 'DrainAfterCancel').ResultPath).toBe('$.error');
+    // Task success (the last chunk), the drain's timeout, and any error: all end in Finalize, and
+    // nothing leads back into a wait (a fixed number of transitions, never a polling loop).
+    expect(drain.Next).toBe('Finalize');
+    expect(drain.Catch.map((c: any) => [c.ErrorEquals, c.Next, c.ResultPath])).toEqual([
+      [['States.Timeout'], 'Finalize', '$.error'],
+      [['States.ALL'], 'Finalize', '$.error'],
+    ]);
+    expect(drain.Retry[0]).toEqual({ ErrorEquals: [CANCEL_ERROR], MaxAttempts: 0 });
+    const targets = Object.values(states).flatMap((state: any) => [
+      state.Next,
+      state.Default,
+      ...(state.Catch ?? []).map((c: any) => c.Next),
+      ...(state.Choices ?? []).map((c: any) => c.Next),
+    ]);
+    expect(targets.filter((target) => target === 'DrainAfterCancel')).toHaveLength(1);
+    expect(targets.filter((target) => target === 'WaitForChunks')).toHaveLength(1);
+  });
+
   it('retries every Lambda task with backoff', () => {
     const states = definition().States;
-    for (const name of ['Validate', 'Enqueue', 'WaitForChunks', 'Finalize']) {
+    for (const name of ['Validate', 'Enqueue', 'WaitForChunks', 'DrainAfterCancel', 'Finalize']) {
       const retrier = states[name].Retry.find((r: any) => r.ErrorEquals.includes('States.TaskFailed'));
       expect(retrier, name).toMatchObject({ IntervalSeconds: 2, BackoffRate: 2, MaxAttempts: 6 });
       expect(retrier.ErrorEquals).toEqual(expect.arrayContaining(['Lambda.ServiceException', 'Lambda.TooManyRequestsException']));

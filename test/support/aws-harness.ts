@@ -2,10 +2,11 @@
 // with DynamoDB on dynalite and S3 on s3rver, and stand-ins for what cannot run here:
 //
 // - Step Functions: runs the state machine of infra/constructs/lifecycle.ts (Validate → Choice →
-//   Enqueue → WaitForChunks with a task token → Finalize, with its retries and catches) by
-//   invoking the handlers. The SFN client is mocked (aws-sdk-client-mock), so the handlers' own
-//   StartExecution, SendTaskSuccess and SendTaskFailure calls drive it. The wait times out after
-//   the waitSeconds Enqueue returned.
+//   Enqueue → WaitForChunks with a task token → Finalize, and DrainAfterCancel, a second task
+//   token, after a cancel; with its retries and catches) by invoking the handlers. The SFN client
+//   is mocked (aws-sdk-client-mock), so the handlers' own StartExecution, SendTaskSuccess and
+//   SendTaskFailure calls drive it. The waits time out after the waitSeconds and drainSeconds
+//   Enqueue returned.
 // - SQS and the event source mapping: the SQS client is mocked so SendMessageBatch lands in an
 //   in-memory queue, which invokes the worker handler with synthetic SQS events, at least once:
 //   a message not acknowledged (reported as a batch item failure, or the invocation threw) comes
@@ -38,7 +39,7 @@ import { S3BlobStore } from '../../shared/adapters/aws/s3-blob-store.js';
 import { startEmbeddedDynamo, type EmbeddedDynamo } from '../../shared/adapters/local/embedded-dynamo.js';
 import { apiKeyRecord, newApiKey } from '../../shared/api/api-keys.js';
 import type { ChunkMessage } from '../../shared/ports.js';
-import { CANCEL_ERROR, type EnqueueOutput, type ValidateOutput } from '../../functions/contract.js';
+import { CANCEL_ERROR, type EnqueueOutput, type ValidateOutput, type WaitForChunksInput } from '../../functions/contract.js';
 import { configureRuntime } from '../../functions/runtime.js';
 import { startLocalS3, type LocalS3 } from './s3.js';
 
@@ -61,7 +62,7 @@ export interface HarnessOptions {
   maxReceiveCount?: number;
   /** Called for every delivery: 'lose-ack' drops the worker's acknowledgement, 'duplicate' also delivers a concurrent copy. */
   onDelivery?: (message: ChunkMessage, receiveCount: number) => 'lose-ack' | 'duplicate' | undefined;
-  /** Multiplies the state machine's wait timeout (waitSeconds), so a test can reach it. */
+  /** Multiplies the state machine's wait timeouts (waitSeconds, drainSeconds), so a test can reach them. */
   waitTimeoutScale?: number;
   /** Wraps the S3 client (fault injection). */
   s3Middleware?: (
@@ -344,7 +345,7 @@ export class StepFunctionsStandIn {
 
   constructor(
     private readonly harness: AwsHarness,
-    /** Multiplies waitSeconds, so a test reaches the wait's timeout (the window's end) sooner. */
+    /** Multiplies waitSeconds and drainSeconds, so a test reaches the waits' timeouts (the window's end, the drain's) sooner. */
     public timeoutScale: number,
   ) {}
 
@@ -412,13 +413,22 @@ export class StepFunctionsStandIn {
       }
       if (wait) {
         enter('WaitForChunks');
-        await this.waitForTaskToken(input.batchId, wait.waitSeconds, path);
+        const ended = await this.waitForTaskToken({ batchId: input.batchId }, wait.waitSeconds, path);
+        if (ended === CANCEL_ERROR) {
+          enter('DrainAfterCancel');
+          await this.waitForTaskToken({ batchId: input.batchId, draining: true }, wait.drainSeconds, path);
+        }
       }
     }
     await task('Finalize', 'finalize', input);
   }
 
-  private async waitForTaskToken(batchId: string, waitSeconds: number, path: string[]): Promise<void> {
+  /** A LambdaInvoke .waitForTaskToken; records and returns how it ended (undefined: the invocation failed). */
+  private async waitForTaskToken(
+    payload: Omit<WaitForChunksInput, 'taskToken'>,
+    waitSeconds: number,
+    path: string[],
+  ): Promise<string | undefined> {
     const token = `token-${randomUUID()}`;
     const outcome = new Promise<TaskOutcome | 'timeout'>((resolve) => {
       this.waiting.set(token, resolve);
@@ -426,16 +436,18 @@ export class StepFunctionsStandIn {
       timer.unref();
     });
     try {
-      await this.harness.invoke('wait-for-chunks', { batchId, taskToken: token });
+      await this.harness.invoke('wait-for-chunks', { ...payload, taskToken: token } satisfies WaitForChunksInput);
     } catch {
       // The task failed before answering its token: Catch States.ALL → Finalize.
       this.waiting.delete(token);
-      return;
+      return undefined;
     }
     const result = await outcome;
     this.waiting.delete(token);
     this.finishedTokens.add(token);
-    path.push(result === 'timeout' ? 'States.Timeout' : result.ok ? 'TaskSuccess' : result.error === CANCEL_ERROR ? CANCEL_ERROR : result.error);
+    const ended = result === 'timeout' ? 'States.Timeout' : result.ok ? 'TaskSuccess' : result.error;
+    path.push(ended);
+    return ended;
   }
 }
 

@@ -1,9 +1,11 @@
 // The Lifecycle on Step Functions. One Standard execution per batch, named for the batch, runs
 // Validate → Choice → Enqueue → wait for a task token → Finalize. The token is stored on the batch
 // record by the wait step; the last chunk's worker sends task success with it and a cancel sends
-// task failure (caught by the state machine and sent on to Finalize). Until the token is stored
-// there is nothing to signal: the wait step looks at the batch right after storing it and sends
-// the signal itself if the chunks are already done or the batch is cancelling.
+// task failure. The state machine catches the cancel and waits once more, with a new token stored
+// the same way, while the requests in flight finish: the last chunk's worker (allChunksDone) or
+// the drain time ends that wait, and Finalize follows. Until a token is stored there is nothing to
+// signal: the wait step looks at the batch right after storing it and sends the signal itself if
+// the chunks are already done or (the first wait only) the batch is cancelling.
 import {
   ExecutionAlreadyExists,
   SendTaskFailureCommand,
@@ -59,7 +61,7 @@ export class SfnLifecycle implements Lifecycle {
     await ignoreGone(this.options.client.send(new SendTaskSuccessCommand({ taskToken, output: JSON.stringify({ batchId }) })));
   }
 
-  /** Ends the wait with the cancel error, which the state machine routes to Finalize. */
+  /** Ends the wait with the cancel error, which the state machine routes to DrainAfterCancel. */
   async fail(taskToken: string, batchId: string): Promise<void> {
     await ignoreGone(
       this.options.client.send(
