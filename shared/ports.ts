@@ -27,6 +27,13 @@ export class BlobNotFoundError extends Error {
   }
 }
 
+export interface ConcatOptions {
+  /** The parts' sizes, when the caller knows them: S3 then joins large parts in parallel. */
+  sizes?: number[];
+  /** The joined object is stored only once this resolves; if it rejects, nothing is, and concat rejects with it. */
+  gate?: Promise<unknown>;
+}
+
 /** Object storage: S3 in AWS, the filesystem locally. Bodies stream in both directions. */
 export interface BlobStore {
   /** Stores `body` under `key`, replacing what was there. Readers never see a partial object. */
@@ -36,7 +43,7 @@ export interface BlobStore {
   /** Size in bytes, or undefined when there is no such object. */
   size(key: string): Promise<number | undefined>;
   /** Joins `parts` in order into one object under `key`, streaming (multipart assemble on S3). */
-  concat(key: string, parts: string[]): Promise<{ bytes: number }>;
+  concat(key: string, parts: string[], options?: ConcatOptions): Promise<{ bytes: number }>;
   /** Deletes objects; missing ones are ignored. */
   delete(keys: string[]): Promise<void>;
   /** Keys that start with `prefix`, in lexicographic order. */

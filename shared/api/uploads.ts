@@ -1,6 +1,8 @@
-// OpenAI's Uploads API: a large file sent in parts (each streamed to the BlobStore), joined in
-// the order the client names on complete (streaming, with the md5 and the batch-file checks
-// computed on the way), into the same File object /v1/files makes. Locally and in AWS alike.
+// OpenAI's Uploads API: a large file sent in parts (each streamed to the BlobStore and scanned on
+// the way into a small summary), joined in the order the client names on complete into the same
+// File object /v1/files makes. Locally and in AWS alike. Complete checks the batch file from the
+// parts' summaries and its first request line, and joins the parts (in parallel on S3), so its
+// cost is mostly metadata even for gigabytes; an md5, when given, is one more read of the parts.
 //
 //   POST /uploads                 {filename, purpose, bytes, mime_type, expires_after?} → Upload (pending)
 //   POST /uploads/{id}/parts      multipart field `data`, at most 64 MB          → UploadPart
@@ -15,7 +17,15 @@ import type { Context, Hono } from 'hono';
 import { z } from 'zod';
 import { blobKeys } from '../batch/keys.js';
 import type { FileRecord, UploadPartRecord, UploadRecord } from '../batch/model.js';
-import { BatchFileCheck } from '../batch/upload-check.js';
+import {
+  BatchFileCheck,
+  PartScan,
+  checkJoinedParts,
+  summaryFits,
+  type SummarizedPart,
+  type UploadCheckLimits,
+  type UploadProblem,
+} from '../batch/upload-check.js';
 import { randomToken } from '../ids.js';
 import type { BlobStore, Clock, MetaStore } from '../ports.js';
 import { ApiError, badRequest, tooLarge } from './errors.js';
@@ -47,14 +57,19 @@ const uploadKeys = {
   part: (uploadId: string, partId: string) => `uploads/${uploadId}/${partId}`,
 };
 
-/** The checks of a batch input file while it streams in (upload-check.ts), as API errors. */
-export function batchFileCheck(limits: UploadDeps['limits']): StreamCheck {
-  const check = new BatchFileCheck({
+function checkLimits(limits: UploadDeps['limits']): UploadCheckLimits {
+  return {
     maxLineBytes: limits.maxLineBytes ?? Number.POSITIVE_INFINITY,
     maxRequests: limits.maxRequestsPerBatch ?? Number.POSITIVE_INFINITY,
-  });
-  const asError = (problem: ReturnType<BatchFileCheck['end']>) =>
-    problem && new ApiError(problem.status, problem.message, 'invalid_request_error', 'file', problem.code);
+  };
+}
+
+const fileRefused = (problem: UploadProblem) => new ApiError(problem.status, problem.message, 'invalid_request_error', 'file', problem.code);
+
+/** The checks of a batch input file while it streams in (upload-check.ts), as API errors. */
+export function batchFileCheck(limits: UploadDeps['limits']): StreamCheck {
+  const check = new BatchFileCheck(checkLimits(limits));
+  const asError = (problem: UploadProblem | undefined) => problem && fileRefused(problem);
   return { push: (chunk) => asError(check.push(chunk)), end: () => asError(check.end()) };
 }
 
@@ -125,6 +140,29 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
     await blobs.delete(await blobs.list(uploadKeys.parts(uploadId))).catch(() => undefined);
   }
 
+  /** The bytes [start, end) of the parts joined in order. */
+  async function* readParts(parts: readonly UploadPartRecord[], start: number, end: number): AsyncGenerator<Uint8Array> {
+    let at = 0;
+    for (const part of parts) {
+      if (at >= end) return;
+      const from = Math.max(start - at, 0);
+      const to = Math.min(end - at, part.bytes);
+      if (from < to) yield* await blobs.get(part.blobKey, { start: from, end: to });
+      at += part.bytes;
+    }
+  }
+
+  async function md5Of(parts: readonly UploadPartRecord[], signal: AbortSignal): Promise<string> {
+    const md5 = createHash('md5');
+    for (const part of parts) {
+      for await (const piece of await blobs.get(part.blobKey)) {
+        signal.throwIfAborted();
+        md5.update(piece);
+      }
+    }
+    return md5.digest('hex');
+  }
+
   function notPending(upload: UploadRecord, doing: string): ApiError {
     const when =
       upload.status === 'expired'
@@ -171,11 +209,18 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
     if (upload.status !== 'pending') throw notPending(upload, 'parts can no longer be added');
     const partId = `part_${randomToken()}`;
     const blobKey = uploadKeys.part(upload.id, partId);
+    const scan = new PartScan(checkLimits(deps.limits));
+    async function* scanned(body: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+      for await (const chunk of body) {
+        scan.push(chunk);
+        yield chunk;
+      }
+    }
     try {
       const form = await receiveMultipart(c.req.raw, {
         fileField: 'data',
         maxFileBytes: MAX_PART_BYTES,
-        store: (body) => blobs.put(blobKey, body),
+        store: (body) => blobs.put(blobKey, scanned(body)),
       });
       if (!form.file) throw badRequest("The 'data' part is missing: send the part's bytes as the multipart field 'data'.", 'data');
       if (form.file.truncated) throw tooLarge(`A part may be at most ${MAX_PART_BYTES} bytes (64 MB); split the file into more parts.`, 'data');
@@ -184,7 +229,15 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
       upload = await expireIfDue((await meta.getUpload(upload.project, upload.id)) ?? upload);
       if (upload.status !== 'pending') throw notPending(upload, 'parts can no longer be added');
       const now = clock.now();
-      const part: UploadPartRecord = { id: partId, uploadId: upload.id, project: upload.project, bytes: form.file.bytes, createdAtMs: now, blobKey };
+      const part: UploadPartRecord = {
+        id: partId,
+        uploadId: upload.id,
+        project: upload.project,
+        bytes: form.file.bytes,
+        createdAtMs: now,
+        blobKey,
+        summary: scan.end(),
+      };
       await meta.putUploadPart(part);
       return c.json({ id: part.id, object: 'upload.part' as const, created_at: Math.floor(now / 1000), upload_id: upload.id });
     } catch (error) {
@@ -223,31 +276,59 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
       );
     }
 
-    // Join the parts in order into the file, streaming, checking the batch file and the md5 on the way.
     const fileId = uploadFileId(upload.id);
     const fileKey = blobKeys.file(fileId);
-    const check = batchFileCheck(deps.limits);
-    const md5 = createHash('md5');
-    let joined = 0;
-    async function* join(): AsyncGenerator<Uint8Array> {
-      for (const part of parts) {
-        for await (const piece of await blobs.get(part.blobKey)) {
-          md5.update(piece);
-          joined += piece.length;
-          const problem = check.push(piece);
-          if (problem) throw problem;
-          yield piece;
+    const limits = checkLimits(deps.limits);
+    const sizeMismatch = (bytes: number) =>
+      badRequest(`The parts hold ${bytes} bytes, but the upload was created for ${upload.bytes} bytes.`, 'part_ids', 'upload_size_mismatch');
+    const md5Mismatch = (digest: string) => badRequest(`The md5 of the joined parts is ${digest}, not ${body.md5}.`, 'md5', 'md5_mismatch');
+    let joined: number;
+    if (parts.every((part): part is UploadPartRecord & SummarizedPart => summaryFits(part.summary, limits))) {
+      const problem = await checkJoinedParts(parts, limits, (start, end) => readParts(parts, start, end));
+      if (problem) throw fileRefused(problem);
+      // An md5 needs every byte in order, which a parallel join does not give: it is one more
+      // sequential read of the parts beside the join, and the file is stored only if it matches.
+      const hashing = new AbortController();
+      const md5Matches =
+        body.md5 === undefined
+          ? undefined
+          : md5Of(parts, hashing.signal).then((digest) => {
+              if (digest !== body.md5!.toLowerCase()) throw md5Mismatch(digest);
+            });
+      try {
+        joined = (await blobs.concat(fileKey, parts.map((part) => part.blobKey), { sizes: parts.map((part) => part.bytes), gate: md5Matches })).bytes;
+      } finally {
+        hashing.abort();
+      }
+      if (joined !== upload.bytes) {
+        await blobs.delete([fileKey]);
+        throw sizeMismatch(joined);
+      }
+    } else {
+      // Parts from before summaries (or scanned under another MAX_LINE_BYTES): join them in order,
+      // streaming, checking the batch file and the md5 on the way.
+      const check = batchFileCheck(deps.limits);
+      const md5 = createHash('md5');
+      let bytes = 0;
+      async function* join(): AsyncGenerator<Uint8Array> {
+        for (const part of parts) {
+          for await (const piece of await blobs.get(part.blobKey)) {
+            md5.update(piece);
+            bytes += piece.length;
+            const problem = check.push(piece);
+            if (problem) throw problem;
+            yield piece;
+          }
         }
+        const problem = check.end();
+        if (problem) throw problem;
+        if (bytes !== upload.bytes) throw sizeMismatch(bytes);
+        const digest = md5.digest('hex');
+        if (body.md5 !== undefined && digest !== body.md5.toLowerCase()) throw md5Mismatch(digest);
       }
-      const problem = check.end();
-      if (problem) throw problem;
-      if (joined !== upload.bytes) throw badRequest(`The parts hold ${joined} bytes, but the upload was created for ${upload.bytes} bytes.`, 'part_ids', 'upload_size_mismatch');
-      const digest = md5.digest('hex');
-      if (body.md5 !== undefined && digest !== body.md5.toLowerCase()) {
-        throw badRequest(`The md5 of the joined parts is ${digest}, not ${body.md5}.`, 'md5', 'md5_mismatch');
-      }
+      await blobs.put(fileKey, join());
+      joined = bytes;
     }
-    await blobs.put(fileKey, join());
 
     const now = clock.now();
     const file: FileRecord = {

@@ -1,5 +1,6 @@
 // The records the domain keeps. They are storage-shaped (flat, times in milliseconds);
 // shared/api/objects.ts turns them into the OpenAI wire objects.
+import type { PartSummary } from './upload-check.js';
 
 export const BATCH_STATUSES = [
   'validating',
@@ -152,6 +153,8 @@ export interface UploadPartRecord {
   bytes: number;
   createdAtMs: number;
   blobKey: string;
+  /** What the file checks need of the part's bytes, found as it streamed in (absent on older parts). */
+  summary?: PartSummary;
 }
 
 /** An API key, stored by the SHA-256 of the key: the key itself is shown once and never stored. */

@@ -142,6 +142,23 @@ export function blobStoreContract(name: string, setup: () => Promise<BlobStoreSe
       expect(sha(await readAll(await store.get(target)))).toBe(sha(all));
     });
 
+    it('joins parts of known sizes, and stores nothing when the gate fails', async () => {
+      const data = [randomBytes(Math.ceil(env.largeBytes / 2)), randomBytes(Math.ceil(env.largeBytes / 3)), Buffer.from('tail\n')];
+      const keys = data.map((_, i) => uniqueKey(`sized-${i}`));
+      for (const [i, key] of keys.entries()) await store.put(key, data[i]!);
+      const sizes = data.map((part) => part.length);
+      const all = Buffer.concat(data);
+      const target = uniqueKey('sized-joined');
+      expect(await store.concat(target, keys, { sizes, gate: Promise.resolve() })).toEqual({ bytes: all.length });
+      expect(sha(await readAll(await store.get(target)))).toBe(sha(all));
+
+      const gated = uniqueKey('gated');
+      const closed = Promise.reject(new Error('the md5 differs'));
+      await expect(store.concat(gated, keys, { sizes, gate: closed })).rejects.toThrow('the md5 differs');
+      await expect(store.concat(uniqueKey('gated-small'), [keys[2]!], { gate: closed })).rejects.toThrow('the md5 differs');
+      expect(await store.size(gated)).toBeUndefined();
+    });
+
     it('refuses to join a missing part and creates nothing', async () => {
       const present = uniqueKey('present');
       await store.put(present, 'x\n');

@@ -446,6 +446,25 @@ export function metaStoreContract(
         await store.putUploadPart(part);
         expect(await store.getUploadPart('upload_x', 'part_1')).toEqual(part);
         expect(await store.getUploadPart('upload_y', 'part_1')).toBeUndefined();
+        const summarized: UploadPartRecord = {
+          ...part,
+          id: 'part_2',
+          blobKey: 'uploads/upload_x/part_2',
+          summary: {
+            maxLineBytes: 4096,
+            nul: -1,
+            newlines: 2,
+            lead: [0x7b, 0x7d, 0x0a],
+            head: { bytes: 2, lastNonBlank: 1, endsWithCR: false },
+            tail: { bytes: 0, lastNonBlank: -1, endsWithCR: false },
+            requests: 0,
+            firstRequest: null,
+            longLines: [],
+            longLineCount: 0,
+          },
+        };
+        await store.putUploadPart(summarized);
+        expect(await store.getUploadPart('upload_x', 'part_2')).toEqual(summarized);
       });
     });
 

@@ -141,6 +141,155 @@ describe('concat', () => {
   });
 });
 
+describe('concat of parts of known sizes', () => {
+  const joiner = new S3BlobStore({ client, bucket: BUCKET, partBytes: 5 * MiB, concatConcurrency: 3 });
+  const objects = new Map<string, Buffer>();
+  /** The bodies UploadPart received, by part number, and how many were in flight at most. */
+  let received: Map<number, Buffer>;
+  let inFlight: number;
+  let mostInFlight: number;
+
+  const store = (sizes: number[]) => {
+    objects.clear();
+    const keys = sizes.map((size, i) => {
+      const key = `uploads/u/part_${i}`;
+      objects.set(key, Buffer.alloc(size, 65 + i));
+      return key;
+    });
+    s3.on(GetObjectCommand).callsFake(async (input: { Key: string }) => {
+      const data = objects.get(input.Key);
+      if (!data) throw new NoSuchKey({ message: 'no such key', $metadata: {} });
+      return { Body: Readable.from([data.subarray(0, data.length >> 1), data.subarray(data.length >> 1)]) };
+    });
+    s3.on(CreateMultipartUploadCommand).resolves({ UploadId: 'join-1' });
+    s3.on(CompleteMultipartUploadCommand).resolves({});
+    s3.on(AbortMultipartUploadCommand).resolves({});
+    return { keys, sizes, all: Buffer.concat(keys.map((key) => objects.get(key)!)) };
+  };
+  // Reads the streamed body as S3 would; `fail` decides, per part number and try, to fail instead.
+  const acceptParts = (fail: (partNumber: number, attempt: number) => boolean = () => false) => {
+    const attempts = new Map<number, number>();
+    s3.on(UploadPartCommand).callsFake(async (input: { PartNumber: number; Body: Readable }) => {
+      const attempt = (attempts.get(input.PartNumber) ?? 0) + 1;
+      attempts.set(input.PartNumber, attempt);
+      mostInFlight = Math.max(mostInFlight, ++inFlight);
+      try {
+        const pieces: Buffer[] = [];
+        for await (const piece of input.Body) pieces.push(Buffer.from(piece));
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        if (fail(input.PartNumber, attempt)) throw new Error(`part ${input.PartNumber} failed`);
+        received.set(input.PartNumber, Buffer.concat(pieces));
+        return { ETag: `"join-${input.PartNumber}"` };
+      } finally {
+        inFlight--;
+      }
+    });
+  };
+  beforeEach(() => {
+    received = new Map();
+    inFlight = 0;
+    mostInFlight = 0;
+  });
+
+  it('groups consecutive parts into multipart parts of 5 MiB or more, each streamed with its exact length', async () => {
+    const { keys, sizes, all } = store([3 * MiB, 3 * MiB, MiB, 6 * MiB, 2 * MiB, 2 * MiB, MiB / 2]);
+    acceptParts();
+    expect(await joiner.concat('files/joined', keys, { sizes })).toEqual({ bytes: all.length });
+
+    const parts = s3.commandCalls(UploadPartCommand).map((call) => call.args[0].input);
+    expect(parts.map((p) => [p.PartNumber, p.ContentLength, p.UploadId, p.Key])).toEqual([
+      [1, 6 * MiB, 'join-1', 'files/joined'],
+      [2, 7 * MiB, 'join-1', 'files/joined'],
+      [3, 4.5 * MiB, 'join-1', 'files/joined'],
+    ]);
+    expect(Buffer.concat([1, 2, 3].map((n) => received.get(n)!)).equals(all)).toBe(true);
+    expect(s3.commandCalls(CompleteMultipartUploadCommand)[0]!.args[0].input).toEqual({
+      Bucket: BUCKET,
+      Key: 'files/joined',
+      UploadId: 'join-1',
+      MultipartUpload: { Parts: [1, 2, 3].map((n) => ({ PartNumber: n, ETag: `"join-${n}"` })) },
+    });
+    expect(s3.commandCalls(PutObjectCommand)).toHaveLength(0);
+  });
+
+  it('streams at most concatConcurrency groups at once, and completes them in order', async () => {
+    const { keys, sizes, all } = store(Array.from({ length: 10 }, (_, i) => 5 * MiB + i));
+    acceptParts();
+    expect(await joiner.concat('files/many', keys, { sizes })).toEqual({ bytes: all.length });
+    expect(mostInFlight).toBe(3);
+    const completed = s3.commandCalls(CompleteMultipartUploadCommand)[0]!.args[0].input.MultipartUpload!.Parts!;
+    expect(completed.map((p) => p.PartNumber)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  });
+
+  it('sends a join no larger than one part as one PutObject', async () => {
+    const { keys, sizes, all } = store([MiB, 2 * MiB]);
+    s3.on(PutObjectCommand).resolves({});
+    expect(await joiner.concat('files/small', keys, { sizes })).toEqual({ bytes: all.length });
+    expect(Buffer.from(s3.commandCalls(PutObjectCommand)[0]!.args[0].input.Body as Uint8Array).equals(all)).toBe(true);
+    expect(s3.commandCalls(CreateMultipartUploadCommand)).toHaveLength(0);
+  });
+
+  it('tries a failed group again, with its parts read again', async () => {
+    const { keys, sizes, all } = store([5 * MiB, 5 * MiB, 5 * MiB]);
+    acceptParts((partNumber, attempt) => partNumber === 2 && attempt === 1);
+    expect(await joiner.concat('files/retried', keys, { sizes })).toEqual({ bytes: all.length });
+    expect(s3.commandCalls(UploadPartCommand).map((call) => call.args[0].input.PartNumber).sort()).toEqual([1, 2, 2, 3]);
+    expect(Buffer.concat([1, 2, 3].map((n) => received.get(n)!)).equals(all)).toBe(true);
+    expect(s3.commandCalls(AbortMultipartUploadCommand)).toHaveLength(0);
+  });
+
+  it('aborts the multipart upload when a group keeps failing', async () => {
+    const { keys, sizes } = store(Array.from({ length: 12 }, () => 5 * MiB));
+    let sentBeforeFailure = 0;
+    acceptParts((partNumber, attempt) => {
+      if (partNumber !== 1) return false;
+      if (attempt === 3) sentBeforeFailure = s3.commandCalls(UploadPartCommand).length;
+      return true;
+    });
+    await expect(joiner.concat('files/failed', keys, { sizes })).rejects.toThrow('part 1 failed');
+    expect(s3.commandCalls(UploadPartCommand).filter((call) => call.args[0].input.PartNumber === 1)).toHaveLength(3);
+    // No group starts after the failure.
+    expect(s3.commandCalls(UploadPartCommand)).toHaveLength(sentBeforeFailure);
+    expect(sentBeforeFailure).toBeLessThan(12 + 2);
+    expect(s3.commandCalls(AbortMultipartUploadCommand)[0]!.args[0].input).toEqual({ Bucket: BUCKET, Key: 'files/failed', UploadId: 'join-1' });
+    expect(s3.commandCalls(CompleteMultipartUploadCommand)).toHaveLength(0);
+  });
+
+  it('fails at once on a missing part, or one of another size, and aborts', async () => {
+    const { keys, sizes } = store([5 * MiB, 5 * MiB, 5 * MiB]);
+    acceptParts();
+    objects.delete(keys[1]!);
+    await expect(joiner.concat('files/missing', keys, { sizes })).rejects.toBeInstanceOf(BlobNotFoundError);
+    expect(s3.commandCalls(UploadPartCommand).filter((call) => call.args[0].input.PartNumber === 2)).toHaveLength(1);
+    expect(s3.commandCalls(AbortMultipartUploadCommand)).toHaveLength(1);
+
+    s3.resetHistory();
+    objects.set(keys[1]!, Buffer.alloc(5 * MiB - 1));
+    await expect(joiner.concat('files/changed', keys, { sizes })).rejects.toThrow(`${keys[1]} is not ${5 * MiB} bytes long`);
+    expect(s3.commandCalls(AbortMultipartUploadCommand)).toHaveLength(1);
+    expect(s3.commandCalls(CompleteMultipartUploadCommand)).toHaveLength(0);
+  });
+
+  it('completes only once the gate opens, and aborts when it fails', async () => {
+    const { keys, sizes } = store([5 * MiB, 5 * MiB]);
+    acceptParts();
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const joining = joiner.concat('files/gated', keys, { sizes, gate });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(received.size).toBe(2);
+    expect(s3.commandCalls(CompleteMultipartUploadCommand)).toHaveLength(0);
+    open();
+    await joining;
+    expect(s3.commandCalls(CompleteMultipartUploadCommand)).toHaveLength(1);
+
+    s3.resetHistory();
+    await expect(joiner.concat('files/closed', keys, { sizes, gate: Promise.reject(new Error('md5 differs')) })).rejects.toThrow('md5 differs');
+    expect(s3.commandCalls(AbortMultipartUploadCommand)).toHaveLength(1);
+    expect(s3.commandCalls(CompleteMultipartUploadCommand)).toHaveLength(0);
+  });
+});
+
 describe('delete and list', () => {
   it('deletes in DeleteObjects batches of 1,000, quietly', async () => {
     s3.on(DeleteObjectsCommand).resolves({});

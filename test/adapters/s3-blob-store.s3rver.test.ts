@@ -1,9 +1,10 @@
 // The S3 BlobStore against a real S3 protocol server (s3rver): the same contract as the
 // filesystem store, with multipart uploads, ranges, batch deletes and presigned URLs on the wire.
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { S3BlobStore } from '../../shared/adapters/aws/s3-blob-store.js';
 import { startLocalS3, type LocalS3 } from '../support/s3.js';
-import { blobStoreContract } from './blob-store-contract.js';
+import { blobStoreContract, readAll } from './blob-store-contract.js';
 
 blobStoreContract('S3BlobStore on s3rver', async () => {
   const s3 = await startLocalS3();
@@ -40,6 +41,30 @@ describe('S3BlobStore on s3rver, beyond the contract', () => {
     // the store shrugs off: the bucket's lifecycle rule reaps stray uploads), so look at what was sent.
     expect(sent).toEqual(['CreateMultipartUploadCommand', 'UploadPartCommand', 'UploadPartCommand', 'AbortMultipartUploadCommand']);
     expect(await store.size('broken/object')).toBeUndefined();
+  });
+  it('joins parts of mixed sizes around 5 MiB in parallel, byte for byte', async () => {
+    const client = s3.newClient();
+    const sent: string[] = [];
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const input = args.input as { PartNumber?: number; ContentLength?: number };
+        if (context.commandName === 'UploadPartCommand') sent.push(`${input.PartNumber}:${input.ContentLength}`);
+        return next(args);
+      },
+      { step: 'initialize' },
+    );
+    const MiB = 1024 * 1024;
+    const store = new S3BlobStore({ client, bucket: s3.bucket });
+    const sizes = [5 * MiB + 1, 2 * MiB, 3 * MiB, 1, 6 * MiB, 4 * MiB, 700 * 1024];
+    const data = sizes.map((size) => randomBytes(size));
+    const keys = sizes.map((_, i) => `uploads/mixed/part_${i}`);
+    for (const [i, key] of keys.entries()) await store.put(key, data[i]!);
+    const all = Buffer.concat(data);
+    expect(await store.concat('files/mixed', keys, { sizes })).toEqual({ bytes: all.length });
+    expect(sent.sort()).toEqual([`1:${5 * MiB + 1}`, `2:${5 * MiB}`, `3:${6 * MiB + 1}`, `4:${4 * MiB + 700 * 1024}`]);
+    const stored = await readAll(await store.get('files/mixed'));
+    expect(stored.length).toBe(all.length);
+    expect(stored.equals(all)).toBe(true);
   });
   // Paging (ListObjectsV2 continuation) and DeleteObjects batches of 1,000 are asserted in the mock
   // test: s3rver 3.7.1 builds continuation tokens with DES, which Node 20's OpenSSL no longer has.

@@ -1,5 +1,8 @@
 // The Uploads routes in process, with a clock the test moves: an upload expires an hour after it
-// was created; a part over 64 MB is refused with 413 and stores nothing.
+// was created; a part over 64 MB is refused with 413 and stores nothing. Complete checks the file
+// from the parts' summaries and reads back only its first request line; parts stored without a
+// summary (by older code) are checked the old way, by reading them all.
+import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,7 +12,8 @@ import { startEmbeddedDynamo, type EmbeddedDynamo } from '../../shared/adapters/
 import { FsBlobStore } from '../../shared/adapters/local/fs-blob-store.js';
 import { createApiApp } from '../../shared/api/app.js';
 import { MAX_PART_BYTES } from '../../shared/api/uploads.js';
-import type { Clock } from '../../shared/ports.js';
+import type { BlobStore, ByteRange, Clock } from '../../shared/ports.js';
+import { CORPUS, CORPUS_LIMITS } from '../fixtures/bad/generate.js';
 
 describe('Uploads routes', () => {
   let dynamo: EmbeddedDynamo;
@@ -17,29 +21,42 @@ describe('Uploads routes', () => {
   let blobs: FsBlobStore;
   let now = Date.UTC(2026, 10, 1);
   const clock: Clock = { now: () => now, sleep: async () => undefined };
+  let meta: DynamoMetaStore;
   let app: ReturnType<typeof createApiApp>;
+  /** The reads of the store: [key, range] each. */
+  const reads: Array<[string, ByteRange | undefined]> = [];
+  const appWith = (limits: { maxFileBytes: number; maxLineBytes: number; maxRequestsPerBatch: number }) => {
+    const counted: BlobStore = Object.assign(Object.create(blobs) as BlobStore, {
+      get: (key: string, range?: ByteRange) => {
+        reads.push([key, range]);
+        return blobs.get(key, range);
+      },
+    });
+    return createApiApp({
+      meta,
+      blobs: counted,
+      lifecycle: { start: async () => undefined, allChunksDone: async () => undefined, cancelled: async () => undefined },
+      clock,
+      log: { log: () => undefined } as never,
+      apiKeys: undefined,
+      limits: { minCompletionWindowMs: 3_600_000, maxCompletionWindowMs: 86_400_000, ...limits },
+    });
+  };
 
   beforeAll(async () => {
     dynamo = await startEmbeddedDynamo({ tableName: `uploads-${process.pid}-${Date.now()}` });
     dir = await mkdtemp(path.join(os.tmpdir(), 'uploads-api-'));
     blobs = new FsBlobStore(dir);
-    app = createApiApp({
-      meta: new DynamoMetaStore({ client: dynamo.client, tableName: dynamo.tableName }),
-      blobs,
-      lifecycle: { start: async () => undefined, allChunksDone: async () => undefined, cancelled: async () => undefined },
-      clock,
-      log: { log: () => undefined } as never,
-      apiKeys: undefined,
-      limits: { maxFileBytes: 200 * 1024 * 1024, minCompletionWindowMs: 3_600_000, maxCompletionWindowMs: 86_400_000, maxLineBytes: 1_000_000, maxRequestsPerBatch: 10 },
-    });
+    meta = new DynamoMetaStore({ client: dynamo.client, tableName: dynamo.tableName });
+    app = appWith({ maxFileBytes: 200 * 1024 * 1024, maxLineBytes: 1_000_000, maxRequestsPerBatch: 10 });
   });
   afterAll(async () => {
     await dynamo?.close();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  const post = async (url: string, body?: unknown) => {
-    const response = await app.request(url, {
+  const post = async (url: string, body?: unknown, on = app) => {
+    const response = await on.request(url, {
       method: 'POST',
       ...(body instanceof FormData ? { body } : body === undefined ? {} : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
     });
@@ -91,5 +108,100 @@ describe('Uploads routes', () => {
     expect(complete.status).toBe(400);
     expect(complete.body.error).toMatchObject({ code: 'too_many_tasks', param: 'file' });
     expect((await post(`/v1/uploads/${id}/cancel`)).body.status).toBe('cancelled');
+  });
+
+  const stored = async (fileId: string) => {
+    const pieces: Buffer[] = [];
+    for await (const piece of await blobs.get(`files/${fileId}`)) pieces.push(Buffer.from(piece));
+    return Buffer.concat(pieces);
+  };
+
+  /** Creates an upload of `data`, sends it in parts cut at `cuts`, and completes it. */
+  const upload = async (data: Buffer, cuts: number[], options: { on?: ReturnType<typeof createApiApp>; md5?: string; beforeComplete?: (id: string, partIds: string[]) => Promise<void> } = {}) => {
+    const on = options.on ?? app;
+    const created = await post('/v1/uploads', { filename: 'p.jsonl', purpose: 'batch', bytes: data.length, mime_type: 'application/jsonl' }, on);
+    const id = created.body.id as string;
+    const bounds = [0, ...[...new Set(cuts)].filter((cut) => cut > 0 && cut < data.length).sort((a, b) => a - b), data.length];
+    const partIds: string[] = [];
+    for (let i = 0; i + 1 < bounds.length; i++) {
+      partIds.push((await post(`/v1/uploads/${id}/parts`, part(new Uint8Array(data.subarray(bounds[i], bounds[i + 1]))), on)).body.id as string);
+    }
+    await options.beforeComplete?.(id, partIds);
+    reads.length = 0;
+    return { id, partIds, complete: await post(`/v1/uploads/${id}/complete`, { part_ids: partIds, ...(options.md5 && { md5: options.md5 }) }, on) };
+  };
+
+  it('refuses a file sent in parts exactly as /v1/files refuses it whole', async () => {
+    const corpusApp = appWith({
+      maxFileBytes: Number(CORPUS_LIMITS.MAX_FILE_BYTES),
+      maxLineBytes: Number(CORPUS_LIMITS.MAX_LINE_BYTES),
+      maxRequestsPerBatch: Number(CORPUS_LIMITS.MAX_REQUESTS_PER_BATCH),
+    });
+    let refused = 0;
+    for (const [name, content] of Object.entries(CORPUS)) {
+      if (!name.startsWith('upload-') && !['ok-bom.jsonl', 'ok-crlf.jsonl', 'ok-whitespace-lines.jsonl', 'ok-no-trailing-newline.jsonl'].includes(name)) continue;
+      const data = Buffer.from(content);
+      if (data.length === 0 || data.length > Number(CORPUS_LIMITS.MAX_FILE_BYTES)) continue;
+      const form = new FormData();
+      form.set('purpose', 'batch');
+      form.set('file', new Blob([new Uint8Array(data)]), name);
+      const whole = await corpusApp.request('/v1/files', { method: 'POST', body: form });
+      const expected = { status: whole.status, body: (await whole.json()) as any };
+      const { complete } = await upload(data, [1, 2, Math.floor(data.length / 3), Math.floor(data.length / 2) + 1], { on: corpusApp });
+      if (expected.status === 200) {
+        expect(complete.status, name).toBe(200);
+        expect((await stored(complete.body.file.id)).equals(data), name).toBe(true);
+      } else {
+        refused++;
+        expect(complete, name).toEqual(expected);
+      }
+    }
+    expect(refused).toBeGreaterThan(20);
+  });
+
+  it('reads back only the first request line on complete, and joins the parts byte for byte', async () => {
+    const lines = Array.from({ length: 10 }, (_, i) => `{"custom_id":"${i}","method":"POST","url":"/v1/chat/completions","body":{"model":"m"}}\n`);
+    const data = Buffer.from('\n \n' + lines.join(''));
+    const { complete } = await upload(data, [1, 2, 30, 31, 200, 400]);
+    expect(complete.status).toBe(200);
+    // Lines 1 and 2 are blank; line 3, the first request, crosses the parts cut at 30 and 31.
+    expect(reads.map(([, range]) => range)).toEqual([
+      { start: 3 - 2, end: 30 - 2 },
+      { start: 0, end: 1 },
+      { start: 0, end: 3 + lines[0]!.length - 31 },
+    ]);
+    expect((await stored(complete.body.file.id)).equals(data)).toBe(true);
+  });
+
+  it('checks the md5 of the joined parts, and stores no file when it differs', async () => {
+    const data = Buffer.from(line.repeat(3));
+    const md5 = createHash('md5').update(data).digest('hex');
+    let files: string[] = [];
+    const wrong = await upload(data, [10, 150], { md5: 'f'.repeat(32), beforeComplete: async () => void (files = await blobs.list('files/')) });
+    expect(wrong.complete.status).toBe(400);
+    expect(wrong.complete.body.error).toMatchObject({ code: 'md5_mismatch', param: 'md5' });
+    expect(await blobs.list('files/')).toEqual(files);
+    const right = await post(`/v1/uploads/${wrong.id}/complete`, { part_ids: wrong.partIds, md5: md5.toUpperCase() });
+    expect(right.status).toBe(200);
+    expect(right.body.file.bytes).toBe(data.length);
+  });
+
+  it('checks parts stored without a summary by reading them, with the same answers', async () => {
+    const withoutSummaries = async (id: string, partIds: string[]) => {
+      for (const partId of partIds) {
+        const { summary: _, ...older } = (await meta.getUploadPart(id, partId))!;
+        await meta.putUploadPart(older);
+      }
+    };
+    const data = Buffer.from(line.repeat(11).replace(/"a"/g, () => `"${Math.random()}"`));
+    const many = await upload(data, [50, 500], { beforeComplete: withoutSummaries });
+    expect(many.complete.body.error).toMatchObject({ code: 'too_many_tasks', param: 'file' });
+    expect(reads.length).toBeGreaterThanOrEqual(3);
+
+    const good = Buffer.from(line.repeat(4));
+    const md5 = createHash('md5').update(good).digest('hex');
+    const { complete } = await upload(good, [7, 300], { md5, beforeComplete: withoutSummaries });
+    expect(complete.status).toBe(200);
+    expect((await stored(complete.body.file.id)).equals(good)).toBe(true);
   });
 });

@@ -442,7 +442,7 @@ export class DynamoMetaStore implements MetaStore {
   async getUploadPart(uploadId: string, partId: string): Promise<UploadPartRecord | undefined> {
     const item = await this.getItem(uploadPartKey(uploadId, partId));
     if (!item) return undefined;
-    return { id: item.id, uploadId: item.uploadId, project: item.project, bytes: item.bytes, createdAtMs: item.createdAtMs, blobKey: item.blobKey } as UploadPartRecord;
+    return { id: item.id, uploadId: item.uploadId, project: item.project, bytes: item.bytes, createdAtMs: item.createdAtMs, blobKey: item.blobKey, ...(item.summary !== undefined && { summary: item.summary }) } as UploadPartRecord;
   }
 
   // API keys

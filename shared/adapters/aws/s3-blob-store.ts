@@ -3,6 +3,9 @@
 // written here (lib-storage's Upload does not work against S3-compatible test servers such as
 // s3rver), aborted on failure so no half object ever becomes visible. `concat` streams the parts
 // through the same writer: S3 multipart parts must be at least 5 MiB, and chunk results are small.
+// Given the parts' sizes (the parts of an upload, up to gigabytes), `concat` instead groups
+// consecutive parts into multipart parts of 5 MiB or more and streams the groups in parallel.
+import { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -14,15 +17,18 @@ import {
   PutObjectCommand,
   UploadPartCommand,
   type CompletedPart,
+  type UploadPartCommandOutput,
   type S3Client,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
-import { BlobNotFoundError, type BlobBody, type BlobStore, type ByteRange } from '../../ports.js';
+import { BlobNotFoundError, type BlobBody, type BlobStore, type ByteRange, type ConcatOptions } from '../../ports.js';
 
 export const MIN_PART_BYTES = 5 * 1024 * 1024;
 export const DEFAULT_PART_BYTES = 8 * 1024 * 1024;
 const DELETE_BATCH = 1_000;
+/** Tries of one group of a parallel concat: the SDK does not retry a streamed body. */
+const GROUP_ATTEMPTS = 3;
 
 export interface S3BlobStoreOptions {
   client: S3Client;
@@ -31,6 +37,8 @@ export interface S3BlobStoreOptions {
   partBytes?: number;
   /** Parts uploaded at once; memory held is about partBytes × (this + 1). */
   partConcurrency?: number;
+  /** Groups of parts streamed at once by a concat with known sizes (nothing is buffered whole). */
+  concatConcurrency?: number;
 }
 
 /**
@@ -51,12 +59,14 @@ export class S3BlobStore implements BlobStore {
   private readonly bucket: string;
   private readonly partBytes: number;
   private readonly partConcurrency: number;
+  private readonly concatConcurrency: number;
 
   constructor(options: S3BlobStoreOptions) {
     this.client = options.client;
     this.bucket = options.bucket;
     this.partBytes = Math.max(MIN_PART_BYTES, options.partBytes ?? DEFAULT_PART_BYTES);
     this.partConcurrency = Math.max(1, options.partConcurrency ?? 4);
+    this.concatConcurrency = Math.max(1, options.concatConcurrency ?? 8);
   }
 
   async put(key: string, body: BlobBody): Promise<{ bytes: number }> {
@@ -104,22 +114,13 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
-  async concat(key: string, parts: string[]): Promise<{ bytes: number }> {
-    const client = this.client;
-    const bucket = this.bucket;
-    async function* joined(): AsyncIterable<Uint8Array> {
-      for (const part of parts) {
-        let body: AsyncIterable<Uint8Array> | undefined;
-        try {
-          body = (await client.send(new GetObjectCommand({ Bucket: bucket, Key: part }))).Body as AsyncIterable<Uint8Array> | undefined;
-        } catch (error) {
-          if (isNotFound(error)) throw new BlobNotFoundError(part);
-          throw error;
-        }
-        if (body) yield* body;
-      }
-    }
-    return this.putStream(key, joined());
+  async concat(key: string, parts: string[], options: ConcatOptions = {}): Promise<{ bytes: number }> {
+    const { sizes, gate } = options;
+    gate?.catch(() => undefined); // awaited before the object is stored, unless the join fails first
+    if (sizes && sizes.length !== parts.length) throw new Error(`concat: ${parts.length} parts but ${sizes.length} sizes`);
+    const total = sizes?.reduce((sum, size) => sum + size, 0) ?? 0;
+    if (!sizes || total <= this.partBytes) return this.putStream(key, gated(this.read(parts, sizes), gate));
+    return this.concatGroups(key, groupParts(parts, sizes), gate);
   }
 
   async delete(keys: string[]): Promise<void> {
@@ -164,6 +165,93 @@ export class S3BlobStore implements BlobStore {
     return getSignedUrl(this.client, command, { expiresIn: options.expiresInSeconds });
   }
 
+  /** The objects one after the other; with `sizes`, each must have exactly its size. */
+  private async *read(keys: readonly string[], sizes?: readonly number[]): AsyncGenerator<Uint8Array> {
+    for (const [i, key] of keys.entries()) {
+      let body: AsyncIterable<Uint8Array> | undefined;
+      try {
+        body = (await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }))).Body as AsyncIterable<Uint8Array> | undefined;
+      } catch (error) {
+        if (isNotFound(error)) throw new BlobNotFoundError(key);
+        throw error;
+      }
+      const size = sizes?.[i];
+      let bytes = 0;
+      for await (const piece of body ?? emptyBody()) {
+        bytes += piece.length;
+        if (size !== undefined && bytes > size) throw new ChangedSizeError(key, size);
+        yield piece;
+      }
+      if (size !== undefined && bytes !== size) throw new ChangedSizeError(key, size);
+    }
+  }
+
+  /**
+   * A multipart upload of one part per group, `concatConcurrency` groups at a time, each streamed
+   * from its objects with its exact length, completed once `gate` resolves. The first failure
+   * stops the others, and the upload is aborted (S3 then keeps no trace of it).
+   */
+  private async concatGroups(key: string, groups: PartGroup[], gate: Promise<unknown> | undefined): Promise<{ bytes: number }> {
+    const { UploadId } = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key }));
+    if (!UploadId) throw new Error(`S3 returned no upload id for ${key}`);
+    const stop = new AbortController();
+    const completed: CompletedPart[] = [];
+    let failure: unknown;
+    let next = 0;
+    const worker = async () => {
+      while (next < groups.length && !stop.signal.aborted) {
+        const index = next++;
+        try {
+          completed[index] = await this.uploadGroup(key, UploadId, index + 1, groups[index]!, stop.signal);
+        } catch (error) {
+          if (!stop.signal.aborted) failure = error;
+          stop.abort();
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.concatConcurrency, groups.length) }, worker));
+    try {
+      if (stop.signal.aborted) throw failure;
+      await gate;
+      await this.client.send(
+        new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId, MultipartUpload: { Parts: completed } }),
+      );
+      return { bytes: groups.reduce((sum, group) => sum + group.bytes, 0) };
+    } catch (error) {
+      await this.client
+        .send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId }))
+        .catch(() => undefined); // the bucket's lifecycle rule reaps what an abort misses
+      throw error;
+    }
+  }
+
+  private async uploadGroup(key: string, UploadId: string, PartNumber: number, group: PartGroup, stop: AbortSignal): Promise<CompletedPart> {
+    for (let attempt = 1; ; attempt++) {
+      // The SDK pipes the body into the request, which then never learns that the body failed:
+      // a failed body aborts the request.
+      const failed = new AbortController();
+      const body = Readable.from(this.read(group.keys, group.sizes));
+      let bodyError: unknown;
+      body.on('error', (error) => {
+        bodyError = error;
+        failed.abort();
+      });
+      try {
+        const out = await this.client.send(
+          new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId, PartNumber, Body: body, ContentLength: group.bytes }),
+          { abortSignal: AbortSignal.any([stop, failed.signal]) },
+        );
+        return completedPart(PartNumber, out);
+      } catch (error) {
+        const cause = bodyError ?? error;
+        const lasting = cause instanceof BlobNotFoundError || cause instanceof ChangedSizeError;
+        if (stop.aborted || lasting || attempt >= GROUP_ATTEMPTS) throw cause;
+      } finally {
+        body.destroy();
+      }
+    }
+  }
+
   private async putSmall(key: string, bytes: Uint8Array): Promise<{ bytes: number }> {
     await this.client.send(
       new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: bytes, ContentLength: bytes.length }),
@@ -197,17 +285,7 @@ export class S3BlobStore implements BlobStore {
         )
         .then(
           (out) => {
-            // As lib-storage does: the part's checksum (the SDK adds CRC32 by default on AWS) goes
-            // with it into Complete; S3-compatible servers return none.
-            completed.push({
-              PartNumber,
-              ETag: out.ETag,
-              ...(out.ChecksumCRC32 && { ChecksumCRC32: out.ChecksumCRC32 }),
-              ...(out.ChecksumCRC32C && { ChecksumCRC32C: out.ChecksumCRC32C }),
-              ...(out.ChecksumCRC64NVME && { ChecksumCRC64NVME: out.ChecksumCRC64NVME }),
-              ...(out.ChecksumSHA1 && { ChecksumSHA1: out.ChecksumSHA1 }),
-              ...(out.ChecksumSHA256 && { ChecksumSHA256: out.ChecksumSHA256 }),
-            });
+            completed.push(completedPart(PartNumber, out));
           },
           (error: unknown) => {
             failure ??= error;
@@ -244,6 +322,53 @@ export class S3BlobStore implements BlobStore {
   }
 }
 
+/**
+ * As lib-storage does: the part's checksum (the SDK adds CRC32 by default on AWS) goes with it into
+ * Complete; S3-compatible servers return none.
+ */
+function completedPart(PartNumber: number, out: UploadPartCommandOutput): CompletedPart {
+  return {
+    PartNumber,
+    ETag: out.ETag,
+    ...(out.ChecksumCRC32 && { ChecksumCRC32: out.ChecksumCRC32 }),
+    ...(out.ChecksumCRC32C && { ChecksumCRC32C: out.ChecksumCRC32C }),
+    ...(out.ChecksumCRC64NVME && { ChecksumCRC64NVME: out.ChecksumCRC64NVME }),
+    ...(out.ChecksumSHA1 && { ChecksumSHA1: out.ChecksumSHA1 }),
+    ...(out.ChecksumSHA256 && { ChecksumSHA256: out.ChecksumSHA256 }),
+  };
+}
+
+interface PartGroup {
+  keys: string[];
+  sizes: number[];
+  bytes: number;
+}
+
+/** Consecutive objects in groups of at least MIN_PART_BYTES (the last group may have fewer). */
+function groupParts(keys: readonly string[], sizes: readonly number[]): PartGroup[] {
+  const groups: PartGroup[] = [];
+  let group: PartGroup = { keys: [], sizes: [], bytes: 0 };
+  for (const [i, key] of keys.entries()) {
+    group.keys.push(key);
+    group.sizes.push(sizes[i]!);
+    group.bytes += sizes[i]!;
+    if (group.bytes >= MIN_PART_BYTES) {
+      groups.push(group);
+      group = { keys: [], sizes: [], bytes: 0 };
+    }
+  }
+  if (group.keys.length > 0) groups.push(group);
+  return groups;
+}
+
+/** An object is not the size it was said to have (it changed since): the join would be wrong. */
+class ChangedSizeError extends Error {
+  constructor(key: string, size: number) {
+    super(`${key} is not ${size} bytes long, as it was when the join began`);
+    this.name = 'ChangedSizeError';
+  }
+}
+
 /** Regroups a stream of pieces of any size into parts of exactly `size` bytes (the last may be smaller). */
 async function* splitIntoParts(source: AsyncIterable<Uint8Array>, size: number): AsyncGenerator<Uint8Array, void, undefined> {
   let pending: Uint8Array[] = [];
@@ -264,6 +389,12 @@ async function* splitIntoParts(source: AsyncIterable<Uint8Array>, size: number):
     }
   }
   if (pendingBytes > 0) yield Buffer.concat(pending, pendingBytes);
+}
+
+/** `source`, ending only once `gate` resolves. */
+async function* gated(source: AsyncIterable<Uint8Array>, gate: Promise<unknown> | undefined): AsyncGenerator<Uint8Array> {
+  yield* source;
+  await gate;
 }
 
 async function* emptyBody(): AsyncIterable<Uint8Array> {}

@@ -6,7 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { randomToken } from '../../ids.js';
-import { BlobNotFoundError, type BlobBody, type BlobStore, type ByteRange } from '../../ports.js';
+import { BlobNotFoundError, type BlobBody, type BlobStore, type ByteRange, type ConcatOptions } from '../../ports.js';
 
 const SAFE_KEY = /^[A-Za-z0-9_\-.]+(\/[A-Za-z0-9_\-.]+)*$/;
 
@@ -50,11 +50,16 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  async concat(key: string, parts: string[]): Promise<{ bytes: number }> {
+  async concat(key: string, parts: string[], options: ConcatOptions = {}): Promise<{ bytes: number }> {
+    options.gate?.catch(() => undefined); // awaited below, unless the join fails first
     for (const part of parts) if ((await this.size(part)) === undefined) throw new BlobNotFoundError(part);
+    const paths = parts.map((part) => this.path(part));
+    async function* joined(): AsyncGenerator<Uint8Array> {
+      for (const path of paths) yield* createReadStream(path);
+    }
     return this.writeAtomically(key, async (out) => {
-      for (const part of parts) await pipeline(createReadStream(this.path(part)), out, { end: false });
-      await new Promise<void>((done, fail) => out.end((error?: Error | null) => (error ? fail(error) : done())));
+      await pipeline(joined(), out);
+      await options.gate;
     });
   }
 
