@@ -148,8 +148,11 @@ export interface Lifecycle {
   start(batchId: string): Promise<void>;
   /** The last chunk's outcome has been recorded. */
   allChunksDone(batchId: string): Promise<void>;
-  /** The batch is now `cancelling`. */
-  cancelled(batchId: string): Promise<void>;
+  /**
+   * The batch is now `cancelling`; `batch` is the record as the cancel's compare-and-set left it,
+   * so the signal goes to the wait that was current then, never to one that started after it.
+   */
+  cancelled(batch: BatchRecord): Promise<void>;
 }
 
 export interface Clock {

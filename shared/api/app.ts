@@ -231,7 +231,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
       if (current.status === 'cancelling') return c.json(toBatchObject(current));
       throw conflict(`Batch ${batch.id} is ${current.status} and can no longer be cancelled.`, 'batch_not_cancellable');
     }
-    await deps.lifecycle.cancelled(batch.id);
+    await deps.lifecycle.cancelled(cancelling);
     return c.json(toBatchObject(cancelling));
   });
 

@@ -48,9 +48,11 @@ describe('SfnLifecycle', () => {
     expect(sfn.commandCalls(SendTaskSuccessCommand)[0]!.args[0].input).toEqual({ taskToken: 'token-1', output: '{"batchId":"batch_1"}' });
   });
 
-  it('sends the cancel error as task failure', async () => {
+  it('sends the cancel error as task failure, with the token the cancel itself read', async () => {
     sfn.on(SendTaskFailureCommand).resolves({});
-    await lifecycle.cancelled('batch_1');
+    const cancelling = batchRecord({ id: 'batch_1', status: 'cancelling', taskToken: 'token-1' });
+    stored = batchRecord({ id: 'batch_1', status: 'cancelling', taskToken: 'drain-token' });
+    await lifecycle.cancelled(cancelling);
     expect(sfn.commandCalls(SendTaskFailureCommand)[0]!.args[0].input).toEqual({
       taskToken: 'token-1',
       error: 'BatchCancelled',
@@ -61,7 +63,7 @@ describe('SfnLifecycle', () => {
   it('sends nothing while no token is stored (the wait step checks after storing it)', async () => {
     stored = batchRecord({ id: 'batch_1', status: 'validating', taskToken: null });
     await lifecycle.allChunksDone('batch_1');
-    await lifecycle.cancelled('batch_1');
+    await lifecycle.cancelled(stored);
     stored = undefined;
     await lifecycle.allChunksDone('batch_1');
     expect(sfn.calls()).toHaveLength(0);
@@ -71,7 +73,7 @@ describe('SfnLifecycle', () => {
     sfn.on(SendTaskSuccessCommand).rejects(new TaskTimedOut({ message: 'timed out', $metadata: {} }));
     sfn.on(SendTaskFailureCommand).rejects(new TaskDoesNotExist({ message: 'gone', $metadata: {} }));
     await expect(lifecycle.allChunksDone('batch_1')).resolves.toBeUndefined();
-    await expect(lifecycle.cancelled('batch_1')).resolves.toBeUndefined();
+    await expect(lifecycle.cancelled(stored!)).resolves.toBeUndefined();
     sfn.on(SendTaskSuccessCommand).rejects(new InvalidToken({ message: 'bad token', $metadata: {} }));
     await expect(lifecycle.allChunksDone('batch_1')).rejects.toThrow('bad token');
   });

@@ -13,6 +13,7 @@ import {
   StartExecutionCommand,
   type SFNClient,
 } from '@aws-sdk/client-sfn';
+import type { BatchRecord } from '../../batch/model.js';
 import type { Lifecycle, MetaStore } from '../../ports.js';
 
 export interface SfnLifecycleOptions {
@@ -50,10 +51,11 @@ export class SfnLifecycle implements Lifecycle {
     if (token) await this.succeed(token, batchId);
   }
 
-  async cancelled(batchId: string): Promise<void> {
+  async cancelled(batch: BatchRecord): Promise<void> {
     // No token while validating: validate's compare-and-set then fails and the execution finalizes.
-    const token = (await this.options.meta.getBatch(batchId))?.taskToken;
-    if (token) await this.fail(token, batchId);
+    // The token comes from the cancel's own write: read again later, it could be DrainAfterCancel's,
+    // and failing that would cut the drain short.
+    if (batch.taskToken) await this.fail(batch.taskToken, batch.id);
   }
 
   /** Lets the waiting execution go on to Finalize. */

@@ -35,8 +35,8 @@ export class LocalLifecycle implements Lifecycle {
     this.schedule(batchId, { enqueue: false });
   }
 
-  async cancelled(batchId: string): Promise<void> {
-    this.schedule(batchId, { enqueue: false });
+  async cancelled(batch: BatchRecord): Promise<void> {
+    this.schedule(batch.id, { enqueue: false });
   }
 
   /** Picks up every batch that was running when the service last stopped. */
