@@ -236,6 +236,7 @@ async function throughput(options: BenchOptions, cleanup: Cleanup): Promise<void
 
   console.error('[throughput] starting the service ...');
   const service: ServiceProcess = await startServiceProcess({
+    asNpmStart: true,
     env: { UPSTREAM_BASE_URL: sim.baseURL, UPSTREAM_CONCURRENCY: String(c) },
   });
   cleanup.add('service process', () => service.removeDataDir());

@@ -172,6 +172,7 @@ async function endToEnd(label: string, lines: number, lineBytes: number, timeout
   const { bytes, md5 } = await writeInput(file, lines, lineBytes);
 
   const service = await startServiceProcess({
+    asNpmStart: true,
     env: {
       MAX_FILE_BYTES: String(Math.max(bytes + 1, 200 * MB)),
       MAX_REQUESTS_PER_BATCH: String(Math.max(lines, 50_000)),

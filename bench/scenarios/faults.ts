@@ -69,6 +69,7 @@ async function compare(name: string, options: BenchOptions, cleanup: Cleanup, ra
 
   console.error(`[${name}] starting the service ...`);
   const service = await startServiceProcess({
+    asNpmStart: true,
     env: { UPSTREAM_BASE_URL: sim.baseURL, UPSTREAM_CONCURRENCY: String(c), MAX_REQUESTS_PER_BATCH: String(Math.max(n, 50_000)) },
   });
   cleanup.add('service process', () => service.removeDataDir());

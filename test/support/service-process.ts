@@ -1,11 +1,13 @@
-// Starts the real service as a child process, the way a user does (`node --import tsx
-// local/main.ts`), for end-to-end tests and the benchmarks.
-import { spawn, type ChildProcess } from 'node:child_process';
+// Starts the real service as a child process for end-to-end tests and the benchmarks: from the
+// TypeScript source (`node --import tsx local/main.ts`, no build step), or as `npm start` runs it
+// (the esbuild bundle under plain node, with glibc's malloc held to two arenas).
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 
 /** The repository root (this file lives in test/support/). */
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -24,6 +26,12 @@ export interface ServiceProcessOptions {
   port?: number;
   /** The entry script, relative to the repository root; default local/main.ts. */
   entry?: string;
+  /**
+   * Run what `npm start` runs: `npm run build:local` (once per process), then the bundle under
+   * plain node with MALLOC_ARENA_MAX=2 unless the environment sets it. For the benchmarks' memory
+   * and speed figures; `entry` is then ignored.
+   */
+  asNpmStart?: boolean;
   /**
    * Extra arguments for node, e.g. ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] (Node 20 refuses
    * --cpu-prof in NODE_OPTIONS). Default: SERVICE_NODE_ARGS from the environment, split on spaces.
@@ -75,6 +83,14 @@ export async function freePort(): Promise<number> {
   });
 }
 
+let bundleBuilt: Promise<unknown> | undefined;
+/** The bundle `npm start` runs; built on first use by the script `npm start` builds it with. */
+async function npmStartBundle(): Promise<string> {
+  bundleBuilt ??= promisify(execFile)('npm', ['run', '--silent', 'build:local'], { cwd: REPO_ROOT });
+  await bundleBuilt;
+  return 'dist/local/main.mjs';
+}
+
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 function exited(child: ChildProcess): boolean {
@@ -96,7 +112,10 @@ export async function startServiceProcess(options: ServiceProcessOptions = {}): 
   installExitHook();
   const entry = options.entry ?? 'local/main.ts';
   const nodeArgs = options.nodeArgs ?? (process.env.SERVICE_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', entry], {
+  const asNpmStart = options.asNpmStart ?? false;
+  if (asNpmStart) env.MALLOC_ARENA_MAX ??= '2';
+  const args = asNpmStart ? [...nodeArgs, await npmStartBundle()] : [...nodeArgs, '--import', 'tsx', entry];
+  const child = spawn(process.execPath, args, {
     cwd: REPO_ROOT,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -188,7 +207,7 @@ export async function startServiceProcess(options: ServiceProcessOptions = {}): 
     kill9,
     restart: async () => {
       await stop();
-      return startServiceProcess({ env: extraEnv, dataDir, port, entry, nodeArgs });
+      return startServiceProcess({ env: extraEnv, dataDir, port, entry, nodeArgs, asNpmStart });
     },
     removeDataDir: async () => {
       await stop();
