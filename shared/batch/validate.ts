@@ -319,11 +319,13 @@ const SUSPECTS_PER_REREAD = 20_000;
 
 /**
  * The default cap on chunks per batch (see ValidationOptions.maxChunks): 1,000,000 requests at
- * 500 a chunk. The batch item then holds at most ~40 KB of chunk bookkeeping (doneChunks,
- * chunkAttempts: ~20 bytes a chunk), a tenth of DynamoDB's 400 KB; and since every recorded chunk
- * rewrites that item, a batch's write units grow with the square of its chunks: fewer is cheaper.
+ * 1,000 a chunk. The batch item then holds at most ~20 KB of chunk bookkeeping (doneChunks,
+ * chunkAttempts: ~20 bytes a chunk), a twentieth of DynamoDB's 400 KB; and since every recorded
+ * chunk rewrites that item, a batch's write units grow with the square of its chunks: fewer is
+ * cheaper. Locally the embedded DynamoDB's compactions grow the same way: at 2,000 chunks a 2 GB
+ * batch peaked ~25 MB higher (`npm run bench -- --scenario big-rss`).
  */
-export const DEFAULT_MAX_CHUNKS = 2_000;
+export const DEFAULT_MAX_CHUNKS = 1_000;
 
 /**
  * Validates a batch input file in one streaming pass and, when it is valid, plans its chunks.
