@@ -16,7 +16,6 @@ import {
   S3Client,
   S3ServiceException,
   UploadPartCommand,
-  UploadPartCopyCommand,
 } from '@aws-sdk/client-s3';
 import { S3BlobStore } from '../../shared/adapters/aws/s3-blob-store.js';
 import { BlobNotFoundError } from '../../shared/ports.js';
@@ -143,9 +142,7 @@ describe('concat', () => {
 });
 
 describe('concat of parts of known sizes', () => {
-  const joiner = new S3BlobStore({ client, bucket: BUCKET, partBytes: 5 * MiB, concatConcurrency: 3, serverSideCopy: false });
-  // A store of its own per test: one that met NotImplemented copies no more.
-  const copier = (concatConcurrency = 3) => new S3BlobStore({ client, bucket: BUCKET, partBytes: 5 * MiB, concatConcurrency });
+  const joiner = new S3BlobStore({ client, bucket: BUCKET, partBytes: 5 * MiB, concatConcurrency: 3 });
   const objects = new Map<string, Buffer>();
   /** The bodies UploadPart received, by part number, and how many were in flight at most. */
   let received: Map<number, Buffer>;
@@ -188,30 +185,6 @@ describe('concat of parts of known sizes', () => {
       }
     });
   };
-  // HeadObject and UploadPartCopy as S3 would answer them; `fail` decides, per part number and try, to fail instead.
-  const acceptCopies = (fail: (partNumber: number, attempt: number) => Error | undefined = () => undefined) => {
-    const attempts = new Map<number, number>();
-    s3.on(HeadObjectCommand).callsFake(async (input: { Key: string }) => {
-      const data = objects.get(input.Key);
-      if (!data) throw new NotFound({ message: 'Not Found', $metadata: { httpStatusCode: 404 } });
-      return { ContentLength: data.length, ETag: `"src-${input.Key}"` };
-    });
-    s3.on(UploadPartCopyCommand).callsFake(async (input: { PartNumber: number; CopySource: string }) => {
-      const attempt = (attempts.get(input.PartNumber) ?? 0) + 1;
-      attempts.set(input.PartNumber, attempt);
-      const error = fail(input.PartNumber, attempt);
-      if (error) throw error;
-      const data = objects.get(decodeURIComponent(input.CopySource.slice(`${BUCKET}/`.length)));
-      if (!data) throw new NoSuchKey({ message: 'no such key', $metadata: {} });
-      received.set(input.PartNumber, data);
-      return { CopyPartResult: { ETag: `"copy-${input.PartNumber}"`, ...(input.PartNumber === 2 ? { ChecksumCRC32: 'crc-2' } : {}) } };
-    });
-  };
-  const notImplemented = () =>
-    new S3ServiceException({ name: 'NotImplemented', $fault: 'server', $metadata: { httpStatusCode: 501 }, message: 'not implemented' });
-  const copies = () => s3.commandCalls(UploadPartCopyCommand).map((call) => call.args[0].input);
-  const uploads = () => s3.commandCalls(UploadPartCommand).map((call) => call.args[0].input);
-
   beforeEach(() => {
     received = new Map();
     inFlight = 0;
@@ -219,15 +192,14 @@ describe('concat of parts of known sizes', () => {
   });
 
   it('groups consecutive parts into multipart parts of 5 MiB or more, each streamed with its exact length', async () => {
-    // 3 + 3 reach 5 MiB; the 1 MiB left before the 6 MiB part joins them, so the 6 MiB part stays whole.
     const { keys, sizes, all } = store([3 * MiB, 3 * MiB, MiB, 6 * MiB, 2 * MiB, 2 * MiB, MiB / 2]);
     acceptParts();
     expect(await joiner.concat('files/joined', keys, { sizes })).toEqual({ bytes: all.length });
 
     const parts = s3.commandCalls(UploadPartCommand).map((call) => call.args[0].input);
     expect(parts.map((p) => [p.PartNumber, p.ContentLength, p.UploadId, p.Key])).toEqual([
-      [1, 7 * MiB, 'join-1', 'files/joined'],
-      [2, 6 * MiB, 'join-1', 'files/joined'],
+      [1, 6 * MiB, 'join-1', 'files/joined'],
+      [2, 7 * MiB, 'join-1', 'files/joined'],
       [3, 4.5 * MiB, 'join-1', 'files/joined'],
     ]);
     expect(Buffer.concat([1, 2, 3].map((n) => received.get(n)!)).equals(all)).toBe(true);
@@ -313,163 +285,6 @@ describe('concat of parts of known sizes', () => {
 
     s3.resetHistory();
     await expect(joiner.concat('files/closed', keys, { sizes, gate: Promise.reject(new Error('md5 differs')) })).rejects.toThrow('md5 differs');
-    expect(s3.commandCalls(AbortMultipartUploadCommand)).toHaveLength(1);
-    expect(s3.commandCalls(CompleteMultipartUploadCommand)).toHaveLength(0);
-  });
-  it('copies each part of 5 MiB or more, and a small last one, inside S3: no byte is read', async () => {
-    const { keys, sizes, all } = store([6 * MiB, 6 * MiB, MiB]);
-    acceptCopies();
-    expect(await copier().concat('files/copied', keys, { sizes })).toEqual({ bytes: all.length });
-
-    const sorted = copies().sort((a, b) => a.PartNumber! - b.PartNumber!);
-    expect(sorted.map((c) => [c.PartNumber, c.CopySource, c.CopySourceIfMatch, c.UploadId, c.Key, c.Bucket])).toEqual(
-      keys.map((key, i) => [i + 1, `${BUCKET}/${key}`, `"src-${key}"`, 'join-1', 'files/copied', BUCKET]),
-    );
-    expect(s3.commandCalls(HeadObjectCommand).map((call) => call.args[0].input.Key).sort()).toEqual(keys);
-    expect(s3.commandCalls(GetObjectCommand)).toHaveLength(0);
-    expect(s3.commandCalls(UploadPartCommand)).toHaveLength(0);
-    expect(s3.commandCalls(CompleteMultipartUploadCommand)[0]!.args[0].input).toEqual({
-      Bucket: BUCKET,
-      Key: 'files/copied',
-      UploadId: 'join-1',
-      MultipartUpload: { Parts: [1, 2, 3].map((n) => ({ PartNumber: n, ETag: `"copy-${n}"`, ...(n === 2 ? { ChecksumCRC32: 'crc-2' } : {}) })) },
-    });
-  });
-
-  it('URL-encodes the CopySource key, keeping its slashes', async () => {
-    objects.clear();
-    const key = 'uploads/u 1/part+é?#';
-    objects.set(key, Buffer.alloc(6 * MiB));
-    s3.on(CreateMultipartUploadCommand).resolves({ UploadId: 'join-1' });
-    s3.on(CompleteMultipartUploadCommand).resolves({});
-    acceptCopies();
-    expect(await copier().concat('files/encoded', [key], { sizes: [6 * MiB] })).toEqual({ bytes: 6 * MiB });
-    expect(copies()[0]!.CopySource).toBe(`${BUCKET}/uploads/u%201/part%2B%C3%A9%3F%23`);
-  });
-
-  it('streams a run of small parts as one group and copies the large part after it', async () => {
-    const { keys, sizes, all } = store([...Array.from({ length: 6 }, () => MiB), 8 * MiB]);
-    acceptParts();
-    acceptCopies();
-    expect(await copier().concat('files/mixed', keys, { sizes })).toEqual({ bytes: all.length });
-
-    expect(uploads().map((p) => [p.PartNumber, p.ContentLength])).toEqual([[1, 6 * MiB]]);
-    expect(s3.commandCalls(GetObjectCommand).map((call) => call.args[0].input.Key)).toEqual(keys.slice(0, 6));
-    expect(copies().map((c) => [c.PartNumber, c.CopySource])).toEqual([[2, `${BUCKET}/${keys[6]}`]]);
-    expect(Buffer.concat([1, 2].map((n) => received.get(n)!)).equals(all)).toBe(true);
-    const completed = s3.commandCalls(CompleteMultipartUploadCommand)[0]!.args[0].input.MultipartUpload!.Parts!;
-    expect(completed).toEqual([
-      { PartNumber: 1, ETag: '"join-1"' },
-      { PartNumber: 2, ETag: '"copy-2"', ChecksumCRC32: 'crc-2' },
-    ]);
-  });
-
-  it('streams small parts left between two copied parts together with the large part after them', async () => {
-    const { keys, sizes, all } = store([6 * MiB, MiB, 7 * MiB, 2 * MiB]);
-    acceptParts();
-    acceptCopies();
-    expect(await copier().concat('files/between', keys, { sizes })).toEqual({ bytes: all.length });
-    expect(uploads().map((p) => [p.PartNumber, p.ContentLength])).toEqual([[2, 8 * MiB]]);
-    expect(copies().map((c) => [c.PartNumber, c.CopySource]).sort()).toEqual([
-      [1, `${BUCKET}/${keys[0]}`],
-      [3, `${BUCKET}/${keys[3]}`],
-    ]);
-    expect(Buffer.concat([1, 2, 3].map((n) => received.get(n)!)).equals(all)).toBe(true);
-  });
-
-  it('streams a part when the server does not copy parts, and copies none after that', async () => {
-    const { keys, sizes, all } = store([6 * MiB, 6 * MiB, 6 * MiB, MiB]);
-    acceptParts();
-    acceptCopies(() => notImplemented());
-    const joining = copier(1);
-    expect(await joining.concat('files/fallback', keys, { sizes })).toEqual({ bytes: all.length });
-
-    expect(copies().map((c) => c.PartNumber)).toEqual([1]);
-    expect(uploads().map((p) => [p.PartNumber, p.ContentLength])).toEqual([
-      [1, 6 * MiB],
-      [2, 6 * MiB],
-      [3, 6 * MiB],
-      [4, MiB],
-    ]);
-    expect(Buffer.concat([1, 2, 3, 4].map((n) => received.get(n)!)).equals(all)).toBe(true);
-    expect(s3.commandCalls(AbortMultipartUploadCommand)).toHaveLength(0);
-
-    s3.resetHistory();
-    expect(await joining.concat('files/fallback-again', keys, { sizes })).toEqual({ bytes: all.length });
-    expect(copies()).toHaveLength(0);
-    expect(s3.commandCalls(HeadObjectCommand)).toHaveLength(0);
-    expect(uploads()).toHaveLength(4);
-  });
-
-  it('tries a copy again whose source changed between its HeadObject and the copy', async () => {
-    const { keys, sizes, all } = store([6 * MiB, 6 * MiB]);
-    const preconditionFailed = new S3ServiceException({ name: 'PreconditionFailed', $fault: 'client', $metadata: { httpStatusCode: 412 }, message: 'precondition failed' });
-    acceptCopies((partNumber, attempt) => (partNumber === 2 && attempt === 1 ? preconditionFailed : undefined));
-    expect(await copier().concat('files/recopied', keys, { sizes })).toEqual({ bytes: all.length });
-    expect(copies().map((c) => c.PartNumber).sort()).toEqual([1, 2, 2]);
-    expect(s3.commandCalls(HeadObjectCommand)).toHaveLength(3);
-    expect(s3.commandCalls(AbortMultipartUploadCommand)).toHaveLength(0);
-  });
-
-  it('aborts the multipart upload when a copy keeps failing, without streaming instead', async () => {
-    const { keys, sizes } = store([6 * MiB, 6 * MiB, 6 * MiB]);
-    acceptParts();
-    acceptCopies((partNumber) => (partNumber === 2 ? new Error('copy failed') : undefined));
-    await expect(copier().concat('files/uncopied', keys, { sizes })).rejects.toThrow('copy failed');
-    expect(copies().filter((c) => c.PartNumber === 2)).toHaveLength(3);
-    expect(s3.commandCalls(UploadPartCommand)).toHaveLength(0);
-    expect(s3.commandCalls(GetObjectCommand)).toHaveLength(0);
-    expect(s3.commandCalls(AbortMultipartUploadCommand)[0]!.args[0].input).toEqual({ Bucket: BUCKET, Key: 'files/uncopied', UploadId: 'join-1' });
-    expect(s3.commandCalls(CompleteMultipartUploadCommand)).toHaveLength(0);
-  });
-
-  it('fails with BlobNotFoundError on a missing source, before or during its copy, and aborts', async () => {
-    const { keys, sizes } = store([6 * MiB, 6 * MiB, 6 * MiB]);
-    acceptCopies();
-    objects.delete(keys[1]!);
-    await expect(copier().concat('files/missing', keys, { sizes })).rejects.toBeInstanceOf(BlobNotFoundError);
-    expect(copies().filter((c) => c.PartNumber === 2)).toHaveLength(0);
-    expect(s3.commandCalls(AbortMultipartUploadCommand)).toHaveLength(1);
-    expect(s3.commandCalls(CompleteMultipartUploadCommand)).toHaveLength(0);
-
-    s3.reset();
-    store([6 * MiB, 6 * MiB, 6 * MiB]);
-    acceptCopies((partNumber) => (partNumber === 2 ? new NoSuchKey({ message: 'no such key', $metadata: {} }) : undefined));
-    const joining = copier().concat('files/vanished', keys, { sizes });
-    await expect(joining).rejects.toBeInstanceOf(BlobNotFoundError);
-    await expect(joining).rejects.toThrow(keys[1]!);
-    expect(copies().filter((c) => c.PartNumber === 2)).toHaveLength(1);
-    expect(s3.commandCalls(AbortMultipartUploadCommand)).toHaveLength(1);
-    expect(s3.commandCalls(CompleteMultipartUploadCommand)).toHaveLength(0);
-  });
-
-  it('fails on a source of another size without copying it, and aborts', async () => {
-    const { keys, sizes } = store([6 * MiB, 6 * MiB, 6 * MiB]);
-    acceptCopies();
-    objects.set(keys[1]!, Buffer.alloc(6 * MiB + 1));
-    await expect(copier().concat('files/changed', keys, { sizes })).rejects.toThrow(`${keys[1]} is not ${6 * MiB} bytes long`);
-    expect(s3.commandCalls(HeadObjectCommand).filter((call) => call.args[0].input.Key === keys[1])).toHaveLength(1);
-    expect(copies().filter((c) => c.PartNumber === 2)).toHaveLength(0);
-    expect(s3.commandCalls(AbortMultipartUploadCommand)).toHaveLength(1);
-    expect(s3.commandCalls(CompleteMultipartUploadCommand)).toHaveLength(0);
-  });
-
-  it('completes copied parts only once the gate opens, and aborts when it fails', async () => {
-    const { keys, sizes } = store([6 * MiB, 6 * MiB]);
-    acceptCopies();
-    let open!: () => void;
-    const gate = new Promise<void>((resolve) => (open = resolve));
-    const joining = copier().concat('files/gated', keys, { sizes, gate });
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(copies()).toHaveLength(2);
-    expect(s3.commandCalls(CompleteMultipartUploadCommand)).toHaveLength(0);
-    open();
-    await joining;
-    expect(s3.commandCalls(CompleteMultipartUploadCommand)).toHaveLength(1);
-
-    s3.resetHistory();
-    await expect(copier().concat('files/closed', keys, { sizes, gate: Promise.reject(new Error('md5 differs')) })).rejects.toThrow('md5 differs');
-    expect(copies()).toHaveLength(2);
     expect(s3.commandCalls(AbortMultipartUploadCommand)).toHaveLength(1);
     expect(s3.commandCalls(CompleteMultipartUploadCommand)).toHaveLength(0);
   });

@@ -3,11 +3,8 @@
 // written here (lib-storage's Upload does not work against S3-compatible test servers such as
 // s3rver), aborted on failure so no half object ever becomes visible. `concat` streams the parts
 // through the same writer: S3 multipart parts must be at least 5 MiB, and chunk results are small.
-// Given the parts' sizes (the parts of an upload, up to gigabytes), `concat` instead makes one
-// multipart part of each object of 5 MiB or more and of each run of smaller consecutive objects
-// (grouped until they reach 5 MiB), several at a time. A part of one object is copied inside S3
-// (UploadPartCopy), so no byte of it passes through here; the others are streamed, and so is
-// everything once the server turns out not to copy parts (S3-compatible servers such as s3rver).
+// Given the parts' sizes (the parts of an upload, up to gigabytes), `concat` instead groups
+// consecutive parts into multipart parts of 5 MiB or more and streams the groups in parallel.
 import { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
@@ -19,9 +16,8 @@ import {
   ListObjectsV2Command,
   PutObjectCommand,
   UploadPartCommand,
-  UploadPartCopyCommand,
   type CompletedPart,
-  type CopyPartResult,
+  type UploadPartCommandOutput,
   type S3Client,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
@@ -31,7 +27,7 @@ import { BlobNotFoundError, type BlobBody, type BlobStore, type ByteRange, type 
 export const MIN_PART_BYTES = 5 * 1024 * 1024;
 export const DEFAULT_PART_BYTES = 8 * 1024 * 1024;
 const DELETE_BATCH = 1_000;
-/** Tries of one group of a parallel concat: the SDK does not retry a streamed body (nor a copy whose source changed). */
+/** Tries of one group of a parallel concat: the SDK does not retry a streamed body. */
 const GROUP_ATTEMPTS = 3;
 
 export interface S3BlobStoreOptions {
@@ -41,10 +37,8 @@ export interface S3BlobStoreOptions {
   partBytes?: number;
   /** Parts uploaded at once; memory held is about partBytes × (this + 1). */
   partConcurrency?: number;
-  /** Groups of parts streamed or copied at once by a concat with known sizes (nothing is buffered whole). */
+  /** Groups of parts streamed at once by a concat with known sizes (nothing is buffered whole). */
   concatConcurrency?: number;
-  /** Whether a concat with known sizes may copy parts inside S3 (UploadPartCopy); default true. */
-  serverSideCopy?: boolean;
 }
 
 /**
@@ -66,8 +60,6 @@ export class S3BlobStore implements BlobStore {
   private readonly partBytes: number;
   private readonly partConcurrency: number;
   private readonly concatConcurrency: number;
-  /** Turned off for good once the server answers a copy with NotImplemented. */
-  private serverSideCopy: boolean;
 
   constructor(options: S3BlobStoreOptions) {
     this.client = options.client;
@@ -75,7 +67,6 @@ export class S3BlobStore implements BlobStore {
     this.partBytes = Math.max(MIN_PART_BYTES, options.partBytes ?? DEFAULT_PART_BYTES);
     this.partConcurrency = Math.max(1, options.partConcurrency ?? 4);
     this.concatConcurrency = Math.max(1, options.concatConcurrency ?? 8);
-    this.serverSideCopy = options.serverSideCopy ?? true;
   }
 
   async put(key: string, body: BlobBody): Promise<{ bytes: number }> {
@@ -196,9 +187,9 @@ export class S3BlobStore implements BlobStore {
   }
 
   /**
-   * A multipart upload of one part per group, `concatConcurrency` groups at a time, each copied or
-   * streamed from its objects with its exact length, completed once `gate` resolves. The first
-   * failure stops the others, and the upload is aborted (S3 then keeps no trace of it).
+   * A multipart upload of one part per group, `concatConcurrency` groups at a time, each streamed
+   * from its objects with its exact length, completed once `gate` resolves. The first failure
+   * stops the others, and the upload is aborted (S3 then keeps no trace of it).
    */
   private async concatGroups(key: string, groups: PartGroup[], gate: Promise<unknown> | undefined): Promise<{ bytes: number }> {
     const { UploadId } = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key }));
@@ -211,7 +202,7 @@ export class S3BlobStore implements BlobStore {
       while (next < groups.length && !stop.signal.aborted) {
         const index = next++;
         try {
-          completed[index] = await this.joinGroup(key, UploadId, index + 1, groups[index]!, stop.signal);
+          completed[index] = await this.uploadGroup(key, UploadId, index + 1, groups[index]!, stop.signal);
         } catch (error) {
           if (!stop.signal.aborted) failure = error;
           stop.abort();
@@ -231,49 +222,6 @@ export class S3BlobStore implements BlobStore {
         .send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId }))
         .catch(() => undefined); // the bucket's lifecycle rule reaps what an abort misses
       throw error;
-    }
-  }
-
-  private async joinGroup(key: string, UploadId: string, PartNumber: number, group: PartGroup, stop: AbortSignal): Promise<CompletedPart> {
-    const [source] = group.keys;
-    if (this.serverSideCopy && group.keys.length === 1 && source !== undefined) {
-      try {
-        return await this.copyGroup(key, UploadId, PartNumber, source, group.bytes, stop);
-      } catch (error) {
-        if (!isNotImplemented(error)) throw error;
-        this.serverSideCopy = false;
-      }
-    }
-    return this.uploadGroup(key, UploadId, PartNumber, group, stop);
-  }
-
-  /**
-   * UploadPartCopy takes the whole source object, so its size is checked first with a HeadObject
-   * (a range would not notice a longer object), and the copy is made only if the source is still
-   * that very object (If-Match its ETag); if it changed in between, the next try looks again.
-   */
-  private async copyGroup(key: string, UploadId: string, PartNumber: number, source: string, bytes: number, stop: AbortSignal): Promise<CompletedPart> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: source }), { abortSignal: stop });
-        if (head.ContentLength !== bytes) throw new ChangedSizeError(source, bytes);
-        const out = await this.client.send(
-          new UploadPartCopyCommand({
-            Bucket: this.bucket,
-            Key: key,
-            UploadId,
-            PartNumber,
-            CopySource: copySource(this.bucket, source),
-            CopySourceIfMatch: head.ETag,
-          }),
-          { abortSignal: stop },
-        );
-        return completedPart(PartNumber, out.CopyPartResult ?? {});
-      } catch (error) {
-        if (isNotFound(error)) throw new BlobNotFoundError(source);
-        const lasting = error instanceof ChangedSizeError || isNotImplemented(error);
-        if (stop.aborted || lasting || attempt >= GROUP_ATTEMPTS) throw error;
-      }
     }
   }
 
@@ -375,10 +323,10 @@ export class S3BlobStore implements BlobStore {
 }
 
 /**
- * As lib-storage does: the part's checksum (the SDK adds CRC32 to an UploadPart by default on AWS;
- * S3 reports its own for a copy) goes with it into Complete; S3-compatible servers return none.
+ * As lib-storage does: the part's checksum (the SDK adds CRC32 by default on AWS) goes with it into
+ * Complete; S3-compatible servers return none.
  */
-function completedPart(PartNumber: number, out: PartResult): CompletedPart {
+function completedPart(PartNumber: number, out: UploadPartCommandOutput): CompletedPart {
   return {
     PartNumber,
     ETag: out.ETag,
@@ -390,63 +338,27 @@ function completedPart(PartNumber: number, out: PartResult): CompletedPart {
   };
 }
 
-type PartResult = Pick<CopyPartResult, 'ETag' | 'ChecksumCRC32' | 'ChecksumCRC32C' | 'ChecksumCRC64NVME' | 'ChecksumSHA1' | 'ChecksumSHA256'>;
-
-/** The CopySource of an object of `bucket`: bucket and key, URL-encoded (the slashes kept). */
-function copySource(bucket: string, key: string): string {
-  return `${bucket}/${key.split('/').map(encodeURIComponent).join('/')}`;
-}
-
 interface PartGroup {
   keys: string[];
   sizes: number[];
   bytes: number;
 }
 
-/**
- * Consecutive objects in groups, one multipart part each. An object of MIN_PART_BYTES or more is a
- * group of its own (to be copied); smaller ones are grouped until they reach MIN_PART_BYTES. Small
- * ones left before a large object join the group before them if that one is streamed anyway, else
- * the large object. So only the last group may be under MIN_PART_BYTES, and a group of one object
- * is either that large or the last.
- */
+/** Consecutive objects in groups of at least MIN_PART_BYTES (the last group may have fewer). */
 function groupParts(keys: readonly string[], sizes: readonly number[]): PartGroup[] {
   const groups: PartGroup[] = [];
-  let small = emptyGroup();
+  let group: PartGroup = { keys: [], sizes: [], bytes: 0 };
   for (const [i, key] of keys.entries()) {
-    const size = sizes[i]!;
-    if (size < MIN_PART_BYTES) {
-      addToGroup(small, key, size);
-      if (small.bytes >= MIN_PART_BYTES) {
-        groups.push(small);
-        small = emptyGroup();
-      }
-      continue;
+    group.keys.push(key);
+    group.sizes.push(sizes[i]!);
+    group.bytes += sizes[i]!;
+    if (group.bytes >= MIN_PART_BYTES) {
+      groups.push(group);
+      group = { keys: [], sizes: [], bytes: 0 };
     }
-    const previous = groups.at(-1);
-    if (small.keys.length === 0) {
-      groups.push({ keys: [key], sizes: [size], bytes: size });
-    } else if (previous && previous.keys.length > 1) {
-      for (const [k, smallKey] of small.keys.entries()) addToGroup(previous, smallKey, small.sizes[k]!);
-      groups.push({ keys: [key], sizes: [size], bytes: size });
-    } else {
-      addToGroup(small, key, size);
-      groups.push(small);
-    }
-    small = emptyGroup();
   }
-  if (small.keys.length > 0) groups.push(small);
+  if (group.keys.length > 0) groups.push(group);
   return groups;
-}
-
-function emptyGroup(): PartGroup {
-  return { keys: [], sizes: [], bytes: 0 };
-}
-
-function addToGroup(group: PartGroup, key: string, size: number): void {
-  group.keys.push(key);
-  group.sizes.push(size);
-  group.bytes += size;
 }
 
 /** An object is not the size it was said to have (it changed since): the join would be wrong. */
@@ -489,10 +401,6 @@ async function* emptyBody(): AsyncIterable<Uint8Array> {}
 
 function errorName(error: unknown): string | undefined {
   return (error as { name?: string; Code?: string })?.name ?? (error as { Code?: string })?.Code;
-}
-
-function isNotImplemented(error: unknown): boolean {
-  return errorName(error) === 'NotImplemented' || (error as { Code?: string })?.Code === 'NotImplemented';
 }
 
 /** A missing object (GET answers NoSuchKey; HEAD, which has no body, a bare 404 named NotFound). A missing bucket is not. */
