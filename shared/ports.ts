@@ -70,6 +70,12 @@ export interface BatchQuery {
   after?: string;
 }
 
+export interface DeletedFile {
+  file: FileRecord;
+  /** An unfinished batch still reads the file: its blob must stay. */
+  blobInUse: boolean;
+}
+
 export type RecordChunkResult =
   | { recorded: true; batch: BatchRecord }
   /** `duplicate`: this chunk was recorded before. `closed`: the batch no longer takes results. */
@@ -78,12 +84,37 @@ export type RecordChunkResult =
 /** Records of files and batches: DynamoDB in AWS (and locally, on an embedded DynamoDB). */
 export interface MetaStore {
   putFile(file: FileRecord): Promise<void>;
-  /** A file of this project; another project's file is undefined, exactly like a missing one. */
+  /**
+   * A file of this project; another project's file is undefined, exactly like a missing one, and
+   * so is an expired or deleted one.
+   */
   getFile(project: string, id: string): Promise<FileRecord | undefined>;
+  /**
+   * The input file as its batch reads it: like getFile, but also once the user has deleted it while
+   * batches pin it. For the batch steps, never for the API.
+   */
+  getInputFile(project: string, id: string): Promise<FileRecord | undefined>;
   /** Newest first for order 'desc'. */
   listFiles(project: string, query: FileQuery): Promise<Page<FileRecord>>;
-  /** Removes the record and returns it, or undefined when this project has no such file. */
-  deleteFile(project: string, id: string): Promise<FileRecord | undefined>;
+  /**
+   * Deletes a file of this project for its user, or answers undefined when this project has no such
+   * live file. A file no unfinished batch pins is removed at once (the caller then deletes its blob);
+   * a pinned one is only marked deleted (`blobInUse`: the caller keeps its blob) and is removed when
+   * its last pin goes (unpinFile).
+   */
+  deleteFile(project: string, id: string): Promise<DeletedFile | undefined>;
+  /**
+   * Marks the file as read by the batch `batchId`, so a delete keeps its bytes until the batch is
+   * final. Only a live, not deleted file of this project can be pinned: otherwise undefined.
+   */
+  pinFile(project: string, id: string, batchId: string): Promise<FileRecord | undefined>;
+  /**
+   * Removes the batch's pin (again is harmless). Returns the file when that leaves it deleted and
+   * unpinned: the caller deletes its blob, then calls purgeDeletedFile.
+   */
+  unpinFile(id: string, batchId: string): Promise<FileRecord | undefined>;
+  /** Removes the record of a file that is deleted and no longer pinned; anything else stays. */
+  purgeDeletedFile(id: string): Promise<void>;
 
   /** Creates a batch; fails if the id exists. */
   createBatch(batch: BatchRecord): Promise<void>;

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { parseDuration } from '../config.js';
 import { blobKeys } from '../batch/keys.js';
 import { ZERO_USAGE, type BatchRecord, type FileRecord } from '../batch/model.js';
+import { releaseInputFile } from '../batch/input-file.js';
 import { normalizeEndpoint } from '../batch/validate.js';
 import { newBatchId, newFileId, randomToken } from '../ids.js';
 import { errorMessage, type Logger } from '../log.js';
@@ -139,10 +140,11 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
   api.get('/files/:id', async (c) => c.json(toFileObject(await fileOf(c))));
 
   api.delete('/files/:id', async (c) => {
-    const removed = await meta.deleteFile(c.get('project'), c.req.param('id'));
-    if (!removed) throw notFound('file', c.req.param('id'));
-    await blobs.delete([removed.blobKey]);
-    return c.json({ id: removed.id, object: 'file', deleted: true });
+    const deleted = await meta.deleteFile(c.get('project'), c.req.param('id'));
+    if (!deleted) throw notFound('file', c.req.param('id'));
+    // An unfinished batch still reads it: the bytes go when its last batch ends (releaseInputFile).
+    if (!deleted.blobInUse) await blobs.delete([deleted.file.blobKey]);
+    return c.json({ id: deleted.file.id, object: 'file', deleted: true });
   });
 
   api.get('/files/:id/content', async (c) => {
@@ -176,9 +178,12 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
     if (input.purpose !== 'batch') {
       throw badRequest(`The input file must have purpose 'batch'; ${input.id} has purpose '${input.purpose}'.`, 'input_file_id');
     }
+    const batchId = newBatchId();
+    // Keeps the file's bytes for this batch, should the user delete the file before the batch ends.
+    if (!(await meta.pinFile(project, input.id, batchId))) throw notFound('file', body.input_file_id, 'input_file_id');
     const now = clock.now();
     const batch: BatchRecord = {
-      id: newBatchId(),
+      id: batchId,
       project,
       endpoint: body.endpoint,
       inputFileId: input.id,
@@ -209,7 +214,12 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
       doneChunks: [],
       chunkAttempts: {},
     };
-    await meta.createBatch(batch);
+    try {
+      await meta.createBatch(batch);
+    } catch (error) {
+      await releaseInputFile(deps, batch).catch(() => undefined);
+      throw error;
+    }
     await deps.lifecycle.start(batch.id);
     return c.json(toBatchObject(batch));
   });

@@ -347,8 +347,8 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
       // Another complete won (same file id: its file is this one), or a cancel did.
       const current = (await meta.getUpload(upload.project, upload.id)) ?? upload;
       if (current.status === 'completed' && current.fileId === fileId) return respond(c, current);
-      await meta.deleteFile(upload.project, fileId);
-      await blobs.delete([fileKey]);
+      const deleted = await meta.deleteFile(upload.project, fileId);
+      if (!deleted?.blobInUse) await blobs.delete([fileKey]);
       throw notPending(current, 'it cannot be completed');
     }
     await deleteParts(upload.id);

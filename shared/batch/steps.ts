@@ -7,6 +7,7 @@ import type { BlobStore, Clock, MetaStore, WorkQueue } from '../ports.js';
 import type { UpstreamRouter } from '../upstream/types.js';
 import { listCheckpoints, readCheckpoints, summarize, type CheckpointedLine } from './checkpoints.js';
 import { readChunkRequests } from './chunk-reader.js';
+import { releaseInputFile } from './input-file.js';
 import { blobKeys } from './keys.js';
 import { TERMINAL_STATUSES, ZERO_USAGE, type BatchRecord, type BatchStatus, type ChunkPlanEntry, type FileRecord } from './model.js';
 import { addUsage, unrunLine } from './results.js';
@@ -39,16 +40,22 @@ export async function readPlan(blobs: BlobStore, batchId: string): Promise<Store
   return JSON.parse(Buffer.concat(pieces).toString('utf8')) as StoredPlan;
 }
 
-function failWith(deps: StepDeps, batch: BatchRecord, errors: BatchRecord['errors'], total = 0) {
-  return deps.meta.updateBatch(batch.id, ['validating'], { status: 'failed', errors, total, failedAtMs: deps.clock.now() });
+async function failWith(deps: StepDeps, batch: BatchRecord, errors: BatchRecord['errors'], total = 0) {
+  const failed = await deps.meta.updateBatch(batch.id, ['validating'], { status: 'failed', errors, total, failedAtMs: deps.clock.now() });
+  if (failed) await releaseInputFile(deps, failed);
+  return failed;
 }
 
 /** Reads the whole input file once, as a stream; ends `failed` with every bad line, or plans the chunks and starts the batch. */
 export async function validateStep(deps: StepDeps, batchId: string): Promise<BatchStatus | undefined> {
   const batch = await deps.meta.getBatch(batchId);
-  if (!batch || batch.status !== 'validating') return batch?.status;
+  if (!batch || batch.status !== 'validating') {
+    if (batch && TERMINAL_STATUSES.includes(batch.status)) await releaseInputFile(deps, batch);
+    return batch?.status;
+  }
 
-  const file = await deps.meta.getFile(batch.project, batch.inputFileId);
+  // Still readable if the user deleted it after creating the batch: the batch's pin keeps it.
+  const file = await deps.meta.getInputFile(batch.project, batch.inputFileId);
   if (!file) {
     const message = `The input file ${batch.inputFileId} no longer exists.`;
     return (await failWith(deps, batch, [{ code: 'input_file_not_found', message, param: 'input_file_id', line: null }]))?.status;
@@ -109,7 +116,11 @@ export function derivedFileId(batchId: string, kind: 'output' | 'error'): string
 export async function finalizeStep(deps: StepDeps, batchId: string): Promise<BatchStatus | undefined> {
   const { meta, blobs, clock } = deps;
   let batch = await meta.getBatch(batchId);
-  if (!batch || TERMINAL_STATUSES.includes(batch.status)) return batch?.status;
+  if (!batch) return undefined;
+  if (TERMINAL_STATUSES.includes(batch.status)) {
+    await releaseInputFile(deps, batch);
+    return batch.status;
+  }
   if (batch.status === 'validating') return batch.status;
   if (batch.status !== 'finalizing') {
     batch = await meta.updateBatch(batchId, [batch.status], { status: 'finalizing', finalizingAtMs: clock.now() });
@@ -198,6 +209,7 @@ export async function finalizeStep(deps: StepDeps, batchId: string): Promise<Bat
     usage: addUsage(batch.usage, recovered.usage),
     ...(status === 'cancelled' ? { cancelledAtMs: now } : status === 'expired' ? { expiredAtMs: now } : { completedAtMs: now }),
   });
+  if (finished) await releaseInputFile(deps, finished);
   await blobs.delete([...outputParts, ...errorParts, ...scratch]);
   deps.log.log('info', 'batch finalized', {
     batchId,

@@ -2,10 +2,10 @@
 import { describe, it, expect, beforeEach } from 'vitest';
 import { mockClient } from 'aws-sdk-client-mock';
 import { ConditionalCheckFailedException, DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { DeleteCommand, DynamoDBDocumentClient, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { DynamoMetaStore } from '../../shared/adapters/aws/dynamo-meta-store.js';
 import type { ChunkOutcome } from '../../shared/batch/model.js';
-import { batchRecord } from './meta-store-contract.js';
+import { batchRecord, fileRecord } from './meta-store-contract.js';
 
 const TABLE = 'meta-table';
 
@@ -32,6 +32,15 @@ const batchItem = {
   usageOutputTokens: 0,
   usageReasoningTokens: 0,
   usageTotalTokens: 0,
+};
+
+const file = fileRecord({ id: 'file_1', project: 'proj_1', createdAtMs: 1_000, expiresAtMs: 10_000 });
+const fileItem = {
+  ...file,
+  pk: 'FILE#file_1',
+  gsi1pk: 'proj_1#FILE',
+  gsi1sk: '000000000001000#file_1',
+  ttl: 10,
 };
 
 const outcome: ChunkOutcome = {
@@ -197,16 +206,125 @@ describe('createBatch and deleteFile', () => {
     expect(input.Item).not.toHaveProperty('usage');
   });
 
-  it("deletes only this project's live file", async () => {
-    ddb.on(DeleteCommand).rejects(conditionFailed());
-    expect(await store.deleteFile('proj_2', 'file_1')).toBeUndefined();
+  it("deletes only this project's live file, at once when no batch pins it", async () => {
+    ddb.on(DeleteCommand).resolves({ Attributes: fileItem });
+    expect(await store.deleteFile('proj_1', 'file_1')).toEqual({ file, blobInUse: false });
     expect(ddb.commandCalls(DeleteCommand)[0]!.args[0].input).toEqual({
       TableName: TABLE,
       Key: { pk: 'FILE#file_1' },
-      ConditionExpression: '#project = :project AND (attribute_not_exists(expiresAtMs) OR expiresAtMs > :now)',
+      ConditionExpression:
+        '#project = :project AND (attribute_not_exists(expiresAtMs) OR expiresAtMs > :now) AND ' +
+        'attribute_not_exists(deletedAtMs) AND attribute_not_exists(pinnedBy)',
       ExpressionAttributeNames: { '#project': 'project' },
-      ExpressionAttributeValues: { ':project': 'proj_2', ':now': 5_000 },
+      ExpressionAttributeValues: { ':project': 'proj_1', ':now': 5_000 },
       ReturnValues: 'ALL_OLD',
     });
+    expect(ddb.commandCalls(UpdateCommand)).toHaveLength(0);
+  });
+
+  it('marks a pinned file deleted instead, keeping its blob', async () => {
+    ddb.on(DeleteCommand).rejects(conditionFailed());
+    ddb.on(UpdateCommand).resolves({ Attributes: { ...fileItem, pinnedBy: new Set(['batch_1']), deletedAtMs: 5_000 } });
+    expect(await store.deleteFile('proj_1', 'file_1')).toEqual({ file, blobInUse: true });
+    expect(ddb.commandCalls(UpdateCommand)[0]!.args[0].input).toEqual({
+      TableName: TABLE,
+      Key: { pk: 'FILE#file_1' },
+      UpdateExpression: 'SET deletedAtMs = :now',
+      ConditionExpression:
+        '#project = :project AND (attribute_not_exists(expiresAtMs) OR expiresAtMs > :now) AND ' +
+        'attribute_not_exists(deletedAtMs) AND attribute_exists(pinnedBy)',
+      ExpressionAttributeNames: { '#project': 'project' },
+      ExpressionAttributeValues: { ':project': 'proj_1', ':now': 5_000 },
+      ReturnValues: 'ALL_NEW',
+    });
+  });
+
+  it('answers undefined for a foreign, missing, expired or already deleted file', async () => {
+    ddb.on(DeleteCommand).rejects(conditionFailed());
+    ddb.on(UpdateCommand).rejects(conditionFailed());
+    ddb
+      .on(GetCommand)
+      .resolvesOnce({ Item: fileItem })
+      .resolvesOnce({})
+      .resolvesOnce({ Item: { ...fileItem, expiresAtMs: 5_000 } })
+      .resolvesOnce({ Item: { ...fileItem, deletedAtMs: 4_000, pinnedBy: new Set(['batch_1']) } });
+    expect(await store.deleteFile('proj_2', 'file_1')).toBeUndefined();
+    for (let i = 0; i < 3; i++) expect(await store.deleteFile('proj_1', 'file_1')).toBeUndefined();
+    expect(ddb.commandCalls(DeleteCommand)).toHaveLength(4);
+  });
+
+  it('tries again when the last pin went between its two writes', async () => {
+    ddb.on(DeleteCommand).rejectsOnce(conditionFailed()).resolves({ Attributes: fileItem });
+    ddb.on(UpdateCommand).rejects(conditionFailed());
+    ddb.on(GetCommand).resolves({ Item: fileItem });
+    expect(await store.deleteFile('proj_1', 'file_1')).toEqual({ file, blobInUse: false });
+    expect(ddb.commandCalls(DeleteCommand)).toHaveLength(2);
+  });
+});
+
+describe('file pins', () => {
+  it('pins with one conditional UpdateItem that adds the batch to the set', async () => {
+    ddb.on(UpdateCommand).resolves({ Attributes: { ...fileItem, pinnedBy: new Set(['batch_1']) } });
+    expect(await store.pinFile('proj_1', 'file_1', 'batch_1')).toEqual(file);
+    expect(ddb.commandCalls(UpdateCommand)[0]!.args[0].input).toEqual({
+      TableName: TABLE,
+      Key: { pk: 'FILE#file_1' },
+      UpdateExpression: 'ADD pinnedBy :batch',
+      ConditionExpression: '#project = :project AND (attribute_not_exists(expiresAtMs) OR expiresAtMs > :now) AND attribute_not_exists(deletedAtMs)',
+      ExpressionAttributeNames: { '#project': 'project' },
+      ExpressionAttributeValues: { ':batch': new Set(['batch_1']), ':project': 'proj_1', ':now': 5_000 },
+      ReturnValues: 'ALL_NEW',
+    });
+  });
+
+  it('answers undefined when the file cannot be pinned', async () => {
+    ddb.on(UpdateCommand).rejects(conditionFailed());
+    expect(await store.pinFile('proj_1', 'file_1', 'batch_1')).toBeUndefined();
+  });
+
+  it('unpins with one UpdateItem, and hands back a deleted file left with no pin', async () => {
+    ddb
+      .on(UpdateCommand)
+      .resolvesOnce({ Attributes: { ...fileItem, deletedAtMs: 4_000 } })
+      .resolvesOnce({ Attributes: { ...fileItem, deletedAtMs: 4_000, pinnedBy: new Set(['batch_2']) } })
+      .resolvesOnce({ Attributes: fileItem })
+      .rejectsOnce(conditionFailed());
+    expect(await store.unpinFile('file_1', 'batch_1')).toEqual(file);
+    expect(await store.unpinFile('file_1', 'batch_1')).toBeUndefined();
+    expect(await store.unpinFile('file_1', 'batch_1')).toBeUndefined();
+    expect(await store.unpinFile('file_1', 'batch_1')).toBeUndefined();
+    expect(ddb.commandCalls(UpdateCommand)[0]!.args[0].input).toEqual({
+      TableName: TABLE,
+      Key: { pk: 'FILE#file_1' },
+      UpdateExpression: 'DELETE pinnedBy :batch',
+      ConditionExpression: 'attribute_exists(pk)',
+      ExpressionAttributeValues: { ':batch': new Set(['batch_1']) },
+      ReturnValues: 'ALL_NEW',
+    });
+  });
+
+  it('purges only a deleted, unpinned file, and ignores the refusal', async () => {
+    ddb.on(DeleteCommand).rejects(conditionFailed());
+    await store.purgeDeletedFile('file_1');
+    expect(ddb.commandCalls(DeleteCommand)[0]!.args[0].input).toEqual({
+      TableName: TABLE,
+      Key: { pk: 'FILE#file_1' },
+      ConditionExpression: 'attribute_exists(deletedAtMs) AND attribute_not_exists(pinnedBy)',
+    });
+  });
+});
+
+describe('file reads', () => {
+  it('hides a deleted file from getFile and listFiles, not from getInputFile', async () => {
+    ddb.on(GetCommand).resolves({ Item: { ...fileItem, deletedAtMs: 4_000, pinnedBy: new Set(['batch_1']) } });
+    expect(await store.getFile('proj_1', 'file_1')).toBeUndefined();
+    expect(await store.getInputFile('proj_1', 'file_1')).toEqual(file);
+    expect(await store.getInputFile('proj_2', 'file_1')).toBeUndefined();
+
+    ddb.on(QueryCommand).resolves({ Items: [] });
+    await store.listFiles('proj_1', { limit: 10, order: 'desc' });
+    expect(ddb.commandCalls(QueryCommand)[0]!.args[0].input.FilterExpression).toBe(
+      '(attribute_not_exists(expiresAtMs) OR expiresAtMs > :now) AND attribute_not_exists(deletedAtMs)',
+    );
   });
 });

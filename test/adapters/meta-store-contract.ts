@@ -197,7 +197,7 @@ export function metaStoreContract(
       it('deletes a file once and returns it', async () => {
         const file = fileRecord({ expiresAtMs: Date.now() + HOUR });
         await store.putFile(file);
-        expect(await store.deleteFile(file.project, file.id)).toEqual(file);
+        expect(await store.deleteFile(file.project, file.id)).toEqual({ file, blobInUse: false });
         expect(await store.getFile(file.project, file.id)).toBeUndefined();
         expect(await store.deleteFile(file.project, file.id)).toBeUndefined();
         expect((await store.listFiles(file.project, { limit: 10, order: 'desc' })).items).toEqual([]);
@@ -212,6 +212,92 @@ export function metaStoreContract(
         const page = await store.listFiles(live.project, { limit: 1, order: 'desc' });
         expect(page).toEqual({ items: [live], hasMore: false });
         expect(await store.deleteFile(live.project, expired.id)).toBeUndefined();
+      });
+    });
+
+    describe('file pins', () => {
+      const listedIds = async (project: string) => (await store.listFiles(project, { limit: 100, order: 'desc' })).items.map((f) => f.id);
+
+      it('deletes an unpinned file at once, also once its pins have gone', async () => {
+        const file = fileRecord({ expiresAtMs: Date.now() + HOUR });
+        await store.putFile(file);
+        expect(await store.pinFile(file.project, file.id, 'batch_a')).toEqual(file);
+        expect(await store.pinFile(file.project, file.id, 'batch_b')).toEqual(file);
+        expect(await store.unpinFile(file.id, 'batch_a')).toBeUndefined();
+        expect(await store.unpinFile(file.id, 'batch_b')).toBeUndefined();
+        expect(await store.getFile(file.project, file.id)).toEqual(file);
+        expect(await store.deleteFile(file.project, file.id)).toEqual({ file, blobInUse: false });
+        expect(await store.getInputFile(file.project, file.id)).toBeUndefined();
+      });
+
+      it('hides a deleted pinned file from the API but keeps it for its batches until the last pin goes', async () => {
+        const file = fileRecord({ expiresAtMs: Date.now() + HOUR });
+        await store.putFile(file);
+        await store.pinFile(file.project, file.id, 'batch_a');
+        await store.pinFile(file.project, file.id, 'batch_b');
+
+        expect(await store.deleteFile(file.project, file.id)).toEqual({ file, blobInUse: true });
+        expect(await store.getFile(file.project, file.id)).toBeUndefined();
+        expect(await listedIds(file.project)).not.toContain(file.id);
+        expect(await store.deleteFile(file.project, file.id)).toBeUndefined();
+        expect(await store.pinFile(file.project, file.id, 'batch_c')).toBeUndefined();
+        expect(await store.getInputFile(file.project, file.id)).toEqual(file);
+        expect(await store.getInputFile(uid('proj'), file.id)).toBeUndefined();
+
+        expect(await store.unpinFile(file.id, 'batch_a')).toBeUndefined();
+        expect(await store.unpinFile(file.id, 'batch_a')).toBeUndefined();
+        expect(await store.getInputFile(file.project, file.id)).toEqual(file);
+        // The last pin: the file is now for the caller to remove, as often as it asks until it has.
+        expect(await store.unpinFile(file.id, 'batch_b')).toEqual(file);
+        expect(await store.unpinFile(file.id, 'batch_b')).toEqual(file);
+        await store.purgeDeletedFile(file.id);
+        expect(await store.getInputFile(file.project, file.id)).toBeUndefined();
+        expect(await store.unpinFile(file.id, 'batch_b')).toBeUndefined();
+        await store.purgeDeletedFile(file.id);
+      });
+
+      it('pins only a live, not deleted file of the project, and creates nothing otherwise', async () => {
+        const expired = fileRecord({ expiresAtMs: Date.now() - 1 });
+        await store.putFile(expired);
+        const foreign = fileRecord();
+        await store.putFile(foreign);
+        const missing = uid('file');
+        expect(await store.pinFile(expired.project, expired.id, 'batch_a')).toBeUndefined();
+        expect(await store.pinFile(uid('proj'), foreign.id, 'batch_a')).toBeUndefined();
+        expect(await store.pinFile(foreign.project, missing, 'batch_a')).toBeUndefined();
+        expect(await store.unpinFile(missing, 'batch_a')).toBeUndefined();
+        expect(await store.getInputFile(foreign.project, missing)).toBeUndefined();
+        expect(await store.getInputFile(expired.project, expired.id)).toBeUndefined();
+        // The refused pin left nothing behind: the file still goes at once.
+        expect(await store.deleteFile(foreign.project, foreign.id)).toEqual({ file: foreign, blobInUse: false });
+      });
+
+      it('leaves the blob to exactly one of a delete and a last unpin that race', async () => {
+        const files = Array.from({ length: 10 }, () => fileRecord());
+        await Promise.all(files.map(async (file) => {
+          await store.putFile(file);
+          await store.pinFile(file.project, file.id, 'batch_a');
+        }));
+        const outcomes = await Promise.all(
+          files.map(async (file) => {
+            const [deleted, orphan] = await Promise.all([store.deleteFile(file.project, file.id), store.unpinFile(file.id, 'batch_a')]);
+            return { deleterDeletesBlob: deleted?.blobInUse === false, unpinnerDeletesBlob: orphan !== undefined };
+          }),
+        );
+        for (const outcome of outcomes) expect(outcome.deleterDeletesBlob).not.toBe(outcome.unpinnerDeletesBlob);
+      });
+
+      it('purges only a deleted file that nothing pins', async () => {
+        const live = fileRecord();
+        const pinned = fileRecord({ project: live.project });
+        await store.putFile(live);
+        await store.putFile(pinned);
+        await store.pinFile(pinned.project, pinned.id, 'batch_a');
+        await store.deleteFile(pinned.project, pinned.id);
+        await store.purgeDeletedFile(live.id);
+        await store.purgeDeletedFile(pinned.id);
+        expect(await store.getFile(live.project, live.id)).toEqual(live);
+        expect(await store.getInputFile(pinned.project, pinned.id)).toEqual(pinned);
       });
     });
 

@@ -181,6 +181,30 @@ describe('the AWS runtime, in-process', () => {
     }
   });
 
+  it('keeps the bytes of an input file deleted while its batch runs, and deletes them when the batch ends', async () => {
+    upstream.configure({ latencyMs: 150 });
+    try {
+      const file = await upload(openai, await writeJsonl(chatLines(12, { prefix: 'deleted-input' })));
+      const created = await openai.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+      await waitForBatch(openai, created.id, (b) => b.status === 'in_progress');
+      expect(await openai.files.delete(file.id)).toEqual({ id: file.id, object: 'file', deleted: true });
+      await expect(openai.files.retrieve(file.id)).rejects.toMatchObject({ status: 404 });
+      expect(await aws.blobs.size(`files/${file.id}`)).toBeGreaterThan(0);
+
+      const batch = await waitForBatch(openai, created.id);
+      expect(batch.status).toBe('completed');
+      const { output, ids, duplicates } = await collectResults(openai, batch);
+      expect(duplicates).toEqual([]);
+      expect(ids.size).toBe(12);
+      expect(output).toHaveLength(12);
+      await aws.settle();
+      expect(await aws.blobs.size(`files/${file.id}`)).toBeUndefined();
+      await expect(openai.files.delete(file.id)).rejects.toMatchObject({ status: 404 });
+    } finally {
+      upstream.configure({ latencyMs: 10 });
+    }
+  });
+
   it('drains a cancel: requests in flight finish into the output file, those never started are batch_cancelled', async () => {
     upstream.configure({ latencyMs: 1_500 });
     upstream.reset();

@@ -148,6 +148,58 @@ describe('batch steps and the chunk worker', () => {
     expect(errors[0]).toMatchObject({ response: { status_code: 400 }, error: null });
   });
 
+  describe('an input file deleted while its batch runs', () => {
+    /** A batch as the API creates it (pinning its file), whose file the user then deletes. */
+    async function batchWithDeletedInput(lines: string[]) {
+      const batch = await createBatch(lines);
+      const file = (await deps.meta.pinFile('p', batch.inputFileId, batch.id))!;
+      expect(await deps.meta.deleteFile('p', file.id)).toMatchObject({ blobInUse: true });
+      return { batch, file };
+    }
+    const blobExists = async (key: string) => (await deps.blobs.size(key)) !== undefined;
+
+    it('is still read by validation and the chunks, and goes when the batch completes', async () => {
+      const { batch, file } = await batchWithDeletedInput(['a', 'b', 'c', 'd'].map((id) => line(id)));
+      expect(await validateStep(deps, batch.id)).toBe('in_progress');
+      await enqueueStep(deps, batch.id);
+      for (const message of sent) await runChunk(worker(), message);
+      expect(await blobExists(file.blobKey)).toBe(true);
+      expect(await finalizeStep(deps, batch.id)).toBe('completed');
+      expect((await deps.meta.getBatch(batch.id))!).toMatchObject({ completed: 4, failed: 0 });
+      expect(await blobExists(file.blobKey)).toBe(false);
+      expect(await deps.meta.getInputFile('p', file.id)).toBeUndefined();
+      // A finalize that runs again on the final batch lets go again, harmlessly.
+      expect(await finalizeStep(deps, batch.id)).toBe('completed');
+    });
+
+    it('goes when validation fails the batch', async () => {
+      const { batch, file } = await batchWithDeletedInput([line('a'), '{nope']);
+      expect(await validateStep(deps, batch.id)).toBe('failed');
+      expect(await blobExists(file.blobKey)).toBe(false);
+      expect(await deps.meta.getInputFile('p', file.id)).toBeUndefined();
+      expect(await validateStep(deps, batch.id)).toBe('failed');
+    });
+
+    it('goes only when the last of its batches ends: one cancelled while validating, one completed', async () => {
+      const cancelled = await createBatch(['a', 'b'].map((id) => line(id)));
+      const completed = await createBatch([], { inputFileId: cancelled.inputFileId });
+      const file = (await deps.meta.pinFile('p', cancelled.inputFileId, cancelled.id))!;
+      await deps.meta.pinFile('p', file.id, completed.id);
+      expect(await deps.meta.deleteFile('p', file.id)).toMatchObject({ blobInUse: true });
+
+      await deps.meta.updateBatch(cancelled.id, ['validating'], { status: 'cancelling', cancellingAtMs: now });
+      expect(await validateStep(deps, cancelled.id)).toBe('cancelling');
+      expect(await finalizeStep(deps, cancelled.id)).toBe('cancelled');
+      expect(await blobExists(file.blobKey)).toBe(true);
+
+      expect(await validateStep(deps, completed.id)).toBe('in_progress');
+      await enqueueStep(deps, completed.id);
+      for (const message of sent) await runChunk(worker(), message);
+      expect(await finalizeStep(deps, completed.id)).toBe('completed');
+      expect(await blobExists(file.blobKey)).toBe(false);
+    });
+  });
+
   it('on cancel, finalizes recorded chunks as they are and every other line as batch_cancelled', async () => {
     const batch = await createBatch(['a', 'b', 'c', 'd', 'e', 'f', 'g'].map((id) => line(id)));
     await validateStep(deps, batch.id);

@@ -2,7 +2,10 @@
 //
 // Item layout (partition key `pk` only; GSI `byProject` on gsi1pk/gsi1sk lists a project's objects):
 //   file   pk = FILE#<id>   gsi1pk = <project>#FILE   gsi1sk = <createdAtMs, 15 digits>#<id>
-//          the FileRecord's fields; expiresAtMs absent when null; `ttl` (seconds) when it expires.
+//          the FileRecord's fields; expiresAtMs absent when null; `ttl` (seconds) when it expires;
+//          pinnedBy: a String Set of the unfinished batches that read the file (absent while none);
+//          deletedAtMs: set when the user deleted the file while it was pinned (a tombstone: hidden
+//          from the API, removed with its blob when the last pin goes).
 //   batch  pk = BATCH#<id>  gsi1pk = <project>#BATCH  gsi1sk = as for files
 //          the BatchRecord's fields, flat: usage as usageInputTokens, usageCachedTokens,
 //          usageOutputTokens, usageReasoningTokens, usageTotalTokens; doneChunks as a Number Set
@@ -20,7 +23,7 @@ import {
   ScanCommand,
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
-import type { BatchQuery, FileQuery, MetaStore, Page, RecordChunkResult } from '../../ports.js';
+import type { BatchQuery, DeletedFile, FileQuery, MetaStore, Page, RecordChunkResult } from '../../ports.js';
 import {
   TERMINAL_STATUSES,
   type BatchRecord,
@@ -71,6 +74,8 @@ const apiKeyKey = (keyHash: string) => ({ pk: `APIKEY#${keyHash}` });
 const API_KEYS_INDEX_KEY = 'APIKEYS';
 /** Upload records outlive their hour by a day, so a late complete or retrieve still gets a clear answer. */
 const UPLOAD_RECORD_GRACE_SECONDS = 24 * 3600;
+/** A file that has not expired: TTL deletes lazily (up to days late), so conditions and filters check. */
+const LIVE_FILE = '(attribute_not_exists(expiresAtMs) OR expiresAtMs > :now)';
 const sortKey = (createdAtMs: number, id: string) => `${String(createdAtMs).padStart(15, '0')}#${id}`;
 
 interface FileItem {
@@ -86,6 +91,8 @@ interface FileItem {
   expiresAtMs?: number;
   blobKey: string;
   ttl?: number;
+  pinnedBy?: Set<string>;
+  deletedAtMs?: number;
 }
 
 type UsageAttributes = {
@@ -204,6 +211,16 @@ function isConditionalCheckFailed(err: unknown): err is Error & { Item?: Record<
   return err instanceof Error && err.name === 'ConditionalCheckFailedException';
 }
 
+/** The write's answer, or undefined when its condition does not hold. */
+async function unlessConditionFails<T>(write: Promise<T>): Promise<T | undefined> {
+  try {
+    return await write;
+  } catch (err) {
+    if (isConditionalCheckFailed(err)) return undefined;
+    throw err;
+  }
+}
+
 export class DynamoMetaStore implements MetaStore {
   private readonly doc: DynamoDBDocumentClient;
   private readonly tableName: string;
@@ -222,18 +239,19 @@ export class DynamoMetaStore implements MetaStore {
   }
 
   async getFile(project: string, id: string): Promise<FileRecord | undefined> {
-    const item = await this.getItem(fileKey(id));
-    if (!item || item.project !== project) return undefined;
-    const file = fromFileItem(item);
-    return this.isLive(file) ? file : undefined;
+    return this.readFile(project, id, { includeDeleted: false });
+  }
+
+  async getInputFile(project: string, id: string): Promise<FileRecord | undefined> {
+    return this.readFile(project, id, { includeDeleted: true });
   }
 
   async listFiles(project: string, query: FileQuery): Promise<Page<FileRecord>> {
     const start = await this.cursorKey(query.after === undefined ? undefined : fileKey(query.after), project);
     if (start === null) return { items: [], hasMore: false };
 
-    // TTL deletes lazily (up to days late), so expired files are filtered out here too.
-    const filters = ['(attribute_not_exists(expiresAtMs) OR expiresAtMs > :now)'];
+    // Expired files (TTL is lazy) and deleted ones still pinned by a batch are not listed.
+    const filters = [LIVE_FILE, 'attribute_not_exists(deletedAtMs)'];
     const values: Item = { ':now': this.now() };
     if (query.purpose !== undefined) {
       filters.push('purpose = :purpose');
@@ -249,26 +267,107 @@ export class DynamoMetaStore implements MetaStore {
     return { items: page.items.map(fromFileItem), hasMore: page.hasMore };
   }
 
-  async deleteFile(project: string, id: string): Promise<FileRecord | undefined> {
-    try {
-      const out = await this.doc.send(
+  // Why pins live on the file item: whether a file may go, be kept as a tombstone, or take a new
+  // batch is then decided by conditional writes on that one item, so a delete racing a batch's
+  // creation or its end never loses bytes a batch still reads, nor keeps them for ever. (Looking
+  // for the file's batches at delete time would need an index, and would still race.)
+  async deleteFile(project: string, id: string): Promise<DeletedFile | undefined> {
+    // Both writes fail when this project has no such live file, and also when a pin came or went
+    // between them: a read tells which, and the latter tries again.
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const removed = await this.deleteUnpinnedFile(project, id);
+      if (removed) return { file: removed, blobInUse: false };
+      const tombstoned = await this.tombstonePinnedFile(project, id);
+      if (tombstoned) return { file: tombstoned, blobInUse: true };
+      const item = await this.getItem(fileKey(id));
+      if (!item || item.project !== project || item.deletedAtMs !== undefined || !this.isLive(fromFileItem(item))) return undefined;
+    }
+    throw new Error(`deleteFile: the pins of file ${id} kept changing`);
+  }
+
+  async pinFile(project: string, id: string, batchId: string): Promise<FileRecord | undefined> {
+    const out = await unlessConditionFails(
+      this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: fileKey(id),
+          UpdateExpression: 'ADD pinnedBy :batch',
+          // #project = :project also fails on a missing item, so no bare item is ever created.
+          ConditionExpression: `#project = :project AND ${LIVE_FILE} AND attribute_not_exists(deletedAtMs)`,
+          ExpressionAttributeNames: { '#project': 'project' },
+          ExpressionAttributeValues: { ':batch': new Set([batchId]), ':project': project, ':now': this.now() },
+          ReturnValues: 'ALL_NEW',
+        }),
+      ),
+    );
+    return out?.Attributes ? fromFileItem(out.Attributes) : undefined;
+  }
+
+  async unpinFile(id: string, batchId: string): Promise<FileRecord | undefined> {
+    const out = await unlessConditionFails(
+      this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: fileKey(id),
+          // DynamoDB (and dynalite) remove the attribute when its set empties.
+          UpdateExpression: 'DELETE pinnedBy :batch',
+          ConditionExpression: 'attribute_exists(pk)',
+          ExpressionAttributeValues: { ':batch': new Set([batchId]) },
+          ReturnValues: 'ALL_NEW',
+        }),
+      ),
+    );
+    const item = out?.Attributes;
+    return item && item.deletedAtMs !== undefined && item.pinnedBy === undefined ? fromFileItem(item) : undefined;
+  }
+
+  async purgeDeletedFile(id: string): Promise<void> {
+    await unlessConditionFails(
+      this.doc.send(
+        new DeleteCommand({
+          TableName: this.tableName,
+          Key: fileKey(id),
+          ConditionExpression: 'attribute_exists(deletedAtMs) AND attribute_not_exists(pinnedBy)',
+        }),
+      ),
+    );
+  }
+
+  /** Removes a live file of this project that no batch pins. */
+  private async deleteUnpinnedFile(project: string, id: string): Promise<FileRecord | undefined> {
+    const out = await unlessConditionFails(
+      this.doc.send(
         new DeleteCommand({
           TableName: this.tableName,
           Key: fileKey(id),
           // Another project's file and an expired one look exactly like a missing one; an expired
           // item stays for TTL to reap.
-          ConditionExpression:
-            '#project = :project AND (attribute_not_exists(expiresAtMs) OR expiresAtMs > :now)',
+          ConditionExpression: `#project = :project AND ${LIVE_FILE} AND attribute_not_exists(deletedAtMs) AND attribute_not_exists(pinnedBy)`,
           ExpressionAttributeNames: { '#project': 'project' },
           ExpressionAttributeValues: { ':project': project, ':now': this.now() },
           ReturnValues: 'ALL_OLD',
         }),
-      );
-      return out.Attributes ? fromFileItem(out.Attributes) : undefined;
-    } catch (err) {
-      if (isConditionalCheckFailed(err)) return undefined;
-      throw err;
-    }
+      ),
+    );
+    return out?.Attributes ? fromFileItem(out.Attributes) : undefined;
+  }
+
+  /** Marks a live, pinned file of this project deleted; its record and blob go with the last pin. */
+  private async tombstonePinnedFile(project: string, id: string): Promise<FileRecord | undefined> {
+    const out = await unlessConditionFails(
+      this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: fileKey(id),
+          UpdateExpression: 'SET deletedAtMs = :now',
+          ConditionExpression: `#project = :project AND ${LIVE_FILE} AND attribute_not_exists(deletedAtMs) AND attribute_exists(pinnedBy)`,
+          ExpressionAttributeNames: { '#project': 'project' },
+          ExpressionAttributeValues: { ':project': project, ':now': this.now() },
+          ReturnValues: 'ALL_NEW',
+        }),
+      ),
+    );
+    return out?.Attributes ? fromFileItem(out.Attributes) : undefined;
   }
 
   // Batches
@@ -543,6 +642,14 @@ export class DynamoMetaStore implements MetaStore {
       if (isConditionalCheckFailed(err)) return undefined;
       throw err;
     }
+  }
+
+  private async readFile(project: string, id: string, options: { includeDeleted: boolean }): Promise<FileRecord | undefined> {
+    const item = await this.getItem(fileKey(id));
+    if (!item || item.project !== project) return undefined;
+    if (item.deletedAtMs !== undefined && !options.includeDeleted) return undefined;
+    const file = fromFileItem(item);
+    return this.isLive(file) ? file : undefined;
   }
 
   private isLive(file: FileRecord): boolean {
