@@ -6,6 +6,7 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context
 import { handle } from 'hono/aws-lambda';
 import { createApiApp } from '../shared/api/app.js';
 import { lambdaHandler, metrics, MetricUnit } from './observability.js';
+import { API_TIMEOUT_SECONDS } from './contract.js';
 import { runtime, type Runtime } from './runtime.js';
 
 type ApiHandler = (event: APIGatewayProxyEventV2, context: Context) => Promise<APIGatewayProxyStructuredResultV2>;
@@ -33,6 +34,8 @@ function buildApp(rt: Runtime): ApiHandler {
     resolveApiKey: rt.api.resolveApiKey,
     downloads: rt.api.downloads,
     limits: rt.config.limits,
+    // A complete's claim on an upload lasts as long as this function can run.
+    completeLeaseMs: API_TIMEOUT_SECONDS * 1000,
     ready: async () => {
       await rt.meta.getBatch('batch_healthcheck');
       return true;

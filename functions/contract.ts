@@ -12,6 +12,13 @@ export const HANDLERS = {
   worker: 'functions/worker.ts',
 } as const;
 
+/**
+ * The API Lambda's timeout. API Gateway answers the client after ~30 s whatever the function does,
+ * but the function runs on: an upload's complete joining hundreds of parts finishes its join, and
+ * its claim on the upload lasts this long (a claim older than this belongs to a function that is gone).
+ */
+export const API_TIMEOUT_SECONDS = 300;
+
 /** Environment variables the stack sets on the functions. */
 export const ENV = {
   tableName: 'TABLE_NAME',

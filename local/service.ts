@@ -5,6 +5,7 @@ import { mkdir } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { createApiApp } from '../shared/api/app.js';
+import { DEFAULT_COMPLETE_LEASE_MS } from '../shared/api/uploads.js';
 import { ConfigError, type ServiceConfig } from '../shared/config.js';
 import { DynamoMetaStore } from '../shared/adapters/aws/dynamo-meta-store.js';
 import { startEmbeddedDynamo } from '../shared/adapters/local/embedded-dynamo.js';
@@ -71,6 +72,8 @@ export async function startService(config: ServiceConfig, log: Logger): Promise<
     log,
     apiKeys: config.apiKeys,
     limits: config.limits,
+    // No gateway cuts a request short here: a claim lasts as long as the largest join may take.
+    completeLeaseMs: DEFAULT_COMPLETE_LEASE_MS,
     ready: async () => {
       await meta.getBatch('batch_healthcheck');
       return true;

@@ -149,6 +149,14 @@ export interface MetaStore {
     from: readonly UploadStatus[],
     changes: Partial<Pick<UploadRecord, 'status' | 'fileId'>>,
   ): Promise<UploadRecord | undefined>;
+  /**
+   * Claims a pending upload for one complete's join, until `untilMs`: only while no other claim
+   * holds at `nowMs`. Returns the claimed upload, or undefined when it is not pending (or missing)
+   * or another claim still holds.
+   */
+  claimUploadCompletion(id: string, nowMs: number, untilMs: number): Promise<UploadRecord | undefined>;
+  /** Gives up the claim made until `untilMs`, if it is still that one (a later claim stays). */
+  releaseUploadCompletion(id: string, untilMs: number): Promise<void>;
   putUploadPart(part: UploadPartRecord): Promise<void>;
   /** A part of this upload, or undefined. */
   getUploadPart(uploadId: string, partId: string): Promise<UploadPartRecord | undefined>;

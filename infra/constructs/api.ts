@@ -12,7 +12,7 @@ import { HttpLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations
 import * as logs from 'aws-cdk-lib/aws-logs';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
-import { ENV, HANDLERS } from '../../functions/contract.js';
+import { API_TIMEOUT_SECONDS, ENV, HANDLERS } from '../../functions/contract.js';
 import { ServiceFunction } from './service-function.js';
 import type { Storage } from './storage.js';
 
@@ -39,8 +39,9 @@ export class Api extends Construct {
       environment: { ...props.environment, [ENV.stateMachineArn]: props.stateMachine.stateMachineArn },
       logRetentionDays: props.logRetentionDays,
       memorySize: 512,
-      // API Gateway gives up on an integration after 30 s.
-      timeout: Duration.seconds(29),
+      // API Gateway gives up on an integration after 30 s and answers the client 503, but the
+      // function goes on: a complete of a large upload finishes its join (functions/contract.ts).
+      timeout: Duration.seconds(API_TIMEOUT_SECONDS),
     });
     const { bucket, table } = props.storage;
     table.grantReadWriteData(this.handler.function);

@@ -17,11 +17,11 @@ import type { ApiKeyResolver } from './api-keys.js';
 import { ApiError, badRequest, conflict, internalError, notFound, tooLarge } from './errors.js';
 import { receiveMultipart } from './multipart.js';
 import { jsonBody, parse } from './request.js';
-import { batchFileCheck, registerUploadRoutes } from './uploads.js';
+import { batchFileCheck, registerUploadRoutes, type UploadDeps } from './uploads.js';
 import { listObject, toBatchObject, toFileObject } from './objects.js';
 import { BATCH_ENDPOINTS, createBatchSchema, fileExpiresAfter, listBatchesQuery, listFilesQuery } from './schemas.js';
 
-export interface ApiDeps {
+export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeWaitMs'> {
   meta: MetaStore;
   blobs: BlobStore;
   lifecycle: Lifecycle;
@@ -69,7 +69,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
     const apiError = error instanceof ApiError ? error : undefined;
     if (!apiError) deps.log.log('error', 'request failed', { requestId: c.get('requestId'), path: c.req.path, error: errorMessage(error) });
     const shown = apiError ?? internalError();
-    return c.json(shown.toBody(), shown.status);
+    return c.json(shown.toBody(), shown.status, shown.headers);
   });
 
   app.notFound((c) => {

@@ -10,6 +10,8 @@ export class ApiError extends Error {
     readonly type: string = 'invalid_request_error',
     readonly param: string | null = null,
     readonly code: string | null = null,
+    /** Headers the answer carries beside the envelope (e.g. Retry-After). */
+    readonly headers: Record<string, string> = {},
   ) {
     super(message);
     this.name = 'ApiError';
@@ -33,3 +35,7 @@ export const tooLarge = (message: string, param: string | null = null) =>
 
 export const internalError = () =>
   new ApiError(500, 'The server had an error while processing your request. Please retry.', 'server_error');
+
+/** 503: a retry is expected to succeed; Retry-After (which the openai SDK honours) says when. */
+export const unavailable = (message: string, code: string | null, retryAfterSeconds: number) =>
+  new ApiError(503, message, 'server_error', null, code, { 'retry-after': String(retryAfterSeconds) });

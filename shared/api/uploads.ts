@@ -28,7 +28,7 @@ import {
 } from '../batch/upload-check.js';
 import { randomToken } from '../ids.js';
 import type { BlobStore, Clock, MetaStore } from '../ports.js';
-import { ApiError, badRequest, tooLarge } from './errors.js';
+import { ApiError, badRequest, tooLarge, unavailable } from './errors.js';
 import { receiveMultipart, type StreamCheck } from './multipart.js';
 import { toFileObject } from './objects.js';
 import { fileExpiresAfter } from './schemas.js';
@@ -38,6 +38,17 @@ export interface UploadDeps {
   blobs: BlobStore;
   clock: Clock;
   limits: { maxFileBytes: number; maxLineBytes?: number; maxRequestsPerBatch?: number };
+  /**
+   * How long a complete may hold its claim on an upload while it joins the parts: at least as long
+   * as one request can run (in AWS, the API Lambda's timeout), so that a claim runs out only once
+   * its claimant is surely gone. Default DEFAULT_COMPLETE_LEASE_MS.
+   */
+  completeLeaseMs?: number;
+  /**
+   * How long a complete waits for another complete's join before answering 503: well under API
+   * Gateway's 30 s, so the client gets that answer rather than the gateway's. Default DEFAULT_COMPLETE_WAIT_MS.
+   */
+  completeWaitMs?: number;
 }
 
 type Env = { Variables: { project: string; requestId: string } };
@@ -51,6 +62,12 @@ export const MAX_UPLOAD_BYTES = 8 * 1024 * 1024 * 1024;
 const BATCH_FILE_RETENTION_SECONDS = 30 * 24 * 3600;
 /** Part records looked up at once on complete. */
 const PART_LOOKUPS_IN_FLIGHT = 32;
+/** Locally no gateway cuts a request short; a claim lasts long enough for the largest join. */
+export const DEFAULT_COMPLETE_LEASE_MS = 5 * 60_000;
+export const DEFAULT_COMPLETE_WAIT_MS = 20_000;
+/** A waiting complete reads the upload this often. */
+const COMPLETE_POLL_MS = 500;
+const COMPLETE_RETRY_AFTER_SECONDS = 5;
 
 const uploadKeys = {
   parts: (uploadId: string) => `uploads/${uploadId}/`,
@@ -116,10 +133,14 @@ function uploadFileId(uploadId: string): string {
   return `file-${digest.slice(0, 24)}`;
 }
 
+type CompleteBody = z.infer<typeof completeUploadSchema>;
+
 const uploadNotFound = (id: string) => new ApiError(404, `No upload found with id '${id}'.`, 'invalid_request_error', null, 'not_found');
 
 export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
   const { meta, blobs, clock } = deps;
+  const leaseMs = deps.completeLeaseMs ?? DEFAULT_COMPLETE_LEASE_MS;
+  const waitMs = deps.completeWaitMs ?? DEFAULT_COMPLETE_WAIT_MS;
 
   async function uploadOf(c: Context<Env>): Promise<UploadRecord> {
     const id = c.req.param('id')!;
@@ -246,18 +267,70 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
     }
   });
 
+  /**
+   * Claims a pending upload for this complete's join. While another complete holds the claim, waits
+   * (up to waitMs) for it to finish or to run out. Answers the claimed upload and the claim's end,
+   * or the upload once it is no longer pending (completed by the other, cancelled or expired).
+   */
+  async function claimCompletion(upload: UploadRecord): Promise<{ claimed: UploadRecord; until: number } | { settled: UploadRecord }> {
+    const waitUntil = clock.now() + waitMs;
+    let current = upload;
+    for (;;) {
+      if (current.status !== 'pending') return { settled: current };
+      const now = clock.now();
+      if (current.completingUntilMs === undefined || current.completingUntilMs <= now) {
+        // Free, or its claimant is gone (it held it as long as a request can run): join here.
+        const until = now + leaseMs;
+        const claimed = await meta.claimUploadCompletion(current.id, now, until);
+        if (claimed) return { claimed, until };
+      }
+      if (now >= waitUntil) {
+        throw unavailable(
+          `Upload ${current.id} is still being assembled from its parts by an earlier complete request; repeat the request to get the completed upload.`,
+          'upload_completing',
+          COMPLETE_RETRY_AFTER_SECONDS,
+        );
+      }
+      await clock.sleep(COMPLETE_POLL_MS);
+      current = await expireIfDue((await meta.getUpload(current.project, current.id)) ?? current);
+    }
+  }
+
   api.post('/uploads/:id/complete', async (c) => {
     const body = parse(completeUploadSchema, await jsonBody(c));
-    const upload = await expireIfDue(await uploadOf(c));
+    const found = await expireIfDue(await uploadOf(c));
     // A repeated complete (a retry after a lost answer) gets the completed upload again.
-    if (upload.status === 'completed') return respond(c, upload);
-    if (upload.status !== 'pending') throw notPending(upload, 'it cannot be completed');
+    if (found.status === 'completed') return respond(c, found);
+    if (found.status !== 'pending') throw notPending(found, 'it cannot be completed');
 
     const seen = new Set<string>();
     for (const id of body.part_ids) {
       if (seen.has(id)) throw badRequest(`part_ids names the part ${id} twice.`, 'part_ids');
       seen.add(id);
     }
+    // One join at a time: a retry of a complete whose join outlived the gateway's answer waits for
+    // that join instead of starting another.
+    const claim = await claimCompletion(found);
+    if ('settled' in claim) {
+      if (claim.settled.status === 'completed') return respond(c, claim.settled);
+      throw notPending(claim.settled, 'it cannot be completed');
+    }
+    try {
+      return await completeClaimed(c, claim.claimed, body);
+    } catch (error) {
+      // Whatever refused or broke the join, a retry may start at once.
+      await meta.releaseUploadCompletion(claim.claimed.id, claim.until).catch(() => undefined);
+      // A cancel during the join deletes the parts under it: answer the cancel, not a server error.
+      if (!(error instanceof ApiError)) {
+        const current = await meta.getUpload(claim.claimed.project, claim.claimed.id).catch(() => undefined);
+        if (current && current.status !== 'pending' && current.status !== 'completed') throw notPending(current, 'it cannot be completed');
+      }
+      throw error;
+    }
+  });
+
+  /** Joins the parts of an upload this complete has claimed, and completes it. */
+  async function completeClaimed(c: Context<Env>, upload: UploadRecord, body: CompleteBody) {
     const parts: UploadPartRecord[] = [];
     for (let i = 0; i < body.part_ids.length; i += PART_LOOKUPS_IN_FLIGHT) {
       const ids = body.part_ids.slice(i, i + PART_LOOKUPS_IN_FLIGHT);
@@ -353,7 +426,7 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
     }
     await deleteParts(upload.id);
     return c.json(toUploadObject(completed, file, now));
-  });
+  }
 
   api.post('/uploads/:id/cancel', async (c) => {
     const upload = await expireIfDue(await uploadOf(c));

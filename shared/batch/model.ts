@@ -144,6 +144,11 @@ export interface UploadRecord {
   fileExpiresAfterSeconds: number | null;
   /** The File created on complete. */
   fileId: string | null;
+  /**
+   * While a complete joins the parts: until when its claim holds (absent when no complete holds
+   * one). Another complete waits for it rather than join too; a claim past it is free to take.
+   */
+  completingUntilMs?: number;
 }
 
 export interface UploadPartRecord {

@@ -328,3 +328,60 @@ describe('file reads', () => {
     );
   });
 });
+
+describe('upload completion claims', () => {
+  const uploadItem = {
+    pk: 'UPLOAD#upload_1',
+    id: 'upload_1',
+    project: 'proj_1',
+    filename: 'big.jsonl',
+    purpose: 'batch',
+    bytes: 10,
+    mimeType: 'application/jsonl',
+    status: 'pending',
+    createdAtMs: 1_000,
+    expiresAtMs: 3_601_000,
+    fileExpiresAfterSeconds: null,
+    fileId: null,
+    ttl: 90_002,
+  };
+
+  it('claims with one UpdateItem, only while pending and no live claim holds', async () => {
+    ddb.on(UpdateCommand).resolves({ Attributes: { ...uploadItem, completingUntilMs: 305_000 } });
+    const claimed = await store.claimUploadCompletion('upload_1', 5_000, 305_000);
+    expect(claimed).toMatchObject({ id: 'upload_1', status: 'pending', completingUntilMs: 305_000 });
+    expect(ddb.commandCalls(UpdateCommand)[0]!.args[0].input).toEqual({
+      TableName: TABLE,
+      Key: { pk: 'UPLOAD#upload_1' },
+      UpdateExpression: 'SET completingUntilMs = :until',
+      ConditionExpression: '#status = :pending AND (attribute_not_exists(completingUntilMs) OR completingUntilMs <= :now)',
+      ExpressionAttributeNames: { '#status': 'status' },
+      ExpressionAttributeValues: { ':until': 305_000, ':pending': 'pending', ':now': 5_000 },
+      ReturnValues: 'ALL_NEW',
+    });
+  });
+
+  it('answers undefined when the claim is refused, and lets other errors through', async () => {
+    ddb.on(UpdateCommand).rejects(conditionFailed());
+    expect(await store.claimUploadCompletion('upload_1', 5_000, 305_000)).toBeUndefined();
+    ddb.on(UpdateCommand).rejects(new Error('throttled'));
+    await expect(store.claimUploadCompletion('upload_1', 5_000, 305_000)).rejects.toThrow('throttled');
+  });
+
+  it('releases only its own claim, and ignores the refusal', async () => {
+    ddb.on(UpdateCommand).rejects(conditionFailed());
+    await store.releaseUploadCompletion('upload_1', 305_000);
+    expect(ddb.commandCalls(UpdateCommand)[0]!.args[0].input).toEqual({
+      TableName: TABLE,
+      Key: { pk: 'UPLOAD#upload_1' },
+      UpdateExpression: 'REMOVE completingUntilMs',
+      ConditionExpression: 'completingUntilMs = :until',
+      ExpressionAttributeValues: { ':until': 305_000 },
+    });
+  });
+
+  it('reads an upload without a claim as one without the field', async () => {
+    ddb.on(GetCommand).resolves({ Item: uploadItem });
+    expect(await store.getUpload('proj_1', 'upload_1')).not.toHaveProperty('completingUntilMs');
+  });
+});

@@ -527,6 +527,29 @@ export function metaStoreContract(
         expect(await store.updateUpload('upload_missing', ['pending'], { status: 'cancelled' })).toBeUndefined();
       });
 
+      it('claims a pending upload for one completion at a time, until the claim runs out', async () => {
+        const record = upload();
+        await store.createUpload(record);
+        const claimed = await store.claimUploadCompletion(record.id, 10_000, 20_000);
+        expect(claimed).toEqual({ ...record, completingUntilMs: 20_000 });
+        expect(await store.getUpload('alpha', record.id)).toEqual(claimed);
+        // A live claim refuses another, up to the moment it runs out.
+        expect(await store.claimUploadCompletion(record.id, 19_999, 40_000)).toBeUndefined();
+        const taken = await store.claimUploadCompletion(record.id, 20_000, 50_000);
+        expect(taken?.completingUntilMs).toBe(50_000);
+
+        // Releasing a claim that is no longer this one leaves the current claim alone.
+        await store.releaseUploadCompletion(record.id, 20_000);
+        expect((await store.getUpload('alpha', record.id))?.completingUntilMs).toBe(50_000);
+        await store.releaseUploadCompletion(record.id, 50_000);
+        expect(await store.getUpload('alpha', record.id)).toEqual(record);
+        expect(await store.claimUploadCompletion(record.id, 21_000, 60_000)).toMatchObject({ completingUntilMs: 60_000 });
+
+        await store.updateUpload(record.id, ['pending'], { status: 'cancelled' });
+        expect(await store.claimUploadCompletion(record.id, 100_000, 200_000)).toBeUndefined();
+        expect(await store.claimUploadCompletion('upload_missing', 100_000, 200_000)).toBeUndefined();
+      });
+
       it('stores parts by upload', async () => {
         const part: UploadPartRecord = { id: 'part_1', uploadId: 'upload_x', project: 'alpha', bytes: 5, createdAtMs: 2_000, blobKey: 'uploads/upload_x/part_1' };
         await store.putUploadPart(part);

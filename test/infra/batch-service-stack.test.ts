@@ -145,7 +145,7 @@ describe('functions', () => {
       const { properties } = functionByDescription(prefix);
       return [properties.MemorySize, properties.Timeout];
     };
-    expect(sizes('OpenAI-compatible Batch API')).toEqual([512, 29]);
+    expect(sizes('OpenAI-compatible Batch API')).toEqual([512, 300]);
     expect(sizes('Batch lifecycle: validate')).toEqual([1024, 900]);
     expect(sizes('Batch lifecycle: send')).toEqual([1024, 900]);
     expect(sizes('Batch lifecycle: store')).toEqual([256, 30]);

@@ -6,12 +6,12 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DynamoMetaStore } from '../../shared/adapters/aws/dynamo-meta-store.js';
 import { startEmbeddedDynamo, type EmbeddedDynamo } from '../../shared/adapters/local/embedded-dynamo.js';
 import { FsBlobStore } from '../../shared/adapters/local/fs-blob-store.js';
 import { createApiApp } from '../../shared/api/app.js';
-import { MAX_PART_BYTES } from '../../shared/api/uploads.js';
+import { DEFAULT_COMPLETE_LEASE_MS, MAX_PART_BYTES } from '../../shared/api/uploads.js';
 import type { BlobStore, ByteRange, Clock } from '../../shared/ports.js';
 import { CORPUS, CORPUS_LIMITS } from '../fixtures/bad/generate.js';
 
@@ -20,7 +20,20 @@ describe('Uploads routes', () => {
   let dir: string;
   let blobs: FsBlobStore;
   let now = Date.UTC(2026, 10, 1);
-  const clock: Clock = { now: () => now, sleep: async () => undefined };
+  /** The clock's sleeps: each moves the clock on by its length, unless a test takes them over with onSleep. */
+  const sleeps: number[] = [];
+  let onSleep: ((ms: number) => Promise<void>) | undefined;
+  const clock: Clock = {
+    now: () => now,
+    sleep: async (ms) => {
+      sleeps.push(ms);
+      if (onSleep) return onSleep(ms);
+      now += ms;
+    },
+  };
+  /** Joins of the parts (the store's concat), each through `aroundConcat` when a test sets it. */
+  let concats = 0;
+  let aroundConcat: ((join: () => Promise<{ bytes: number }>) => Promise<{ bytes: number }>) | undefined;
   let meta: DynamoMetaStore;
   let app: ReturnType<typeof createApiApp>;
   /** The reads of the store: [key, range] each. */
@@ -30,6 +43,11 @@ describe('Uploads routes', () => {
       get: (key: string, range?: ByteRange) => {
         reads.push([key, range]);
         return blobs.get(key, range);
+      },
+      concat: (...args: Parameters<BlobStore['concat']>) => {
+        concats++;
+        const join = () => blobs.concat(...args);
+        return aroundConcat ? aroundConcat(join) : join();
       },
     });
     return createApiApp({
@@ -47,7 +65,8 @@ describe('Uploads routes', () => {
     dynamo = await startEmbeddedDynamo({ tableName: `uploads-${process.pid}-${Date.now()}` });
     dir = await mkdtemp(path.join(os.tmpdir(), 'uploads-api-'));
     blobs = new FsBlobStore(dir);
-    meta = new DynamoMetaStore({ client: dynamo.client, tableName: dynamo.tableName });
+    // The store judges files live by the same clock as the routes.
+    meta = new DynamoMetaStore({ client: dynamo.client, tableName: dynamo.tableName, now: () => now });
     app = appWith({ maxFileBytes: 200 * 1024 * 1024, maxLineBytes: 1_000_000, maxRequestsPerBatch: 10 });
   });
   afterAll(async () => {
@@ -116,9 +135,8 @@ describe('Uploads routes', () => {
     return Buffer.concat(pieces);
   };
 
-  /** Creates an upload of `data`, sends it in parts cut at `cuts`, and completes it. */
-  const upload = async (data: Buffer, cuts: number[], options: { on?: ReturnType<typeof createApiApp>; md5?: string; beforeComplete?: (id: string, partIds: string[]) => Promise<void> } = {}) => {
-    const on = options.on ?? app;
+  /** Creates an upload of `data` and sends it in parts cut at `cuts`. */
+  const sendParts = async (data: Buffer, cuts: number[], on = app) => {
     const created = await post('/v1/uploads', { filename: 'p.jsonl', purpose: 'batch', bytes: data.length, mime_type: 'application/jsonl' }, on);
     const id = created.body.id as string;
     const bounds = [0, ...[...new Set(cuts)].filter((cut) => cut > 0 && cut < data.length).sort((a, b) => a - b), data.length];
@@ -126,6 +144,13 @@ describe('Uploads routes', () => {
     for (let i = 0; i + 1 < bounds.length; i++) {
       partIds.push((await post(`/v1/uploads/${id}/parts`, part(new Uint8Array(data.subarray(bounds[i], bounds[i + 1]))), on)).body.id as string);
     }
+    return { id, partIds };
+  };
+
+  /** Creates an upload of `data`, sends it in parts cut at `cuts`, and completes it. */
+  const upload = async (data: Buffer, cuts: number[], options: { on?: ReturnType<typeof createApiApp>; md5?: string; beforeComplete?: (id: string, partIds: string[]) => Promise<void> } = {}) => {
+    const on = options.on ?? app;
+    const { id, partIds } = await sendParts(data, cuts, on);
     await options.beforeComplete?.(id, partIds);
     reads.length = 0;
     return { id, partIds, complete: await post(`/v1/uploads/${id}/complete`, { part_ids: partIds, ...(options.md5 && { md5: options.md5 }) }, on) };
@@ -203,5 +228,202 @@ describe('Uploads routes', () => {
     const { complete } = await upload(good, [7, 300], { md5, beforeComplete: withoutSummaries });
     expect(complete.status).toBe(200);
     expect((await stored(complete.body.file.id)).equals(good)).toBe(true);
+  });
+
+  describe('one join at a time', () => {
+    /** A promise and the function that resolves it. */
+    const signal = () => {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      return { promise, resolve };
+    };
+    const complete = (id: string, partIds: string[], md5?: string) => post(`/v1/uploads/${id}/complete`, { part_ids: partIds, ...(md5 && { md5 }) });
+    const claimOf = async (id: string) => (await meta.getUpload('default', id))?.completingUntilMs;
+
+    beforeEach(() => {
+      concats = 0;
+      aroundConcat = undefined;
+      onSleep = undefined;
+      sleeps.length = 0;
+    });
+
+    it('lets a second complete wait for the join of the first, and answers both with the completed upload', async () => {
+      const data = Buffer.from(line.repeat(3));
+      const { id, partIds } = await sendParts(data, [40, 200]);
+      const joining = signal();
+      const joinMayEnd = signal();
+      aroundConcat = async (join) => {
+        joining.resolve();
+        await joinMayEnd.promise;
+        return join();
+      };
+      const first = complete(id, partIds);
+      await joining.promise;
+
+      const waiting = signal();
+      onSleep = async () => {
+        waiting.resolve();
+        await first;
+      };
+      const second = complete(id, partIds);
+      await waiting.promise;
+      joinMayEnd.resolve();
+
+      const [a, b] = await Promise.all([first, second]);
+      expect(a.status).toBe(200);
+      expect(a.body).toMatchObject({ id, status: 'completed', file: { bytes: data.length } });
+      expect(b).toEqual(a);
+      expect(concats).toBe(1);
+      expect(sleeps).toEqual([500]);
+      expect((await stored(a.body.file.id)).equals(data)).toBe(true);
+    });
+
+    it('answers 503 with Retry-After when the other join outlasts the wait, and completed once it is done', async () => {
+      const data = Buffer.from(line.repeat(2));
+      const { id, partIds } = await sendParts(data, [50]);
+      const joining = signal();
+      const joinMayEnd = signal();
+      aroundConcat = async (join) => {
+        joining.resolve();
+        await joinMayEnd.promise;
+        return join();
+      };
+      const first = complete(id, partIds);
+      await joining.promise;
+
+      const response = await app.request(`/v1/uploads/${id}/complete`, {
+        method: 'POST',
+        body: JSON.stringify({ part_ids: partIds }),
+        headers: { 'content-type': 'application/json' },
+      });
+      expect(response.status).toBe(503);
+      expect(response.headers.get('retry-after')).toBe('5');
+      expect(await response.json()).toEqual({
+        error: {
+          message: `Upload ${id} is still being assembled from its parts by an earlier complete request; repeat the request to get the completed upload.`,
+          type: 'server_error',
+          param: null,
+          code: 'upload_completing',
+        },
+      });
+      // About 20 s of reads, 500 ms apart.
+      expect(sleeps).toEqual(Array(40).fill(500));
+
+      joinMayEnd.resolve();
+      const done = await first;
+      expect(done.status).toBe(200);
+      const again = await complete(id, partIds);
+      expect(again.status).toBe(200);
+      expect(again.body).toEqual(done.body);
+      expect(concats).toBe(1);
+    });
+
+    it('takes over a claim whose complete is gone once the claim runs out', async () => {
+      const data = Buffer.from(line.repeat(3));
+      const { id, partIds } = await sendParts(data, [90]);
+      const joining = signal();
+      // The first join never ends: its function was stopped mid-join.
+      aroundConcat = async () => {
+        joining.resolve();
+        return new Promise(() => undefined);
+      };
+      void complete(id, partIds);
+      await joining.promise;
+      const until = await claimOf(id);
+      expect(until).toBe(now + DEFAULT_COMPLETE_LEASE_MS);
+
+      aroundConcat = undefined;
+      // Arrives a second before the claim runs out: waits it out, then joins.
+      now = until! - 1_000;
+      const taken = await complete(id, partIds);
+      expect(taken.status).toBe(200);
+      expect(taken.body).toMatchObject({ id, status: 'completed', file: { bytes: data.length } });
+      expect(sleeps).toEqual([500, 500]);
+      expect(concats).toBe(2);
+      expect((await stored(taken.body.file.id)).equals(data)).toBe(true);
+    });
+
+    it('releases the claim when the join fails, so a retry starts at once', async () => {
+      const data = Buffer.from(line.repeat(3));
+      const md5 = createHash('md5').update(data).digest('hex');
+      const { id, partIds } = await sendParts(data, [10, 150]);
+
+      const wrong = await complete(id, partIds, 'f'.repeat(32));
+      expect(wrong.status).toBe(400);
+      expect(wrong.body.error).toMatchObject({ code: 'md5_mismatch', param: 'md5' });
+      expect(await claimOf(id)).toBeUndefined();
+
+      const missing = await complete(id, [...partIds.slice(1), 'part_missing']);
+      expect(missing.status).toBe(400);
+      expect(missing.body.error).toMatchObject({ param: 'part_ids' });
+      expect(await claimOf(id)).toBeUndefined();
+
+      const right = await complete(id, partIds, md5);
+      expect(right.status).toBe(200);
+      expect(right.body.file.bytes).toBe(data.length);
+      expect(sleeps).toEqual([]);
+    });
+
+    it('answers a cancel during the join as before, to the joining complete and to a waiting one', async () => {
+      const data = Buffer.from(line.repeat(2));
+      const { id, partIds } = await sendParts(data, [30]);
+      const joining = signal();
+      const joinMayEnd = signal();
+      // Held after the join, before the upload is marked completed: the cancel wins.
+      aroundConcat = async (join) => {
+        const joined = await join();
+        joining.resolve();
+        await joinMayEnd.promise;
+        return joined;
+      };
+      const files = await blobs.list('files/');
+      const first = complete(id, partIds);
+      await joining.promise;
+      const waiting = signal();
+      const cancelled = signal();
+      onSleep = async () => {
+        waiting.resolve();
+        await cancelled.promise;
+      };
+      const second = complete(id, partIds);
+      await waiting.promise;
+
+      expect((await post(`/v1/uploads/${id}/cancel`)).body.status).toBe('cancelled');
+      cancelled.resolve();
+      const waited = await second;
+      expect(waited.status).toBe(400);
+      expect(waited.body.error.code).toBe('upload_not_pending');
+
+      joinMayEnd.resolve();
+      const joined = await first;
+      expect(joined.status).toBe(400);
+      expect(joined.body.error.code).toBe('upload_not_pending');
+      // The joined file is deleted again.
+      expect(await blobs.list('files/')).toEqual(files);
+      expect((await meta.getUpload('default', id))?.status).toBe('cancelled');
+    });
+
+    it('answers a cancel that deletes the parts in the middle of the join with upload_not_pending, not a server error', async () => {
+      const data = Buffer.from(line.repeat(2));
+      const { id, partIds } = await sendParts(data, [30]);
+      const joining = signal();
+      const cancelled = signal();
+      // Held before the join reads the parts: the cancel deletes them first.
+      aroundConcat = async (join) => {
+        joining.resolve();
+        await cancelled.promise;
+        return join();
+      };
+      const files = await blobs.list('files/');
+      const first = complete(id, partIds);
+      await joining.promise;
+      expect((await post(`/v1/uploads/${id}/cancel`)).body.status).toBe('cancelled');
+      cancelled.resolve();
+
+      const answer = await first;
+      expect(answer.status).toBe(400);
+      expect(answer.body.error.code).toBe('upload_not_pending');
+      expect(await blobs.list('files/')).toEqual(files);
+    });
   });
 });

@@ -10,7 +10,8 @@
 //          the BatchRecord's fields, flat: usage as usageInputTokens, usageCachedTokens,
 //          usageOutputTokens, usageReasoningTokens, usageTotalTokens; doneChunks as a Number Set
 //          (absent while empty); chunkAttempts as a map; errors, metadata and nulls native.
-//   upload pk = UPLOAD#<id>                       the UploadRecord; `ttl` a day after it expires
+//   upload pk = UPLOAD#<id>                       the UploadRecord; `ttl` a day after it expires;
+//          completingUntilMs: a complete's claim on the join (absent while none holds one)
 //   part   pk = UPLOADPART#<uploadId>#<partId>    the UploadPartRecord; same `ttl` as its upload
 //   apikey pk = APIKEY#<sha256 of the key>  gsi1pk = APIKEYS  gsi1sk = as for files
 import type { AttributeValue, CreateTableCommandInput, DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -534,6 +535,38 @@ export class DynamoMetaStore implements MetaStore {
     return item ? fromUploadItem(item) : undefined;
   }
 
+  async claimUploadCompletion(id: string, nowMs: number, untilMs: number): Promise<UploadRecord | undefined> {
+    const out = await unlessConditionFails(
+      this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: uploadKey(id),
+          UpdateExpression: 'SET completingUntilMs = :until',
+          // A missing item has no status, so this also keeps UpdateItem from creating a bare one.
+          ConditionExpression: '#status = :pending AND (attribute_not_exists(completingUntilMs) OR completingUntilMs <= :now)',
+          ExpressionAttributeNames: { '#status': 'status' },
+          ExpressionAttributeValues: { ':until': untilMs, ':pending': 'pending', ':now': nowMs },
+          ReturnValues: 'ALL_NEW',
+        }),
+      ),
+    );
+    return out?.Attributes ? fromUploadItem(out.Attributes) : undefined;
+  }
+
+  async releaseUploadCompletion(id: string, untilMs: number): Promise<void> {
+    await unlessConditionFails(
+      this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: uploadKey(id),
+          UpdateExpression: 'REMOVE completingUntilMs',
+          ConditionExpression: 'completingUntilMs = :until',
+          ExpressionAttributeValues: { ':until': untilMs },
+        }),
+      ),
+    );
+  }
+
   async putUploadPart(part: UploadPartRecord): Promise<void> {
     await this.doc.send(new PutCommand({ TableName: this.tableName, Item: { ...uploadPartKey(part.uploadId, part.id), ...part } }));
   }
@@ -725,6 +758,7 @@ function fromUploadItem(item: Item): UploadRecord {
     expiresAtMs: i.expiresAtMs,
     fileExpiresAfterSeconds: i.fileExpiresAfterSeconds ?? null,
     fileId: i.fileId ?? null,
+    ...(i.completingUntilMs !== undefined && { completingUntilMs: i.completingUntilMs }),
   };
 }
 
