@@ -184,6 +184,17 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
     return md5.digest('hex');
   }
 
+  /**
+   * The part with its summary under these limits: the one stored as it arrived, or, for a part
+   * stored by older code or under another MAX_LINE_BYTES, one made now by reading the part.
+   */
+  async function withSummary(part: UploadPartRecord, limits: UploadCheckLimits): Promise<SummarizedPart> {
+    if (summaryFits(part.summary, limits)) return { bytes: part.bytes, summary: part.summary };
+    const scan = new PartScan(limits);
+    for await (const piece of await blobs.get(part.blobKey)) scan.push(piece);
+    return { bytes: part.bytes, summary: scan.end() };
+  }
+
   function notPending(upload: UploadRecord, doing: string): ApiError {
     const when =
       upload.status === 'expired'
@@ -355,52 +366,27 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
     const sizeMismatch = (bytes: number) =>
       badRequest(`The parts hold ${bytes} bytes, but the upload was created for ${upload.bytes} bytes.`, 'part_ids', 'upload_size_mismatch');
     const md5Mismatch = (digest: string) => badRequest(`The md5 of the joined parts is ${digest}, not ${body.md5}.`, 'md5', 'md5_mismatch');
+    const summarized = await Promise.all(parts.map((part) => withSummary(part, limits)));
+    const problem = await checkJoinedParts(summarized, limits, (start, end) => readParts(parts, start, end));
+    if (problem) throw fileRefused(problem);
+    // An md5 needs every byte in order, which a parallel join does not give: it is one more
+    // sequential read of the parts beside the join, and the file is stored only if it matches.
+    const hashing = new AbortController();
+    const md5Matches =
+      body.md5 === undefined
+        ? undefined
+        : md5Of(parts, hashing.signal).then((digest) => {
+            if (digest !== body.md5!.toLowerCase()) throw md5Mismatch(digest);
+          });
     let joined: number;
-    if (parts.every((part): part is UploadPartRecord & SummarizedPart => summaryFits(part.summary, limits))) {
-      const problem = await checkJoinedParts(parts, limits, (start, end) => readParts(parts, start, end));
-      if (problem) throw fileRefused(problem);
-      // An md5 needs every byte in order, which a parallel join does not give: it is one more
-      // sequential read of the parts beside the join, and the file is stored only if it matches.
-      const hashing = new AbortController();
-      const md5Matches =
-        body.md5 === undefined
-          ? undefined
-          : md5Of(parts, hashing.signal).then((digest) => {
-              if (digest !== body.md5!.toLowerCase()) throw md5Mismatch(digest);
-            });
-      try {
-        joined = (await blobs.concat(fileKey, parts.map((part) => part.blobKey), { sizes: parts.map((part) => part.bytes), gate: md5Matches })).bytes;
-      } finally {
-        hashing.abort();
-      }
-      if (joined !== upload.bytes) {
-        await blobs.delete([fileKey]);
-        throw sizeMismatch(joined);
-      }
-    } else {
-      // Parts from before summaries (or scanned under another MAX_LINE_BYTES): join them in order,
-      // streaming, checking the batch file and the md5 on the way.
-      const check = batchFileCheck(deps.limits);
-      const md5 = createHash('md5');
-      let bytes = 0;
-      async function* join(): AsyncGenerator<Uint8Array> {
-        for (const part of parts) {
-          for await (const piece of await blobs.get(part.blobKey)) {
-            md5.update(piece);
-            bytes += piece.length;
-            const problem = check.push(piece);
-            if (problem) throw problem;
-            yield piece;
-          }
-        }
-        const problem = check.end();
-        if (problem) throw problem;
-        if (bytes !== upload.bytes) throw sizeMismatch(bytes);
-        const digest = md5.digest('hex');
-        if (body.md5 !== undefined && digest !== body.md5.toLowerCase()) throw md5Mismatch(digest);
-      }
-      await blobs.put(fileKey, join());
-      joined = bytes;
+    try {
+      joined = (await blobs.concat(fileKey, parts.map((part) => part.blobKey), { sizes: parts.map((part) => part.bytes), gate: md5Matches })).bytes;
+    } finally {
+      hashing.abort();
+    }
+    if (joined !== upload.bytes) {
+      await blobs.delete([fileKey]);
+      throw sizeMismatch(joined);
     }
 
     const now = clock.now();

@@ -1,7 +1,7 @@
 // The Uploads routes in process, with a clock the test moves: an upload expires an hour after it
 // was created; a part over 64 MB is refused with 413 and stores nothing. Complete checks the file
 // from the parts' summaries and reads back only its first request line; parts stored without a
-// summary (by older code) are checked the old way, by reading them all.
+// summary (by older code) are summarized again, by reading them all.
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
