@@ -280,8 +280,7 @@ export class DynamoMetaStore implements MetaStore {
       if (removed) return { file: removed, blobInUse: false };
       const tombstoned = await this.tombstonePinnedFile(project, id);
       if (tombstoned) return { file: tombstoned, blobInUse: true };
-      const item = await this.getItem(fileKey(id));
-      if (!item || item.project !== project || item.deletedAtMs !== undefined || !this.isLive(fromFileItem(item))) return undefined;
+      if (!(await this.getFile(project, id))) return undefined;
     }
     throw new Error(`deleteFile: the pins of file ${id} kept changing`);
   }
@@ -616,8 +615,8 @@ export class DynamoMetaStore implements MetaStore {
   }
 
   async revokeApiKey(keyHash: string, atMs: number): Promise<ApiKeyRecord | undefined> {
-    try {
-      const out = await this.doc.send(
+    const out = await unlessConditionFails(
+      this.doc.send(
         new UpdateCommand({
           TableName: this.tableName,
           Key: apiKeyKey(keyHash),
@@ -627,12 +626,9 @@ export class DynamoMetaStore implements MetaStore {
           ExpressionAttributeValues: { ':at': atMs },
           ReturnValues: 'ALL_NEW',
         }),
-      );
-      return out.Attributes ? fromApiKeyItem(out.Attributes) : undefined;
-    } catch (err) {
-      if (isConditionalCheckFailed(err)) return undefined;
-      throw err;
-    }
+      ),
+    );
+    return out?.Attributes ? fromApiKeyItem(out.Attributes) : undefined;
   }
 
   // Helpers
@@ -658,8 +654,8 @@ export class DynamoMetaStore implements MetaStore {
       // The compare of compare-and-set: two racing on one transition (drivers; complete and cancel), only one wins.
       `#status IN (${Object.keys(fromValues).join(', ')})`,
     ].join(' AND ');
-    try {
-      const out = await this.doc.send(
+    const out = await unlessConditionFails(
+      this.doc.send(
         new UpdateCommand({
           TableName: this.tableName,
           Key: key,
@@ -669,12 +665,9 @@ export class DynamoMetaStore implements MetaStore {
           ExpressionAttributeValues: values,
           ReturnValues: 'ALL_NEW',
         }),
-      );
-      return out.Attributes;
-    } catch (err) {
-      if (isConditionalCheckFailed(err)) return undefined;
-      throw err;
-    }
+      ),
+    );
+    return out?.Attributes;
   }
 
   private async readFile(project: string, id: string, options: { includeDeleted: boolean }): Promise<FileRecord | undefined> {
