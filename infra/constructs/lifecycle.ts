@@ -128,39 +128,35 @@ export class Lifecycle extends Construct {
     const enqueue = step('Enqueue', this.enqueue); // → { batchId, waitSeconds, drainSeconds }
     const finalize = step('Finalize', this.finalize);
 
-    // WaitForChunks' catch keeps its input (resultPath '$.error'): Enqueue's $.drainSeconds reaches this state.
-    const drainAfterCancel = new tasks.LambdaInvoke(this, 'DrainAfterCancel', {
-      lambdaFunction: this.waitForChunks.function,
-      integrationPattern: sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN,
-      payload: sfn.TaskInput.fromObject({
-        batchId: sfn.JsonPath.stringAt('$.batchId'),
-        taskToken: sfn.JsonPath.taskToken,
-        draining: true,
-      }),
-      taskTimeout: sfn.Timeout.at('$.drainSeconds'),
-      resultPath: sfn.JsonPath.DISCARD,
-      retryOnServiceExceptions: false,
-    })
-      .addRetry({ errors: [CANCEL_ERROR], maxAttempts: 0 })
-      .addRetry({ errors: [...RETRIED_ERRORS], ...RETRY, jitterStrategy: sfn.JitterType.FULL })
-      .addCatch(finalize, { errors: [sfn.Errors.TIMEOUT], resultPath: '$.error' })
-      .addCatch(finalize, { errors: [sfn.Errors.ALL], resultPath: '$.error' });
+    // The wait-for-chunks function under .waitForTaskToken, until the task token is answered or
+    // the timeout Enqueue computed runs out.
+    const waitForTaskToken = (stateId: string, timeoutPath: string, draining: boolean) =>
+      new tasks.LambdaInvoke(this, stateId, {
+        lambdaFunction: this.waitForChunks.function,
+        integrationPattern: sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN,
+        payload: sfn.TaskInput.fromObject({
+          batchId: sfn.JsonPath.stringAt('$.batchId'),
+          taskToken: sfn.JsonPath.taskToken,
+          ...(draining && { draining: true }),
+        }),
+        taskTimeout: sfn.Timeout.at(timeoutPath),
+        resultPath: sfn.JsonPath.DISCARD,
+        retryOnServiceExceptions: false,
+      })
+        // Retriers are tried in order and the first whose errors match decides. States.TaskFailed
+        // matches every error but States.Timeout, the cancel included: without this first retrier a
+        // cancel would be "retried" six times (a minute of backoff) before it is caught.
+        .addRetry({ errors: [CANCEL_ERROR], maxAttempts: 0 })
+        .addRetry({ errors: [...RETRIED_ERRORS], ...RETRY, jitterStrategy: sfn.JitterType.FULL })
+        .addCatch(finalize, { errors: [sfn.Errors.TIMEOUT], resultPath: '$.error' });
 
-    const waitForChunks = new tasks.LambdaInvoke(this, 'WaitForChunks', {
-      lambdaFunction: this.waitForChunks.function,
-      integrationPattern: sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN,
-      payload: sfn.TaskInput.fromObject({ batchId: sfn.JsonPath.stringAt('$.batchId'), taskToken: sfn.JsonPath.taskToken }),
-      // Enqueue computed it: the window left plus time for chunks in flight to drain.
-      taskTimeout: sfn.Timeout.at('$.waitSeconds'),
-      resultPath: sfn.JsonPath.DISCARD,
-      retryOnServiceExceptions: false,
-    })
-      // Retriers are tried in order and the first whose errors match decides. States.TaskFailed
-      // matches every error but States.Timeout, the cancel included: without this first retrier a
-      // cancel would be "retried" six times (a minute of backoff) before it is caught.
-      .addRetry({ errors: [CANCEL_ERROR], maxAttempts: 0 })
-      .addRetry({ errors: [...RETRIED_ERRORS], ...RETRY, jitterStrategy: sfn.JitterType.FULL })
-      .addCatch(finalize, { errors: [sfn.Errors.TIMEOUT], resultPath: '$.error' })
+    // WaitForChunks' catch keeps its input (resultPath '$.error'): Enqueue's $.drainSeconds reaches this state.
+    const drainAfterCancel = waitForTaskToken('DrainAfterCancel', '$.drainSeconds', true).addCatch(finalize, {
+      errors: [sfn.Errors.ALL],
+      resultPath: '$.error',
+    });
+    // Enqueue computed $.waitSeconds: the window left plus time for chunks in flight to drain.
+    const waitForChunks = waitForTaskToken('WaitForChunks', '$.waitSeconds', false)
       .addCatch(drainAfterCancel, { errors: [CANCEL_ERROR], resultPath: '$.error' })
       .addCatch(finalize, { errors: [sfn.Errors.ALL], resultPath: '$.error' });
     drainAfterCancel.next(finalize);
