@@ -239,6 +239,17 @@ describe('Uploads routes', () => {
     };
     const complete = (id: string, partIds: string[], md5?: string) => post(`/v1/uploads/${id}/complete`, { part_ids: partIds, ...(md5 && { md5 }) });
     const claimOf = async (id: string) => (await meta.getUpload('default', id))?.completingUntilMs;
+    /** Holds the next joins before they read the parts: `joining` once one is held, `release` lets them go on. */
+    const holdJoins = () => {
+      const joining = signal();
+      const released = signal();
+      aroundConcat = async (join) => {
+        joining.resolve();
+        await released.promise;
+        return join();
+      };
+      return { joining: joining.promise, release: released.resolve };
+    };
 
     beforeEach(() => {
       concats = 0;
@@ -250,15 +261,9 @@ describe('Uploads routes', () => {
     it('lets a second complete wait for the join of the first, and answers both with the completed upload', async () => {
       const data = Buffer.from(line.repeat(3));
       const { id, partIds } = await sendParts(data, [40, 200]);
-      const joining = signal();
-      const joinMayEnd = signal();
-      aroundConcat = async (join) => {
-        joining.resolve();
-        await joinMayEnd.promise;
-        return join();
-      };
+      const held = holdJoins();
       const first = complete(id, partIds);
-      await joining.promise;
+      await held.joining;
 
       const waiting = signal();
       onSleep = async () => {
@@ -267,7 +272,7 @@ describe('Uploads routes', () => {
       };
       const second = complete(id, partIds);
       await waiting.promise;
-      joinMayEnd.resolve();
+      held.release();
 
       const [a, b] = await Promise.all([first, second]);
       expect(a.status).toBe(200);
@@ -281,15 +286,9 @@ describe('Uploads routes', () => {
     it('answers 503 with Retry-After when the other join outlasts the wait, and completed once it is done', async () => {
       const data = Buffer.from(line.repeat(2));
       const { id, partIds } = await sendParts(data, [50]);
-      const joining = signal();
-      const joinMayEnd = signal();
-      aroundConcat = async (join) => {
-        joining.resolve();
-        await joinMayEnd.promise;
-        return join();
-      };
+      const held = holdJoins();
       const first = complete(id, partIds);
-      await joining.promise;
+      await held.joining;
 
       const response = await app.request(`/v1/uploads/${id}/complete`, {
         method: 'POST',
@@ -309,7 +308,7 @@ describe('Uploads routes', () => {
       // About 20 s of reads, 500 ms apart.
       expect(sleeps).toEqual(Array(40).fill(500));
 
-      joinMayEnd.resolve();
+      held.release();
       const done = await first;
       expect(done.status).toBe(200);
       const again = await complete(id, partIds);
@@ -406,19 +405,13 @@ describe('Uploads routes', () => {
     it('answers a cancel that deletes the parts in the middle of the join with upload_not_pending, not a server error', async () => {
       const data = Buffer.from(line.repeat(2));
       const { id, partIds } = await sendParts(data, [30]);
-      const joining = signal();
-      const cancelled = signal();
       // Held before the join reads the parts: the cancel deletes them first.
-      aroundConcat = async (join) => {
-        joining.resolve();
-        await cancelled.promise;
-        return join();
-      };
+      const held = holdJoins();
       const files = await blobs.list('files/');
       const first = complete(id, partIds);
-      await joining.promise;
+      await held.joining;
       expect((await post(`/v1/uploads/${id}/cancel`)).body.status).toBe('cancelled');
-      cancelled.resolve();
+      held.release();
 
       const answer = await first;
       expect(answer.status).toBe(400);
