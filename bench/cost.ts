@@ -8,12 +8,13 @@
 // flight lasts about ceil(R / C) × latency longer than it did here. Priced at us-east-1 list
 // prices, per 1,000,000 requests, beside a design that invokes one Lambda per request and holds
 // it for the upstream's latency. Prints figures; asserts nothing.
-import { parseArgs } from 'node:util';
+
+import { once } from 'node:events';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { once } from 'node:events';
+import { parseArgs } from 'node:util';
 import { logger } from '../functions/observability.js';
 import { blobKeys } from '../shared/batch/keys.js';
 import { newFileId } from '../shared/ids.js';
@@ -34,10 +35,24 @@ const PRICE = {
 };
 
 /** Memory of each function, as infra/constructs sets it (the worker's is a flag). */
-const MEMORY_MB: Record<FunctionName, number> = { api: 512, validate: 1024, enqueue: 1024, 'wait-for-chunks': 256, finalize: 1024, worker: 1024 };
+const MEMORY_MB: Record<FunctionName, number> = {
+  api: 512,
+  validate: 1024,
+  enqueue: 1024,
+  'wait-for-chunks': 256,
+  finalize: 1024,
+  worker: 1024,
+};
 /** START, END and REPORT lines Lambda itself writes per invocation. */
 const PLATFORM_LOG_BYTES = 350;
-const S3_PUT_CLASS = new Set(['PutObject', 'CreateMultipartUpload', 'UploadPart', 'CompleteMultipartUpload', 'ListObjectsV2', 'CopyObject']);
+const S3_PUT_CLASS = new Set([
+  'PutObject',
+  'CreateMultipartUpload',
+  'UploadPart',
+  'CompleteMultipartUpload',
+  'ListObjectsV2',
+  'CopyObject',
+]);
 const S3_FREE = new Set(['DeleteObjects', 'DeleteObject', 'AbortMultipartUpload']);
 
 const { values } = parseArgs({
@@ -77,7 +92,11 @@ async function main() {
   const inputBytes = (await stat(input)).size;
 
   const aws = await AwsHarness.start({
-    env: { CHUNK_MAX_REQUESTS: String(CHUNK), CHUNK_MAX_BYTES: String(64 * 1024 * 1024), MAX_REQUESTS_PER_BATCH: String(Math.max(N, 50_000)) },
+    env: {
+      CHUNK_MAX_REQUESTS: String(CHUNK),
+      CHUNK_MAX_BYTES: String(64 * 1024 * 1024),
+      MAX_REQUESTS_PER_BATCH: String(Math.max(N, 50_000)),
+    },
     // One worker at a time: the in-process time of an invocation is then not inflated by its neighbours.
     workerConcurrency: 1,
     visibilityTimeoutMs: 10 * 60_000,
@@ -105,7 +124,16 @@ async function main() {
       fileId = newFileId();
       const { bytes } = await aws.blobs.put(blobKeys.file(fileId), createReadStream(input));
       const now = Date.now();
-      await aws.meta.putFile({ id: fileId, project: 'cost', filename: 'input.jsonl', purpose: 'batch', bytes, createdAtMs: now, expiresAtMs: now + 86_400_000, blobKey: blobKeys.file(fileId) });
+      await aws.meta.putFile({
+        id: fileId,
+        project: 'cost',
+        filename: 'input.jsonl',
+        purpose: 'batch',
+        bytes,
+        createdAtMs: now,
+        expiresAtMs: now + 86_400_000,
+        blobKey: blobKeys.file(fileId),
+      });
     }
     const created = await openai.batches.create({ input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' });
     let batch = created;
@@ -196,14 +224,23 @@ function report(aws: AwsHarness, run: { batchStatus: string; wallMs: number; log
   const perRequestSmall = bookkeeping + perRequestWorker(128);
 
   const money = (d: number) => (d >= 1 ? `$${d.toFixed(2)}` : `$${d.toFixed(4)}`);
-  const line = (cells: string[], widths: number[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  const line = (cells: string[], widths: number[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
   const widths = [46, 12, 14, 16];
 
   console.log(`\nCost of a batch of ${N.toLocaleString('en-US')} requests on AWS (us-east-1 list prices), counted in-process`);
-  console.log(`  run: ${run.batchStatus}; input ${(run.inputBytes / 1e6).toFixed(1)} MB; ${chunks} chunks of ${CHUNK}; ${(run.wallMs / 1000).toFixed(1)} s in-process`);
+  console.log(
+    `  run: ${run.batchStatus}; input ${(run.inputBytes / 1e6).toFixed(1)} MB; ${chunks} chunks of ${CHUNK}; ${(run.wallMs / 1000).toFixed(1)} s in-process`,
+  );
   console.log(`  model: upstream latency ${LATENCY_S} s, ${IN_FLIGHT} requests in flight per worker invocation (UPSTREAM_CONCURRENCY),`);
-  console.log(`         so a worker invocation waits ceil(${CHUNK}/${IN_FLIGHT}) × ${LATENCY_S} s = ${upstreamSecondsPerWorker} s on the upstream, plus its measured time`);
-  console.log(`  memory: ${Object.entries(MEMORY_MB).map(([name, mb]) => `${name} ${mb} MB`).join(', ')}\n`);
+  console.log(
+    `         so a worker invocation waits ceil(${CHUNK}/${IN_FLIGHT}) × ${LATENCY_S} s = ${upstreamSecondsPerWorker} s on the upstream, plus its measured time`,
+  );
+  console.log(
+    `  memory: ${Object.entries(MEMORY_MB)
+      .map(([name, mb]) => `${name} ${mb} MB`)
+      .join(', ')}\n`,
+  );
   console.log(line(['item', 'count', '$ per batch', '$ per 1M req'], widths));
   console.log(line(['-'.repeat(46), '-'.repeat(12), '-'.repeat(14), '-'.repeat(16)], widths));
   for (const [item, count, dollars] of rows) console.log(line([item, count, money(dollars), money(dollars * perMillion)], widths));
@@ -211,18 +248,26 @@ function report(aws: AwsHarness, run: { batchStatus: string; wallMs: number; log
   console.log(line(['total, this design', '', money(batchTotal), money(total)], widths));
   console.log(line([`one Lambda per request (${MEMORY_MB.worker} MB, held ${LATENCY_S} s)`, '', '', money(perRequestSame)], widths));
   console.log(line([`one Lambda per request (128 MB, held ${LATENCY_S} s)`, '', '', money(perRequestSmall)], widths));
-  console.log(`\n  ${(perRequestSame / total).toFixed(0)}× cheaper than one ${MEMORY_MB.worker} MB Lambda per request, ${(perRequestSmall / total).toFixed(0)}× than one 128 MB Lambda per request; goal: ≤ $0.30 per million and ≥ 50×.`);
+  console.log(
+    `\n  ${(perRequestSame / total).toFixed(0)}× cheaper than one ${MEMORY_MB.worker} MB Lambda per request, ${(perRequestSmall / total).toFixed(0)}× than one 128 MB Lambda per request; goal: ≤ $0.30 per million and ≥ 50×.`,
+  );
 
   console.log('\nLambda invocations (measured in-process; the worker plus the modelled upstream wait)');
   for (const row of lambdaRows) {
-    console.log(`  ${row.name.padEnd(16)} ${String(row.count).padStart(6)} invocations  ${row.seconds.toFixed(1).padStart(8)} s  ${row.gbSeconds.toFixed(1).padStart(8)} GB-s`);
+    console.log(
+      `  ${row.name.padEnd(16)} ${String(row.count).padStart(6)} invocations  ${row.seconds.toFixed(1).padStart(8)} s  ${row.gbSeconds.toFixed(1).padStart(8)} GB-s`,
+    );
   }
   console.log('\nAWS calls by operation (this batch)');
   for (const [name, count] of calls) console.log(`  ${name.padEnd(48)} ${String(count).padStart(7)}`);
-  console.log(`  DynamoDB capacity reported by dynalite: ${aws.capacity.write.toFixed(0)} WCU (×2 above for the index), ${aws.capacity.read.toFixed(1)} RCU`);
+  console.log(
+    `  DynamoDB capacity reported by dynalite: ${aws.capacity.write.toFixed(0)} WCU (×2 above for the index), ${aws.capacity.read.toFixed(1)} RCU`,
+  );
 
   console.log('\nWorker $ per 1M requests by requests in flight per invocation (its GB-s and invocations only)');
-  const measuredPerChunk = workerRow ? (workerRow.seconds - Math.min(workerRow.count, chunks) * upstreamSecondsPerWorker) / Math.max(1, workerRow.count) : 0;
+  const measuredPerChunk = workerRow
+    ? (workerRow.seconds - Math.min(workerRow.count, chunks) * upstreamSecondsPerWorker) / Math.max(1, workerRow.count)
+    : 0;
   for (const memory of [512, 1024]) {
     const cells = [64, 128, 250, 500].map((inFlight) => {
       const seconds = measuredPerChunk + Math.ceil(CHUNK / inFlight) * LATENCY_S;

@@ -5,18 +5,19 @@
 // flight, three ways: the floor (ceil(N/C)·L), a plain fetch client holding exactly C in flight,
 // and the service (a real `npm start` child process, driven with the official openai SDK: upload,
 // create a batch, poll, download). Compare the ratios taken within one run: the machine is noisy.
+
+import { once } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import OpenAI from 'openai';
+import { type ServiceProcess, startServiceProcess } from '../test/support/service-process.js';
 import { startUpstreamSim } from '../test/support/upstream-sim.js';
-import { startServiceProcess, type ServiceProcess } from '../test/support/service-process.js';
-import { faultScenarios } from './scenarios/faults.js';
 import { bigScenarios } from './scenarios/big.js';
+import { faultScenarios } from './scenarios/faults.js';
 
 // ---------------------------------------------------------------------------------------------
 // Reusable pieces
@@ -57,11 +58,7 @@ export function chatLine(i: number) {
 }
 
 /** Writes an n-line JSONL file, streaming (memory does not grow with n). */
-export async function writeRequestsFile(
-  filePath: string,
-  n: number,
-  line: (i: number) => unknown = chatLine,
-): Promise<void> {
+export async function writeRequestsFile(filePath: string, n: number, line: (i: number) => unknown = chatLine): Promise<void> {
   const out = createWriteStream(filePath);
   for (let i = 0; i < n; i++) {
     if (!out.write(`${JSON.stringify(line(i))}\n`)) await once(out, 'drain');
@@ -254,7 +251,9 @@ async function throughput(options: BenchOptions, cleanup: Cleanup): Promise<void
         if (performance.now() - lastReport < 5_000) return;
         lastReport = performance.now();
         const counts = batch.request_counts;
-        console.error(`[throughput]   ${batch.status}: ${counts?.completed ?? 0}/${counts?.total ?? 0} done, ${counts?.failed ?? 0} failed`);
+        console.error(
+          `[throughput]   ${batch.status}: ${counts?.completed ?? 0}/${counts?.total ?? 0} done, ${counts?.failed ?? 0} failed`,
+        );
       },
     });
   } catch (error) {
@@ -274,7 +273,10 @@ async function throughput(options: BenchOptions, cleanup: Cleanup): Promise<void
     `\nthroughput: ${n} requests, upstream latency ${latency} ms, ${c} in flight (Node ${process.version}, ${os.cpus().length} CPUs)`,
     [
       ['floor  ceil(N/C)·L', formatSeconds(floorMs)],
-      ['plain client (fetch, warm)', `${formatSeconds(plain.wallMs)}  ${rate(plain.wallMs)}  (${plainOk}/${n} ok, ${plain.errors} errors, peak ${plainPeak} in flight)`],
+      [
+        'plain client (fetch, warm)',
+        `${formatSeconds(plain.wallMs)}  ${rate(plain.wallMs)}  (${plainOk}/${n} ok, ${plain.errors} errors, peak ${plainPeak} in flight)`,
+      ],
       ['service (one batch)', `${formatSeconds(result.wallMs)}  ${rate(result.wallMs)}  (status ${result.batch.status})`],
       ['service / plain', ratio(result.wallMs, plain.wallMs)],
       ['service / floor', ratio(result.wallMs, floorMs)],

@@ -5,9 +5,9 @@
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context } from 'aws-lambda';
 import { handle } from 'hono/aws-lambda';
 import { createApiApp } from '../shared/api/app.js';
-import { lambdaHandler, metrics, MetricUnit } from './observability.js';
 import { API_TIMEOUT_SECONDS } from './contract.js';
-import { runtime, type Runtime } from './runtime.js';
+import { lambdaHandler, MetricUnit, metrics } from './observability.js';
+import { type Runtime, runtime } from './runtime.js';
 
 type ApiHandler = (event: APIGatewayProxyEventV2, context: Context) => Promise<APIGatewayProxyStructuredResultV2>;
 /** One app per runtime, that is per cold start. */

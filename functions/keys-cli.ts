@@ -2,8 +2,9 @@
 // [--table TABLE] [--region REGION]`: manages the API keys of a deployed service, with the caller's
 // AWS credentials, directly in its DynamoDB table (TABLE_NAME, or --table: the stack's TableName
 // output). A new key is printed once; only its SHA-256 is stored.
-import { parseArgs } from 'node:util';
+
 import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoMetaStore } from '../shared/adapters/aws/dynamo-meta-store.js';
 import { apiKeyRecord, newApiKey } from '../shared/api/api-keys.js';
@@ -25,15 +26,21 @@ export interface KeysCliIo {
 
 const PROJECT = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
+const KEYS_CLI_ARGS = {
+  allowPositionals: true,
+  options: {
+    project: { type: 'string' },
+    table: { type: 'string' },
+    region: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  },
+} as const;
+
 /** Runs one command; returns the process exit code. */
 export async function runKeysCommand(args: string[], io: KeysCliIo): Promise<number> {
-  let parsed;
+  let parsed: ReturnType<typeof parseArgs<typeof KEYS_CLI_ARGS>>;
   try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: { project: { type: 'string' }, table: { type: 'string' }, region: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
-    });
+    parsed = parseArgs({ args, ...KEYS_CLI_ARGS });
   } catch (error) {
     io.err(`${(error as Error).message}\n${USAGE}`);
     return 2;
@@ -116,12 +123,24 @@ function table(keys: ApiKeyRecord[]): string {
     ]);
   }
   const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
-  return rows.map((row) => row.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd()).join('\n');
+  return rows
+    .map((row) =>
+      row
+        .map((cell, column) => cell.padEnd(widths[column]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
-  const { values } = parseArgs({ args, allowPositionals: true, strict: false, options: { table: { type: 'string' }, region: { type: 'string' } } });
+  const { values } = parseArgs({
+    args,
+    allowPositionals: true,
+    strict: false,
+    options: { table: { type: 'string' }, region: { type: 'string' } },
+  });
   const tableName = (values.table as string | undefined) ?? process.env.TABLE_NAME;
   if (!tableName && !args.includes('--help') && !args.includes('-h') && args.length > 0) {
     console.error(`Set TABLE_NAME or pass --table (the stack's TableName output).\n${USAGE}`);

@@ -59,9 +59,6 @@ function observe<TEvent, TResult>(functionName: string): MiddlewareObj<TEvent, T
 }
 
 /** A Lambda handler with logging and metrics around it. */
-export function lambdaHandler<TEvent, TResult>(
-  functionName: string,
-  handler: (event: TEvent, context: Context) => Promise<TResult>,
-) {
+export function lambdaHandler<TEvent, TResult>(functionName: string, handler: (event: TEvent, context: Context) => Promise<TResult>) {
   return middy<TEvent, TResult>((event: TEvent, context: Context) => handler(event, context)).use(observe<TEvent, TResult>(functionName));
 }

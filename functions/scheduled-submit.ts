@@ -37,7 +37,12 @@ function required(name: string): string {
 
 const config = loadConfig(process.env);
 const meta = new DynamoMetaStore({ client: new DynamoDBClient({}), tableName: required(ENV.tableName) });
-const lifecycle = new SfnLifecycle({ client: new SFNClient({}), stateMachineArn: required(ENV.stateMachineArn), meta, cancelError: CANCEL_ERROR });
+const lifecycle = new SfnLifecycle({
+  client: new SFNClient({}),
+  stateMachineArn: required(ENV.stateMachineArn),
+  meta,
+  cancelError: CANCEL_ERROR,
+});
 
 /** Creating a batch never touches file bytes (validation reads them later), so this function has no S3 access at all. */
 const noBlobs: BlobStore = new Proxy({} as BlobStore, {
@@ -68,7 +73,12 @@ export const handler = lambdaHandler('scheduled-submit', async (event: Scheduled
   });
   const body = (await response.json()) as { id?: string; status?: string; error?: { message?: string } };
   if (!response.ok || !body.id) {
-    log.log('error', 'scheduled submission failed', { schedule: event.schedule, project: event.project, status: response.status, error: body.error?.message });
+    log.log('error', 'scheduled submission failed', {
+      schedule: event.schedule,
+      project: event.project,
+      status: response.status,
+      error: body.error?.message,
+    });
     // The function's Errors metric (and its alarm) shows it; the invocation is not retried, so a
     // retry can never create the batch twice.
     throw new Error(`scheduled submission ${event.schedule} failed (${response.status}): ${body.error?.message ?? 'no message'}`);

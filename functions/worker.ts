@@ -6,7 +6,7 @@ import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { errorMessage } from '../shared/log.js';
 import type { ChunkMessage } from '../shared/ports.js';
 import { runChunk } from '../shared/work/run-chunk.js';
-import { lambdaHandler, metrics, MetricUnit } from './observability.js';
+import { lambdaHandler, MetricUnit, metrics } from './observability.js';
 import { runtime, WORKER_STATUS_POLL_MS } from './runtime.js';
 import { addUpstreamMetrics } from './upstream-metrics.js';
 

@@ -4,7 +4,7 @@ import { CfnOutput, RemovalPolicy } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
 import { ENV } from '../functions/contract.js';
 import { loadConfig } from '../shared/config.js';
-import { DEFAULTS, checkProps, limitsEnvironment, type BatchServiceProps } from './config.js';
+import { type BatchServiceProps, checkProps, DEFAULTS, limitsEnvironment } from './config.js';
 import { Api } from './constructs/api.js';
 import { Lifecycle } from './constructs/lifecycle.js';
 import { Monitoring } from './constructs/monitoring.js';
@@ -106,7 +106,8 @@ export class BatchService extends Construct {
       scheduledSubmit: this.schedules?.submitter,
     });
 
-    const output = (name: string, value: string, description: string) => new CfnOutput(this, name, { key: `${prefix}${name}`, value, description });
+    const output = (name: string, value: string, description: string) =>
+      new CfnOutput(this, name, { key: `${prefix}${name}`, value, description });
     output('ApiBaseUrl', this.api.baseUrl, 'Base URL for the OpenAI SDK: OpenAI(base_url=<this>, api_key=<a key from npm run keys>)');
     output('TableName', this.storage.table.tableName, 'DynamoDB table (TABLE_NAME for npm run keys)');
     output('BucketName', this.storage.bucket.bucketName, 'S3 bucket of file bytes and batch scratch');

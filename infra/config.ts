@@ -2,10 +2,10 @@
 // secret, never inlined), worker concurrency, the service limits, scheduled submissions. Given as
 // props to BatchService / BatchServiceStack, or as CDK context (cdk.json or `-c`), so
 // `npx cdk deploy -c batchService='{"upstream":{...}}'` needs no code change.
-import { RemovalPolicy } from 'aws-cdk-lib';
+import type { RemovalPolicy } from 'aws-cdk-lib';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { ConfigError, loadConfig, parseDuration } from '../shared/config.js';
-import { RoutesError, parseRoutes, type RouteEntry } from '../shared/upstream/routes.js';
+import { parseRoutes, type RouteEntry, RoutesError } from '../shared/upstream/routes.js';
 
 /**
  * One OpenAI-compatible upstream: the fields of a route in shared/upstream/routes.ts, except that
@@ -122,7 +122,9 @@ export function checkProps(props: BatchServiceProps): void {
     // The handlers parse the same variables with the same schema at cold start.
     const config = loadConfig(limitsEnvironment(props.limits));
     if (config.upstream.timeoutMs >= timeout * 60_000) {
-      problems.push(`limits.UPSTREAM_TIMEOUT (${config.upstream.timeoutMs / 1000}s) must be shorter than the worker's timeout (${timeout} min)`);
+      problems.push(
+        `limits.UPSTREAM_TIMEOUT (${config.upstream.timeoutMs / 1000}s) must be shorter than the worker's timeout (${timeout} min)`,
+      );
     }
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
@@ -136,18 +138,29 @@ export function checkProps(props: BatchServiceProps): void {
     if (!URL.canParse(route.baseUrl) || !/^https?:$/.test(new URL(route.baseUrl).protocol)) {
       problems.push(`upstream route ${name}: baseUrl must be an http(s) URL, not '${route.baseUrl}'`);
     }
-    if (route.apiKeySecret !== undefined && route.apiKeySecret !== null && !/^(arn:[\w-]+:secretsmanager:|[\w/+=.@-]{1,512}$)/.test(route.apiKeySecret)) {
+    if (
+      route.apiKeySecret !== undefined &&
+      route.apiKeySecret !== null &&
+      !/^(arn:[\w-]+:secretsmanager:|[\w/+=.@-]{1,512}$)/.test(route.apiKeySecret)
+    ) {
       problems.push(`upstream route ${name}: apiKeySecret must be a Secrets Manager secret name or ARN (never the key itself)`);
     }
     if (typeof route.apiKeySecret === 'string' && /^(sk-|Bearer )/.test(route.apiKeySecret)) {
-      problems.push(`upstream route ${name}: apiKeySecret looks like an API key; put the key in Secrets Manager and give the secret's name`);
+      problems.push(
+        `upstream route ${name}: apiKeySecret looks like an API key; put the key in Secrets Manager and give the secret's name`,
+      );
     }
   }
   const patterns = Object.entries(props.upstream?.routes ?? {});
   if (patterns.length > 0) {
     try {
       // The schema the handlers parse UPSTREAM_CONFIG's routes with, secret ids stood in for.
-      parseRoutes(Object.fromEntries(patterns.map(([pattern, route]) => [pattern, routeEntry(route, route.apiKeySecret === null ? undefined : 'secret')])), 'upstream.routes');
+      parseRoutes(
+        Object.fromEntries(
+          patterns.map(([pattern, route]) => [pattern, routeEntry(route, route.apiKeySecret === null ? undefined : 'secret')]),
+        ),
+        'upstream.routes',
+      );
     } catch (error) {
       if (!(error instanceof RoutesError)) throw error;
       problems.push(error.message);
@@ -159,7 +172,8 @@ export function checkProps(props: BatchServiceProps): void {
   }
   const names = new Set<string>();
   for (const schedule of props.schedules ?? []) {
-    if (!/^[A-Za-z0-9-_]{1,48}$/.test(schedule.name)) problems.push(`schedule '${schedule.name}': name must be 1..48 letters, digits, - or _`);
+    if (!/^[A-Za-z0-9-_]{1,48}$/.test(schedule.name))
+      problems.push(`schedule '${schedule.name}': name must be 1..48 letters, digits, - or _`);
     if (names.has(schedule.name)) problems.push(`schedule '${schedule.name}' appears twice`);
     names.add(schedule.name);
     if (!/^(rate|cron|at)\(.+\)$/.test(schedule.scheduleExpression)) {

@@ -12,7 +12,8 @@ import type { IConstruct } from 'constructs';
 export const JUSTIFIED_WILDCARDS: readonly { finding: RegExp; reason: string }[] = [
   {
     finding: /^Action::s3:(GetObject\*|GetBucket\*|List\*|DeleteObject\*|Abort\*)$/,
-    reason: "CDK's bucket grant action groups (object versions, tags, multipart abort); every statement is scoped to the service's one bucket.",
+    reason:
+      "CDK's bucket grant action groups (object versions, tags, multipart abort); every statement is scoped to the service's one bucket.",
   },
   {
     finding: /^Resource::<[A-Za-z0-9]+\.Arn>\/\*$/,
@@ -34,7 +35,8 @@ export const JUSTIFIED_WILDCARDS: readonly { finding: RegExp; reason: string }[]
 ];
 
 /** The Resource::* pattern is accepted only for these actions; anything else with Resource::* is left to fail. */
-const RESOURCE_STAR_ACTIONS = /^(xray:(PutTraceSegments|PutTelemetryRecords|GetSamplingRules|GetSamplingTargets)|logs:(CreateLogDelivery|GetLogDelivery|UpdateLogDelivery|DeleteLogDelivery|ListLogDeliveries|PutResourcePolicy|DescribeResourcePolicies|DescribeLogGroups))$/;
+const RESOURCE_STAR_ACTIONS =
+  /^(xray:(PutTraceSegments|PutTelemetryRecords|GetSamplingRules|GetSamplingTargets)|logs:(CreateLogDelivery|GetLogDelivery|UpdateLogDelivery|DeleteLogDelivery|ListLogDeliveries|PutResourcePolicy|DescribeResourcePolicies|DescribeLogGroups))$/;
 
 interface Statement {
   Effect?: string;
@@ -70,7 +72,9 @@ export function wildcardFindings(document: { Statement?: Statement[] }): { findi
     if (statement.Effect !== 'Allow') continue;
     const actions = asArray(statement.Action);
     for (const action of actions.filter((a) => a.includes('*'))) findings.set(`Action::${action}`, actions);
-    for (const resource of asArray(statement.Resource).map(flattenReference).filter((r) => r.includes('*'))) {
+    for (const resource of asArray(statement.Resource)
+      .map(flattenReference)
+      .filter((r) => r.includes('*'))) {
       findings.set(`Resource::${resource}`, [...(findings.get(`Resource::${resource}`) ?? []), ...actions]);
     }
   }

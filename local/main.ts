@@ -1,8 +1,9 @@
 // `npm start`: the Batch API on one machine, with no AWS account.
+
+import v8 from 'node:v8';
 import { ConfigError, loadConfig } from '../shared/config.js';
 import { jsonLogger } from '../shared/log.js';
 import { startService } from './service.js';
-import v8 from 'node:v8';
 
 // Keep the heap near what is live. By default V8 lets garbage grow the heap to about four times
 // the live size between full collections, which a long batch turns into ~60 MB more peak RSS for

@@ -1,22 +1,23 @@
 // The embedded runtime: the same api/ routes, workers and lifecycle steps as in AWS, over the
 // local adapters (filesystem blobs, an embedded DynamoDB, an in-process queue and driver).
-import { serve, type ServerType } from '@hono/node-server';
+
 import { mkdir } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { createApiApp } from '../shared/api/app.js';
-import { DEFAULT_COMPLETE_LEASE_MS } from '../shared/api/uploads.js';
-import { ConfigError, type ServiceConfig } from '../shared/config.js';
+import { type ServerType, serve } from '@hono/node-server';
 import { DynamoMetaStore } from '../shared/adapters/aws/dynamo-meta-store.js';
 import { startEmbeddedDynamo } from '../shared/adapters/local/embedded-dynamo.js';
 import { FsBlobStore } from '../shared/adapters/local/fs-blob-store.js';
 import { LocalLifecycle } from '../shared/adapters/local/local-lifecycle.js';
 import { LocalWorkQueue } from '../shared/adapters/local/local-work-queue.js';
 import { systemClock } from '../shared/adapters/local/system-clock.js';
+import { createApiApp } from '../shared/api/app.js';
+import { DEFAULT_COMPLETE_LEASE_MS } from '../shared/api/uploads.js';
 import type { StepDeps } from '../shared/batch/steps.js';
+import { ConfigError, type ServiceConfig } from '../shared/config.js';
 import { errorMessage, type Logger } from '../shared/log.js';
 import { createUpstreamRouter } from '../shared/upstream/router.js';
-import { resolveRoutes, RoutesError } from '../shared/upstream/routes.js';
+import { RoutesError, resolveRoutes } from '../shared/upstream/routes.js';
 import { runChunk } from '../shared/work/run-chunk.js';
 
 export interface RunningService {
@@ -41,7 +42,11 @@ export async function startService(config: ServiceConfig, log: Logger): Promise<
   const queue = new LocalWorkQueue({
     concurrency: config.localWorkers,
     onDeadLetter: (message, error) =>
-      log.log('error', 'chunk dropped after repeated failures', { batchId: message.batchId, chunk: message.chunk.index, error: errorMessage(error) }),
+      log.log('error', 'chunk dropped after repeated failures', {
+        batchId: message.batchId,
+        chunk: message.chunk.index,
+        error: errorMessage(error),
+      }),
   });
   const steps: StepDeps = {
     meta,
@@ -59,7 +64,11 @@ export async function startService(config: ServiceConfig, log: Logger): Promise<
     try {
       await runChunk({ meta, blobs, lifecycle, upstreams, clock, log, checkpoints: config.checkpoints }, message);
     } catch (error) {
-      log.log('warn', 'chunk failed; it will be delivered again', { batchId: message.batchId, chunk: message.chunk.index, error: errorMessage(error) });
+      log.log('warn', 'chunk failed; it will be delivered again', {
+        batchId: message.batchId,
+        chunk: message.chunk.index,
+        error: errorMessage(error),
+      });
       throw error;
     }
   });

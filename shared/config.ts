@@ -2,7 +2,7 @@
 // setting stops start-up with a clear message instead of misbehaving later.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { parseRoutesText, RoutesError, type RouteConfig } from './upstream/routes.js';
+import { parseRoutesText, type RouteConfig, RoutesError } from './upstream/routes.js';
 
 const DURATION = /^(\d+)(ms|s|m|h)$/;
 const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 } as const;
@@ -17,22 +17,23 @@ export function parseDuration(text: string): number | undefined {
 const duration = z.string().refine((v) => parseDuration(v) !== undefined, 'a duration such as 500ms, 5s, 10m or 24h');
 const positiveInt = z.coerce.number().int().positive();
 
-const apiKeyPairs = z
-  .string()
-  .transform((text, ctx) => {
-    const keys = new Map<string, string>();
-    for (const pair of text.split(',').map((p) => p.trim()).filter(Boolean)) {
-      const separator = pair.lastIndexOf(':');
-      const key = pair.slice(0, separator).trim();
-      const project = pair.slice(separator + 1).trim();
-      if (separator <= 0 || !key || !project) {
-        ctx.addIssue({ code: 'custom', message: 'each entry must be key:project' });
-        return z.NEVER;
-      }
-      keys.set(key, project);
+const apiKeyPairs = z.string().transform((text, ctx) => {
+  const keys = new Map<string, string>();
+  for (const pair of text
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean)) {
+    const separator = pair.lastIndexOf(':');
+    const key = pair.slice(0, separator).trim();
+    const project = pair.slice(separator + 1).trim();
+    if (separator <= 0 || !key || !project) {
+      ctx.addIssue({ code: 'custom', message: 'each entry must be key:project' });
+      return z.NEVER;
     }
-    return keys;
-  });
+    keys.set(key, project);
+  }
+  return keys;
+});
 
 const EnvSchema = z.object({
   HOST: z.string().default('127.0.0.1'),
@@ -104,7 +105,9 @@ function loadRoutes(path: string | undefined, readFile: (path: string) => string
   try {
     text = readFile(path);
   } catch (error) {
-    throw new ConfigError(`invalid configuration: UPSTREAM_ROUTES: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+    throw new ConfigError(
+      `invalid configuration: UPSTREAM_ROUTES: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`,
+    );
   }
   try {
     return parseRoutesText(text, `UPSTREAM_ROUTES (${path})`);

@@ -12,7 +12,7 @@ export function jsonLogger(minimum: LogLevel = 'info', write: (line: string) => 
   return {
     log(level, message, fields) {
       if (ORDER[level] < ORDER[minimum]) return;
-      write(JSON.stringify({ time: new Date().toISOString(), level, message, ...fields }) + '\n');
+      write(`${JSON.stringify({ time: new Date().toISOString(), level, message, ...fields })}\n`);
     },
   };
 }

@@ -13,16 +13,16 @@
 // Inputs are written streaming to os.tmpdir() and deleted after. Sizes can be narrowed with
 // BIG_SIZES_MB (e.g. "20,200"); DATA_DIR is a fresh temp directory per service run.
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import { createReadStream, createWriteStream, openAsBlob } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { once } from 'node:events';
 import os from 'node:os';
 import path from 'node:path';
 import OpenAI, { toFile } from 'openai';
 import { JsonlLineSplitter } from '../../shared/batch/jsonl.js';
 import { validateBatchInput } from '../../shared/batch/validate.js';
 import { startServiceProcess } from '../../test/support/service-process.js';
-import { formatSeconds, printTable, type BenchOptions, type Cleanup, type Scenario } from '../run.js';
+import { type BenchOptions, type Cleanup, formatSeconds, printTable, type Scenario } from '../run.js';
 
 const MB = 1_000_000;
 const PART_BYTES = 64 * 1024 * 1024;
@@ -63,7 +63,7 @@ async function tempDir(cleanup: Cleanup): Promise<string> {
   return dir;
 }
 
-const rate = (bytes: number, ms: number) => `${((bytes / MB) / (ms / 1000)).toFixed(0)} MB/s`;
+const rate = (bytes: number, ms: number) => `${(bytes / MB / (ms / 1000)).toFixed(0)} MB/s`;
 
 // ---------------------------------------------------------------------------------------------
 // big-validate
@@ -117,10 +117,16 @@ async function bigValidate(_options: BenchOptions, cleanup: Cleanup): Promise<vo
       ok = validated.result.ok && validated.result.total === lines;
     }
     rows.push([`${lineBytes}-byte lines: floor (split + JSON.parse)`, `${rate(bytes, floor)}  (${formatSeconds(floor)})`]);
-    rows.push([`${lineBytes}-byte lines: validator`, `${rate(bytes, validator)}  (${formatSeconds(validator)}, ${Math.round(lines / (validator / 1000)).toLocaleString('en-US')} lines/s, valid: ${ok ? 'yes' : 'NO'})`]);
+    rows.push([
+      `${lineBytes}-byte lines: validator`,
+      `${rate(bytes, validator)}  (${formatSeconds(validator)}, ${Math.round(lines / (validator / 1000)).toLocaleString('en-US')} lines/s, valid: ${ok ? 'yes' : 'NO'})`,
+    ]);
     await rm(file, { force: true });
   }
-  printTable(`\nbig-validate: 200 MB files, one core, best of 3 (Node ${process.version}, ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? ''})`, rows);
+  printTable(
+    `\nbig-validate: 200 MB files, one core, best of 3 (Node ${process.version}, ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? ''})`,
+    rows,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -204,16 +210,23 @@ async function endToEnd(label: string, lines: number, lineBytes: number, timeout
     const afterUploadKb = await vmHwmKb(service.pid);
     let afterValidateKb = 0;
 
-    let batch = await client.batches.create({ input_file_id: completed.file!.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+    let batch = await client.batches.create({
+      input_file_id: completed.file!.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
     let lastReport = performance.now();
     while (!['completed', 'failed', 'expired', 'cancelled'].includes(batch.status)) {
-      if (performance.now() - started > timeoutMs) throw new Error(`batch ${batch.id} still ${batch.status} after ${formatSeconds(timeoutMs)}`);
+      if (performance.now() - started > timeoutMs)
+        throw new Error(`batch ${batch.id} still ${batch.status} after ${formatSeconds(timeoutMs)}`);
       await new Promise((resolve) => setTimeout(resolve, 500));
       batch = await client.batches.retrieve(batch.id);
       if (!afterValidateKb && batch.status !== 'validating') afterValidateKb = await vmHwmKb(service.pid);
       if (performance.now() - lastReport > 10_000) {
         lastReport = performance.now();
-        console.error(`[${label}]   ${batch.status}: ${batch.request_counts?.completed ?? 0}/${batch.request_counts?.total ?? 0}, peak RSS so far ${((await vmHwmKb(service.pid)) / 1024).toFixed(0)} MB`);
+        console.error(
+          `[${label}]   ${batch.status}: ${batch.request_counts?.completed ?? 0}/${batch.request_counts?.total ?? 0}, peak RSS so far ${((await vmHwmKb(service.pid)) / 1024).toFixed(0)} MB`,
+        );
       }
     }
     const totalMs = performance.now() - started;
@@ -266,7 +279,10 @@ function e2eRows(run: EndToEnd): Array<[string, string]> {
     ['input', `${(run.inputBytes / MB).toFixed(0)} MB, ${run.lines.toLocaleString('en-US')} lines`],
     ['upload (Uploads API, 64 MB parts, md5)', `${formatSeconds(run.uploadMs)}  ${rate(run.inputBytes, run.uploadMs)}`],
     ['validate', `${formatSeconds(run.validateMs)}  (timestamps are whole seconds)`],
-    ['run on batch-test-model', `${formatSeconds(run.runMs)}  ${Math.round(run.lines / Math.max(1, run.runMs / 1000)).toLocaleString('en-US')} req/s`],
+    [
+      'run on batch-test-model',
+      `${formatSeconds(run.runMs)}  ${Math.round(run.lines / Math.max(1, run.runMs / 1000)).toLocaleString('en-US')} req/s`,
+    ],
     ['finalize', formatSeconds(run.finalizeMs)],
     ['upload to terminal status', formatSeconds(run.totalMs)],
     ['status, request_counts', `${run.status} ${run.counts}`],
@@ -279,13 +295,19 @@ function e2eRows(run: EndToEnd): Array<[string, string]> {
 }
 
 async function bigRss(options: BenchOptions, cleanup: Cleanup): Promise<void> {
-  const sizes = (process.env.BIG_SIZES_MB ?? '20,200,2000').split(',').map(Number).filter((n) => n > 0);
+  const sizes = (process.env.BIG_SIZES_MB ?? '20,200,2000')
+    .split(',')
+    .map(Number)
+    .filter((n) => n > 0);
   const summary: Array<[string, string]> = [];
   for (const sizeMb of sizes) {
     const lines = Math.round((sizeMb * MB) / 2_000);
     const run = await endToEnd(`big-rss ${sizeMb} MB`, lines, 2_000, Math.max(options.timeoutMs, 3_600_000), cleanup);
     printTable(`\nbig-rss: ${sizeMb} MB`, e2eRows(run));
-    summary.push([`${sizeMb} MB (${lines.toLocaleString('en-US')} lines)`, `peak RSS ${(run.peakHwmKb / 1024).toFixed(0)} MB (idle ${(run.idleHwmKb / 1024).toFixed(0)} MB), ${formatSeconds(run.totalMs)} end to end, lines ok: ${run.linesOk.split(' ')[0]}`]);
+    summary.push([
+      `${sizeMb} MB (${lines.toLocaleString('en-US')} lines)`,
+      `peak RSS ${(run.peakHwmKb / 1024).toFixed(0)} MB (idle ${(run.idleHwmKb / 1024).toFixed(0)} MB), ${formatSeconds(run.totalMs)} end to end, lines ok: ${run.linesOk.split(' ')[0]}`,
+    ]);
   }
   printTable(`\nbig-rss summary (Node ${process.version}, ${os.cpus().length} CPUs)`, summary);
 }
@@ -297,6 +319,9 @@ async function bigMillion(options: BenchOptions, cleanup: Cleanup): Promise<void
 
 export const bigScenarios: Record<string, Scenario> = {
   'big-validate': { description: 'validator MB/s on 200 MB files (2,000- and 200-byte lines) beside split + JSON.parse', run: bigValidate },
-  'big-rss': { description: 'service peak RSS at 20 MB, 200 MB and 2 GB inputs (BIG_SIZES_MB), end to end on batch-test-model', run: bigRss },
+  'big-rss': {
+    description: 'service peak RSS at 20 MB, 200 MB and 2 GB inputs (BIG_SIZES_MB), end to end on batch-test-model',
+    run: bigRss,
+  },
   'big-million': { description: '1,000,000 short requests end to end on batch-test-model: time and every line once', run: bigMillion },
 };

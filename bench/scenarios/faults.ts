@@ -12,19 +12,19 @@ import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { REPO_ROOT, startServiceProcess } from '../../test/support/service-process.js';
+import { startUpstreamSim, type UpstreamSim } from '../../test/support/upstream-sim.js';
 import {
+  type BenchOptions,
+  type Cleanup,
   checkCoverage,
   formatSeconds,
   printTable,
   runServiceBatch,
-  writeRequestsFile,
-  type BenchOptions,
-  type Cleanup,
   type Scenario,
   type ServiceBatchResult,
+  writeRequestsFile,
 } from '../run.js';
-import { REPO_ROOT, startServiceProcess } from '../../test/support/service-process.js';
-import { startUpstreamSim, type UpstreamSim } from '../../test/support/upstream-sim.js';
 
 /** 50,000 unless --requests says otherwise: the figure the README reports. */
 function requestCount(options: BenchOptions): number {
@@ -40,10 +40,14 @@ interface PlainResult {
 
 /** Runs bench/scenarios/plain-client.ts as a process of its own; its wall time excludes its warm-up. */
 async function plainClient(url: string, requests: number, concurrency: number): Promise<PlainResult> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/scenarios/plain-client.ts', url, String(requests), String(concurrency)], {
-    cwd: REPO_ROOT,
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'bench/scenarios/plain-client.ts', url, String(requests), String(concurrency)],
+    {
+      cwd: REPO_ROOT,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   let out = '';
   child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
   const [code] = (await once(child, 'exit')) as [number | null];
@@ -97,7 +101,10 @@ async function compare(name: string, options: BenchOptions, cleanup: Cleanup, ra
   const endedAt = Date.now();
   const serviceStats = sim.stats();
   const logged = (message: string) => {
-    const line = service.logs().split('\n').find((l) => l.includes(`"message":"${message}"`));
+    const line = service
+      .logs()
+      .split('\n')
+      .find((l) => l.includes(`"message":"${message}"`));
     return line ? Date.parse((JSON.parse(line) as { time: string }).time) : Number.NaN;
   };
   const validatedAt = logged('batch validated');

@@ -38,14 +38,29 @@ export class Monitoring extends Construct {
     this.topic = new sns.Topic(this, 'AlarmTopic', { displayName: 'Batch service alarms', enforceSSL: true });
     if (props.alarmEmail) this.topic.addSubscription(new subscriptions.EmailSubscription(props.alarmEmail));
 
-    const dlqDepth = workers.deadLetterQueue.metricApproximateNumberOfMessagesVisible({ period: Duration.minutes(1), statistic: 'Maximum' });
+    const dlqDepth = workers.deadLetterQueue.metricApproximateNumberOfMessagesVisible({
+      period: Duration.minutes(1),
+      statistic: 'Maximum',
+    });
     const workerErrors = workers.worker.function.metricErrors({ period: FIVE_MINUTES, statistic: 'Sum' });
     const failedExecutions = lifecycle.stateMachine.metricFailed({ period: FIVE_MINUTES, statistic: 'Sum' });
     const api5xx = api.httpApi.metricServerError({ period: FIVE_MINUTES, statistic: 'Sum' });
 
-    this.alarm('DeadLetterQueueNotEmpty', dlqDepth, 'A chunk failed 5 deliveries and sits in the dead-letter queue: its batch will finalize without it (those lines expire). Inspect the message, fix the cause, redrive it.');
-    this.alarm('WorkerErrors', workerErrors, 'The chunk worker crashed or timed out (failures of single requests are not errors; they go to the error file).');
-    this.alarm('ExecutionsFailed', failedExecutions, 'A batch execution failed after its retries: the batch may be stuck in validating or finalizing.');
+    this.alarm(
+      'DeadLetterQueueNotEmpty',
+      dlqDepth,
+      'A chunk failed 5 deliveries and sits in the dead-letter queue: its batch will finalize without it (those lines expire). Inspect the message, fix the cause, redrive it.',
+    );
+    this.alarm(
+      'WorkerErrors',
+      workerErrors,
+      'The chunk worker crashed or timed out (failures of single requests are not errors; they go to the error file).',
+    );
+    this.alarm(
+      'ExecutionsFailed',
+      failedExecutions,
+      'A batch execution failed after its retries: the batch may be stuck in validating or finalizing.',
+    );
     this.alarm('Api5xx', api5xx, 'The API answered 5xx (an unhandled error in the API Lambda, or a timeout).');
     if (props.scheduledSubmit) {
       this.alarm(
@@ -62,9 +77,7 @@ export class Monitoring extends Construct {
     this.dashboard = new cloudwatch.Dashboard(this, 'Dashboard', {
       defaultInterval: Duration.hours(3),
       widgets: [
-        [
-          new cloudwatch.AlarmStatusWidget({ title: 'Alarms', alarms: this.alarms, width: 24, height: 3 }),
-        ],
+        [new cloudwatch.AlarmStatusWidget({ title: 'Alarms', alarms: this.alarms, width: 24, height: 3 })],
         [
           new cloudwatch.GraphWidget({
             title: 'API requests and errors',
@@ -74,7 +87,10 @@ export class Monitoring extends Construct {
           }),
           new cloudwatch.GraphWidget({
             title: 'API latency (ms)',
-            left: [api.httpApi.metricLatency({ period: FIVE_MINUTES, statistic: 'p50' }), api.httpApi.metricLatency({ period: FIVE_MINUTES, statistic: 'p99' })],
+            left: [
+              api.httpApi.metricLatency({ period: FIVE_MINUTES, statistic: 'p50' }),
+              api.httpApi.metricLatency({ period: FIVE_MINUTES, statistic: 'p99' }),
+            ],
             width: 8,
           }),
           new cloudwatch.GraphWidget({
@@ -92,8 +108,16 @@ export class Monitoring extends Construct {
           new cloudwatch.GraphWidget({
             title: 'Chunk queue',
             left: [
-              workers.queue.metricApproximateNumberOfMessagesVisible({ period: Duration.minutes(1), statistic: 'Maximum', label: 'waiting' }),
-              workers.queue.metricApproximateNumberOfMessagesNotVisible({ period: Duration.minutes(1), statistic: 'Maximum', label: 'in flight' }),
+              workers.queue.metricApproximateNumberOfMessagesVisible({
+                period: Duration.minutes(1),
+                statistic: 'Maximum',
+                label: 'waiting',
+              }),
+              workers.queue.metricApproximateNumberOfMessagesNotVisible({
+                period: Duration.minutes(1),
+                statistic: 'Maximum',
+                label: 'in flight',
+              }),
               dlqDepth.with({ label: 'dead letters' }),
             ],
             width: 8,
@@ -101,7 +125,13 @@ export class Monitoring extends Construct {
           new cloudwatch.GraphWidget({ title: 'Age of oldest chunk message (s)', left: [queueAge], width: 8 }),
           new cloudwatch.GraphWidget({
             title: 'Workers',
-            left: [workers.worker.function.metric('ConcurrentExecutions', { period: Duration.minutes(1), statistic: 'Maximum', label: 'concurrent' })],
+            left: [
+              workers.worker.function.metric('ConcurrentExecutions', {
+                period: Duration.minutes(1),
+                statistic: 'Maximum',
+                label: 'concurrent',
+              }),
+            ],
             right: [workerErrors, workers.worker.function.metricThrottles({ period: FIVE_MINUTES, statistic: 'Sum' })],
             width: 8,
           }),

@@ -2,9 +2,10 @@
 // every handler shares: Node.js 22 on arm64, ESM, its own log group, and a role that can write
 // only to that log group (no AWS managed policy). Each construct that owns a handler grants it
 // exactly what it calls.
-import { fileURLToPath } from 'node:url';
+
 import * as path from 'node:path';
-import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
+import { fileURLToPath } from 'node:url';
+import { type Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
@@ -73,7 +74,8 @@ export class ServiceFunction extends Construct {
         // the one the adapters are tested with (the S3 checksum options, for one).
         externalModules: [],
         // ESM output still meets CommonJS dependencies that call require(): give them one.
-        banner: "import { createRequire as __batchCreateRequire } from 'node:module'; const require = __batchCreateRequire(import.meta.url);",
+        banner:
+          "import { createRequire as __batchCreateRequire } from 'node:module'; const require = __batchCreateRequire(import.meta.url);",
       },
     });
     Validations.of(this.function).acknowledge({

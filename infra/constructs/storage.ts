@@ -1,11 +1,11 @@
 // Where the service keeps its data: one S3 bucket for file bytes, chunk plans and chunk results,
 // and one DynamoDB table for files, batches, uploads and API keys. Both are retained by default
 // when the stack is destroyed: they hold the teams' data.
-import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
+import { Duration, type RemovalPolicy, Validations } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
-import { BY_PROJECT_INDEX, TTL_ATTRIBUTE, metaTableDefinition } from '../../shared/adapters/aws/dynamo-meta-store.js';
+import { BY_PROJECT_INDEX, metaTableDefinition, TTL_ATTRIBUTE } from '../../shared/adapters/aws/dynamo-meta-store.js';
 
 export interface StorageProps {
   readonly removalPolicy: RemovalPolicy;

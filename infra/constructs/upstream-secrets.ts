@@ -27,7 +27,12 @@ export class UpstreamSecrets extends Construct {
   private readonly byName = new Map<string, secretsmanager.ISecret>();
 
   /** `outputPrefix` prefixes the names of the outputs that print created secrets' ARNs. */
-  constructor(scope: Construct, id: string, upstream: UpstreamRoutes, private readonly outputPrefix = '') {
+  constructor(
+    scope: Construct,
+    id: string,
+    upstream: UpstreamRoutes,
+    private readonly outputPrefix = '',
+  ) {
     super(scope, id);
     const config: UpstreamConfig = {
       default: upstream.default ? this.route('Default', upstream.default) : null,

@@ -2,24 +2,25 @@
 // Response, hosted by the local server (local/) and, in AWS, by the API Lambda. Routes are the
 // same under /v1 (OpenAI) and /v4 (Zhipu). Cross-cutting concerns (request ids, keys, the error
 // envelope) are middleware, so each route reads as what it does.
-import { Hono, type Context } from 'hono';
+
 import { Readable } from 'node:stream';
+import { type Context, Hono } from 'hono';
 import { z } from 'zod';
-import { parseDuration } from '../config.js';
-import { blobKeys } from '../batch/keys.js';
-import { ZERO_USAGE, type BatchRecord, type FileRecord } from '../batch/model.js';
 import { releaseInputFile } from '../batch/input-file.js';
+import { blobKeys } from '../batch/keys.js';
+import { type BatchRecord, type FileRecord, ZERO_USAGE } from '../batch/model.js';
 import { normalizeEndpoint } from '../batch/validate.js';
+import { parseDuration } from '../config.js';
 import { newBatchId, newFileId, randomToken } from '../ids.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
 import type { ApiKeyResolver } from './api-keys.js';
 import { ApiError, badRequest, conflict, internalError, notFound, tooLarge } from './errors.js';
 import { receiveMultipart } from './multipart.js';
-import { jsonBody, parse } from './request.js';
-import { batchFileCheck, registerUploadRoutes, type UploadDeps } from './uploads.js';
 import { listObject, toBatchObject, toFileObject } from './objects.js';
+import { jsonBody, parse } from './request.js';
 import { BATCH_ENDPOINTS, createBatchSchema, fileExpiresAfter, listBatchesQuery, listFilesQuery } from './schemas.js';
+import { batchFileCheck, registerUploadRoutes, type UploadDeps } from './uploads.js';
 
 export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeWaitMs'> {
   meta: MetaStore;
@@ -109,7 +110,8 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
       }
       const purpose = form.fields.purpose;
       if (purpose === undefined) throw badRequest("'purpose' is required; use 'batch' for Batch API input files.", 'purpose');
-      if (purpose !== 'batch') throw badRequest(`This service stores Batch API input files: purpose must be 'batch', not '${purpose}'.`, 'purpose');
+      if (purpose !== 'batch')
+        throw badRequest(`This service stores Batch API input files: purpose must be 'batch', not '${purpose}'.`, 'purpose');
       if (form.file.bytes === 0) throw badRequest('The file is empty.', 'file', 'empty_file');
       const expiresAfterSeconds = parseFormExpiry(form.fields);
       const now = clock.now();
@@ -170,7 +172,10 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
     const project = c.get('project');
     const body = parse(createBatchSchema, await jsonBody(c));
     if (!(BATCH_ENDPOINTS as readonly string[]).includes(normalizeEndpoint(body.endpoint))) {
-      throw badRequest(`endpoint must be one of ${BATCH_ENDPOINTS.join(', ')} (or the same under /v4), not '${body.endpoint}'.`, 'endpoint');
+      throw badRequest(
+        `endpoint must be one of ${BATCH_ENDPOINTS.join(', ')} (or the same under /v4), not '${body.endpoint}'.`,
+        'endpoint',
+      );
     }
     const windowMs = completionWindowMs(body.completion_window, deps.limits);
     const input = await meta.getFile(project, body.input_file_id);
@@ -273,13 +278,18 @@ async function authenticate(deps: Pick<ApiDeps, 'apiKeys' | 'resolveApiKey'>, he
   if (!apiKeys && !resolveApiKey) return OPEN_PROJECT;
   const key = /^Bearer\s+(.+)$/i.exec(header ?? '')?.[1]?.trim();
   if (!key) {
-    throw new ApiError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.", 'invalid_request_error', null, 'missing_api_key');
+    throw new ApiError(
+      401,
+      "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
+      'invalid_request_error',
+      null,
+      'missing_api_key',
+    );
   }
   const project = apiKeys?.get(key) ?? (await resolveApiKey?.(key));
   if (!project) throw new ApiError(401, 'Incorrect API key provided.', 'invalid_request_error', null, 'invalid_api_key');
   return project;
 }
-
 
 function parseFormExpiry(fields: Record<string, string>): number | undefined {
   const anchor = fields['expires_after[anchor]'];

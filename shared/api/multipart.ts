@@ -1,10 +1,11 @@
 // Streams a multipart/form-data upload: the `file` part goes straight into the BlobStore as it
 // arrives, never whole in memory; the text fields are collected. The openai SDK may send the file
 // before or after the other fields, so nothing here depends on their order.
-import busboy from 'busboy';
+
 import { Readable, Transform } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import { badRequest, type ApiError } from './errors.js';
+import busboy from 'busboy';
+import { type ApiError, badRequest } from './errors.js';
 
 /**
  * Looks at a file's bytes as they stream to the BlobStore. Once it answers with an error, nothing

@@ -11,7 +11,7 @@
 //
 // An upload expires an hour after it is created; parts cannot be added once it is completed,
 // cancelled or expired. Another project's upload answers 404, like a missing one.
-import { jsonBody, parse } from './request.js';
+
 import { createHash } from 'node:crypto';
 import type { Context, Hono } from 'hono';
 import { z } from 'zod';
@@ -19,10 +19,10 @@ import { blobKeys } from '../batch/keys.js';
 import type { FileRecord, UploadPartRecord, UploadRecord } from '../batch/model.js';
 import {
   BatchFileCheck,
-  PartScan,
   checkJoinedParts,
-  summaryFits,
+  PartScan,
   type SummarizedPart,
+  summaryFits,
   type UploadCheckLimits,
   type UploadProblem,
 } from '../batch/upload-check.js';
@@ -31,6 +31,7 @@ import type { BlobStore, Clock, MetaStore } from '../ports.js';
 import { ApiError, badRequest, tooLarge, unavailable } from './errors.js';
 import { receiveMultipart, type StreamCheck } from './multipart.js';
 import { toFileObject } from './objects.js';
+import { jsonBody, parse } from './request.js';
 import { fileExpiresAfter } from './schemas.js';
 
 export interface UploadDeps {
@@ -81,7 +82,8 @@ function checkLimits(limits: UploadDeps['limits']): UploadCheckLimits {
   };
 }
 
-const fileRefused = (problem: UploadProblem) => new ApiError(problem.status, problem.message, 'invalid_request_error', 'file', problem.code);
+const fileRefused = (problem: UploadProblem) =>
+  new ApiError(problem.status, problem.message, 'invalid_request_error', 'file', problem.code);
 
 /** The checks of a batch input file while it streams in (upload-check.ts), as API errors. */
 export function batchFileCheck(limits: UploadDeps['limits']): StreamCheck {
@@ -91,10 +93,18 @@ export function batchFileCheck(limits: UploadDeps['limits']): StreamCheck {
 }
 
 const createUploadSchema = z.object({
-  filename: z.string({ error: 'filename is required and must be a string' }).min(1, 'filename must not be empty').max(1024, 'filename must be at most 1024 characters'),
+  filename: z
+    .string({ error: 'filename is required and must be a string' })
+    .min(1, 'filename must not be empty')
+    .max(1024, 'filename must be at most 1024 characters'),
   purpose: z.string({ error: "purpose is required; use 'batch' for Batch API input files" }),
-  bytes: z.number({ error: 'bytes is required and must be a number' }).int('bytes must be a whole number').min(0, 'bytes must not be negative'),
-  mime_type: z.string({ error: 'mime_type is required and must be a string, e.g. application/jsonl' }).min(1, 'mime_type must not be empty'),
+  bytes: z
+    .number({ error: 'bytes is required and must be a number' })
+    .int('bytes must be a whole number')
+    .min(0, 'bytes must not be negative'),
+  mime_type: z
+    .string({ error: 'mime_type is required and must be a string, e.g. application/jsonl' })
+    .min(1, 'mime_type must not be empty'),
   expires_after: fileExpiresAfter.optional(),
 });
 
@@ -200,7 +210,11 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
       upload.status === 'expired'
         ? `expired at ${new Date(upload.expiresAtMs).toISOString()} (an upload lasts an hour)`
         : `already ${upload.status}`;
-    return badRequest(`Upload ${upload.id} is ${when}: ${doing}.`, null, upload.status === 'expired' ? 'upload_expired' : 'upload_not_pending');
+    return badRequest(
+      `Upload ${upload.id} is ${when}: ${doing}.`,
+      null,
+      upload.status === 'expired' ? 'upload_expired' : 'upload_not_pending',
+    );
   }
 
   async function respond(c: Context<Env>, upload: UploadRecord) {
@@ -216,7 +230,10 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
     if (body.bytes === 0) throw badRequest('bytes is 0: a batch input file needs at least one request.', 'bytes', 'empty_file');
     const limit = Math.min(deps.limits.maxFileBytes, MAX_UPLOAD_BYTES);
     if (body.bytes > limit) {
-      throw tooLarge(`The upload announces ${body.bytes} bytes; this service accepts files of at most ${limit} bytes (MAX_FILE_BYTES).`, 'bytes');
+      throw tooLarge(
+        `The upload announces ${body.bytes} bytes; this service accepts files of at most ${limit} bytes (MAX_FILE_BYTES).`,
+        'bytes',
+      );
     }
     const now = clock.now();
     const upload: UploadRecord = {
@@ -255,7 +272,8 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
         store: (body) => blobs.put(blobKey, scanned(body)),
       });
       if (!form.file) throw badRequest("The 'data' part is missing: send the part's bytes as the multipart field 'data'.", 'data');
-      if (form.file.truncated) throw tooLarge(`A part may be at most ${MAX_PART_BYTES} bytes (64 MB); split the file into more parts.`, 'data');
+      if (form.file.truncated)
+        throw tooLarge(`A part may be at most ${MAX_PART_BYTES} bytes (64 MB); split the file into more parts.`, 'data');
       if (form.file.bytes === 0) throw badRequest('The part is empty.', 'data');
       // It may have been completed, cancelled or expired while the part streamed in.
       upload = await expireIfDue((await meta.getUpload(upload.project, upload.id)) ?? upload);
@@ -364,7 +382,11 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
     const fileKey = blobKeys.file(fileId);
     const limits = checkLimits(deps.limits);
     const sizeMismatch = (bytes: number) =>
-      badRequest(`The parts hold ${bytes} bytes, but the upload was created for ${upload.bytes} bytes.`, 'part_ids', 'upload_size_mismatch');
+      badRequest(
+        `The parts hold ${bytes} bytes, but the upload was created for ${upload.bytes} bytes.`,
+        'part_ids',
+        'upload_size_mismatch',
+      );
     const md5Mismatch = (digest: string) => badRequest(`The md5 of the joined parts is ${digest}, not ${body.md5}.`, 'md5', 'md5_mismatch');
     const summarized = await Promise.all(parts.map((part) => withSummary(part, limits)));
     const problem = await checkJoinedParts(summarized, limits, (start, end) => readParts(parts, start, end));
@@ -380,7 +402,13 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
           });
     let joined: number;
     try {
-      joined = (await blobs.concat(fileKey, parts.map((part) => part.blobKey), { sizes: parts.map((part) => part.bytes), gate: md5Matches })).bytes;
+      joined = (
+        await blobs.concat(
+          fileKey,
+          parts.map((part) => part.blobKey),
+          { sizes: parts.map((part) => part.bytes), gate: md5Matches },
+        )
+      ).bytes;
     } finally {
       hashing.abort();
     }
@@ -428,4 +456,3 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
     return respond(c, cancelled);
   });
 }
-

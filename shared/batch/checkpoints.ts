@@ -7,7 +7,7 @@ import type { Logger } from '../log.js';
 import { errorMessage } from '../log.js';
 import type { BlobStore, Clock } from '../ports.js';
 import { blobKeys } from './keys.js';
-import { ZERO_USAGE, type UsageTotals } from './model.js';
+import { type UsageTotals, ZERO_USAGE } from './model.js';
 import { addUsage, usageOf } from './results.js';
 
 export interface CheckpointOptions {
@@ -55,7 +55,7 @@ function collect(text: string, into: Map<string, CheckpointedLine>): void {
     if (typeof line.custom_id !== 'string' || into.has(line.custom_id)) continue;
     const status = line.response?.status_code;
     const success = typeof status === 'number' && status >= 200 && status < 300;
-    into.set(line.custom_id, { text: raw + '\n', success, usage: success ? usageOf(line.response?.body) : ZERO_USAGE });
+    into.set(line.custom_id, { text: `${raw}\n`, success, usage: success ? usageOf(line.response?.body) : ZERO_USAGE });
   }
 }
 

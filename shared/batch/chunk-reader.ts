@@ -1,8 +1,7 @@
 import type { BlobStore } from '../ports.js';
 import { readJsonlLines } from './jsonl.js';
 import type { ChunkPlanEntry } from './model.js';
-import { parseRequestLine } from './validate.js';
-import { normalizeEndpoint } from './validate.js';
+import { normalizeEndpoint, parseRequestLine } from './validate.js';
 
 export interface ChunkRequest {
   customId: string;
@@ -25,7 +24,9 @@ export async function readChunkRequests(blobs: BlobStore, inputBlobKey: string, 
     requests.push({ customId: custom_id, url: normalizeEndpoint(url), body });
   }
   if (requests.length !== chunk.requests) {
-    throw new Error(`chunk ${chunk.index}: expected ${chunk.requests} requests in bytes ${chunk.start}..${chunk.end}, read ${requests.length}`);
+    throw new Error(
+      `chunk ${chunk.index}: expected ${chunk.requests} requests in bytes ${chunk.start}..${chunk.end}, read ${requests.length}`,
+    );
   }
   return requests;
 }

@@ -8,7 +8,10 @@ import type { BatchRecord } from './model.js';
  * by a step that runs again on a final batch), and when creating it fails. If the user deleted the
  * file meanwhile and no other batch pins it, its blob and then its record go now.
  */
-export async function releaseInputFile(deps: { meta: MetaStore; blobs: BlobStore }, batch: Pick<BatchRecord, 'id' | 'inputFileId'>): Promise<void> {
+export async function releaseInputFile(
+  deps: { meta: MetaStore; blobs: BlobStore },
+  batch: Pick<BatchRecord, 'id' | 'inputFileId'>,
+): Promise<void> {
   const orphan = await deps.meta.unpinFile(batch.inputFileId, batch.id);
   if (!orphan) return;
   // Blob first: should this stop half-way, the record is still there for the next release to find.

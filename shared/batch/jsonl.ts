@@ -147,7 +147,14 @@ export class JsonlLineSplitter {
 
   private emitLine(buf: Buffer, from: number, to: number, end: number, terminated: boolean, emit: RawLineHandler): void {
     if (terminated && to > from && buf[to - 1] === CR) to--;
-    if (this.bomPossible && this.lineStart === 0 && to - from >= 3 && buf[from] === 0xef && buf[from + 1] === 0xbb && buf[from + 2] === 0xbf) {
+    if (
+      this.bomPossible &&
+      this.lineStart === 0 &&
+      to - from >= 3 &&
+      buf[from] === 0xef &&
+      buf[from + 1] === 0xbb &&
+      buf[from + 2] === 0xbf
+    ) {
       from += 3;
     }
     if (to - from > this.maxLineBytes) emit(EMPTY, 0, 0, this.lineNumber, this.lineStart, end, true);
@@ -165,10 +172,7 @@ function toLine(emit: (line: JsonlLine) => void): RawLineHandler {
  * (`options.offset` is where `source` begins); a last line without a newline is yielded too.
  * A line longer than `maxLineBytes` comes out with `tooLong: true` and empty `bytes`.
  */
-export async function* readJsonlLines(
-  source: AsyncIterable<Uint8Array>,
-  options: JsonlReadOptions = {},
-): AsyncGenerator<JsonlLine> {
+export async function* readJsonlLines(source: AsyncIterable<Uint8Array>, options: JsonlReadOptions = {}): AsyncGenerator<JsonlLine> {
   const splitter = new JsonlLineSplitter(options);
   let ready: JsonlLine[] = [];
   const collect = (line: JsonlLine): void => {

@@ -2,7 +2,7 @@
 // {"id", "custom_id", "response": {"status_code", "request_id", "body"} | null, "error": {"code", "message"} | null}
 import { newRequestLineId } from '../ids.js';
 import type { UpstreamResult } from '../upstream/types.js';
-import { ZERO_USAGE, type UsageTotals } from './model.js';
+import { type UsageTotals, ZERO_USAGE } from './model.js';
 
 export type UnrunReason = 'batch_cancelled' | 'batch_expired';
 
@@ -21,7 +21,7 @@ export function resultLine(customId: string, result: UpstreamResult): string {
           error: null,
         }
       : { id: newRequestLineId(), custom_id: customId, response: null, error: { code: result.code, message: result.message } };
-  return JSON.stringify(line) + '\n';
+  return `${JSON.stringify(line)}\n`;
 }
 
 export function unrunLine(customId: string, reason: UnrunReason): string {
@@ -45,7 +45,7 @@ export function unfinishedLine(customId: string, reason: UnrunReason, last: Upst
     response: last.kind === 'response' ? { status_code: last.statusCode, request_id: last.requestId, body: last.body } : null,
     error: { code: reason, message },
   };
-  return JSON.stringify(line) + '\n';
+  return `${JSON.stringify(line)}\n`;
 }
 
 export function isSuccess(result: UpstreamResult): boolean {

@@ -5,11 +5,11 @@ import { createHash } from 'node:crypto';
 import type { Logger } from '../log.js';
 import type { BlobStore, Clock, MetaStore, WorkQueue } from '../ports.js';
 import type { UpstreamRouter } from '../upstream/types.js';
-import { listCheckpoints, readCheckpoints, summarize, type CheckpointedLine } from './checkpoints.js';
+import { type CheckpointedLine, listCheckpoints, readCheckpoints, summarize } from './checkpoints.js';
 import { readChunkRequests } from './chunk-reader.js';
 import { releaseInputFile } from './input-file.js';
 import { blobKeys } from './keys.js';
-import { TERMINAL_STATUSES, ZERO_USAGE, type BatchRecord, type BatchStatus, type ChunkPlanEntry, type FileRecord } from './model.js';
+import { type BatchRecord, type BatchStatus, type ChunkPlanEntry, type FileRecord, TERMINAL_STATUSES, ZERO_USAGE } from './model.js';
 import { addUsage, unrunLine } from './results.js';
 import { validateBatchInput } from './validate.js';
 
@@ -49,7 +49,7 @@ async function failWith(deps: StepDeps, batch: BatchRecord, errors: BatchRecord[
 /** Reads the whole input file once, as a stream; ends `failed` with every bad line, or plans the chunks and starts the batch. */
 export async function validateStep(deps: StepDeps, batchId: string): Promise<BatchStatus | undefined> {
   const batch = await deps.meta.getBatch(batchId);
-  if (!batch || batch.status !== 'validating') {
+  if (batch?.status !== 'validating') {
     if (batch && TERMINAL_STATUSES.includes(batch.status)) await releaseInputFile(deps, batch);
     return batch?.status;
   }
@@ -155,7 +155,13 @@ export async function finalizeStep(deps: StepDeps, batchId: string): Promise<Bat
       return line ? (line.success ? '' : line.text) : unrunLine(request.customId, reason);
     });
     if (finished.some((line) => line.success)) {
-      await blobs.put(outputKey, finished.filter((line) => line.success).map((line) => line.text).join(''));
+      await blobs.put(
+        outputKey,
+        finished
+          .filter((line) => line.success)
+          .map((line) => line.text)
+          .join(''),
+      );
       outputParts.push(outputKey);
     }
     await blobs.put(errorKey, errorLines.join(''));

@@ -54,7 +54,10 @@ function nulProblem(offset: number): UploadProblem {
 }
 
 /** The checks that need the whole file: line lengths, then the number of requests. */
-function countsProblem(counts: { longLines: readonly number[]; longLineCount: number; requests: number }, limits: UploadCheckLimits): UploadProblem | undefined {
+function countsProblem(
+  counts: { longLines: readonly number[]; longLineCount: number; requests: number },
+  limits: UploadCheckLimits,
+): UploadProblem | undefined {
   const { longLines, longLineCount, requests } = counts;
   if (longLineCount > 0) {
     const named = longLines.join(', ');
@@ -118,7 +121,10 @@ export class BatchFileCheck {
   push(chunk: Uint8Array): UploadProblem | undefined {
     if (this.problem) return this.problem;
     const nul = chunk.indexOf(0);
-    if (nul >= 0) return (this.problem = nulProblem(this.bytes + nul));
+    if (nul >= 0) {
+      this.problem = nulProblem(this.bytes + nul);
+      return this.problem;
+    }
     if (!this.firstChecked) this.checkStart(chunk);
     this.bytes += chunk.length;
     if (this.problem) return this.problem;
@@ -131,7 +137,8 @@ export class BatchFileCheck {
     if (this.problem) return this.problem;
     this.splitter.endRaw(this.onLine);
     if (this.problem) return this.problem;
-    return (this.problem = countsProblem({ longLines: this.longLines, longLineCount: this.longLineCount, requests: this.requests }, this.limits));
+    this.problem = countsProblem({ longLines: this.longLines, longLineCount: this.longLineCount, requests: this.requests }, this.limits);
+    return this.problem;
   }
 
   /** The first bytes that are not whitespace (after a BOM) must open a JSON object. */
@@ -189,18 +196,30 @@ export class BatchFileCheck {
     try {
       text = decoder.decode(bytes);
     } catch {
-      this.problem = { status: 400, code: 'invalid_file_format', message: `The file is not UTF-8 text: line ${number} has bytes that are not valid UTF-8.` };
+      this.problem = {
+        status: 400,
+        code: 'invalid_file_format',
+        message: `The file is not UTF-8 text: line ${number} has bytes that are not valid UTF-8.`,
+      };
       return;
     }
     let value: unknown;
     try {
       value = JSON.parse(text);
     } catch {
-      this.problem = { status: 400, code: 'invalid_file_format', message: `The file is not JSONL: line ${number}, its first request, is not valid JSON.` };
+      this.problem = {
+        status: 400,
+        code: 'invalid_file_format',
+        message: `The file is not JSONL: line ${number}, its first request, is not valid JSON.`,
+      };
       return;
     }
     if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-      this.problem = { status: 400, code: 'invalid_file_format', message: `The file is not JSONL of requests: line ${number}, its first request, is not a JSON object.` };
+      this.problem = {
+        status: 400,
+        code: 'invalid_file_format',
+        message: `The file is not JSONL of requests: line ${number}, its first request, is not a JSON object.`,
+      };
     }
   }
 }
@@ -393,7 +412,8 @@ function joinSummaries(parts: readonly SummarizedPart[], maxLineBytes: number): 
       const number = line.number;
       joined.requests += summary.requests;
       const first = summary.firstRequest;
-      if (first) joined.firstRequest ??= { line: number + first.line, start: at + first.start, end: at + first.end, tooLong: first.tooLong };
+      if (first)
+        joined.firstRequest ??= { line: number + first.line, start: at + first.start, end: at + first.end, tooLong: first.tooLong };
       for (const index of summary.longLines) if (joined.longLines.length < LINES_NAMED) joined.longLines.push(number + index);
       joined.longLineCount += summary.longLineCount;
       line = { start: at + bytes - summary.tail.bytes, number: number + summary.newlines, bytes: 0, lastNonBlank: -1, endsWithCR: false };

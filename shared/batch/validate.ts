@@ -12,9 +12,9 @@
 // duplicate keys in a line's JSON (the last one wins, as in JSON.parse). Everything else that is
 // not a well-formed request is an error with its line number.
 import { randomBytes } from 'node:crypto';
-import type { BatchLineError, ChunkPlanEntry } from './model.js';
+import { type FastLine, type FastLineExpectations, HashSet64, hashBytes, hashOut, MAX_JSON_DEPTH, scanRequestLine } from './fast-line.js';
 import { JsonlLineSplitter, type RawLineHandler } from './jsonl.js';
-import { HashSet64, MAX_JSON_DEPTH, hashBytes, hashOut, scanRequestLine, type FastLine, type FastLineExpectations } from './fast-line.js';
+import type { BatchLineError, ChunkPlanEntry } from './model.js';
 
 export interface ValidationOptions {
   /** The batch's endpoint, e.g. "/v1/chat/completions" (a "/v4/..." path is accepted as its /v1 equivalent). */
@@ -147,12 +147,13 @@ function show(value: unknown): string {
  * Parses one non-blank line of an input file that has passed validation (the worker reads its
  * chunk by byte range and needs custom_id, url and body of each request). Checks shapes only.
  */
-export function parseRequestLine(
-  bytes: Uint8Array,
-): { ok: true; request: BatchRequestLine } | { ok: false; reason: string } {
+export function parseRequestLine(bytes: Uint8Array): { ok: true; request: BatchRequestLine } | { ok: false; reason: string } {
   const decoded = decodeObject(bytes);
   if (!decoded.ok) {
-    return { ok: false, reason: decoded.reason === 'utf8' ? 'not valid UTF-8' : decoded.reason === 'json' ? 'not valid JSON' : 'not a JSON object' };
+    return {
+      ok: false,
+      reason: decoded.reason === 'utf8' ? 'not valid UTF-8' : decoded.reason === 'json' ? 'not valid JSON' : 'not a JSON object',
+    };
   }
   const { custom_id, method, url, body } = decoded.value;
   if (typeof custom_id !== 'string' || custom_id === '') return { ok: false, reason: 'custom_id is not a non-empty string' };
@@ -160,7 +161,6 @@ export function parseRequestLine(
   if (!isPlainObject(body)) return { ok: false, reason: 'body is not an object' };
   return { ok: true, request: { custom_id, method: typeof method === 'string' ? method : 'POST', url, body } };
 }
-
 
 /** Checks one request line; returns the error for it, or the parts validation keeps. */
 function checkRequest(
@@ -177,7 +177,10 @@ function checkRequest(
   const customId = request.custom_id;
   if (customId === undefined) return { error: err('missing_custom_id', 'custom_id', 'custom_id is missing.'), customId: undefined };
   if (typeof customId !== 'string' || customId === '') {
-    return { error: err('invalid_custom_id', 'custom_id', `custom_id must be a non-empty string, got ${show(customId)}.`), customId: undefined };
+    return {
+      error: err('invalid_custom_id', 'custom_id', `custom_id must be a non-empty string, got ${show(customId)}.`),
+      customId: undefined,
+    };
   }
   const fail = (e: BatchLineError) => ({ error: e, customId });
 
@@ -262,10 +265,19 @@ export function inspectSlowly(
         : decoded.reason === 'json'
           ? 'the line is not parseable as valid JSON.'
           : `the line must be a JSON object, got ${decoded.kind ?? 'something else'}.`;
-    return { error: { code: 'invalid_json_line', message: `Line ${n}: ${message}`, param: null, line: n }, customId: undefined, model: undefined };
+    return {
+      error: { code: 'invalid_json_line', message: `Line ${n}: ${message}`, param: null, line: n },
+      customId: undefined,
+      model: undefined,
+    };
   }
   const limit = checkLimits(decoded.value);
-  if (limit) return { error: { code: limit.code, message: `Line ${n}: ${limit.message}`, param: null, line: n }, customId: undefined, model: undefined };
+  if (limit)
+    return {
+      error: { code: limit.code, message: `Line ${n}: ${limit.message}`, param: null, line: n },
+      customId: undefined,
+      model: undefined,
+    };
   const checked = checkRequest(n, decoded.value, endpoint);
   if (checked.error) return { error: checked.error, customId: checked.customId, model: undefined };
   return { error: undefined, customId: checked.customId, model: checked.model };
@@ -337,10 +349,7 @@ export const DEFAULT_MAX_CHUNKS = 1_000;
  * (`options.reread`) and comparing the real custom_ids, so a hash collision never reports a
  * false duplicate.
  */
-export async function validateBatchInput(
-  source: AsyncIterable<Uint8Array>,
-  options: ValidationOptions,
-): Promise<ValidationResult> {
+export async function validateBatchInput(source: AsyncIterable<Uint8Array>, options: ValidationOptions): Promise<ValidationResult> {
   const endpoint = normalizeEndpoint(options.endpoint);
   const { maxRequests, maxErrors, chunkMaxRequests, chunkMaxBytes } = options;
   const expect: FastLineExpectations = {

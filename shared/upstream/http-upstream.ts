@@ -7,9 +7,9 @@
 // the wire (or waits for rate-limit tokens), never while waiting to retry, so a misbehaving
 // request does not starve the others.
 import { Pool } from 'undici';
-import type { Clock } from '../ports.js';
 import { randomToken } from '../ids.js';
 import type { Logger } from '../log.js';
+import type { Clock } from '../ports.js';
 import { AdaptiveConcurrency, type Permit, type SampleOutcome } from './adaptive-concurrency.js';
 import { estimateTokens, RateLimiter } from './rate-limit.js';
 import type { RouteStatus, SendOptions, Upstream, UpstreamRequest, UpstreamResult } from './types.js';
@@ -131,7 +131,9 @@ export class HttpUpstream implements Upstream {
       accept: 'application/json',
       ...(options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}),
     };
-    this.transport = options.fetch ? fetchTransport(options.fetch, headers, options.timeoutMs) : undiciTransport(options.baseUrl, headers, options.timeoutMs);
+    this.transport = options.fetch
+      ? fetchTransport(options.fetch, headers, options.timeoutMs)
+      : undiciTransport(options.baseUrl, headers, options.timeoutMs);
   }
 
   /** Requests on the wire (or waiting for rate-limit tokens with a slot) now. */

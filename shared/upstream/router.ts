@@ -1,7 +1,7 @@
 import type { Logger } from '../log.js';
 import type { Clock } from '../ports.js';
 import { HttpUpstream } from './http-upstream.js';
-import { routeSelector, type ResolvedRoute } from './routes.js';
+import { type ResolvedRoute, routeSelector } from './routes.js';
 import { TEST_MODEL, testModelUpstream } from './test-model.js';
 import type { Upstream, UpstreamRouter } from './types.js';
 

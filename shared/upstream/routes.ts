@@ -127,7 +127,10 @@ export async function resolveRoutes(
  */
 export function globMatcher(pattern: string): (model: string) => boolean {
   if (!/[*?]/.test(pattern)) return (model) => model === pattern;
-  const source = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  const source = pattern
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.');
   const regex = new RegExp(`^${source}$`);
   return (model) => regex.test(model);
 }

@@ -4,11 +4,12 @@
 // safe to run twice for the same chunk (SQS delivers at least once): the second run's results are
 // never counted, and are deleted. A run after a crash starts from the checkpoints: requests the
 // upstream already answered are not sent again, and their lines go in the result exactly once.
+
+import { type CheckpointOptions, CheckpointWriter, readCheckpoints, summarize } from '../batch/checkpoints.js';
+import { type ChunkRequest, readChunkRequests } from '../batch/chunk-reader.js';
 import { blobKeys } from '../batch/keys.js';
-import { CheckpointWriter, readCheckpoints, summarize, type CheckpointOptions } from '../batch/checkpoints.js';
-import { readChunkRequests, type ChunkRequest } from '../batch/chunk-reader.js';
-import { TERMINAL_STATUSES, type BatchRecord, type BatchStatus, type UsageTotals } from '../batch/model.js';
-import { addUsage, isSuccess, resultLine, unfinishedLine, unrunLine, usageOf, type UnrunReason } from '../batch/results.js';
+import { type BatchRecord, type BatchStatus, TERMINAL_STATUSES, type UsageTotals } from '../batch/model.js';
+import { addUsage, isSuccess, resultLine, type UnrunReason, unfinishedLine, unrunLine, usageOf } from '../batch/results.js';
 import { newAttemptId } from '../ids.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, ChunkMessage, Clock, Lifecycle, MetaStore } from '../ports.js';
@@ -120,9 +121,9 @@ export async function runChunk(deps: ChunkWorkerDeps, message: ChunkMessage): Pr
     return;
   }
   // Recorded: the checkpoints have served. Those of a concurrent run, if any, go at finalization.
-  await blobs.delete([...saved.keys, ...checkpoints.keys]).catch((error: unknown) =>
-    log.log('warn', 'checkpoint cleanup failed', { batchId, chunk: chunk.index, error: errorMessage(error) }),
-  );
+  await blobs
+    .delete([...saved.keys, ...checkpoints.keys])
+    .catch((error: unknown) => log.log('warn', 'checkpoint cleanup failed', { batchId, chunk: chunk.index, error: errorMessage(error) }));
   log.log('debug', 'chunk recorded', { batchId, chunk: chunk.index, completed, failed, unrun });
   if (recorded.batch.doneChunks.length >= recorded.batch.chunkCount) await deps.lifecycle.allChunksDone(batchId);
 }

@@ -1,7 +1,7 @@
 // Behaviour every BlobStore must have, whatever stores it. An adapter's test file calls
 // blobStoreContract() with a setup that builds a fresh store.
 import { createHash, randomBytes } from 'node:crypto';
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlobNotFoundError, type BlobStore } from '../../shared/ports.js';
 
 export interface BlobStoreSetup {
@@ -97,7 +97,9 @@ export function blobStoreContract(name: string, setup: () => Promise<BlobStoreSe
       expect(await store.size(key)).toBe(data.length);
       expect(sha(await readAll(await store.get(key)))).toBe(sha(data));
       const start = env.largeBytes - 1_000_003;
-      expect(sha(await readAll(await store.get(key, { start, end: start + 1_000_000 })))).toBe(sha(data.subarray(start, start + 1_000_000)));
+      expect(sha(await readAll(await store.get(key, { start, end: start + 1_000_000 })))).toBe(
+        sha(data.subarray(start, start + 1_000_000)),
+      );
     });
 
     it('leaves nothing behind when the source of a put fails', async () => {

@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it, expect } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DynamoMetaStore } from '../../shared/adapters/aws/dynamo-meta-store.js';
 import { startEmbeddedDynamo } from '../../shared/adapters/local/embedded-dynamo.js';
 import { batchRecord, fileRecord, metaStoreContract } from './meta-store-contract.js';

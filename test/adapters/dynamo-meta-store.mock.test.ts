@@ -1,8 +1,9 @@
 // The exact writes DynamoMetaStore sends, and how it reads DynamoDB's refusals.
-import { describe, it, expect, beforeEach } from 'vitest';
-import { mockClient } from 'aws-sdk-client-mock';
+
 import { ConditionalCheckFailedException, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DeleteCommand, DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { mockClient } from 'aws-sdk-client-mock';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { DynamoMetaStore } from '../../shared/adapters/aws/dynamo-meta-store.js';
 import type { ChunkOutcome } from '../../shared/batch/model.js';
 import { batchRecord, fileRecord } from './meta-store-contract.js';
@@ -73,8 +74,7 @@ describe('recordChunk', () => {
         'usageInputTokens :usageInputTokens, usageCachedTokens :usageCachedTokens, ' +
         'usageOutputTokens :usageOutputTokens, usageReasoningTokens :usageReasoningTokens, ' +
         'usageTotalTokens :usageTotalTokens SET chunkAttempts.#chunk = :attempt',
-      ConditionExpression:
-        'attribute_exists(pk) AND NOT contains(doneChunks, :chunk) AND #status IN (:in_progress, :cancelling)',
+      ConditionExpression: 'attribute_exists(pk) AND NOT contains(doneChunks, :chunk) AND #status IN (:in_progress, :cancelling)',
       ExpressionAttributeNames: { '#status': 'status', '#chunk': '3' },
       ExpressionAttributeValues: {
         ':chunkSet': new Set([3]),
@@ -270,7 +270,8 @@ describe('file pins', () => {
       TableName: TABLE,
       Key: { pk: 'FILE#file_1' },
       UpdateExpression: 'ADD pinnedBy :batch',
-      ConditionExpression: '#project = :project AND (attribute_not_exists(expiresAtMs) OR expiresAtMs > :now) AND attribute_not_exists(deletedAtMs)',
+      ConditionExpression:
+        '#project = :project AND (attribute_not_exists(expiresAtMs) OR expiresAtMs > :now) AND attribute_not_exists(deletedAtMs)',
       ExpressionAttributeNames: { '#project': 'project' },
       ExpressionAttributeValues: { ':batch': new Set(['batch_1']), ':project': 'proj_1', ':now': 5_000 },
       ReturnValues: 'ALL_NEW',

@@ -1,17 +1,17 @@
 // Behaviour every MetaStore must have, whatever stores it. An adapter's test file calls
 // metaStoreContract() with a setup that builds a fresh store.
 import { randomUUID } from 'node:crypto';
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import type { MetaStore } from '../../shared/ports.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  ZERO_USAGE,
   type ApiKeyRecord,
   type BatchRecord,
   type ChunkOutcome,
   type FileRecord,
   type UploadPartRecord,
   type UploadRecord,
+  ZERO_USAGE,
 } from '../../shared/batch/model.js';
+import type { MetaStore } from '../../shared/ports.js';
 
 const HOUR = 3_600_000;
 
@@ -81,10 +81,7 @@ function outcome(index: number, overrides: Partial<ChunkOutcome> = {}): ChunkOut
   };
 }
 
-export function metaStoreContract(
-  name: string,
-  setup: () => Promise<{ store: MetaStore; close(): Promise<void> }>,
-): void {
+export function metaStoreContract(name: string, setup: () => Promise<{ store: MetaStore; close(): Promise<void> }>): void {
   describe(`MetaStore contract: ${name}`, () => {
     let store: MetaStore;
     let close: () => Promise<void>;
@@ -99,9 +96,7 @@ export function metaStoreContract(
     /** Puts `count` files of one project, created 1 s apart, in shuffled order; returns them oldest first. */
     async function putFiles(project: string, count: number, purposeOf: (i: number) => FileRecord['purpose'] = () => 'batch') {
       const base = Date.now() - 10 * HOUR;
-      const files = Array.from({ length: count }, (_, i) =>
-        fileRecord({ project, createdAtMs: base + i * 1000, purpose: purposeOf(i) }),
-      );
+      const files = Array.from({ length: count }, (_, i) => fileRecord({ project, createdAtMs: base + i * 1000, purpose: purposeOf(i) }));
       const shuffled = [...files].sort(() => Math.random() - 0.5);
       for (const file of shuffled) await store.putFile(file);
       return files;
@@ -159,9 +154,22 @@ export function metaStoreContract(
       it('filters by purpose across pages', async () => {
         const project = uid('proj');
         // Oldest first: batch, output, output, output, batch, output, output, batch, batch.
-        const purposes = ['batch', 'batch_output', 'batch_output', 'batch_output', 'batch', 'batch_output', 'batch_output', 'batch', 'batch'] as const;
+        const purposes = [
+          'batch',
+          'batch_output',
+          'batch_output',
+          'batch_output',
+          'batch',
+          'batch_output',
+          'batch_output',
+          'batch',
+          'batch',
+        ] as const;
         const files = await putFiles(project, purposes.length, (i) => purposes[i]!);
-        const expected = files.filter((f) => f.purpose === 'batch').map((f) => f.id).reverse();
+        const expected = files
+          .filter((f) => f.purpose === 'batch')
+          .map((f) => f.id)
+          .reverse();
 
         const first = await store.listFiles(project, { limit: 3, order: 'desc', purpose: 'batch' });
         expect(first.items.map((f) => f.id)).toEqual(expected.slice(0, 3));
@@ -274,10 +282,12 @@ export function metaStoreContract(
 
       it('leaves the blob to exactly one of a delete and a last unpin that race', async () => {
         const files = Array.from({ length: 10 }, () => fileRecord());
-        await Promise.all(files.map(async (file) => {
-          await store.putFile(file);
-          await store.pinFile(file.project, file.id, 'batch_a');
-        }));
+        await Promise.all(
+          files.map(async (file) => {
+            await store.putFile(file);
+            await store.pinFile(file.project, file.id, 'batch_a');
+          }),
+        );
         const outcomes = await Promise.all(
           files.map(async (file) => {
             const [deleted, orphan] = await Promise.all([store.deleteFile(file.project, file.id), store.unpinFile(file.id, 'batch_a')]);
@@ -452,7 +462,7 @@ export function metaStoreContract(
 
       it('round-trips doneChunks and chunkAttempts', async () => {
         const batch = await inProgressBatch();
-        expect((await store.getBatch(batch.id))).toMatchObject({ doneChunks: [], chunkAttempts: {} });
+        expect(await store.getBatch(batch.id)).toMatchObject({ doneChunks: [], chunkAttempts: {} });
         await store.recordChunk(batch.id, outcome(7, { attempt: 'a7' }));
         await store.recordChunk(batch.id, outcome(2, { attempt: 'a2' }));
         await store.recordChunk(batch.id, outcome(11, { attempt: 'a11' }));
@@ -551,7 +561,14 @@ export function metaStoreContract(
       });
 
       it('stores parts by upload', async () => {
-        const part: UploadPartRecord = { id: 'part_1', uploadId: 'upload_x', project: 'alpha', bytes: 5, createdAtMs: 2_000, blobKey: 'uploads/upload_x/part_1' };
+        const part: UploadPartRecord = {
+          id: 'part_1',
+          uploadId: 'upload_x',
+          project: 'alpha',
+          bytes: 5,
+          createdAtMs: 2_000,
+          blobKey: 'uploads/upload_x/part_1',
+        };
         await store.putUploadPart(part);
         expect(await store.getUploadPart('upload_x', 'part_1')).toEqual(part);
         expect(await store.getUploadPart('upload_y', 'part_1')).toBeUndefined();
@@ -580,8 +597,20 @@ export function metaStoreContract(
     describe('api keys', () => {
       it('stores keys by hash, lists them by project, and revokes once', async () => {
         const suffix = Math.random().toString(36).slice(2);
-        const a: ApiKeyRecord = { keyHash: `hash-a-${suffix}`, project: `p-${suffix}`, prefix: 'sk-ab', createdAtMs: 1_000, revokedAtMs: null };
-        const b: ApiKeyRecord = { keyHash: `hash-b-${suffix}`, project: `q-${suffix}`, prefix: 'sk-cd', createdAtMs: 2_000, revokedAtMs: null };
+        const a: ApiKeyRecord = {
+          keyHash: `hash-a-${suffix}`,
+          project: `p-${suffix}`,
+          prefix: 'sk-ab',
+          createdAtMs: 1_000,
+          revokedAtMs: null,
+        };
+        const b: ApiKeyRecord = {
+          keyHash: `hash-b-${suffix}`,
+          project: `q-${suffix}`,
+          prefix: 'sk-cd',
+          createdAtMs: 2_000,
+          revokedAtMs: null,
+        };
         await store.putApiKey(a);
         await store.putApiKey(b);
         expect(await store.getApiKey(a.keyHash)).toEqual(a);

@@ -1,7 +1,5 @@
 // The exact S3 calls S3BlobStore sends.
 import { Readable } from 'node:stream';
-import { describe, it, expect, beforeEach } from 'vitest';
-import { mockClient } from 'aws-sdk-client-mock';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -17,6 +15,8 @@ import {
   S3ServiceException,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
+import { mockClient } from 'aws-sdk-client-mock';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { S3BlobStore } from '../../shared/adapters/aws/s3-blob-store.js';
 import { BlobNotFoundError } from '../../shared/ports.js';
 import { readAll } from './blob-store-contract.js';
@@ -76,7 +76,9 @@ describe('put', () => {
       Bucket: BUCKET,
       Key: 'files/c',
       UploadId: 'up-1',
-      MultipartUpload: { Parts: [1, 2, 3].map((n) => ({ PartNumber: n, ETag: `"etag-${n}"`, ...(n === 2 ? { ChecksumCRC32: 'crc-2' } : {}) })) },
+      MultipartUpload: {
+        Parts: [1, 2, 3].map((n) => ({ PartNumber: n, ETag: `"etag-${n}"`, ...(n === 2 ? { ChecksumCRC32: 'crc-2' } : {}) })),
+      },
     });
     expect(s3.commandCalls(PutObjectCommand)).toHaveLength(0);
   });
@@ -116,7 +118,9 @@ describe('get and size', () => {
   });
 
   it('does not mistake another failure for a missing object', async () => {
-    s3.on(HeadObjectCommand).rejects(new S3ServiceException({ name: 'AccessDenied', $fault: 'client', $metadata: { httpStatusCode: 403 } }));
+    s3.on(HeadObjectCommand).rejects(
+      new S3ServiceException({ name: 'AccessDenied', $fault: 'client', $metadata: { httpStatusCode: 403 } }),
+    );
     await expect(store.size('files/a')).rejects.toThrow();
   });
 });
@@ -233,7 +237,12 @@ describe('concat of parts of known sizes', () => {
     const { keys, sizes, all } = store([5 * MiB, 5 * MiB, 5 * MiB]);
     acceptParts((partNumber, attempt) => partNumber === 2 && attempt === 1);
     expect(await joiner.concat('files/retried', keys, { sizes })).toEqual({ bytes: all.length });
-    expect(s3.commandCalls(UploadPartCommand).map((call) => call.args[0].input.PartNumber).sort()).toEqual([1, 2, 2, 3]);
+    expect(
+      s3
+        .commandCalls(UploadPartCommand)
+        .map((call) => call.args[0].input.PartNumber)
+        .sort(),
+    ).toEqual([1, 2, 2, 3]);
     expect(Buffer.concat([1, 2, 3].map((n) => received.get(n)!)).equals(all)).toBe(true);
     expect(s3.commandCalls(AbortMultipartUploadCommand)).toHaveLength(0);
   });
@@ -251,7 +260,11 @@ describe('concat of parts of known sizes', () => {
     // No group starts after the failure.
     expect(s3.commandCalls(UploadPartCommand)).toHaveLength(sentBeforeFailure);
     expect(sentBeforeFailure).toBeLessThan(12 + 2);
-    expect(s3.commandCalls(AbortMultipartUploadCommand)[0]!.args[0].input).toEqual({ Bucket: BUCKET, Key: 'files/failed', UploadId: 'join-1' });
+    expect(s3.commandCalls(AbortMultipartUploadCommand)[0]!.args[0].input).toEqual({
+      Bucket: BUCKET,
+      Key: 'files/failed',
+      UploadId: 'join-1',
+    });
     expect(s3.commandCalls(CompleteMultipartUploadCommand)).toHaveLength(0);
   });
 
@@ -284,7 +297,9 @@ describe('concat of parts of known sizes', () => {
     expect(s3.commandCalls(CompleteMultipartUploadCommand)).toHaveLength(1);
 
     s3.resetHistory();
-    await expect(joiner.concat('files/closed', keys, { sizes, gate: Promise.reject(new Error('md5 differs')) })).rejects.toThrow('md5 differs');
+    await expect(joiner.concat('files/closed', keys, { sizes, gate: Promise.reject(new Error('md5 differs')) })).rejects.toThrow(
+      'md5 differs',
+    );
     expect(s3.commandCalls(AbortMultipartUploadCommand)).toHaveLength(1);
     expect(s3.commandCalls(CompleteMultipartUploadCommand)).toHaveLength(0);
   });

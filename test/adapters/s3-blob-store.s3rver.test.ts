@@ -3,13 +3,17 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { S3BlobStore } from '../../shared/adapters/aws/s3-blob-store.js';
-import { startLocalS3, type LocalS3 } from '../support/s3.js';
+import { type LocalS3, startLocalS3 } from '../support/s3.js';
 import { blobStoreContract, readAll } from './blob-store-contract.js';
 
 blobStoreContract('S3BlobStore on s3rver', async () => {
   const s3 = await startLocalS3();
   // 5 MiB parts (the S3 minimum) so 12 MiB bodies take three parts.
-  return { store: new S3BlobStore({ client: s3.client, bucket: s3.bucket, partBytes: 5 * 1024 * 1024 }), largeBytes: 12 * 1024 * 1024, close: s3.close };
+  return {
+    store: new S3BlobStore({ client: s3.client, bucket: s3.bucket, partBytes: 5 * 1024 * 1024 }),
+    largeBytes: 12 * 1024 * 1024,
+    close: s3.close,
+  };
 });
 
 describe('S3BlobStore on s3rver, beyond the contract', () => {

@@ -1,6 +1,5 @@
 // The exact Step Functions calls SfnLifecycle sends.
-import { describe, it, expect, beforeEach } from 'vitest';
-import { mockClient } from 'aws-sdk-client-mock';
+
 import {
   ExecutionAlreadyExists,
   InvalidToken,
@@ -11,6 +10,8 @@ import {
   TaskDoesNotExist,
   TaskTimedOut,
 } from '@aws-sdk/client-sfn';
+import { mockClient } from 'aws-sdk-client-mock';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { SfnLifecycle } from '../../shared/adapters/aws/sfn-lifecycle.js';
 import type { BatchRecord } from '../../shared/batch/model.js';
 import { batchRecord } from './meta-store-contract.js';

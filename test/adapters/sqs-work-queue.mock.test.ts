@@ -1,7 +1,8 @@
 // The exact SQS calls SqsWorkQueue sends.
-import { describe, it, expect, beforeEach } from 'vitest';
-import { mockClient } from 'aws-sdk-client-mock';
+
 import { SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { mockClient } from 'aws-sdk-client-mock';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { SqsWorkQueue } from '../../shared/adapters/aws/sqs-work-queue.js';
 import type { ChunkMessage } from '../../shared/ports.js';
 
@@ -41,7 +42,12 @@ describe('SqsWorkQueue', () => {
   it('sends the failed entries again, and only those', async () => {
     sqs
       .on(SendMessageBatchCommand)
-      .resolvesOnce({ Failed: [{ Id: '1', Code: 'InternalError', SenderFault: false }, { Id: '3', Code: 'InternalError', SenderFault: false }] })
+      .resolvesOnce({
+        Failed: [
+          { Id: '1', Code: 'InternalError', SenderFault: false },
+          { Id: '3', Code: 'InternalError', SenderFault: false },
+        ],
+      })
       .resolves({});
     await queue.enqueue([message(0), message(1), message(2), message(3)]);
     const calls = sqs.commandCalls(SendMessageBatchCommand).map((c) => c.args[0].input);

@@ -2,10 +2,11 @@
 // adapters (DynamoDB on dynalite, S3 on s3rver), the state machine and SQS stand-ins of
 // test/support/aws-harness.ts, and the official openai SDK whose every request reaches the API
 // handler as an API Gateway HTTP API event.
-import { fileURLToPath } from 'node:url';
+
 import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import type OpenAI from 'openai';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import OpenAI from 'openai';
 import { logger, metrics } from '../../functions/observability.js';
 import { ZERO_USAGE } from '../../shared/batch/model.js';
 import { batchRecord } from '../adapters/meta-store-contract.js';
@@ -16,7 +17,16 @@ import { startUpstreamSim, type UpstreamSim } from '../support/upstream-sim.js';
 const REVIEWS = fileURLToPath(new URL('../fixtures/product_reviews.jsonl', import.meta.url));
 const UPSTREAM_SECRET_ARN = 'arn:aws:secretsmanager:us-east-1:123456789012:secret:upstream-key-AbCdEf';
 
-const CANCEL_DRAINED = ['Validate', 'AfterValidate', 'Enqueue', 'WaitForChunks', 'BatchCancelled', 'DrainAfterCancel', 'TaskSuccess', 'Finalize'];
+const CANCEL_DRAINED = [
+  'Validate',
+  'AfterValidate',
+  'Enqueue',
+  'WaitForChunks',
+  'BatchCancelled',
+  'DrainAfterCancel',
+  'TaskSuccess',
+  'Finalize',
+];
 
 async function until(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -72,12 +82,18 @@ describe('the AWS runtime, in-process', () => {
     expect(created).toMatchObject({ status: 'validating', request_counts: { total: 0, completed: 0, failed: 0 } });
 
     const batch = await waitForBatch(openai, created.id);
-    expect(batch).toMatchObject({ status: 'completed', model: 'glm-4', request_counts: { total: 10, completed: 10, failed: 0 }, error_file_id: null });
+    expect(batch).toMatchObject({
+      status: 'completed',
+      model: 'glm-4',
+      request_counts: { total: 10, completed: 10, failed: 0 },
+      error_file_id: null,
+    });
     const { output, errors, ids, duplicates } = await collectResults(openai, batch);
     expect(errors).toEqual([]);
     expect(duplicates).toEqual([]);
     expect([...ids].sort()).toEqual(Array.from({ length: 10 }, (_, i) => `request-${i + 1}`).sort());
-    for (const line of output) expect(line.response).toMatchObject({ status_code: 200, body: { object: 'chat.completion', model: 'glm-4' } });
+    for (const line of output)
+      expect(line.response).toMatchObject({ status_code: 200, body: { object: 'chat.completion', model: 'glm-4' } });
     // The upstream key came from Secrets Manager (the sim answers 401 to any other).
     expect(aws.awsCalls.get('SecretsManager.GetSecretValue')).toBe(1);
 
@@ -91,8 +107,8 @@ describe('the AWS runtime, in-process', () => {
     // Chunk 0's first acknowledgement is lost (it comes back after the visibility timeout, already
     // recorded), and chunk 1 is delivered to two workers at once.
     const fates = new Map<string, 'lose-ack' | 'duplicate'>();
-    const original = aws.sqs['options'].onDelivery;
-    aws.sqs['options'].onDelivery = (message, receiveCount) => {
+    const original = aws.sqs.options.onDelivery;
+    aws.sqs.options.onDelivery = (message, receiveCount) => {
       if (receiveCount !== 1) return undefined;
       const fate = message.chunk.index === 0 ? 'lose-ack' : message.chunk.index === 1 ? 'duplicate' : undefined;
       if (fate) fates.set(`${message.batchId}/${message.chunk.index}`, fate);
@@ -116,17 +132,22 @@ describe('the AWS runtime, in-process', () => {
       const usage = output.reduce((sum, line) => sum + line.response!.body.usage.total_tokens, 0);
       expect(batch.usage?.total_tokens).toBe(usage);
     } finally {
-      aws.sqs['options'].onDelivery = original;
+      aws.sqs.options.onDelivery = original;
     }
   });
 
   it('delivers a chunk again after its worker failed, and reports upstream metrics', async () => {
-    upstream.configure({ failWhen: (_body, { key }) => (key.includes('throttle-me 1') && !throttled++ ? { status: 429, body: { error: { message: 'slow down' } }, headers: { 'retry-after-ms': '5' } } : undefined) });
+    upstream.configure({
+      failWhen: (_body, { key }) =>
+        key.includes('throttle-me 1') && !throttled++
+          ? { status: 429, body: { error: { message: 'slow down' } }, headers: { 'retry-after-ms': '5' } }
+          : undefined,
+    });
     let throttled = 0;
     const added = vi.spyOn(metrics(), 'addMetric');
     let failedOnce = false;
-    const worker = aws['handlers'].worker!;
-    aws['handlers'].worker = async (event, context) => {
+    const worker = aws.handlers.worker!;
+    aws.handlers.worker = async (event, context) => {
       if (!failedOnce && event.Records[0].body.includes('"index":1')) {
         failedOnce = true;
         throw new Error('the worker crashed');
@@ -143,10 +164,11 @@ describe('the AWS runtime, in-process', () => {
       expect(duplicates).toEqual([]);
       expect(ids.size).toBe(8);
     } finally {
-      aws['handlers'].worker = worker;
+      aws.handlers.worker = worker;
       upstream.configure({ failWhen: undefined });
     }
-    const byName = (name: string) => added.mock.calls.filter((call) => call[0] === name).reduce((sum, call) => sum + (call[2] as number), 0);
+    const byName = (name: string) =>
+      added.mock.calls.filter((call) => call[0] === name).reduce((sum, call) => sum + (call[2] as number), 0);
     expect(byName('UpstreamRequests')).toBe(8);
     expect(byName('UpstreamThrottled')).toBe(1);
     expect(byName('UpstreamRetries')).toBe(1);
@@ -308,7 +330,14 @@ describe('the AWS runtime, in-process', () => {
       expect(duplicates).toEqual([]);
       expect(ids.size).toBe(8);
       expect(errors.every((line) => line.error?.code === 'batch_expired')).toBe(true);
-      expect(aws.sfn.paths.get(created.id)).toEqual(['Validate', 'AfterValidate', 'Enqueue', 'WaitForChunks', 'States.Timeout', 'Finalize']);
+      expect(aws.sfn.paths.get(created.id)).toEqual([
+        'Validate',
+        'AfterValidate',
+        'Enqueue',
+        'WaitForChunks',
+        'States.Timeout',
+        'Finalize',
+      ]);
       await aws.settle(); // the workers' attempts time out, and their late results are discarded
       expect(await aws.blobs.list(`batches/${created.id}/chunks/`)).toEqual([]);
     } finally {
@@ -349,12 +378,24 @@ describe('the AWS runtime, in-process', () => {
   it('takes a file larger than an API Gateway request through the Uploads API, joined on S3', async () => {
     // Two parts of about 3 MiB (each within a Lambda payload as base64), 6 MiB in all: past what
     // POST /v1/files can carry through API Gateway, and joined on S3 by streaming.
-    const lines = Array.from({ length: 3_000 }, (_, i) =>
-      JSON.stringify({ custom_id: `up-${i}`, method: 'POST', url: '/v1/chat/completions', body: { model: 'batch-test-model', messages: [{ role: 'user', content: `${i} ${'y'.repeat(2_000)}` }] } }) + '\n',
+    const lines = Array.from(
+      { length: 3_000 },
+      (_, i) =>
+        `${JSON.stringify({
+          custom_id: `up-${i}`,
+          method: 'POST',
+          url: '/v1/chat/completions',
+          body: { model: 'batch-test-model', messages: [{ role: 'user', content: `${i} ${'y'.repeat(2_000)}` }] },
+        })}\n`,
     );
     const data = Buffer.from(lines.join(''));
     const cut = data.indexOf('\n', Math.floor(data.length / 2)) + 1;
-    const upload = await openai.uploads.create({ filename: 'big.jsonl', purpose: 'batch', bytes: data.length, mime_type: 'application/jsonl' });
+    const upload = await openai.uploads.create({
+      filename: 'big.jsonl',
+      purpose: 'batch',
+      bytes: data.length,
+      mime_type: 'application/jsonl',
+    });
     const parts = [];
     for (const piece of [data.subarray(0, cut), data.subarray(cut)]) {
       parts.push(await openai.uploads.parts.create(upload.id, { data: new File([new Uint8Array(piece)], 'part') }));
@@ -383,7 +424,7 @@ describe('the AWS runtime, in-process', () => {
     expect(response).toEqual({ batchItemFailures: [{ itemIdentifier: 'bad' }] });
   });
 
-  it('answers 401 to an unknown or revoked key, and 404 to another project\'s objects', async () => {
+  it("answers 401 to an unknown or revoked key, and 404 to another project's objects", async () => {
     const stranger = aws.openai('sk-batch-unknownunknownunknownunknown0000');
     await expect(stranger.files.list()).rejects.toMatchObject({ status: 401, code: 'invalid_api_key' });
     const noKey = await aws.apiFetch('https://api.batch.test/v1/batches');

@@ -1,9 +1,9 @@
 // `npm run keys`: create, list and revoke API keys in the table, as the API then sees them.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DynamoMetaStore } from '../../shared/adapters/aws/dynamo-meta-store.js';
-import { startEmbeddedDynamo, type EmbeddedDynamo } from '../../shared/adapters/local/embedded-dynamo.js';
-import { hashApiKey, storedApiKeys } from '../../shared/api/api-keys.js';
 import { runKeysCommand } from '../../functions/keys-cli.js';
+import { DynamoMetaStore } from '../../shared/adapters/aws/dynamo-meta-store.js';
+import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../shared/adapters/local/embedded-dynamo.js';
+import { hashApiKey, storedApiKeys } from '../../shared/api/api-keys.js';
 
 describe('npm run keys', () => {
   let dynamo: EmbeddedDynamo;
@@ -30,12 +30,18 @@ describe('npm run keys', () => {
     expect(created.out).toMatch(/^sk-batch-[A-Za-z0-9]{40}$/);
     expect(created.err).toContain('shown only now');
     const stored = await meta.getApiKey(hashApiKey(created.out));
-    expect(stored).toEqual({ keyHash: hashApiKey(created.out), project: 'research', prefix: created.out.slice(0, 15), createdAtMs: now, revokedAtMs: null });
+    expect(stored).toEqual({
+      keyHash: hashApiKey(created.out),
+      project: 'research',
+      prefix: created.out.slice(0, 15),
+      createdAtMs: now,
+      revokedAtMs: null,
+    });
     expect(JSON.stringify(await meta.listApiKeys())).not.toContain(created.out);
 
     const resolve = storedApiKeys(meta, { clock: { now: () => now } });
     expect(await resolve(created.out)).toBe('research');
-    expect(await resolve(created.out + 'x')).toBeUndefined();
+    expect(await resolve(`${created.out}x`)).toBeUndefined();
   });
 
   it('lists keys, by project', async () => {

@@ -1,7 +1,8 @@
 // functions/runtime.ts: what the handlers build from the stack's environment.
-import { afterEach, describe, expect, it } from 'vitest';
-import { mockClient } from 'aws-sdk-client-mock';
+
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { mockClient } from 'aws-sdk-client-mock';
+import { afterEach, describe, expect, it } from 'vitest';
 import { buildRuntime } from '../../functions/runtime.js';
 
 const credentials = { accessKeyId: 'x', secretAccessKey: 'x' };
@@ -15,10 +16,15 @@ describe('buildRuntime', () => {
   it('names what is missing or malformed in the environment', async () => {
     await expect(buildRuntime({ BUCKET_NAME: 'b' }, {})).rejects.toThrow('TABLE_NAME is not set');
     await expect(buildRuntime({ ...base, UPSTREAM_CONFIG: '{nope' }, {})).rejects.toThrow('UPSTREAM_CONFIG is not valid JSON');
-    await expect(buildRuntime({ ...base, UPSTREAM_CONFIG: '{"default":{"baseUrl":"ftp://x"}}' }, {})).rejects.toThrow('UPSTREAM_CONFIG: default.baseUrl');
-    await expect(buildRuntime({ ...base, UPSTREAM_CONFIG: '{"routes":{"gpt-*":{"baseUrl":"https://x/v1","apiKey":"sk-inline","apiKeySecret":"s"}}}' }, {})).rejects.toThrow(
-      'UPSTREAM_CONFIG.routes',
+    await expect(buildRuntime({ ...base, UPSTREAM_CONFIG: '{"default":{"baseUrl":"ftp://x"}}' }, {})).rejects.toThrow(
+      'UPSTREAM_CONFIG: default.baseUrl',
     );
+    await expect(
+      buildRuntime(
+        { ...base, UPSTREAM_CONFIG: '{"routes":{"gpt-*":{"baseUrl":"https://x/v1","apiKey":"sk-inline","apiKeySecret":"s"}}}' },
+        {},
+      ),
+    ).rejects.toThrow('UPSTREAM_CONFIG.routes');
     await expect(buildRuntime({ ...base, MAX_FILE_BYTES: 'lots' }, {})).rejects.toThrow('MAX_FILE_BYTES');
   });
 
@@ -50,7 +56,12 @@ describe('buildRuntime', () => {
 
     const { router } = await rt.workerUpstreams();
     await rt.workerUpstreams();
-    expect(secretsMock.commandCalls(GetSecretValueCommand).map((c) => c.args[0].input.SecretId).sort()).toEqual(['default-arn', 'glm-secret']);
+    expect(
+      secretsMock
+        .commandCalls(GetSecretValueCommand)
+        .map((c) => c.args[0].input.SecretId)
+        .sort(),
+    ).toEqual(['default-arn', 'glm-secret']);
     const status = router.status?.() ?? [];
     expect(status.map((s) => [s.route, s.maxConcurrency])).toEqual([
       ['glm-4*', 50],

@@ -1,9 +1,10 @@
 // The API surface a client sees: listing and pagination, deletion, projects that cannot see each
 // other, and clear errors in the OpenAI envelope for every client mistake.
+
+import type OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import OpenAI from 'openai';
-import { startServiceProcess, type ServiceProcess } from '../support/service-process.js';
 import { chatLines, client, submit, upload, waitForBatch, writeJsonl } from '../support/e2e.js';
+import { type ServiceProcess, startServiceProcess } from '../support/service-process.js';
 
 const TEST_LINES = chatLines(3, { model: 'batch-test-model' });
 
@@ -34,7 +35,9 @@ describe('the API', () => {
     for await (const batch of alice.batches.list({ limit: 2 })) all.push(batch.id);
     expect(all).toEqual(newestFirst);
 
-    const raw = await fetch(`${service.baseURL}/batches?limit=2&after=${newestFirst[3]}`, { headers: { authorization: 'Bearer alice-key' } });
+    const raw = await fetch(`${service.baseURL}/batches?limit=2&after=${newestFirst[3]}`, {
+      headers: { authorization: 'Bearer alice-key' },
+    });
     const page = (await raw.json()) as { object: string; data: { id: string }[]; first_id: string; last_id: string; has_more: boolean };
     expect(page).toMatchObject({ object: 'list', first_id: newestFirst[4], last_id: newestFirst[4], has_more: false });
     for (const id of created) await waitForBatch(alice, id);
@@ -87,7 +90,9 @@ describe('the API', () => {
     const missing = await fetch(`${service.baseURL}/batches/batch_doesnotexist`, { headers: { authorization: 'Bearer bob-key' } });
     const foreign = await fetch(`${service.baseURL}/batches/${batch.id}`, { headers: { authorization: 'Bearer bob-key' } });
     expect(foreign.status).toBe(missing.status);
-    expect(((await foreign.json()) as { error: { code: string } }).error.code).toBe(((await missing.json()) as { error: { code: string } }).error.code);
+    expect(((await foreign.json()) as { error: { code: string } }).error.code).toBe(
+      ((await missing.json()) as { error: { code: string } }).error.code,
+    );
   });
 
   it('answers 401 without a key or with an unknown one, without echoing the key', async () => {
@@ -109,11 +114,27 @@ describe('the API', () => {
       [{ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '1h' }, 'completion_window'],
       [{ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '337h' }, 'completion_window'],
       [
-        { input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h', metadata: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, 'v'])) },
+        {
+          input_file_id: file.id,
+          endpoint: '/v1/chat/completions',
+          completion_window: '24h',
+          metadata: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, 'v'])),
+        },
         'metadata',
       ],
-      [{ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h', metadata: { k: 'x'.repeat(513) } }, 'metadata.k'],
-      [{ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h', output_expires_after: { anchor: 'created_at', seconds: 60 } }, 'output_expires_after.seconds'],
+      [
+        { input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h', metadata: { k: 'x'.repeat(513) } },
+        'metadata.k',
+      ],
+      [
+        {
+          input_file_id: file.id,
+          endpoint: '/v1/chat/completions',
+          completion_window: '24h',
+          output_expires_after: { anchor: 'created_at', seconds: 60 },
+        },
+        'output_expires_after.seconds',
+      ],
     ];
     for (const [body, param] of cases) {
       const response = await fetch(`${service.baseURL}/batches`, {
@@ -149,7 +170,11 @@ describe('the API', () => {
       [await form({}, '{"a":1}\n'), 400, 'purpose'],
       [await form({ purpose: 'fine-tune' }, '{"a":1}\n'), 400, 'purpose'],
       [await form({ purpose: 'batch' }, ''), 400, 'file'],
-      [await form({ purpose: 'batch', 'expires_after[anchor]': 'created_at', 'expires_after[seconds]': '10' }, '{"a":1}\n'), 400, 'expires_after.seconds'],
+      [
+        await form({ purpose: 'batch', 'expires_after[anchor]': 'created_at', 'expires_after[seconds]': '10' }, '{"a":1}\n'),
+        400,
+        'expires_after.seconds',
+      ],
     ];
     for (const [response, status, param] of cases) {
       expect(response.status).toBe(status);
@@ -158,7 +183,11 @@ describe('the API', () => {
     const tooBig = await form({ purpose: 'batch' }, 'x'.repeat(100_001));
     expect(tooBig.status).toBe(413);
     expect(((await tooBig.json()) as { error: { code: string } }).error.code).toBe('file_too_large');
-    const json = await fetch(`${service.baseURL}/files`, { method: 'POST', headers: { authorization: 'Bearer alice-key', 'content-type': 'application/json' }, body: '{}' });
+    const json = await fetch(`${service.baseURL}/files`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer alice-key', 'content-type': 'application/json' },
+      body: '{}',
+    });
     expect(json.status).toBe(400);
   });
 

@@ -12,13 +12,13 @@
 // a non-empty string (unicode as is, not normalized: "café" and "cafe\u0301" are two ids).
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type OpenAI from 'openai';
 import { toFile } from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CORPUS, CORPUS_DIR, CORPUS_LIMITS } from '../fixtures/bad/generate.js';
-import { startUpstreamSim, type UpstreamSim } from '../support/upstream-sim.js';
-import { startServiceProcess, type ServiceProcess } from '../support/service-process.js';
 import { client, collectResults, waitForBatch } from '../support/e2e.js';
+import { type ServiceProcess, startServiceProcess } from '../support/service-process.js';
+import { startUpstreamSim, type UpstreamSim } from '../support/upstream-sim.js';
 
 type Outcome =
   | { upload: [status: 400 | 413, code: string] }
@@ -98,10 +98,22 @@ const EXPECTED: Record<string, Outcome> = {
   'overlong-utf8.jsonl': failed([2, 'invalid_json_line']),
   'utf8-encoded-surrogate.jsonl': failed([2, 'invalid_json_line']),
   'raw-control-char-in-string.jsonl': failed([2, 'invalid_json_line']),
-  'lines-not-objects.jsonl': failed([2, 'invalid_json_line'], [3, 'invalid_json_line'], [4, 'invalid_json_line'], [5, 'invalid_json_line'], [6, 'invalid_json_line']),
+  'lines-not-objects.jsonl': failed(
+    [2, 'invalid_json_line'],
+    [3, 'invalid_json_line'],
+    [4, 'invalid_json_line'],
+    [5, 'invalid_json_line'],
+    [6, 'invalid_json_line'],
+  ),
   'missing-custom-id.jsonl': failed([2, 'missing_custom_id']),
   'empty-custom-id.jsonl': failed([2, 'invalid_custom_id']),
-  'non-string-custom-ids.jsonl': failed([2, 'invalid_custom_id'], [3, 'invalid_custom_id'], [4, 'invalid_custom_id'], [5, 'invalid_custom_id'], [6, 'invalid_custom_id']),
+  'non-string-custom-ids.jsonl': failed(
+    [2, 'invalid_custom_id'],
+    [3, 'invalid_custom_id'],
+    [4, 'invalid_custom_id'],
+    [5, 'invalid_custom_id'],
+    [6, 'invalid_custom_id'],
+  ),
   'duplicate-custom-ids.jsonl': failed([3, 'duplicate_custom_id'], [5, 'duplicate_custom_id'], [6, 'duplicate_custom_id']),
   'duplicate-custom-id-escaped.jsonl': failed([2, 'duplicate_custom_id']),
   'method-not-post.jsonl': failed([2, 'invalid_method'], [3, 'invalid_method'], [4, 'invalid_method'], [5, 'invalid_method']),
@@ -195,7 +207,9 @@ describe('the bad-input corpus', () => {
             ? { failed: (outcome.batch.errors?.data ?? []).map((e) => [e.line ?? null, e.code]) }
             : { [outcome.batch.status]: outcome.batch.request_counts?.total };
       if (JSON.stringify(got) !== JSON.stringify(expected)) {
-        problems.push(`${outcome.name}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(got)}${'message' in outcome ? ` (${outcome.message})` : ''}`);
+        problems.push(
+          `${outcome.name}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(got)}${'message' in outcome ? ` (${outcome.message})` : ''}`,
+        );
         continue;
       }
       if ('upload' in outcome) {

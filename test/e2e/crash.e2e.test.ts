@@ -2,9 +2,9 @@
 // every custom_id exactly once, and thanks to the chunk checkpoints the upstream sees only the
 // requests that were in flight at each crash twice (at most 1% duplicate calls).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServiceProcess, type ServiceProcess } from '../support/service-process.js';
-import { startUpstreamSim, type UpstreamSim } from '../support/upstream-sim.js';
 import { chatLines, client, collectResults, submit, waitForBatch } from '../support/e2e.js';
+import { type ServiceProcess, startServiceProcess } from '../support/service-process.js';
+import { startUpstreamSim, type UpstreamSim } from '../support/upstream-sim.js';
 
 describe('three crashes during one batch', () => {
   let upstream: UpstreamSim;

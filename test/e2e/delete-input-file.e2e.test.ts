@@ -3,9 +3,9 @@
 import { access } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServiceProcess, type ServiceProcess } from '../support/service-process.js';
-import { startUpstreamSim, type UpstreamSim } from '../support/upstream-sim.js';
 import { chatLines, client, collectResults, upload, waitForBatch, writeJsonl } from '../support/e2e.js';
+import { type ServiceProcess, startServiceProcess } from '../support/service-process.js';
+import { startUpstreamSim, type UpstreamSim } from '../support/upstream-sim.js';
 
 const LINES = chatLines(12);
 

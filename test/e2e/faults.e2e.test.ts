@@ -2,9 +2,9 @@
 // past the request timeout are retried until every line has its answer; an upstream that refuses
 // everything for the whole window ends the batch expired with every line accounted for.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServiceProcess, type ServiceProcess } from '../support/service-process.js';
-import { startUpstreamSim, type UpstreamSim } from '../support/upstream-sim.js';
 import { chatLines, client, collectResults, submit, waitForBatch } from '../support/e2e.js';
+import { type ServiceProcess, startServiceProcess } from '../support/service-process.js';
+import { startUpstreamSim, type UpstreamSim } from '../support/upstream-sim.js';
 
 describe('a misbehaving upstream', () => {
   let upstream: UpstreamSim;

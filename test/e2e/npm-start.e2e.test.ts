@@ -2,8 +2,8 @@
 // end-to-end tests run the source. This one runs the bundle, built by the same script, through a
 // batch with the openai SDK.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServiceProcess, type ServiceProcess } from '../support/service-process.js';
 import { chatLines, client, submit, waitForBatch } from '../support/e2e.js';
+import { type ServiceProcess, startServiceProcess } from '../support/service-process.js';
 
 describe('the service as npm start runs it', () => {
   let service: ServiceProcess;
@@ -22,7 +22,10 @@ describe('the service as npm start runs it', () => {
     expect(batch.status).toBe('completed');
     expect(batch.request_counts).toEqual({ total: 5, completed: 5, failed: 0 });
     const output = await (await openai.files.content(batch.output_file_id!)).text();
-    const ids = output.trim().split('\n').map((line) => (JSON.parse(line) as { custom_id: string }).custom_id);
+    const ids = output
+      .trim()
+      .split('\n')
+      .map((line) => (JSON.parse(line) as { custom_id: string }).custom_id);
     expect(ids.sort()).toEqual(['req-1', 'req-2', 'req-3', 'req-4', 'req-5']);
   });
 });

@@ -1,9 +1,9 @@
 // How a batch ends when things go wrong: upstream failures, an invalid file, a cancel, an expiry.
 // Whatever happens, every custom_id appears exactly once across the output and error files.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServiceProcess, type ServiceProcess } from '../support/service-process.js';
-import { startUpstreamSim, type UpstreamSim } from '../support/upstream-sim.js';
 import { chatLine, chatLines, client, collectResults, submit, waitForBatch } from '../support/e2e.js';
+import { type ServiceProcess, startServiceProcess } from '../support/service-process.js';
+import { startUpstreamSim, type UpstreamSim } from '../support/upstream-sim.js';
 
 describe('batch outcomes', () => {
   let upstream: UpstreamSim;
@@ -32,8 +32,10 @@ describe('batch outcomes', () => {
     upstream.configure({
       latencyMs: 5,
       failWhen: (_body, { key }) => {
-        if (key.includes('REJECT')) return { status: 400, body: { error: { message: 'bad prompt', type: 'invalid_request_error', param: 'messages', code: null } } };
-        if (key.includes('BROKEN')) return { status: 503, body: { error: { message: 'overloaded', type: 'server_error', param: null, code: null } } };
+        if (key.includes('REJECT'))
+          return { status: 400, body: { error: { message: 'bad prompt', type: 'invalid_request_error', param: 'messages', code: null } } };
+        if (key.includes('BROKEN'))
+          return { status: 503, body: { error: { message: 'overloaded', type: 'server_error', param: null, code: null } } };
         return undefined;
       },
     });

@@ -1,17 +1,37 @@
 // The seed's walk-through: ten product reviews, uploaded, batched, polled and downloaded with the
 // official openai SDK, against a simulated upstream.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { fileURLToPath } from 'node:url';
-import { startServiceProcess, type ServiceProcess } from '../support/service-process.js';
-import { startUpstreamSim, type UpstreamSim } from '../support/upstream-sim.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { client, collectResults, upload, waitForBatch, writeJsonl } from '../support/e2e.js';
+import { type ServiceProcess, startServiceProcess } from '../support/service-process.js';
+import { startUpstreamSim, type UpstreamSim } from '../support/upstream-sim.js';
 
 const REVIEWS = fileURLToPath(new URL('../fixtures/product_reviews.jsonl', import.meta.url));
 
 const BATCH_FIELDS = [
-  'id', 'object', 'endpoint', 'model', 'errors', 'input_file_id', 'completion_window', 'status', 'output_file_id',
-  'error_file_id', 'created_at', 'in_progress_at', 'expires_at', 'finalizing_at', 'completed_at', 'failed_at',
-  'expired_at', 'cancelling_at', 'cancelled_at', 'request_counts', 'usage', 'metadata',
+  'id',
+  'object',
+  'endpoint',
+  'model',
+  'errors',
+  'input_file_id',
+  'completion_window',
+  'status',
+  'output_file_id',
+  'error_file_id',
+  'created_at',
+  'in_progress_at',
+  'expires_at',
+  'finalizing_at',
+  'completed_at',
+  'failed_at',
+  'expired_at',
+  'cancelling_at',
+  'cancelled_at',
+  'request_counts',
+  'usage',
+  'metadata',
 ];
 
 describe('the product-review walk-through', () => {
@@ -55,7 +75,8 @@ describe('the product-review walk-through', () => {
     expect(batch.model).toBe('glm-4');
     expect(batch.request_counts).toEqual({ total: 10, completed: 10, failed: 0 });
     expect(batch.error_file_id).toBeNull();
-    for (const field of ['in_progress_at', 'finalizing_at', 'completed_at'] as const) expect(batch[field]).toBeGreaterThanOrEqual(batch.created_at);
+    for (const field of ['in_progress_at', 'finalizing_at', 'completed_at'] as const)
+      expect(batch[field]).toBeGreaterThanOrEqual(batch.created_at);
 
     const { output, errors, ids, duplicates } = await collectResults(openai, batch);
     expect(errors).toEqual([]);
@@ -68,7 +89,10 @@ describe('the product-review walk-through', () => {
       expect(line.response!.request_id).toBeTruthy();
     }
     const usage = output.reduce(
-      (sum, line) => ({ input: sum.input + line.response!.body.usage.prompt_tokens, output: sum.output + line.response!.body.usage.completion_tokens }),
+      (sum, line) => ({
+        input: sum.input + line.response!.body.usage.prompt_tokens,
+        output: sum.output + line.response!.body.usage.completion_tokens,
+      }),
       { input: 0, output: 0 },
     );
     expect(batch.usage).toMatchObject({ input_tokens: usage.input, output_tokens: usage.output, total_tokens: usage.input + usage.output });
@@ -87,7 +111,11 @@ describe('the product-review walk-through', () => {
       completion_window: '24h',
     });
     const batch = await waitForBatch(zhipu, created.id);
-    expect(batch).toMatchObject({ status: 'completed', endpoint: '/v4/chat/completions', request_counts: { total: 10, completed: 10, failed: 0 } });
+    expect(batch).toMatchObject({
+      status: 'completed',
+      endpoint: '/v4/chat/completions',
+      request_counts: { total: 10, completed: 10, failed: 0 },
+    });
   });
 
   it('runs batch-test-model in-process without calling the upstream', async () => {
@@ -95,8 +123,15 @@ describe('the product-review walk-through', () => {
     const before = upstream.stats().requests;
     for (const endpoint of ['/v1/chat/completions', '/v1/embeddings', '/v1/completions', '/v1/responses']) {
       const body = endpoint === '/v1/chat/completions' ? { messages: [{ role: 'user', content: 'hi' }] } : { input: 'hi', prompt: 'hi' };
-      const file = await upload(openai, await writeJsonl([{ custom_id: 'dry-1', method: 'POST', url: endpoint, body: { model: 'batch-test-model', ...body } }]));
-      const created = await openai.batches.create({ input_file_id: file.id, endpoint: endpoint as '/v1/chat/completions', completion_window: '24h' });
+      const file = await upload(
+        openai,
+        await writeJsonl([{ custom_id: 'dry-1', method: 'POST', url: endpoint, body: { model: 'batch-test-model', ...body } }]),
+      );
+      const created = await openai.batches.create({
+        input_file_id: file.id,
+        endpoint: endpoint as '/v1/chat/completions',
+        completion_window: '24h',
+      });
       const batch = await waitForBatch(openai, created.id);
       expect(batch, endpoint).toMatchObject({ status: 'completed', request_counts: { total: 1, completed: 1, failed: 0 } });
     }

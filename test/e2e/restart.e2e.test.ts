@@ -1,9 +1,9 @@
 // State survives a restart: a batch that was running when the process died carries on when it
 // starts again, and still ends with every custom_id exactly once.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServiceProcess, type ServiceProcess } from '../support/service-process.js';
-import { startUpstreamSim, type UpstreamSim } from '../support/upstream-sim.js';
 import { chatLines, client, collectResults, submit, waitForBatch } from '../support/e2e.js';
+import { type ServiceProcess, startServiceProcess } from '../support/service-process.js';
+import { startUpstreamSim, type UpstreamSim } from '../support/upstream-sim.js';
 
 describe('a restart in the middle of a batch', () => {
   let upstream: UpstreamSim;

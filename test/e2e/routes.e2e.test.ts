@@ -5,9 +5,9 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServiceProcess, type ServiceProcess } from '../support/service-process.js';
-import { startUpstreamSim, type UpstreamSim } from '../support/upstream-sim.js';
 import { chatLines, client, collectResults, submit, waitForBatch } from '../support/e2e.js';
+import { type ServiceProcess, startServiceProcess } from '../support/service-process.js';
+import { startUpstreamSim, type UpstreamSim } from '../support/upstream-sim.js';
 
 describe('upstream routes', () => {
   let routed: UpstreamSim;
@@ -23,7 +23,9 @@ describe('upstream routes', () => {
     const routesFile = path.join(dir, 'routes.json');
     await writeFile(
       routesFile,
-      JSON.stringify({ 'shared-*': { baseUrl: routed.baseURL, apiKeySecret: 'env:ROUTE_KEY', maxConcurrency: 10, requestsPerMinute: 60_000 } }),
+      JSON.stringify({
+        'shared-*': { baseUrl: routed.baseURL, apiKeySecret: 'env:ROUTE_KEY', maxConcurrency: 10, requestsPerMinute: 60_000 },
+      }),
     );
     service = await startServiceProcess({
       env: {

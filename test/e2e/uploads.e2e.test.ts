@@ -3,13 +3,13 @@
 // shows, and a batch runs on it. Another project's upload is 404; bad content is refused on
 // complete with the envelope, and makes no file.
 import { createHash } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type OpenAI from 'openai';
-import { startServiceProcess, type ServiceProcess } from '../support/service-process.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chatLines, client, collectResults, waitForBatch } from '../support/e2e.js';
+import { type ServiceProcess, startServiceProcess } from '../support/service-process.js';
 
 function jsonl(lines: unknown[]): Buffer {
-  return Buffer.from(lines.map((line) => JSON.stringify(line)).join('\n') + '\n');
+  return Buffer.from(`${lines.map((line) => JSON.stringify(line)).join('\n')}\n`);
 }
 
 function split(data: Buffer, parts: number): Buffer[] {
@@ -44,8 +44,20 @@ describe('the Uploads API', () => {
 
   it('creates, takes parts in any order, completes into a File, and the batch runs', async () => {
     const data = jsonl(chatLines(300, { model: 'batch-test-model' }));
-    const upload = await alice.uploads.create({ filename: 'big.jsonl', purpose: 'batch', bytes: data.length, mime_type: 'application/jsonl' });
-    expect(upload).toMatchObject({ object: 'upload', status: 'pending', bytes: data.length, filename: 'big.jsonl', purpose: 'batch', file: null });
+    const upload = await alice.uploads.create({
+      filename: 'big.jsonl',
+      purpose: 'batch',
+      bytes: data.length,
+      mime_type: 'application/jsonl',
+    });
+    expect(upload).toMatchObject({
+      object: 'upload',
+      status: 'pending',
+      bytes: data.length,
+      filename: 'big.jsonl',
+      purpose: 'batch',
+      file: null,
+    });
     expect(upload.expires_at - upload.created_at).toBe(3600);
 
     const pieces = split(data, 4);
@@ -82,7 +94,12 @@ describe('the Uploads API', () => {
 
   it('checks the size and the md5 on complete, and a failed complete changes nothing', async () => {
     const data = jsonl(chatLines(20, { model: 'batch-test-model' }));
-    const upload = await alice.uploads.create({ filename: 'a.jsonl', purpose: 'batch', bytes: data.length, mime_type: 'application/jsonl' });
+    const upload = await alice.uploads.create({
+      filename: 'a.jsonl',
+      purpose: 'batch',
+      bytes: data.length,
+      mime_type: 'application/jsonl',
+    });
     const [first, second] = split(data, 2);
     const p1 = await alice.uploads.parts.create(upload.id, { data: new File([new Uint8Array(first!)], 'a') });
     await expectError(alice.uploads.complete(upload.id, { part_ids: [p1.id] }), 400, 'upload_size_mismatch');
@@ -120,9 +137,17 @@ describe('the Uploads API', () => {
   });
 
   it('refuses bad creates and bad content with the envelope', async () => {
-    await expectError(alice.uploads.create({ filename: 'e.jsonl', purpose: 'batch', bytes: 3_000_000, mime_type: 'application/jsonl' }), 413, 'file_too_large');
+    await expectError(
+      alice.uploads.create({ filename: 'e.jsonl', purpose: 'batch', bytes: 3_000_000, mime_type: 'application/jsonl' }),
+      413,
+      'file_too_large',
+    );
     await expectError(alice.uploads.create({ filename: 'e.jsonl', purpose: 'fine-tune', bytes: 10, mime_type: 'application/jsonl' }), 400);
-    await expectError(alice.uploads.create({ filename: 'e.jsonl', purpose: 'batch', bytes: 0, mime_type: 'application/jsonl' }), 400, 'empty_file');
+    await expectError(
+      alice.uploads.create({ filename: 'e.jsonl', purpose: 'batch', bytes: 0, mime_type: 'application/jsonl' }),
+      400,
+      'empty_file',
+    );
     await expectError(alice.uploads.create({ filename: 'e.jsonl', purpose: 'batch' } as never), 400);
 
     const text = Buffer.from('PK\u0003\u0004 this is a zip file, not JSONL\n');
@@ -146,10 +171,18 @@ describe('the Uploads API', () => {
     const upload = (await created.json()) as { id: string };
     const form = new FormData();
     form.set('data', new Blob([new Uint8Array(data)]), 'v4.jsonl');
-    const partResponse = await fetch(`${service.origin}/v4/uploads/${upload.id}/parts`, { method: 'POST', headers: { authorization: 'Bearer alice-key' }, body: form });
+    const partResponse = await fetch(`${service.origin}/v4/uploads/${upload.id}/parts`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer alice-key' },
+      body: form,
+    });
     expect(partResponse.status).toBe(200);
     const part = (await partResponse.json()) as { id: string };
-    const done = await fetch(`${service.origin}/v4/uploads/${upload.id}/complete`, { method: 'POST', headers, body: JSON.stringify({ part_ids: [part.id] }) });
+    const done = await fetch(`${service.origin}/v4/uploads/${upload.id}/complete`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ part_ids: [part.id] }),
+    });
     expect(done.status).toBe(200);
     expect(((await done.json()) as { status: string }).status).toBe('completed');
   });

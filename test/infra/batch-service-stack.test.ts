@@ -6,11 +6,11 @@ import * as s3 from 'aws-cdk-lib/aws-s3';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CANCEL_ERROR, ENV, HANDLERS } from '../../functions/contract.js';
-import { BY_PROJECT_INDEX, TTL_ATTRIBUTE, metaTableDefinition } from '../../shared/adapters/aws/dynamo-meta-store.js';
 import { BatchServiceStack } from '../../infra/batch-service-stack.js';
 import { checkProps } from '../../infra/config.js';
 import { MAX_RECEIVE_COUNT, VISIBILITY_TIMEOUT_FACTOR } from '../../infra/constructs/workers.js';
-import { FULL_PROPS, policyStatements, resolveIntrinsics, synthesize, type Synthesized } from './support.js';
+import { BY_PROJECT_INDEX, metaTableDefinition, TTL_ATTRIBUTE } from '../../shared/adapters/aws/dynamo-meta-store.js';
+import { FULL_PROPS, policyStatements, resolveIntrinsics, type Synthesized, synthesize } from './support.js';
 
 const validateAsl = createRequire(import.meta.url)('asl-validator') as (
   definition: unknown,
@@ -45,13 +45,23 @@ describe('storage', () => {
   it('blocks all public access to the bucket, encrypts it, and refuses plain HTTP', () => {
     template.resourceCountIs('AWS::S3::Bucket', 1);
     template.hasResourceProperties('AWS::S3::Bucket', {
-      PublicAccessBlockConfiguration: { BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true },
+      PublicAccessBlockConfiguration: {
+        BlockPublicAcls: true,
+        BlockPublicPolicy: true,
+        IgnorePublicAcls: true,
+        RestrictPublicBuckets: true,
+      },
       BucketEncryption: { ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }] },
     });
     template.hasResourceProperties('AWS::S3::BucketPolicy', {
       PolicyDocument: {
         Statement: Match.arrayWith([
-          Match.objectLike({ Effect: 'Deny', Action: 's3:*', Principal: { AWS: '*' }, Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
+          Match.objectLike({
+            Effect: 'Deny',
+            Action: 's3:*',
+            Principal: { AWS: '*' },
+            Condition: { Bool: { 'aws:SecureTransport': 'false' } },
+          }),
         ]),
       },
     });
@@ -59,7 +69,9 @@ describe('storage', () => {
 
   it('expires temporary objects: incomplete multipart uploads, upload parts, batch scratch', () => {
     const rules = Object.values(template.findResources('AWS::S3::Bucket'))[0]!.Properties.LifecycleConfiguration.Rules as any[];
-    expect(rules).toContainEqual(expect.objectContaining({ AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 }, Status: 'Enabled' }));
+    expect(rules).toContainEqual(
+      expect.objectContaining({ AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 }, Status: 'Enabled' }),
+    );
     expect(rules).toContainEqual(expect.objectContaining({ Prefix: 'uploads/', ExpirationInDays: 2 }));
     expect(rules).toContainEqual(expect.objectContaining({ Prefix: 'files/', ExpirationInDays: 31 }));
     // Longest window (336h, 14 days) plus a week: never a running batch's plan.
@@ -77,7 +89,9 @@ describe('storage', () => {
     const table = Object.values(template.findResources('AWS::DynamoDB::Table'))[0]!.Properties;
     expect(table.BillingMode).toBe('PAY_PER_REQUEST');
     expect(table.KeySchema).toEqual(expected.KeySchema);
-    expect(new Set(table.AttributeDefinitions.map(JSON.stringify))).toEqual(new Set(expected.AttributeDefinitions!.map((a) => JSON.stringify(a))));
+    expect(new Set(table.AttributeDefinitions.map(JSON.stringify))).toEqual(
+      new Set(expected.AttributeDefinitions!.map((a) => JSON.stringify(a))),
+    );
     expect(table.GlobalSecondaryIndexes).toEqual(expected.GlobalSecondaryIndexes);
     expect(table.GlobalSecondaryIndexes[0].IndexName).toBe(BY_PROJECT_INDEX);
     expect(table.PointInTimeRecoverySpecification).toEqual({ PointInTimeRecoveryEnabled: true });
@@ -96,7 +110,10 @@ describe('workers', () => {
     }
     const [dlqId] = Object.entries(queues).find(([, q]) => !q.Properties.RedrivePolicy)!;
     const main = Object.values(queues).find((q) => q.Properties.RedrivePolicy)!;
-    expect(main.Properties.RedrivePolicy).toEqual({ deadLetterTargetArn: { 'Fn::GetAtt': [dlqId, 'Arn'] }, maxReceiveCount: MAX_RECEIVE_COUNT });
+    expect(main.Properties.RedrivePolicy).toEqual({
+      deadLetterTargetArn: { 'Fn::GetAtt': [dlqId, 'Arn'] },
+      maxReceiveCount: MAX_RECEIVE_COUNT,
+    });
     const tlsOnly = Object.values(template.findResources('AWS::SQS::QueuePolicy')).filter((p) =>
       p.Properties.PolicyDocument.Statement.some((s: any) => s.Effect === 'Deny' && s.Condition?.Bool?.['aws:SecureTransport'] === 'false'),
     );
@@ -169,7 +186,9 @@ describe('functions', () => {
     for (const prefix of ['Batch lifecycle: validate', 'Batch lifecycle: send', 'Batch lifecycle: merge']) {
       expect(functionByDescription(prefix).properties.Environment.Variables).not.toHaveProperty(ENV.stateMachineArn);
     }
-    const config = JSON.parse(resolveIntrinsics(functionByDescription('Chunk worker').properties.Environment.Variables[ENV.upstreamConfig]));
+    const config = JSON.parse(
+      resolveIntrinsics(functionByDescription('Chunk worker').properties.Environment.Variables[ENV.upstreamConfig]),
+    );
     expect(config.default.baseUrl).toBe('https://api.openai.com/v1');
     expect(config.default.apiKeySecret).toMatch(/^[A-Za-z0-9]+$/); // the created secret's Ref (its ARN)
     expect(config.routes['qwen-*']).toEqual({
@@ -181,7 +200,9 @@ describe('functions', () => {
   });
 
   it('refuses an API key given where a secret name belongs', () => {
-    expect(() => checkProps({ upstream: { default: { baseUrl: 'https://api.openai.com/v1', apiKeySecret: 'sk-proj-abc' } } })).toThrow(/looks like an API key/);
+    expect(() => checkProps({ upstream: { default: { baseUrl: 'https://api.openai.com/v1', apiKeySecret: 'sk-proj-abc' } } })).toThrow(
+      /looks like an API key/,
+    );
   });
 });
 
@@ -202,7 +223,9 @@ describe('least privilege', () => {
   });
 
   it('lets only the workers read the upstream secrets', () => {
-    const readers = policyStatements(template).filter(({ statement }) => [statement.Action].flat().includes('secretsmanager:GetSecretValue'));
+    const readers = policyStatements(template).filter(({ statement }) =>
+      [statement.Action].flat().includes('secretsmanager:GetSecretValue'),
+    );
     expect(new Set(readers.map((r) => r.source)).size).toBe(1);
     expect(readers[0]!.source).toMatch(/Worker/);
   });
@@ -271,7 +294,15 @@ describe('lifecycle', () => {
   it('has no Map state: a fixed number of transitions per batch', () => {
     const states = definition().States as Record<string, { Type: string }>;
     expect(Object.values(states).map((s) => s.Type)).not.toContain('Map');
-    expect(Object.keys(states).sort()).toEqual(['AfterValidate', 'DrainAfterCancel', 'Enqueue', 'Finalize', 'Validate', 'ValidationFailed', 'WaitForChunks']);
+    expect(Object.keys(states).sort()).toEqual([
+      'AfterValidate',
+      'DrainAfterCancel',
+      'Enqueue',
+      'Finalize',
+      'Validate',
+      'ValidationFailed',
+      'WaitForChunks',
+    ]);
   });
 
   it('routes on the status validate returns', () => {
@@ -375,7 +406,9 @@ describe('API', () => {
 
 describe('monitoring and schedules', () => {
   it('alarms on dead letters, worker errors, failed executions and API 5xx', () => {
-    const metrics = Object.values(template.findResources('AWS::CloudWatch::Alarm')).map((a) => `${a.Properties.Namespace}/${a.Properties.MetricName}`);
+    const metrics = Object.values(template.findResources('AWS::CloudWatch::Alarm')).map(
+      (a) => `${a.Properties.Namespace}/${a.Properties.MetricName}`,
+    );
     expect(metrics).toEqual(
       expect.arrayContaining([
         'AWS/SQS/ApproximateNumberOfMessagesVisible',

@@ -2,13 +2,13 @@
 // the API's own POST /v1/batches route, as the schedule's project, over the real DynamoDB adapter
 // (on dynalite) and a mocked Step Functions client.
 import { SFNClient, StartExecutionCommand } from '@aws-sdk/client-sfn';
-import { mockClient } from 'aws-sdk-client-mock';
 import type { Context } from 'aws-lambda';
+import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { DynamoMetaStore } from '../../shared/adapters/aws/dynamo-meta-store.js';
-import { startEmbeddedDynamo, type EmbeddedDynamo } from '../../shared/adapters/local/embedded-dynamo.js';
-import type { ScheduledSubmitEvent, ScheduledSubmitResult } from '../../functions/scheduled-submit.js';
 import { logger } from '../../functions/observability.js';
+import type { ScheduledSubmitEvent, ScheduledSubmitResult } from '../../functions/scheduled-submit.js';
+import { DynamoMetaStore } from '../../shared/adapters/aws/dynamo-meta-store.js';
+import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../shared/adapters/local/embedded-dynamo.js';
 import { fileRecord } from '../adapters/meta-store-contract.js';
 
 const STATE_MACHINE_ARN = 'arn:aws:states:us-east-1:123456789012:stateMachine:batch';
@@ -78,7 +78,11 @@ describe('scheduled-submit', () => {
     });
     const starts = sfn.commandCalls(StartExecutionCommand);
     expect(starts).toHaveLength(1);
-    expect(starts[0]!.args[0].input).toEqual({ stateMachineArn: STATE_MACHINE_ARN, name: result.batchId, input: JSON.stringify({ batchId: result.batchId }) });
+    expect(starts[0]!.args[0].input).toEqual({
+      stateMachineArn: STATE_MACHINE_ARN,
+      name: result.batchId,
+      input: JSON.stringify({ batchId: result.batchId }),
+    });
   });
 
   it("cannot use another project's file: it looks missing, and nothing starts", async () => {
@@ -86,14 +90,19 @@ describe('scheduled-submit', () => {
     const file = fileRecord({ project: 'someone-else', expiresAtMs: Date.now() + 3_600_000 });
     await meta.putFile(file);
     await expect(handler(event({ input_file_id: file.id }), context)).rejects.toThrow(/nightly failed \(404\)/);
-    expect(errorLog).toHaveBeenCalledWith('scheduled submission failed', expect.objectContaining({ schedule: 'nightly', project: 'reviews', status: 404 }));
+    expect(errorLog).toHaveBeenCalledWith(
+      'scheduled submission failed',
+      expect.objectContaining({ schedule: 'nightly', project: 'reviews', status: 404 }),
+    );
     expect(sfn.commandCalls(StartExecutionCommand)).toHaveLength(0);
   });
 
   it('fails with the API message on a bad request', async () => {
     const file = fileRecord({ project: 'reviews', expiresAtMs: Date.now() + 3_600_000 });
     await meta.putFile(file);
-    await expect(handler(event({ input_file_id: file.id, completion_window: '1h' }), context)).rejects.toThrow(/\(400\).*completion_window/);
+    await expect(handler(event({ input_file_id: file.id, completion_window: '1h' }), context)).rejects.toThrow(
+      /\(400\).*completion_window/,
+    );
     expect(sfn.commandCalls(StartExecutionCommand)).toHaveLength(0);
   });
 });

@@ -20,7 +20,13 @@ export interface Synthesized {
 export interface ValidationReport {
   pluginReports: {
     summary: { pluginName: string; status: string };
-    violations: { ruleName: string; severity?: string; description?: string; violatingResources?: unknown[]; violatingConstructs?: unknown[] }[];
+    violations: {
+      ruleName: string;
+      severity?: string;
+      description?: string;
+      violatingResources?: unknown[];
+      violatingConstructs?: unknown[];
+    }[];
   }[];
 }
 
@@ -88,7 +94,9 @@ export function resolveIntrinsics(value: Json): string {
 }
 
 /** Every policy statement of every IAM policy and role in the template. */
-export function policyStatements(template: Template): { source: string; statement: { Action?: string | string[]; Resource?: unknown; Effect?: string } }[] {
+export function policyStatements(
+  template: Template,
+): { source: string; statement: { Action?: string | string[]; Resource?: unknown; Effect?: string } }[] {
   const out: ReturnType<typeof policyStatements> = [];
   for (const [id, resource] of Object.entries(template.findResources('AWS::IAM::Policy'))) {
     for (const statement of resource.Properties.PolicyDocument.Statement) out.push({ source: id, statement });

@@ -31,17 +31,17 @@ import {
   TaskTimedOut,
 } from '@aws-sdk/client-sfn';
 import { SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context, SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import { mockClient } from 'aws-sdk-client-mock';
-import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context, SQSEvent, SQSBatchResponse } from 'aws-lambda';
 import OpenAI from 'openai';
-import { DynamoMetaStore } from '../../shared/adapters/aws/dynamo-meta-store.js';
-import { S3BlobStore } from '../../shared/adapters/aws/s3-blob-store.js';
-import { startEmbeddedDynamo, type EmbeddedDynamo } from '../../shared/adapters/local/embedded-dynamo.js';
-import { apiKeyRecord, newApiKey } from '../../shared/api/api-keys.js';
-import type { ChunkMessage } from '../../shared/ports.js';
 import { CANCEL_ERROR, type EnqueueOutput, type ValidateOutput, type WaitForChunksInput } from '../../functions/contract.js';
 import { configureRuntime } from '../../functions/runtime.js';
-import { startLocalS3, type LocalS3 } from './s3.js';
+import { DynamoMetaStore } from '../../shared/adapters/aws/dynamo-meta-store.js';
+import { S3BlobStore } from '../../shared/adapters/aws/s3-blob-store.js';
+import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../shared/adapters/local/embedded-dynamo.js';
+import { apiKeyRecord, newApiKey } from '../../shared/api/api-keys.js';
+import type { ChunkMessage } from '../../shared/ports.js';
+import { type LocalS3, startLocalS3 } from './s3.js';
 
 export const FUNCTIONS = ['api', 'validate', 'enqueue', 'wait-for-chunks', 'finalize', 'worker'] as const;
 export type FunctionName = (typeof FUNCTIONS)[number];
@@ -96,7 +96,8 @@ export class AwsHarness {
   readonly sqs: SqsStandIn;
   readonly meta: DynamoMetaStore;
   readonly blobs: S3BlobStore;
-  private handlers: Partial<Record<FunctionName, Handler>> = {};
+  /** The Lambda handlers by function; a test may wrap one to inject a fault. */
+  handlers: Partial<Record<FunctionName, Handler>> = {};
 
   private constructor(
     private readonly dynamo: EmbeddedDynamo,
@@ -183,7 +184,8 @@ export class AwsHarness {
         this.tally(`${service}.${String(context.commandName).replace(/Command$/, '')}`);
         const out = await next(args);
         if (capacity) {
-          const consumed = (out.output as { ConsumedCapacity?: { CapacityUnits?: number } | { CapacityUnits?: number }[] }).ConsumedCapacity;
+          const consumed = (out.output as { ConsumedCapacity?: { CapacityUnits?: number } | { CapacityUnits?: number }[] })
+            .ConsumedCapacity;
           const units = [consumed ?? []].flat().reduce((sum, c) => sum + (c.CapacityUnits ?? 0), 0);
           const write = /Put|Update|Delete|Write/.test(String(context.commandName));
           if (write) this.capacity.write += units;
@@ -239,9 +241,18 @@ export class AwsHarness {
     const headers = new Headers();
     for (const [name, value] of Object.entries(result.headers ?? {})) headers.set(name, String(value));
     for (const cookie of result.cookies ?? []) headers.append('set-cookie', cookie);
-    this.apiExchanges.push({ method: request.method, path: url.pathname, status, location: headers.get('location') ?? undefined, eventBytes, resultBytes });
+    this.apiExchanges.push({
+      method: request.method,
+      path: url.pathname,
+      status,
+      location: headers.get('location') ?? undefined,
+      eventBytes,
+      resultBytes,
+    });
     if (resultBytes > LAMBDA_PAYLOAD_LIMIT) {
-      throw new Error(`the API answered ${resultBytes} bytes, more than Lambda returns (${LAMBDA_PAYLOAD_LIMIT}): API Gateway would answer 500`);
+      throw new Error(
+        `the API answered ${resultBytes} bytes, more than Lambda returns (${LAMBDA_PAYLOAD_LIMIT}): API Gateway would answer 500`,
+      );
     }
     const payload = result.body === undefined ? null : result.isBase64Encoded ? Buffer.from(result.body, 'base64') : result.body;
     const location = headers.get('location');
@@ -260,7 +271,8 @@ export class AwsHarness {
   async settle(timeoutMs = 30_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (this.sfn.running > 0 || !this.sqs.idle) {
-      if (Date.now() > deadline) throw new Error(`still busy after ${timeoutMs} ms: ${this.sfn.running} executions, ${this.sqs.describe()}`);
+      if (Date.now() > deadline)
+        throw new Error(`still busy after ${timeoutMs} ms: ${this.sfn.running} executions, ${this.sqs.describe()}`);
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
   }
@@ -300,7 +312,13 @@ function apiGatewayEvent(request: Request, url: URL, body: Buffer | undefined): 
       apiId: 'batchapi',
       domainName: url.host,
       domainPrefix: url.host.split('.')[0]!,
-      http: { method: request.method, path: url.pathname, protocol: 'HTTP/1.1', sourceIp: '127.0.0.1', userAgent: headers['user-agent'] ?? '' },
+      http: {
+        method: request.method,
+        path: url.pathname,
+        protocol: 'HTTP/1.1',
+        sourceIp: '127.0.0.1',
+        userAgent: headers['user-agent'] ?? '',
+      },
       requestId: randomUUID(),
       routeKey: '$default',
       stage: '$default',
@@ -479,7 +497,8 @@ export class SqsStandIn {
 
   constructor(
     private readonly harness: AwsHarness,
-    private readonly options: SqsOptions,
+    /** A test may swap onDelivery to watch or disturb deliveries. */
+    readonly options: SqsOptions,
   ) {
     this.timer = setInterval(() => this.pump(), 5);
     this.timer.unref();

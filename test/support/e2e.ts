@@ -1,6 +1,7 @@
 // Helpers for end-to-end tests that drive the real service with the official openai SDK.
-import { mkdtemp, writeFile } from 'node:fs/promises';
+
 import { createReadStream } from 'node:fs';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
@@ -26,7 +27,7 @@ export function chatLines(count: number, options: { prefix?: string; model?: str
 export async function writeJsonl(lines: unknown[], name = 'input.jsonl'): Promise<string> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'batch-e2e-'));
   const file = path.join(dir, name);
-  await writeFile(file, lines.map((line) => (typeof line === 'string' ? line : JSON.stringify(line))).join('\n') + '\n');
+  await writeFile(file, `${lines.map((line) => (typeof line === 'string' ? line : JSON.stringify(line))).join('\n')}\n`);
   return file;
 }
 
@@ -39,7 +40,11 @@ export async function upload(openai: OpenAI, file: string) {
 }
 
 /** Uploads the lines and creates a batch over them. */
-export async function submit(openai: OpenAI, lines: unknown[], options: { endpoint?: string; window?: string; metadata?: Record<string, string> } = {}) {
+export async function submit(
+  openai: OpenAI,
+  lines: unknown[],
+  options: { endpoint?: string; window?: string; metadata?: Record<string, string> } = {},
+) {
   const input = await upload(openai, await writeJsonl(lines));
   return openai.batches.create({
     input_file_id: input.id,
@@ -59,7 +64,8 @@ export async function waitForBatch(
   for (;;) {
     const batch = await openai.batches.retrieve(id);
     if (until(batch)) return batch;
-    if (Date.now() > deadline) throw new Error(`batch ${id} still ${batch.status} after ${timeoutMs} ms: ${JSON.stringify(batch.request_counts)}`);
+    if (Date.now() > deadline)
+      throw new Error(`batch ${id} still ${batch.status} after ${timeoutMs} ms: ${JSON.stringify(batch.request_counts)}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }

@@ -1,7 +1,7 @@
 // Starts the real service as a child process for end-to-end tests and the benchmarks: from the
 // TypeScript source (`node --import tsx local/main.ts`, no build step), or as `npm start` runs it
 // (the esbuild bundle under plain node, with glibc's malloc held to two arenas).
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';

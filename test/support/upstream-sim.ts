@@ -108,9 +108,7 @@ function errorEnvelope(message: string, type: string, code: string | null, param
 function contentText(content: unknown): string {
   if (typeof content === 'string') return content;
   if (Array.isArray(content)) {
-    return content
-      .map((part) => (part && typeof part === 'object' && typeof part.text === 'string' ? part.text : ''))
-      .join('');
+    return content.map((part) => (part && typeof part === 'object' && typeof part.text === 'string' ? part.text : '')).join('');
   }
   return content === undefined || content === null ? '' : JSON.stringify(content);
 }
@@ -226,9 +224,8 @@ export async function startUpstreamSim(options: UpstreamSimOptions = {}): Promis
         };
       }
       case '/embeddings': {
-        const inputs: unknown[] = Array.isArray(body.input) && body.input.some((x: unknown) => typeof x === 'string')
-          ? body.input
-          : [body.input];
+        const inputs: unknown[] =
+          Array.isArray(body.input) && body.input.some((x: unknown) => typeof x === 'string') ? body.input : [body.input];
         let tokens = 0;
         const data = inputs.map((input, index) => {
           const text = typeof input === 'string' ? input : JSON.stringify(input ?? '');
@@ -236,8 +233,7 @@ export async function startUpstreamSim(options: UpstreamSimOptions = {}): Promis
           const random = mulberry32(fnv1a(text));
           const vector = Array.from({ length: EMBEDDING_DIMENSIONS }, () => Math.round((random() * 2 - 1) * 1e6) / 1e6);
           // The official SDKs ask for base64 (little-endian float32) and decode it themselves.
-          const embedding =
-            body.encoding_format === 'base64' ? Buffer.from(new Float32Array(vector).buffer).toString('base64') : vector;
+          const embedding = body.encoding_format === 'base64' ? Buffer.from(new Float32Array(vector).buffer).toString('base64') : vector;
           return { object: 'embedding', index, embedding };
         });
         return { object: 'list', data, model, usage: { prompt_tokens: tokens, total_tokens: tokens } };
@@ -282,13 +278,7 @@ export async function startUpstreamSim(options: UpstreamSimOptions = {}): Promis
     }
   };
 
-  const handle = (
-    req: http.IncomingMessage,
-    res: http.ServerResponse,
-    raw: string,
-    onAccepted: () => void,
-    isOpen: () => boolean,
-  ) => {
+  const handle = (req: http.IncomingMessage, res: http.ServerResponse, raw: string, onAccepted: () => void, isOpen: () => boolean) => {
     const id = (++serial).toString(16).padStart(8, '0');
     res.setHeader('x-request-id', `req_sim_${id}`);
 

@@ -81,7 +81,12 @@ describe('AdaptiveLimit', () => {
     const limit = new AdaptiveLimit({ max: 20, clock: time.clock, onChange: (change) => changes.push(change) });
     feed(limit, time, 20, 'overload');
     expect(changes).toEqual([
-      { limit: 15, previous: 20, reason: 'overload', window: { samples: 20, overloads: 20, meanLatencyMs: undefined, baselineMs: undefined } },
+      {
+        limit: 15,
+        previous: 20,
+        reason: 'overload',
+        window: { samples: 20, overloads: 20, meanLatencyMs: undefined, baselineMs: undefined },
+      },
     ]);
   });
 });
@@ -123,7 +128,15 @@ describe('HttpUpstream with adaptive concurrency', () => {
         ? new Response('{"error":{}}', { status: 429, headers: { 'retry-after-ms': '1' } })
         : new Response('{"ok":true}', { status: 200 });
     }) as unknown as typeof globalThis.fetch;
-    upstream = new HttpUpstream({ baseUrl: 'http://u/v1', apiKey: undefined, concurrency: 32, timeoutMs: 1_000, maxAttempts: 1, clock: time.clock, fetch });
+    upstream = new HttpUpstream({
+      baseUrl: 'http://u/v1',
+      apiKey: undefined,
+      concurrency: 32,
+      timeoutMs: 1_000,
+      maxAttempts: 1,
+      clock: time.clock,
+      fetch,
+    });
     const request = { url: '/v1/chat/completions', body: { model: 'm' } };
     const send = () => upstream!.send(request, { deadlineMs: Infinity, mayStart: () => true });
     await Promise.all(Array.from({ length: 400 }, send));

@@ -1,16 +1,17 @@
 // The lifecycle steps and the chunk worker over the embedded adapters: transitions, chunk
 // planning into messages, once-only recording of redelivered chunks, and finalization that
 // accounts for every line.
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DynamoMetaStore } from '../../shared/adapters/aws/dynamo-meta-store.js';
-import { startEmbeddedDynamo, type EmbeddedDynamo } from '../../shared/adapters/local/embedded-dynamo.js';
+import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../shared/adapters/local/embedded-dynamo.js';
 import { FsBlobStore } from '../../shared/adapters/local/fs-blob-store.js';
 import { blobKeys } from '../../shared/batch/keys.js';
 import type { BatchRecord } from '../../shared/batch/model.js';
-import { enqueueStep, finalizeStep, validateStep, type StepDeps } from '../../shared/batch/steps.js';
+import { enqueueStep, finalizeStep, type StepDeps, validateStep } from '../../shared/batch/steps.js';
 import { silentLogger } from '../../shared/log.js';
 import type { ChunkMessage, Clock, Lifecycle } from '../../shared/ports.js';
 import type { Upstream, UpstreamRouter } from '../../shared/upstream/types.js';
@@ -18,7 +19,12 @@ import { runChunk } from '../../shared/work/run-chunk.js';
 import { batchRecord, fileRecord } from '../adapters/meta-store-contract.js';
 
 const line = (id: string, model = 'm') =>
-  JSON.stringify({ custom_id: id, method: 'POST', url: '/v1/chat/completions', body: { model, messages: [{ role: 'user', content: id }] } });
+  JSON.stringify({
+    custom_id: id,
+    method: 'POST',
+    url: '/v1/chat/completions',
+    body: { model, messages: [{ role: 'user', content: id }] },
+  });
 
 describe('batch steps and the chunk worker', () => {
   let dynamo: EmbeddedDynamo;
@@ -36,7 +42,12 @@ describe('batch steps and the chunk worker', () => {
       const content = (request.body.messages as { content: string }[])[0]!.content;
       upstreamCalls.push(content);
       if (content.startsWith('bad')) return { kind: 'response', statusCode: 400, requestId: 'r', body: { error: { message: 'no' } } };
-      return { kind: 'response', statusCode: 200, requestId: 'r', body: { usage: { prompt_tokens: 2, completion_tokens: 3, total_tokens: 5 } } };
+      return {
+        kind: 'response',
+        statusCode: 200,
+        requestId: 'r',
+        body: { usage: { prompt_tokens: 2, completion_tokens: 3, total_tokens: 5 } },
+      };
     },
   };
   const router: UpstreamRouter = { route: (model) => (model === 'm' ? upstream : undefined) };
@@ -73,7 +84,7 @@ describe('batch steps and the chunk worker', () => {
   async function createBatch(lines: string[], overrides: Partial<BatchRecord> = {}): Promise<BatchRecord> {
     const file = fileRecord({ project: 'p', createdAtMs: now, expiresAtMs: null });
     file.blobKey = blobKeys.file(file.id);
-    await deps.blobs.put(file.blobKey, lines.join('\n') + '\n');
+    await deps.blobs.put(file.blobKey, `${lines.join('\n')}\n`);
     await deps.meta.putFile(file);
     const batch = batchRecord({
       project: 'p',
@@ -99,7 +110,10 @@ describe('batch steps and the chunk worker', () => {
     const file = await deps.meta.getFile('p', fileId);
     let text = '';
     for await (const piece of await deps.blobs.get(file!.blobKey)) text += Buffer.from(piece).toString('utf8');
-    return text.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    return text
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
   }
 
   it('validates a good file into in_progress and plans chunks by count', async () => {

@@ -1,16 +1,17 @@
 // Checkpoints: a chunk whose worker died resumes from what it had saved (nothing answered is sent
 // again, every line lands once, counts exact), and finalization of a chunk that never reported
 // keeps its saved lines and marks only the rest batch_expired or batch_cancelled.
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DynamoMetaStore } from '../../shared/adapters/aws/dynamo-meta-store.js';
-import { startEmbeddedDynamo, type EmbeddedDynamo } from '../../shared/adapters/local/embedded-dynamo.js';
+import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../shared/adapters/local/embedded-dynamo.js';
 import { FsBlobStore } from '../../shared/adapters/local/fs-blob-store.js';
 import { CheckpointWriter, readCheckpoints } from '../../shared/batch/checkpoints.js';
 import { blobKeys } from '../../shared/batch/keys.js';
-import { enqueueStep, finalizeStep, validateStep, type StepDeps } from '../../shared/batch/steps.js';
+import { enqueueStep, finalizeStep, type StepDeps, validateStep } from '../../shared/batch/steps.js';
 import { silentLogger } from '../../shared/log.js';
 import type { BlobStore, ChunkMessage, Clock, Lifecycle } from '../../shared/ports.js';
 import type { Upstream, UpstreamResult } from '../../shared/upstream/types.js';
@@ -19,7 +20,12 @@ import { batchRecord, fileRecord } from '../adapters/meta-store-contract.js';
 
 const IDS = ['a', 'bad-b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'];
 const line = (id: string) =>
-  JSON.stringify({ custom_id: id, method: 'POST', url: '/v1/chat/completions', body: { model: 'm', messages: [{ role: 'user', content: id }] } });
+  JSON.stringify({
+    custom_id: id,
+    method: 'POST',
+    url: '/v1/chat/completions',
+    body: { model: 'm', messages: [{ role: 'user', content: id }] },
+  });
 
 const answer = (content: string): UpstreamResult =>
   content.startsWith('bad')
@@ -111,7 +117,7 @@ describe('checkpoints', () => {
   async function startBatch(): Promise<string> {
     const file = fileRecord({ project: 'p', createdAtMs: now, expiresAtMs: null });
     file.blobKey = blobKeys.file(file.id);
-    await deps.blobs.put(file.blobKey, IDS.map(line).join('\n') + '\n');
+    await deps.blobs.put(file.blobKey, `${IDS.map(line).join('\n')}\n`);
     await deps.meta.putFile(file);
     const batch = batchRecord({
       project: 'p',
@@ -138,10 +144,14 @@ describe('checkpoints', () => {
     const file = await deps.meta.getFile('p', fileId);
     let text = '';
     for await (const piece of await deps.blobs.get(file!.blobKey)) text += Buffer.from(piece).toString('utf8');
-    return text.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    return text
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
   }
 
-  const checkpointKeys = async (blobs: BlobStore, batchId: string) => (await blobs.list(`batches/${batchId}/`)).filter((key) => key.includes('/ckpt-'));
+  const checkpointKeys = async (blobs: BlobStore, batchId: string) =>
+    (await blobs.list(`batches/${batchId}/`)).filter((key) => key.includes('/ckpt-'));
 
   /** Runs the chunk until `answered` lines are checkpointed, then leaves it hanging: the worker "died". */
   async function crashAfter(batchId: string, answered: number) {
@@ -213,7 +223,7 @@ describe('checkpoints', () => {
     let failNext = true;
     let release: (() => void) | undefined;
     const blobs = {
-      put: async (key: string, body: string) => {
+      put: async (_key: string, body: string) => {
         puts.push(body.split('\n').filter(Boolean));
         await new Promise<void>((resolve) => (release = resolve));
         if (failNext) {

@@ -2,7 +2,7 @@
 // would refuse, and must find the same custom_id and model: checked here on generated lines and
 // on many random mutations of them.
 import { describe, expect, it } from 'vitest';
-import { HashSet64, MAX_JSON_DEPTH, hashBytes, hashOut, scanRequestLine, type FastLine } from '../../shared/batch/fast-line.js';
+import { type FastLine, HashSet64, hashBytes, hashOut, MAX_JSON_DEPTH, scanRequestLine } from '../../shared/batch/fast-line.js';
 import { inspectSlowly } from '../../shared/batch/validate.js';
 
 const ENDPOINT = '/v1/chat/completions';
@@ -41,7 +41,19 @@ function check(bytes: Buffer, offset = 0): 'fast' | 'slow' {
   return 'fast';
 }
 
-const WORDS = ['hello', 'wörld', '日本語', 'emoji 🎉', 'tab\there', 'quote "q"', 'back\\slash', 'line\nbreak', '', 'x'.repeat(40), 'ünïcödé ✓'.repeat(5)];
+const WORDS = [
+  'hello',
+  'wörld',
+  '日本語',
+  'emoji 🎉',
+  'tab\there',
+  'quote "q"',
+  'back\\slash',
+  'line\nbreak',
+  '',
+  'x'.repeat(40),
+  'ünïcödé ✓'.repeat(5),
+];
 
 function randomValue(next: () => number, depth: number): unknown {
   const r = next();
@@ -49,11 +61,16 @@ function randomValue(next: () => number, depth: number): unknown {
   if (r < 0.45) return [0, 1, -1, 0.5, 1e-7, 123456789012345, 1.5e300, 2 ** 60, -0, 3.25][Math.floor(next() * 10)];
   if (r < 0.55) return [true, false, null][Math.floor(next() * 3)];
   if (r < 0.75) return Array.from({ length: Math.floor(next() * 4) }, () => randomValue(next, depth + 1));
-  return Object.fromEntries(Array.from({ length: Math.floor(next() * 4) }, (_, i) => [`k${i}${WORDS[Math.floor(next() * 3)]}`, randomValue(next, depth + 1)]));
+  return Object.fromEntries(
+    Array.from({ length: Math.floor(next() * 4) }, (_, i) => [`k${i}${WORDS[Math.floor(next() * 3)]}`, randomValue(next, depth + 1)]),
+  );
 }
 
 function randomRequest(next: () => number, i: number): string {
-  const body: Record<string, unknown> = { model: next() < 0.9 ? 'gpt-4o-mini' : WORDS[Math.floor(next() * WORDS.length)], messages: [{ role: 'user', content: randomValue(next, 2) }] };
+  const body: Record<string, unknown> = {
+    model: next() < 0.9 ? 'gpt-4o-mini' : WORDS[Math.floor(next() * WORDS.length)],
+    messages: [{ role: 'user', content: randomValue(next, 2) }],
+  };
   if (next() < 0.2) body.stream = [true, false, 'true', null][Math.floor(next() * 4)];
   if (next() < 0.3) body.extra = randomValue(next, 1);
   const request: Record<string, unknown> = {
@@ -63,7 +80,10 @@ function randomRequest(next: () => number, i: number): string {
     body: next() < 0.95 ? body : 'nope',
   };
   const keys = Object.keys(request).sort(() => next() - 0.5);
-  let text = JSON.stringify(Object.fromEntries(keys.map((k) => [k, request[k]])), null, next() < 0.2 ? 1 : undefined).replace(/\n/g, next() < 0.5 ? ' ' : '\r');
+  let text = JSON.stringify(Object.fromEntries(keys.map((k) => [k, request[k]])), null, next() < 0.2 ? 1 : undefined).replace(
+    /\n/g,
+    next() < 0.5 ? ' ' : '\r',
+  );
   // Sometimes duplicate keys (the last one wins in JSON.parse) or escaped keys.
   if (next() < 0.1) text = text.replace('{', '{"custom_id":"shadowed",');
   if (next() < 0.05) text = text.replace('"custom_id"', '"custom\\u005fid"');
@@ -82,7 +102,8 @@ function mutate(bytes: Buffer, next: () => number): Buffer {
     return out;
   }
   if (pick < 0.7) return Buffer.concat([out.subarray(0, at), out.subarray(at + 1)]);
-  if (pick < 0.85) return Buffer.concat([out.subarray(0, at), Buffer.from([special[Math.floor(next() * special.length)]!]), out.subarray(at)]);
+  if (pick < 0.85)
+    return Buffer.concat([out.subarray(0, at), Buffer.from([special[Math.floor(next() * special.length)]!]), out.subarray(at)]);
   return out.subarray(0, at);
 }
 
@@ -108,7 +129,14 @@ describe('scanRequestLine (the validator fast path)', () => {
   });
 
   it('accepts plain requests and finds custom_id and model', () => {
-    const line = Buffer.from(JSON.stringify({ custom_id: 'a-1', method: 'POST', url: ENDPOINT, body: { model: 'm', messages: [{ role: 'user', content: 'hi ✓' }], n: 1.5, t: -0 } }));
+    const line = Buffer.from(
+      JSON.stringify({
+        custom_id: 'a-1',
+        method: 'POST',
+        url: ENDPOINT,
+        body: { model: 'm', messages: [{ role: 'user', content: 'hi ✓' }], n: 1.5, t: -0 },
+      }),
+    );
     const found = scan(line, 3)!;
     expect(line.toString('utf8', found.idFrom, found.idTo)).toBe('a-1');
     expect(line.toString('utf8', found.modelFrom, found.modelTo)).toBe('m');
@@ -125,8 +153,8 @@ describe('scanRequestLine (the validator fast path)', () => {
       JSON.stringify({ ...base, body: { model: 'm', stream: true } }),
       JSON.stringify(base).replace('"custom_id"', '"custom\\u005fid"'),
       JSON.stringify(base).replace('}}', '},"custom_id":1}'),
-      '\uFEFF' + JSON.stringify(base),
-      JSON.stringify(base) + 'x',
+      `\uFEFF${JSON.stringify(base)}`,
+      `${JSON.stringify(base)}x`,
       JSON.stringify(base).replace('"a"', '"\xff"'),
       `{"custom_id":"a","method":"POST","url":"${ENDPOINT}","body":{"model":"m","x":${'['.repeat(MAX_JSON_DEPTH)}${']'.repeat(MAX_JSON_DEPTH)}}}`,
     ];
@@ -136,11 +164,13 @@ describe('scanRequestLine (the validator fast path)', () => {
   });
 
   it('scans long strings a word at a time at any alignment', () => {
-    for (const filler of ['a'.repeat(1000), 'é'.repeat(300), 'a'.repeat(37) + '\\"' + 'b'.repeat(50), 'a'.repeat(64) + '\t']) {
+    for (const filler of ['a'.repeat(1000), 'é'.repeat(300), `${'a'.repeat(37)}\\"${'b'.repeat(50)}`, `${'a'.repeat(64)}\t`]) {
       const text = `{"custom_id":"x","method":"POST","url":"${ENDPOINT}","body":{"model":"m","c":"${filler}"}}`;
       for (let offset = 0; offset < 8; offset++) check(Buffer.from(text), offset);
     }
-    expect(scan(Buffer.from(`{"custom_id":"x","method":"POST","url":"${ENDPOINT}","body":{"model":"m","c":"${'a'.repeat(64)}\t"}}`), 1)).toBeUndefined();
+    expect(
+      scan(Buffer.from(`{"custom_id":"x","method":"POST","url":"${ENDPOINT}","body":{"model":"m","c":"${'a'.repeat(64)}\t"}}`), 1),
+    ).toBeUndefined();
   });
 });
 

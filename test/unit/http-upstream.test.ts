@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import type { Clock } from '../../shared/ports.js';
 import { systemClock } from '../../shared/adapters/local/system-clock.js';
+import type { Clock } from '../../shared/ports.js';
 import { HttpUpstream } from '../../shared/upstream/http-upstream.js';
 import { startUpstreamSim } from '../support/upstream-sim.js';
 
@@ -29,13 +29,23 @@ function scriptedFetch(answers: (() => Response | Promise<Response>)[]) {
   return { fetch, calls };
 }
 
-const json = (status: number, body: unknown, headers: Record<string, string> = {}) => () =>
-  new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json', ...headers } });
+const json =
+  (status: number, body: unknown, headers: Record<string, string> = {}) =>
+  () =>
+    new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json', ...headers } });
 
 const request = { url: '/v1/chat/completions', body: { model: 'm', messages: [] } };
 
 function upstream(fetch: typeof globalThis.fetch, clock: Clock, maxAttempts = 4) {
-  return new HttpUpstream({ baseUrl: 'http://upstream.test/v1', apiKey: 'sk-secret', concurrency: 2, timeoutMs: 1_000, maxAttempts, clock, fetch });
+  return new HttpUpstream({
+    baseUrl: 'http://upstream.test/v1',
+    apiKey: 'sk-secret',
+    concurrency: 2,
+    timeoutMs: 1_000,
+    maxAttempts,
+    clock,
+    fetch,
+  });
 }
 
 describe('HttpUpstream', () => {
@@ -104,15 +114,27 @@ describe('HttpUpstream', () => {
     const { fetch } = scriptedFetch([() => ((allowed = false), json(503, { error: { message: 'busy' } })())]);
     const result = await upstream(fetch, clock).send(request, { deadlineMs: Infinity, mayStart: () => allowed });
     expect(result).toMatchObject({ statusCode: 503, unfinished: true });
-    const last = await upstream(scriptedFetch([json(500, {}), json(500, {})]).fetch, clock, 2).send(request, { deadlineMs: Infinity, mayStart: () => true });
+    const last = await upstream(scriptedFetch([json(500, {}), json(500, {})]).fetch, clock, 2).send(request, {
+      deadlineMs: Infinity,
+      mayStart: () => true,
+    });
     expect(last).toMatchObject({ statusCode: 500 });
     expect(last?.unfinished).toBeUndefined();
   });
 
-  it('keeps to the route\'s requests per minute, paced', async () => {
+  it("keeps to the route's requests per minute, paced", async () => {
     const { clock } = fakeClock(0);
     const { fetch, calls } = scriptedFetch(Array.from({ length: 4 }, () => json(200, {})));
-    const client = new HttpUpstream({ baseUrl: 'http://u/v1', apiKey: undefined, concurrency: 4, timeoutMs: 1_000, maxAttempts: 1, clock, fetch, requestsPerMinute: 60 });
+    const client = new HttpUpstream({
+      baseUrl: 'http://u/v1',
+      apiKey: undefined,
+      concurrency: 4,
+      timeoutMs: 1_000,
+      maxAttempts: 1,
+      clock,
+      fetch,
+      requestsPerMinute: 60,
+    });
     await Promise.all(Array.from({ length: 4 }, () => client.send(request, { deadlineMs: Infinity, mayStart: () => true })));
     expect(calls).toHaveLength(4);
     // One at once (a second's worth), then one a second.
@@ -148,11 +170,24 @@ describe('HttpUpstream', () => {
     try {
       const make = (apiKey: string) =>
         new HttpUpstream({ baseUrl: sim.baseURL, apiKey, concurrency: 4, timeoutMs: 300, maxAttempts: 1, clock: systemClock });
-      const send = (client: HttpUpstream) => client.send({ url: '/v1/chat/completions', body: { model: 'm', messages: [{ role: 'user', content: 'hi' }] } }, { deadlineMs: Infinity, mayStart: () => true });
-      expect(await send(make('sk-sim'))).toMatchObject({ kind: 'response', statusCode: 200, requestId: expect.stringMatching(/^req_sim_/), body: { choices: [{ message: { content: 'echo: hi' } }] } });
+      const send = (client: HttpUpstream) =>
+        client.send(
+          { url: '/v1/chat/completions', body: { model: 'm', messages: [{ role: 'user', content: 'hi' }] } },
+          { deadlineMs: Infinity, mayStart: () => true },
+        );
+      expect(await send(make('sk-sim'))).toMatchObject({
+        kind: 'response',
+        statusCode: 200,
+        requestId: expect.stringMatching(/^req_sim_/),
+        body: { choices: [{ message: { content: 'echo: hi' } }] },
+      });
       expect(await send(make('sk-wrong'))).toMatchObject({ statusCode: 401 });
       sim.configure({ hangRate: 1 });
-      expect(await send(make('sk-sim'))).toEqual({ kind: 'error', code: 'upstream_timeout', message: 'The upstream did not answer within 300 ms.' });
+      expect(await send(make('sk-sim'))).toEqual({
+        kind: 'error',
+        code: 'upstream_timeout',
+        message: 'The upstream did not answer within 300 ms.',
+      });
       sim.configure({ hangRate: 0, resetRate: 1 });
       expect(await send(make('sk-sim'))).toMatchObject({ kind: 'error', code: 'upstream_unreachable' });
     } finally {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { readJsonlLines, type JsonlLine, type JsonlReadOptions } from '../../shared/batch/jsonl.js';
+import { type JsonlLine, type JsonlReadOptions, readJsonlLines } from '../../shared/batch/jsonl.js';
 
 async function* chunked(data: Buffer, sizes: number | (() => number)): AsyncGenerator<Uint8Array> {
   let i = 0;
@@ -62,9 +62,9 @@ describe('readJsonlLines', () => {
     for (let i = 0; i < 300; i++) {
       const len = i === 0 ? 0 : Math.floor(random() * 200);
       const body = 'x'.repeat(len) + (i % 7 === 3 ? 'é€' : '');
-      parts.push(`{"i":${i},"s":"${body}"}` + (i % 5 === 0 ? '\r\n' : '\n') + (i % 11 === 0 ? '\n  \n' : ''));
+      parts.push(`{"i":${i},"s":"${body}"}${i % 5 === 0 ? '\r\n' : '\n'}${i % 11 === 0 ? '\n  \n' : ''}`);
     }
-    const text = '\uFEFF' + parts.join('') + '{"tail":1}';
+    const text = `\uFEFF${parts.join('')}{"tail":1}`;
     const data = Buffer.from(text);
     const expected = simplify(await read(data, data.length));
     expect(expected[0]!.text).toBe('{"i":0,"s":""}');

@@ -1,26 +1,32 @@
 // The local lifecycle driver: the full path from validating to completed, and the drain timer that
 // finalizes a batch whose chunks never report (a lost worker), as the state machine's timeout does.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DynamoMetaStore } from '../../shared/adapters/aws/dynamo-meta-store.js';
-import { startEmbeddedDynamo, type EmbeddedDynamo } from '../../shared/adapters/local/embedded-dynamo.js';
+import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../shared/adapters/local/embedded-dynamo.js';
 import { FsBlobStore } from '../../shared/adapters/local/fs-blob-store.js';
 import { LocalLifecycle } from '../../shared/adapters/local/local-lifecycle.js';
 import { LocalWorkQueue } from '../../shared/adapters/local/local-work-queue.js';
 import { systemClock } from '../../shared/adapters/local/system-clock.js';
 import { blobKeys } from '../../shared/batch/keys.js';
+import type { BatchRecord } from '../../shared/batch/model.js';
 import type { StepDeps } from '../../shared/batch/steps.js';
 import { silentLogger } from '../../shared/log.js';
-import type { BatchRecord } from '../../shared/batch/model.js';
 import type { WorkQueue } from '../../shared/ports.js';
 import { createUpstreamRouter } from '../../shared/upstream/router.js';
 import { runChunk } from '../../shared/work/run-chunk.js';
 import { batchRecord, fileRecord } from '../adapters/meta-store-contract.js';
 
 const testLine = (id: string) =>
-  JSON.stringify({ custom_id: id, method: 'POST', url: '/v1/chat/completions', body: { model: 'batch-test-model', messages: [{ role: 'user', content: id }] } });
+  JSON.stringify({
+    custom_id: id,
+    method: 'POST',
+    url: '/v1/chat/completions',
+    body: { model: 'batch-test-model', messages: [{ role: 'user', content: id }] },
+  });
 
 describe('LocalLifecycle', () => {
   let dynamo: EmbeddedDynamo;
@@ -40,7 +46,10 @@ describe('LocalLifecycle', () => {
       meta: new DynamoMetaStore({ client: dynamo.client, tableName: dynamo.tableName }),
       blobs: new FsBlobStore(dir),
       queue,
-      upstreams: createUpstreamRouter({ baseUrl: undefined, apiKey: undefined, concurrency: 4, timeoutMs: 1_000, maxAttempts: 1, baseBackoffMs: 1 }, systemClock),
+      upstreams: createUpstreamRouter(
+        { baseUrl: undefined, apiKey: undefined, concurrency: 4, timeoutMs: 1_000, maxAttempts: 1, baseBackoffMs: 1 },
+        systemClock,
+      ),
       clock: systemClock,
       log: silentLogger,
       limits: { maxRequestsPerBatch: 100, maxLineBytes: 10_000 },
@@ -55,9 +64,25 @@ describe('LocalLifecycle', () => {
     await deps.blobs.put(file.blobKey, ids.map(testLine).join('\n'));
     await deps.meta.putFile(file);
     const batch = batchRecord({
-      project: 'p', inputFileId: file.id, status: 'validating', createdAtMs: Date.now(), expiresAtMs: Date.now() + windowMs,
-      total: 0, completed: 0, failed: 0, unrun: 0, chunkCount: 0, doneChunks: [], chunkAttempts: {},
-      inProgressAtMs: null, finalizingAtMs: null, completedAtMs: null, cancellingAtMs: null, cancelledAtMs: null, expiredAtMs: null, failedAtMs: null,
+      project: 'p',
+      inputFileId: file.id,
+      status: 'validating',
+      createdAtMs: Date.now(),
+      expiresAtMs: Date.now() + windowMs,
+      total: 0,
+      completed: 0,
+      failed: 0,
+      unrun: 0,
+      chunkCount: 0,
+      doneChunks: [],
+      chunkAttempts: {},
+      inProgressAtMs: null,
+      finalizingAtMs: null,
+      completedAtMs: null,
+      cancellingAtMs: null,
+      cancelledAtMs: null,
+      expiredAtMs: null,
+      failedAtMs: null,
     });
     await deps.meta.createBatch(batch);
     return batch;

@@ -91,7 +91,14 @@ describe('RateLimiter', () => {
 
 describe('estimateTokens', () => {
   it('counts about four characters a token of what is sent, plus the most that may come back', () => {
-    const chat = { model: 'm', messages: [{ role: 'system', content: 'x'.repeat(40) }, { role: 'user', content: [{ type: 'text', text: 'y'.repeat(40) }] }], max_tokens: 100 };
+    const chat = {
+      model: 'm',
+      messages: [
+        { role: 'system', content: 'x'.repeat(40) },
+        { role: 'user', content: [{ type: 'text', text: 'y'.repeat(40) }] },
+      ],
+      max_tokens: 100,
+    };
     expect(estimateTokens(chat)).toBe(20 + 100);
     expect(estimateTokens({ model: 'm', messages: [{ role: 'user', content: 'hi' }], max_completion_tokens: 7 })).toBe(1 + 7);
     expect(estimateTokens({ model: 'e', input: ['a'.repeat(8), 'b'.repeat(8)] })).toBe(4);

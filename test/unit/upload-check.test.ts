@@ -1,7 +1,7 @@
 // The checks of a file sent in parts, from the parts' summaries: for any split of any file, they
 // answer exactly what BatchFileCheck answers for the whole file in one push.
 import { describe, expect, it } from 'vitest';
-import { BatchFileCheck, PartScan, checkJoinedParts, type UploadCheckLimits } from '../../shared/batch/upload-check.js';
+import { BatchFileCheck, checkJoinedParts, PartScan, type UploadCheckLimits } from '../../shared/batch/upload-check.js';
 import { CORPUS } from '../fixtures/bad/generate.js';
 
 /** A small deterministic PRNG, so random splits are reproducible. */
@@ -79,7 +79,9 @@ describe('checks from part summaries', () => {
       const data = Buffer.concat(pieces);
       const cuts = Array.from({ length: Math.floor(random() * data.length) }, () => Math.floor(random() * (data.length + 1)));
       const piece = 1 + Math.floor(random() * 4);
-      expect((await joined(data, cuts, limits, piece)).problem, JSON.stringify(data.toString('latin1')) + ` cut at ${cuts}`).toEqual(whole(data, limits));
+      expect((await joined(data, cuts, limits, piece)).problem, `${JSON.stringify(data.toString('latin1'))} cut at ${cuts}`).toEqual(
+        whole(data, limits),
+      );
     }
   });
 
@@ -91,7 +93,11 @@ describe('checks from part summaries', () => {
     const cuts = [12, 16, 20, 24, 28];
     const { problem, parts } = await joined(data, cuts, limits);
     expect(parts.length).toBe(6);
-    expect(problem).toEqual({ status: 413, code: 'line_too_large', message: 'Line 3 is longer than the 20 bytes a request line may have (MAX_LINE_BYTES).' });
+    expect(problem).toEqual({
+      status: 413,
+      code: 'line_too_large',
+      message: 'Line 3 is longer than the 20 bytes a request line may have (MAX_LINE_BYTES).',
+    });
     expect(problem).toEqual(whole(data, limits));
   });
 
@@ -123,7 +129,9 @@ describe('checks from part summaries', () => {
     const data = Buffer.from(`${exact}\r\n${exact}\r\n`);
     for (const cut of [20, 21, 42, 43]) expect(await joined(data, [cut], limits)).toMatchObject({ problem: undefined });
     const over = Buffer.from(`${exact}x\r\n${line(2)}\r\n`);
-    expect((await joined(over, [21, 22], limits)).problem?.message).toBe('Line 1 is longer than the 20 bytes a request line may have (MAX_LINE_BYTES).');
+    expect((await joined(over, [21, 22], limits)).problem?.message).toBe(
+      'Line 1 is longer than the 20 bytes a request line may have (MAX_LINE_BYTES).',
+    );
   });
 
   it('skips blank lines at the parts’ edges and counts requests across parts', async () => {
@@ -131,7 +139,9 @@ describe('checks from part summaries', () => {
     const cuts = [1, 2, 3, 12, 13, 14, 16, 17];
     const { problem, reads } = await joined(data, cuts, limits);
     expect(problem).toEqual(whole(data, limits));
-    expect(problem?.message).toBe('The file has 6 requests; a batch takes at most 5 (MAX_REQUESTS_PER_BATCH). Split it into several files.');
+    expect(problem?.message).toBe(
+      'The file has 6 requests; a batch takes at most 5 (MAX_REQUESTS_PER_BATCH). Split it into several files.',
+    );
     // Only the first request line was read, from the start of line 3.
     expect(reads).toEqual([[3, 3 + line(1).length + 1]]);
   });

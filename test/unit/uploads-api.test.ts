@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DynamoMetaStore } from '../../shared/adapters/aws/dynamo-meta-store.js';
-import { startEmbeddedDynamo, type EmbeddedDynamo } from '../../shared/adapters/local/embedded-dynamo.js';
+import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../shared/adapters/local/embedded-dynamo.js';
 import { FsBlobStore } from '../../shared/adapters/local/fs-blob-store.js';
 import { createApiApp } from '../../shared/api/app.js';
 import { DEFAULT_COMPLETE_LEASE_MS, MAX_PART_BYTES } from '../../shared/api/uploads.js';
@@ -77,7 +77,11 @@ describe('Uploads routes', () => {
   const post = async (url: string, body?: unknown, on = app) => {
     const response = await on.request(url, {
       method: 'POST',
-      ...(body instanceof FormData ? { body } : body === undefined ? {} : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
+      ...(body instanceof FormData
+        ? { body }
+        : body === undefined
+          ? {}
+          : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
     });
     return { status: response.status, body: (await response.json()) as any };
   };
@@ -89,7 +93,12 @@ describe('Uploads routes', () => {
   const line = '{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"batch-test-model"}}\n';
 
   it('expires an upload an hour after its creation', async () => {
-    const created = await post('/v1/uploads', { filename: 'x.jsonl', purpose: 'batch', bytes: line.length, mime_type: 'application/jsonl' });
+    const created = await post('/v1/uploads', {
+      filename: 'x.jsonl',
+      purpose: 'batch',
+      bytes: line.length,
+      mime_type: 'application/jsonl',
+    });
     expect(created.status).toBe(200);
     const id = created.body.id as string;
     const first = await post(`/v1/uploads/${id}/parts`, part(line));
@@ -108,7 +117,12 @@ describe('Uploads routes', () => {
   });
 
   it('refuses a part over 64 MB with 413 and keeps nothing of it', async () => {
-    const created = await post('/v1/uploads', { filename: 'y.jsonl', purpose: 'batch', bytes: MAX_PART_BYTES + 1, mime_type: 'application/jsonl' });
+    const created = await post('/v1/uploads', {
+      filename: 'y.jsonl',
+      purpose: 'batch',
+      bytes: MAX_PART_BYTES + 1,
+      mime_type: 'application/jsonl',
+    });
     const id = created.body.id as string;
     const big = await post(`/v1/uploads/${id}/parts`, part(new Uint8Array(MAX_PART_BYTES + 1).fill(0x20)));
     expect(big.status).toBe(413);
@@ -120,7 +134,12 @@ describe('Uploads routes', () => {
 
   it('refuses on complete a file over the request limit, and keeps the upload pending', async () => {
     const data = line.repeat(11).replace(/"a"/g, () => `"${Math.random()}"`);
-    const created = await post('/v1/uploads', { filename: 'z.jsonl', purpose: 'batch', bytes: Buffer.byteLength(data), mime_type: 'application/jsonl' });
+    const created = await post('/v1/uploads', {
+      filename: 'z.jsonl',
+      purpose: 'batch',
+      bytes: Buffer.byteLength(data),
+      mime_type: 'application/jsonl',
+    });
     const id = created.body.id as string;
     const p = await post(`/v1/uploads/${id}/parts`, part(data));
     const complete = await post(`/v1/uploads/${id}/complete`, { part_ids: [p.body.id] });
@@ -137,23 +156,37 @@ describe('Uploads routes', () => {
 
   /** Creates an upload of `data` and sends it in parts cut at `cuts`. */
   const sendParts = async (data: Buffer, cuts: number[], on = app) => {
-    const created = await post('/v1/uploads', { filename: 'p.jsonl', purpose: 'batch', bytes: data.length, mime_type: 'application/jsonl' }, on);
+    const created = await post(
+      '/v1/uploads',
+      { filename: 'p.jsonl', purpose: 'batch', bytes: data.length, mime_type: 'application/jsonl' },
+      on,
+    );
     const id = created.body.id as string;
     const bounds = [0, ...[...new Set(cuts)].filter((cut) => cut > 0 && cut < data.length).sort((a, b) => a - b), data.length];
     const partIds: string[] = [];
     for (let i = 0; i + 1 < bounds.length; i++) {
-      partIds.push((await post(`/v1/uploads/${id}/parts`, part(new Uint8Array(data.subarray(bounds[i], bounds[i + 1]))), on)).body.id as string);
+      partIds.push(
+        (await post(`/v1/uploads/${id}/parts`, part(new Uint8Array(data.subarray(bounds[i], bounds[i + 1]))), on)).body.id as string,
+      );
     }
     return { id, partIds };
   };
 
   /** Creates an upload of `data`, sends it in parts cut at `cuts`, and completes it. */
-  const upload = async (data: Buffer, cuts: number[], options: { on?: ReturnType<typeof createApiApp>; md5?: string; beforeComplete?: (id: string, partIds: string[]) => Promise<void> } = {}) => {
+  const upload = async (
+    data: Buffer,
+    cuts: number[],
+    options: { on?: ReturnType<typeof createApiApp>; md5?: string; beforeComplete?: (id: string, partIds: string[]) => Promise<void> } = {},
+  ) => {
     const on = options.on ?? app;
     const { id, partIds } = await sendParts(data, cuts, on);
     await options.beforeComplete?.(id, partIds);
     reads.length = 0;
-    return { id, partIds, complete: await post(`/v1/uploads/${id}/complete`, { part_ids: partIds, ...(options.md5 && { md5: options.md5 }) }, on) };
+    return {
+      id,
+      partIds,
+      complete: await post(`/v1/uploads/${id}/complete`, { part_ids: partIds, ...(options.md5 && { md5: options.md5 }) }, on),
+    };
   };
 
   it('refuses a file sent in parts exactly as /v1/files refuses it whole', async () => {
@@ -164,7 +197,11 @@ describe('Uploads routes', () => {
     });
     let refused = 0;
     for (const [name, content] of Object.entries(CORPUS)) {
-      if (!name.startsWith('upload-') && !['ok-bom.jsonl', 'ok-crlf.jsonl', 'ok-whitespace-lines.jsonl', 'ok-no-trailing-newline.jsonl'].includes(name)) continue;
+      if (
+        !name.startsWith('upload-') &&
+        !['ok-bom.jsonl', 'ok-crlf.jsonl', 'ok-whitespace-lines.jsonl', 'ok-no-trailing-newline.jsonl'].includes(name)
+      )
+        continue;
       const data = Buffer.from(content);
       if (data.length === 0 || data.length > Number(CORPUS_LIMITS.MAX_FILE_BYTES)) continue;
       const form = new FormData();
@@ -185,8 +222,11 @@ describe('Uploads routes', () => {
   });
 
   it('reads back only the first request line on complete, and joins the parts byte for byte', async () => {
-    const lines = Array.from({ length: 10 }, (_, i) => `{"custom_id":"${i}","method":"POST","url":"/v1/chat/completions","body":{"model":"m"}}\n`);
-    const data = Buffer.from('\n \n' + lines.join(''));
+    const lines = Array.from(
+      { length: 10 },
+      (_, i) => `{"custom_id":"${i}","method":"POST","url":"/v1/chat/completions","body":{"model":"m"}}\n`,
+    );
+    const data = Buffer.from(`\n \n${lines.join('')}`);
     const { complete } = await upload(data, [1, 2, 30, 31, 200, 400]);
     expect(complete.status).toBe(200);
     // Lines 1 and 2 are blank; line 3, the first request, crosses the parts cut at 30 and 31.
@@ -202,7 +242,10 @@ describe('Uploads routes', () => {
     const data = Buffer.from(line.repeat(3));
     const md5 = createHash('md5').update(data).digest('hex');
     let files: string[] = [];
-    const wrong = await upload(data, [10, 150], { md5: 'f'.repeat(32), beforeComplete: async () => void (files = await blobs.list('files/')) });
+    const wrong = await upload(data, [10, 150], {
+      md5: 'f'.repeat(32),
+      beforeComplete: async () => void (files = await blobs.list('files/')),
+    });
     expect(wrong.complete.status).toBe(400);
     expect(wrong.complete.body.error).toMatchObject({ code: 'md5_mismatch', param: 'md5' });
     expect(await blobs.list('files/')).toEqual(files);
@@ -237,7 +280,8 @@ describe('Uploads routes', () => {
       const promise = new Promise<void>((r) => (resolve = r));
       return { promise, resolve };
     };
-    const complete = (id: string, partIds: string[], md5?: string) => post(`/v1/uploads/${id}/complete`, { part_ids: partIds, ...(md5 && { md5 }) });
+    const complete = (id: string, partIds: string[], md5?: string) =>
+      post(`/v1/uploads/${id}/complete`, { part_ids: partIds, ...(md5 && { md5 }) });
     const claimOf = async (id: string) => (await meta.getUpload('default', id))?.completingUntilMs;
     /** Holds the next joins before they read the parts: `joining` once one is held, `release` lets them go on. */
     const holdJoins = () => {

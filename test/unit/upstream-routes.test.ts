@@ -1,13 +1,19 @@
 // The routes file: what it accepts, how it explains what it refuses, which route serves a model,
 // and that the keys it names are resolved at start-up.
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../shared/config.js';
 import { systemClock } from '../../shared/adapters/local/system-clock.js';
+import { ConfigError, loadConfig } from '../../shared/config.js';
 import { createUpstreamRouter } from '../../shared/upstream/router.js';
-import { globMatcher, parseRoutes, parseRoutesText, resolveRoutes, RoutesError, routeSelector } from '../../shared/upstream/routes.js';
+import { globMatcher, parseRoutes, parseRoutesText, RoutesError, resolveRoutes, routeSelector } from '../../shared/upstream/routes.js';
 import { TEST_MODEL } from '../../shared/upstream/test-model.js';
 
-const openai = { baseUrl: 'https://api.openai.com/v1/', apiKeySecret: 'env:OPENAI_KEY', maxConcurrency: 50, requestsPerMinute: 500, tokensPerMinute: 200_000 };
+const openai = {
+  baseUrl: 'https://api.openai.com/v1/',
+  apiKeySecret: 'env:OPENAI_KEY',
+  maxConcurrency: 50,
+  requestsPerMinute: 500,
+  tokensPerMinute: 200_000,
+};
 
 describe('routes file', () => {
   it('parses model names and patterns, trimming the base URL', () => {
@@ -50,7 +56,10 @@ describe('routes file', () => {
   });
 
   it('is read by loadConfig from UPSTREAM_ROUTES, and a bad file stops start-up with a ConfigError', () => {
-    const files: Record<string, string> = { '/ok.json': JSON.stringify({ 'm*': { baseUrl: 'http://u/v1' } }), '/bad.json': '{"m": {"baseUrl": 3}}' };
+    const files: Record<string, string> = {
+      '/ok.json': JSON.stringify({ 'm*': { baseUrl: 'http://u/v1' } }),
+      '/bad.json': '{"m": {"baseUrl": 3}}',
+    };
     const read = (path: string) => {
       if (!(path in files)) throw Object.assign(new Error('nope'), { code: 'ENOENT' });
       return files[path]!;
@@ -97,7 +106,10 @@ describe('route selection', () => {
   });
 
   it('gives every model of a route one shared upstream, and the rest the default route', async () => {
-    const routes = await resolveRoutes(parseRoutes({ 'gpt-4o*': { baseUrl: 'http://a/v1', maxConcurrency: 10 } }), { env: {}, defaultConcurrency: 64 });
+    const routes = await resolveRoutes(parseRoutes({ 'gpt-4o*': { baseUrl: 'http://a/v1', maxConcurrency: 10 } }), {
+      env: {},
+      defaultConcurrency: 64,
+    });
     const router = createUpstreamRouter(
       { baseUrl: 'http://default/v1', apiKey: undefined, concurrency: 64, timeoutMs: 1_000, maxAttempts: 1, baseBackoffMs: 1, routes },
       systemClock,
@@ -109,7 +121,10 @@ describe('route selection', () => {
       { route: 'gpt-4o*', concurrencyLimit: 10, maxConcurrency: 10, inFlight: 0, waiting: 0 },
       { route: 'default', concurrencyLimit: 64, maxConcurrency: 64, inFlight: 0, waiting: 0 },
     ]);
-    const noDefault = createUpstreamRouter({ baseUrl: undefined, apiKey: undefined, concurrency: 4, timeoutMs: 1, maxAttempts: 1, baseBackoffMs: 1, routes }, systemClock);
+    const noDefault = createUpstreamRouter(
+      { baseUrl: undefined, apiKey: undefined, concurrency: 4, timeoutMs: 1, maxAttempts: 1, baseBackoffMs: 1, routes },
+      systemClock,
+    );
     expect(noDefault.route('other')).toBeUndefined();
     expect(noDefault.route('gpt-4o')).toBeDefined();
   });

@@ -1,5 +1,5 @@
-import { afterEach, describe, expect, it } from 'vitest';
 import OpenAI from 'openai';
+import { afterEach, describe, expect, it } from 'vitest';
 import { startUpstreamSim, type UpstreamSim } from '../support/upstream-sim.js';
 
 let sim: UpstreamSim | undefined;

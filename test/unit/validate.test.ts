@@ -4,9 +4,9 @@ import {
   isBlankLine,
   normalizeEndpoint,
   parseRequestLine,
-  validateBatchInput,
   type ValidationOptions,
   type ValidationResult,
+  validateBatchInput,
 } from '../../shared/batch/validate.js';
 
 const ENDPOINT = '/v1/chat/completions';
@@ -58,7 +58,7 @@ describe('normalizeEndpoint', () => {
 
 describe('validateBatchInput', () => {
   it('accepts a good file and plans one chunk', async () => {
-    const text = [request('a'), request('b'), request('c')].join('\n') + '\n';
+    const text = `${[request('a'), request('b'), request('c')].join('\n')}\n`;
     const result = await validate(text);
     expect(result).toEqual({
       ok: true,
@@ -69,7 +69,7 @@ describe('validateBatchInput', () => {
   });
 
   it('tolerates blank lines, CRLF, a BOM and no trailing newline, in any chunking', async () => {
-    const text = '\uFEFF' + request('a') + '\r\n\r\n   \n' + request('b') + '\r\n\t\n' + request('c');
+    const text = `\uFEFF${request('a')}\r\n\r\n   \n${request('b')}\r\n\t\n${request('c')}`;
     for (const size of [1, 3, 64, 100_000]) {
       const result = await validate(text, {}, size);
       expect(result.ok).toBe(true);
@@ -136,7 +136,7 @@ describe('validateBatchInput', () => {
 
   it('reports invalid UTF-8 as invalid_json_line', async () => {
     const bad = Buffer.concat([Buffer.from('{"custom_id":"a'), Buffer.from([0xff, 0xfe]), Buffer.from('"}\n')]);
-    const text = Buffer.concat([Buffer.from(request('x') + '\n'), bad]);
+    const text = Buffer.concat([Buffer.from(`${request('x')}\n`), bad]);
     const result = await validate(text);
     expect(codes(result)).toEqual([[2, 'invalid_json_line', null]]);
     expect(errorsOf(result)[0]!.message).toBe('Line 2: the line is not valid UTF-8.');
@@ -214,7 +214,7 @@ describe('validateBatchInput', () => {
   });
 
   it('plans chunks by request count with exact ranges', async () => {
-    const lines = Array.from({ length: 7 }, (_, i) => request(`r${i}`) + '\n');
+    const lines = Array.from({ length: 7 }, (_, i) => `${request(`r${i}`)}\n`);
     const offsets = [0];
     for (const l of lines) offsets.push(offsets.at(-1)! + Buffer.byteLength(l));
     const result = await validate(lines.join(''), { chunkMaxRequests: 3 });
@@ -228,8 +228,8 @@ describe('validateBatchInput', () => {
   });
 
   it('plans chunks by bytes, with an oversized line alone in its chunk', async () => {
-    const small = (id: string) => request(id) + '\n';
-    const big = request('big', {}, { filler: 'q'.repeat(500) }) + '\n';
+    const small = (id: string) => `${request(id)}\n`;
+    const big = `${request('big', {}, { filler: 'q'.repeat(500) })}\n`;
     const lines = [small('a'), small('b'), small('c'), big, small('d'), small('e')];
     const len = lines.map((l) => Buffer.byteLength(l));
     const at = (i: number) => len.slice(0, i).reduce((a, b) => a + b, 0);
@@ -247,9 +247,9 @@ describe('validateBatchInput', () => {
   });
 
   it('a line of exactly chunkMaxBytes fills a chunk', async () => {
-    const line = request('a') + '\n';
+    const line = `${request('a')}\n`;
     const n = Buffer.byteLength(line);
-    const result = await validate(line + request('b') + '\n', { chunkMaxBytes: n });
+    const result = await validate(`${line + request('b')}\n`, { chunkMaxBytes: n });
     expect(result.ok && result.chunks.map((c) => [c.start, c.end, c.requests])).toEqual([
       [0, n, 1],
       [n, 2 * n, 1],
@@ -265,7 +265,7 @@ describe('validateBatchInput', () => {
       parts.push(request(id, {}, { filler: 'f'.repeat((i * 37) % 300) }) + (i % 9 === 0 ? '\r\n' : '\n'));
       if (i % 13 === 0) parts.push('\n  \n');
     }
-    const data = Buffer.from('\uFEFF' + parts.join(''));
+    const data = Buffer.from(`\uFEFF${parts.join('')}`);
     const result = await validate(data, { chunkMaxRequests: 40, chunkMaxBytes: 9000 }, 1000);
     expect(result.ok).toBe(true);
     if (!result.ok) return;
@@ -354,7 +354,8 @@ describe('validateBatchInput at scale', () => {
   });
 
   it('refuses JSON nested too deeply and numbers that would change on the way upstream', async () => {
-    const deep = (n: number) => `{"custom_id":"d${n}","method":"POST","url":"${ENDPOINT}","body":{"model":"gpt-4o-mini","x":${'['.repeat(n)}${']'.repeat(n)}}}`;
+    const deep = (n: number) =>
+      `{"custom_id":"d${n}","method":"POST","url":"${ENDPOINT}","body":{"model":"gpt-4o-mini","x":${'['.repeat(n)}${']'.repeat(n)}}}`;
     const text = [
       deep(254), // 256 levels with the line and the body: allowed
       deep(255),
@@ -386,7 +387,7 @@ describe('validateBatchInput at scale', () => {
   });
 
   it('merges chunks so that a plan never exceeds maxChunks', async () => {
-    const lines = Array.from({ length: 100 }, (_, i) => request(`r${i}`) + '\n');
+    const lines = Array.from({ length: 100 }, (_, i) => `${request(`r${i}`)}\n`);
     const result = await validate(lines.join(''), { chunkMaxRequests: 10, maxChunks: 4 });
     expect(result.ok).toBe(true);
     if (!result.ok) return;

@@ -24,19 +24,19 @@ import {
   ScanCommand,
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
-import type { BatchQuery, DeletedFile, FileQuery, MetaStore, Page, RecordChunkResult } from '../../ports.js';
 import {
-  TERMINAL_STATUSES,
+  type ApiKeyRecord,
   type BatchRecord,
   type BatchStatus,
   type ChunkOutcome,
-  type ApiKeyRecord,
   type FileRecord,
+  TERMINAL_STATUSES,
   type UploadPartRecord,
   type UploadRecord,
   type UploadStatus,
   type UsageTotals,
 } from '../../batch/model.js';
+import type { BatchQuery, DeletedFile, FileQuery, MetaStore, Page, RecordChunkResult } from '../../ports.js';
 
 export const TTL_ATTRIBUTE = 'ttl';
 export const BY_PROJECT_INDEX = 'byProject';
@@ -573,7 +573,15 @@ export class DynamoMetaStore implements MetaStore {
   async getUploadPart(uploadId: string, partId: string): Promise<UploadPartRecord | undefined> {
     const item = await this.getItem(uploadPartKey(uploadId, partId));
     if (!item) return undefined;
-    return { id: item.id, uploadId: item.uploadId, project: item.project, bytes: item.bytes, createdAtMs: item.createdAtMs, blobKey: item.blobKey, ...(item.summary !== undefined && { summary: item.summary }) } as UploadPartRecord;
+    return {
+      id: item.id,
+      uploadId: item.uploadId,
+      project: item.project,
+      bytes: item.bytes,
+      createdAtMs: item.createdAtMs,
+      blobKey: item.blobKey,
+      ...(item.summary !== undefined && { summary: item.summary }),
+    } as UploadPartRecord;
   }
 
   // API keys
@@ -583,7 +591,13 @@ export class DynamoMetaStore implements MetaStore {
       new PutCommand({
         TableName: this.tableName,
         // revokedAtMs stays absent until revoked, so revoking can keep the first time with if_not_exists.
-        Item: { ...apiKeyKey(key.keyHash), gsi1pk: API_KEYS_INDEX_KEY, gsi1sk: sortKey(key.createdAtMs, key.keyHash), ...key, revokedAtMs: key.revokedAtMs ?? undefined },
+        Item: {
+          ...apiKeyKey(key.keyHash),
+          gsi1pk: API_KEYS_INDEX_KEY,
+          gsi1sk: sortKey(key.createdAtMs, key.keyHash),
+          ...key,
+          revokedAtMs: key.revokedAtMs ?? undefined,
+        },
       }),
     );
   }

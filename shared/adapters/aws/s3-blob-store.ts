@@ -8,6 +8,7 @@
 import { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
+  type CompletedPart,
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
   DeleteObjectsCommand,
@@ -15,14 +16,13 @@ import {
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
-  UploadPartCommand,
-  type CompletedPart,
-  type UploadPartCommandOutput,
   type S3Client,
   type S3ClientConfig,
+  UploadPartCommand,
+  type UploadPartCommandOutput,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
-import { BlobNotFoundError, type BlobBody, type BlobStore, type ByteRange, type ConcatOptions } from '../../ports.js';
+import { type BlobBody, BlobNotFoundError, type BlobStore, type ByteRange, type ConcatOptions } from '../../ports.js';
 
 export const MIN_PART_BYTES = 5 * 1024 * 1024;
 export const DEFAULT_PART_BYTES = 8 * 1024 * 1024;
@@ -73,9 +73,12 @@ export class S3BlobStore implements BlobStore {
     if (typeof body === 'string' || body instanceof Uint8Array) {
       const bytes = typeof body === 'string' ? Buffer.from(body) : body;
       if (bytes.length <= this.partBytes) return this.putSmall(key, bytes);
-      return this.putStream(key, (async function* () {
-        yield bytes;
-      })());
+      return this.putStream(
+        key,
+        (async function* () {
+          yield bytes;
+        })(),
+      );
     }
     return this.putStream(key, body);
   }
@@ -144,9 +147,7 @@ export class S3BlobStore implements BlobStore {
     const keys: string[] = [];
     let token: string | undefined;
     do {
-      const out = await this.client.send(
-        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }),
-      );
+      const out = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }));
       for (const object of out.Contents ?? []) if (object.Key !== undefined) keys.push(object.Key);
       token = out.IsTruncated ? out.NextContinuationToken : undefined;
     } while (token);
@@ -170,7 +171,9 @@ export class S3BlobStore implements BlobStore {
     for (const [i, key] of keys.entries()) {
       let body: AsyncIterable<Uint8Array> | undefined;
       try {
-        body = (await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }))).Body as AsyncIterable<Uint8Array> | undefined;
+        body = (await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }))).Body as
+          | AsyncIterable<Uint8Array>
+          | undefined;
       } catch (error) {
         if (isNotFound(error)) throw new BlobNotFoundError(key);
         throw error;
@@ -218,14 +221,18 @@ export class S3BlobStore implements BlobStore {
       );
       return { bytes: groups.reduce((sum, group) => sum + group.bytes, 0) };
     } catch (error) {
-      await this.client
-        .send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId }))
-        .catch(() => undefined); // the bucket's lifecycle rule reaps what an abort misses
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId })).catch(() => undefined); // the bucket's lifecycle rule reaps what an abort misses
       throw error;
     }
   }
 
-  private async uploadGroup(key: string, UploadId: string, PartNumber: number, group: PartGroup, stop: AbortSignal): Promise<CompletedPart> {
+  private async uploadGroup(
+    key: string,
+    UploadId: string,
+    PartNumber: number,
+    group: PartGroup,
+    stop: AbortSignal,
+  ): Promise<CompletedPart> {
     for (let attempt = 1; ; attempt++) {
       // The SDK pipes the body into the request, which then never learns that the body failed:
       // a failed body aborts the request.
@@ -253,9 +260,7 @@ export class S3BlobStore implements BlobStore {
   }
 
   private async putSmall(key: string, bytes: Uint8Array): Promise<{ bytes: number }> {
-    await this.client.send(
-      new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: bytes, ContentLength: bytes.length }),
-    );
+    await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: bytes, ContentLength: bytes.length }));
     return { bytes: bytes.length };
   }
 
@@ -280,9 +285,7 @@ export class S3BlobStore implements BlobStore {
     const upload = (PartNumber: number, body: Uint8Array) => {
       bytes += body.length;
       const sending: Promise<void> = this.client
-        .send(
-          new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId, PartNumber, Body: body, ContentLength: body.length }),
-        )
+        .send(new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId, PartNumber, Body: body, ContentLength: body.length }))
         .then(
           (out) => {
             completed.push(completedPart(PartNumber, out));
@@ -313,9 +316,7 @@ export class S3BlobStore implements BlobStore {
       return { bytes };
     } catch (error) {
       await Promise.allSettled(inFlight);
-      await this.client
-        .send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId }))
-        .catch(() => undefined); // the bucket's lifecycle rule reaps what an abort misses
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId })).catch(() => undefined); // the bucket's lifecycle rule reaps what an abort misses
       await parts.return(undefined);
       throw error;
     }

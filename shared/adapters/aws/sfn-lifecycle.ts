@@ -10,8 +10,8 @@ import {
   ExecutionAlreadyExists,
   SendTaskFailureCommand,
   SendTaskSuccessCommand,
-  StartExecutionCommand,
   type SFNClient,
+  StartExecutionCommand,
 } from '@aws-sdk/client-sfn';
 import type { BatchRecord } from '../../batch/model.js';
 import type { Lifecycle, MetaStore } from '../../ports.js';

@@ -15,9 +15,7 @@ export interface EmbeddedDynamo {
 }
 
 /** Starts dynalite on 127.0.0.1 (a free port), in memory unless `path` names a directory. */
-export async function startEmbeddedDynamo(
-  options: { path?: string; tableName?: string } = {},
-): Promise<EmbeddedDynamo> {
+export async function startEmbeddedDynamo(options: { path?: string; tableName?: string } = {}): Promise<EmbeddedDynamo> {
   const tableName = options.tableName ?? 'batch-meta';
   if (options.path !== undefined) await mkdir(options.path, { recursive: true });
 

@@ -6,7 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { randomToken } from '../../ids.js';
-import { BlobNotFoundError, type BlobBody, type BlobStore, type ByteRange, type ConcatOptions } from '../../ports.js';
+import { type BlobBody, BlobNotFoundError, type BlobStore, type ByteRange, type ConcatOptions } from '../../ports.js';
 
 const SAFE_KEY = /^[A-Za-z0-9_\-.]+(\/[A-Za-z0-9_\-.]+)*$/;
 
@@ -75,7 +75,12 @@ export class FsBlobStore implements BlobStore {
     try {
       entries = (await readdir(join(this.root, directory), { recursive: true, withFileTypes: true }))
         .filter((entry) => entry.isFile() && !entry.name.endsWith('.tmp'))
-        .map((entry) => join(entry.parentPath, entry.name).slice(this.root.length + 1).split('\\').join('/'));
+        .map((entry) =>
+          join(entry.parentPath, entry.name)
+            .slice(this.root.length + 1)
+            .split('\\')
+            .join('/'),
+        );
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw error;

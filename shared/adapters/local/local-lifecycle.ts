@@ -2,8 +2,9 @@
 // machine (validate → enqueue → wait for all chunks, a cancel or the window → finalize), one
 // step at a time per batch. Its state is the batch record itself, so after a restart `resume()`
 // picks every unfinished batch up where it was and re-enqueues the chunks that have no outcome.
-import { enqueueStep, finalizeStep, validateStep, type StepDeps } from '../../batch/steps.js';
-import { TERMINAL_STATUSES, type BatchRecord } from '../../batch/model.js';
+
+import { type BatchRecord, TERMINAL_STATUSES } from '../../batch/model.js';
+import { enqueueStep, finalizeStep, type StepDeps, validateStep } from '../../batch/steps.js';
 import { errorMessage } from '../../log.js';
 import type { Lifecycle } from '../../ports.js';
 

@@ -71,11 +71,14 @@ export class LocalWorkQueue implements WorkQueue {
         this.options.onDeadLetter?.(delivery.message, error);
         return;
       }
-      const timer = setTimeout(() => {
-        this.delayed.delete(timer);
-        this.waiting.push(delivery);
-        this.pump();
-      }, (this.options.redeliveryDelayMs ?? 1_000) * delivery.receives);
+      const timer = setTimeout(
+        () => {
+          this.delayed.delete(timer);
+          this.waiting.push(delivery);
+          this.pump();
+        },
+        (this.options.redeliveryDelayMs ?? 1_000) * delivery.receives,
+      );
       this.delayed.add(timer);
     }
   }
