@@ -19,8 +19,8 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import OpenAI, { toFile } from 'openai';
-import { JsonlLineSplitter } from '../../shared/batch/jsonl.js';
-import { validateBatchInput } from '../../shared/batch/validate.js';
+import { JsonlLineSplitter } from '../../shared/input/jsonl.js';
+import { validateBatchInput } from '../../shared/input/validate.js';
 import { startServiceProcess } from '../../test/support/service-process.js';
 import { type BenchOptions, type Cleanup, formatSeconds, printTable, type Scenario } from '../run.js';
 

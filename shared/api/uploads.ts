@@ -17,6 +17,7 @@ import type { Context, Hono } from 'hono';
 import { z } from 'zod';
 import { blobKeys } from '../batch/keys.js';
 import type { FileRecord, UploadPartRecord, UploadRecord } from '../batch/model.js';
+import { randomToken } from '../ids.js';
 import {
   BatchFileCheck,
   checkJoinedParts,
@@ -25,8 +26,7 @@ import {
   summaryFits,
   type UploadCheckLimits,
   type UploadProblem,
-} from '../batch/upload-check.js';
-import { randomToken } from '../ids.js';
+} from '../input/upload-check.js';
 import type { BlobStore, Clock, MetaStore } from '../ports.js';
 import { ApiError, badRequest, tooLarge, unavailable } from './errors.js';
 import { receiveMultipart, type StreamCheck } from './multipart.js';

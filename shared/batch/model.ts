@@ -1,6 +1,6 @@
 // The records the domain keeps. They are storage-shaped (flat, times in milliseconds);
 // shared/api/objects.ts turns them into the OpenAI wire objects.
-import type { PartSummary } from './upload-check.js';
+import type { PartSummary } from '../input/upload-check.js';
 
 export const BATCH_STATUSES = [
   'validating',

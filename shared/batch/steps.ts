@@ -2,16 +2,16 @@
 // (AWS) and the local driver call these same functions. Each is idempotent: it may run again after
 // a crash or a retry and the batch ends the same.
 import { createHash } from 'node:crypto';
+import { readChunkRequests } from '../input/chunk-reader.js';
+import { validateBatchInput } from '../input/validate.js';
 import type { Logger } from '../log.js';
 import type { BlobStore, Clock, MetaStore, WorkQueue } from '../ports.js';
 import type { UpstreamRouter } from '../upstream/types.js';
-import { type CheckpointedLine, listCheckpoints, readCheckpoints, summarize } from './checkpoints.js';
-import { readChunkRequests } from './chunk-reader.js';
+import { type CheckpointedLine, listCheckpoints, readCheckpoints, summarize } from '../work/checkpoints.js';
 import { releaseInputFile } from './input-file.js';
 import { blobKeys } from './keys.js';
 import { type BatchRecord, type BatchStatus, type ChunkPlanEntry, type FileRecord, TERMINAL_STATUSES, ZERO_USAGE } from './model.js';
 import { addUsage, unrunLine } from './results.js';
-import { validateBatchInput } from './validate.js';
 
 export interface StepDeps {
   meta: MetaStore;

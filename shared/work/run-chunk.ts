@@ -5,15 +5,15 @@
 // never counted, and are deleted. A run after a crash starts from the checkpoints: requests the
 // upstream already answered are not sent again, and their lines go in the result exactly once.
 
-import { type CheckpointOptions, CheckpointWriter, readCheckpoints, summarize } from '../batch/checkpoints.js';
-import { type ChunkRequest, readChunkRequests } from '../batch/chunk-reader.js';
 import { blobKeys } from '../batch/keys.js';
 import { type BatchRecord, type BatchStatus, TERMINAL_STATUSES, type UsageTotals } from '../batch/model.js';
 import { addUsage, isSuccess, resultLine, type UnrunReason, unfinishedLine, unrunLine, usageOf } from '../batch/results.js';
 import { newAttemptId } from '../ids.js';
+import { type ChunkRequest, readChunkRequests } from '../input/chunk-reader.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, ChunkMessage, Clock, Lifecycle, MetaStore } from '../ports.js';
 import type { UpstreamRouter } from '../upstream/types.js';
+import { type CheckpointOptions, CheckpointWriter, readCheckpoints, summarize } from './checkpoints.js';
 
 export interface ChunkWorkerDeps {
   meta: MetaStore;

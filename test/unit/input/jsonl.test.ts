@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type JsonlLine, type JsonlReadOptions, readJsonlLines } from '../../shared/batch/jsonl.js';
+import { type JsonlLine, type JsonlReadOptions, readJsonlLines } from '../../../shared/input/jsonl.js';
 
 async function* chunked(data: Buffer, sizes: number | (() => number)): AsyncGenerator<Uint8Array> {
   let i = 0;

@@ -5,20 +5,20 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DynamoMetaStore } from '../../shared/adapters/aws/dynamo-meta-store.js';
-import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../shared/adapters/local/embedded-dynamo.js';
-import { FsBlobStore } from '../../shared/adapters/local/fs-blob-store.js';
-import { LocalLifecycle } from '../../shared/adapters/local/local-lifecycle.js';
-import { LocalWorkQueue } from '../../shared/adapters/local/local-work-queue.js';
-import { systemClock } from '../../shared/adapters/local/system-clock.js';
-import { blobKeys } from '../../shared/batch/keys.js';
-import type { BatchRecord } from '../../shared/batch/model.js';
-import type { StepDeps } from '../../shared/batch/steps.js';
-import { silentLogger } from '../../shared/log.js';
-import type { WorkQueue } from '../../shared/ports.js';
-import { createUpstreamRouter } from '../../shared/upstream/router.js';
-import { runChunk } from '../../shared/work/run-chunk.js';
-import { batchRecord, fileRecord } from '../adapters/meta-store-contract.js';
+import { DynamoMetaStore } from '../../../shared/adapters/aws/dynamo-meta-store.js';
+import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../../shared/adapters/local/embedded-dynamo.js';
+import { FsBlobStore } from '../../../shared/adapters/local/fs-blob-store.js';
+import { LocalLifecycle } from '../../../shared/adapters/local/local-lifecycle.js';
+import { LocalWorkQueue } from '../../../shared/adapters/local/local-work-queue.js';
+import { systemClock } from '../../../shared/adapters/local/system-clock.js';
+import { blobKeys } from '../../../shared/batch/keys.js';
+import type { BatchRecord } from '../../../shared/batch/model.js';
+import type { StepDeps } from '../../../shared/batch/steps.js';
+import { silentLogger } from '../../../shared/log.js';
+import type { WorkQueue } from '../../../shared/ports.js';
+import { createUpstreamRouter } from '../../../shared/upstream/router.js';
+import { runChunk } from '../../../shared/work/run-chunk.js';
+import { batchRecord, fileRecord } from '../../adapters/meta-store-contract.js';
 
 const testLine = (id: string) =>
   JSON.stringify({

@@ -6,17 +6,17 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { DynamoMetaStore } from '../../shared/adapters/aws/dynamo-meta-store.js';
-import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../shared/adapters/local/embedded-dynamo.js';
-import { FsBlobStore } from '../../shared/adapters/local/fs-blob-store.js';
-import { CheckpointWriter, readCheckpoints } from '../../shared/batch/checkpoints.js';
-import { blobKeys } from '../../shared/batch/keys.js';
-import { enqueueStep, finalizeStep, type StepDeps, validateStep } from '../../shared/batch/steps.js';
-import { silentLogger } from '../../shared/log.js';
-import type { BlobStore, ChunkMessage, Clock, Lifecycle } from '../../shared/ports.js';
-import type { Upstream, UpstreamResult } from '../../shared/upstream/types.js';
-import { runChunk } from '../../shared/work/run-chunk.js';
-import { batchRecord, fileRecord } from '../adapters/meta-store-contract.js';
+import { DynamoMetaStore } from '../../../shared/adapters/aws/dynamo-meta-store.js';
+import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../../shared/adapters/local/embedded-dynamo.js';
+import { FsBlobStore } from '../../../shared/adapters/local/fs-blob-store.js';
+import { blobKeys } from '../../../shared/batch/keys.js';
+import { enqueueStep, finalizeStep, type StepDeps, validateStep } from '../../../shared/batch/steps.js';
+import { silentLogger } from '../../../shared/log.js';
+import type { BlobStore, ChunkMessage, Clock, Lifecycle } from '../../../shared/ports.js';
+import type { Upstream, UpstreamResult } from '../../../shared/upstream/types.js';
+import { CheckpointWriter, readCheckpoints } from '../../../shared/work/checkpoints.js';
+import { runChunk } from '../../../shared/work/run-chunk.js';
+import { batchRecord, fileRecord } from '../../adapters/meta-store-contract.js';
 
 const IDS = ['a', 'bad-b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'];
 const line = (id: string) =>

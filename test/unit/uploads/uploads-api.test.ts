@@ -7,13 +7,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { DynamoMetaStore } from '../../shared/adapters/aws/dynamo-meta-store.js';
-import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../shared/adapters/local/embedded-dynamo.js';
-import { FsBlobStore } from '../../shared/adapters/local/fs-blob-store.js';
-import { createApiApp } from '../../shared/api/app.js';
-import { DEFAULT_COMPLETE_LEASE_MS, MAX_PART_BYTES } from '../../shared/api/uploads.js';
-import type { BlobStore, ByteRange, Clock } from '../../shared/ports.js';
-import { CORPUS, CORPUS_LIMITS } from '../fixtures/bad/generate.js';
+import { DynamoMetaStore } from '../../../shared/adapters/aws/dynamo-meta-store.js';
+import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../../shared/adapters/local/embedded-dynamo.js';
+import { FsBlobStore } from '../../../shared/adapters/local/fs-blob-store.js';
+import { createApiApp } from '../../../shared/api/app.js';
+import { DEFAULT_COMPLETE_LEASE_MS, MAX_PART_BYTES } from '../../../shared/api/uploads.js';
+import type { BlobStore, ByteRange, Clock } from '../../../shared/ports.js';
+import { CORPUS, CORPUS_LIMITS } from '../../fixtures/bad/generate.js';
 
 describe('Uploads routes', () => {
   let dynamo: EmbeddedDynamo;

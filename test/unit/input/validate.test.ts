@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { readJsonlLines } from '../../shared/batch/jsonl.js';
+import { readJsonlLines } from '../../../shared/input/jsonl.js';
 import {
   isBlankLine,
   normalizeEndpoint,
@@ -7,7 +7,7 @@ import {
   type ValidationOptions,
   type ValidationResult,
   validateBatchInput,
-} from '../../shared/batch/validate.js';
+} from '../../../shared/input/validate.js';
 
 const ENDPOINT = '/v1/chat/completions';
 

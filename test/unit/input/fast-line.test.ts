@@ -2,8 +2,8 @@
 // would refuse, and must find the same custom_id and model: checked here on generated lines and
 // on many random mutations of them.
 import { describe, expect, it } from 'vitest';
-import { type FastLine, HashSet64, hashBytes, hashOut, MAX_JSON_DEPTH, scanRequestLine } from '../../shared/batch/fast-line.js';
-import { inspectSlowly } from '../../shared/batch/validate.js';
+import { type FastLine, HashSet64, hashBytes, hashOut, MAX_JSON_DEPTH, scanRequestLine } from '../../../shared/input/fast-line.js';
+import { inspectSlowly } from '../../../shared/input/validate.js';
 
 const ENDPOINT = '/v1/chat/completions';
 const EXPECT = { urls: [Buffer.from(ENDPOINT), Buffer.from('/v4/chat/completions')] };

@@ -1,9 +1,9 @@
 // Adaptive concurrency: backs off on a run of 429s and on a latency rise, shrugs off a few stray
 // 429s, grows back on success, never leaves [1, max]; and HttpUpstream uses it per route.
 import { describe, expect, it } from 'vitest';
-import type { Clock } from '../../shared/ports.js';
-import { AdaptiveConcurrency, AdaptiveLimit, type SampleOutcome } from '../../shared/upstream/adaptive-concurrency.js';
-import { HttpUpstream } from '../../shared/upstream/http-upstream.js';
+import type { Clock } from '../../../shared/ports.js';
+import { AdaptiveConcurrency, AdaptiveLimit, type SampleOutcome } from '../../../shared/upstream/adaptive-concurrency.js';
+import { HttpUpstream } from '../../../shared/upstream/http-upstream.js';
 
 function manualClock() {
   let now = 0;

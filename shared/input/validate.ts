@@ -12,9 +12,9 @@
 // duplicate keys in a line's JSON (the last one wins, as in JSON.parse). Everything else that is
 // not a well-formed request is an error with its line number.
 import { randomBytes } from 'node:crypto';
+import type { BatchLineError, ChunkPlanEntry } from '../batch/model.js';
 import { type FastLine, type FastLineExpectations, HashSet64, hashBytes, hashOut, MAX_JSON_DEPTH, scanRequestLine } from './fast-line.js';
 import { JsonlLineSplitter, type RawLineHandler } from './jsonl.js';
-import type { BatchLineError, ChunkPlanEntry } from './model.js';
 
 export interface ValidationOptions {
   /** The batch's endpoint, e.g. "/v1/chat/completions" (a "/v4/..." path is accepted as its /v1 equivalent). */

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { systemClock } from '../../shared/adapters/local/system-clock.js';
-import type { Clock } from '../../shared/ports.js';
-import { HttpUpstream } from '../../shared/upstream/http-upstream.js';
-import { startUpstreamSim } from '../support/upstream-sim.js';
+import { systemClock } from '../../../shared/adapters/local/system-clock.js';
+import type { Clock } from '../../../shared/ports.js';
+import { HttpUpstream } from '../../../shared/upstream/http-upstream.js';
+import { startUpstreamSim } from '../../support/upstream-sim.js';
 
 /** A clock whose sleeps return at once but move time forward, so backoffs are observable. */
 function fakeClock(start = 1_000_000) {

@@ -1,6 +1,6 @@
+import type { ChunkPlanEntry } from '../batch/model.js';
 import type { BlobStore } from '../ports.js';
 import { readJsonlLines } from './jsonl.js';
-import type { ChunkPlanEntry } from './model.js';
 import { normalizeEndpoint, parseRequestLine } from './validate.js';
 
 export interface ChunkRequest {

@@ -1,11 +1,11 @@
 // The routes file: what it accepts, how it explains what it refuses, which route serves a model,
 // and that the keys it names are resolved at start-up.
 import { describe, expect, it } from 'vitest';
-import { systemClock } from '../../shared/adapters/local/system-clock.js';
-import { ConfigError, loadConfig } from '../../shared/config.js';
-import { createUpstreamRouter } from '../../shared/upstream/router.js';
-import { globMatcher, parseRoutes, parseRoutesText, RoutesError, resolveRoutes, routeSelector } from '../../shared/upstream/routes.js';
-import { TEST_MODEL } from '../../shared/upstream/test-model.js';
+import { systemClock } from '../../../shared/adapters/local/system-clock.js';
+import { ConfigError, loadConfig } from '../../../shared/config.js';
+import { createUpstreamRouter } from '../../../shared/upstream/router.js';
+import { globMatcher, parseRoutes, parseRoutesText, RoutesError, resolveRoutes, routeSelector } from '../../../shared/upstream/routes.js';
+import { TEST_MODEL } from '../../../shared/upstream/test-model.js';
 
 const openai = {
   baseUrl: 'https://api.openai.com/v1/',

@@ -3,12 +3,13 @@
 // after a crash sends only what was not answered yet, and finalization of a chunk whose worker
 // died keeps what it had finished. A checkpoint holds result lines exactly as they go in the
 // output or error file; which of the two a line belongs to, and its usage, follow from the line.
+
+import { blobKeys } from '../batch/keys.js';
+import { type UsageTotals, ZERO_USAGE } from '../batch/model.js';
+import { addUsage, usageOf } from '../batch/results.js';
 import type { Logger } from '../log.js';
 import { errorMessage } from '../log.js';
 import type { BlobStore, Clock } from '../ports.js';
-import { blobKeys } from './keys.js';
-import { type UsageTotals, ZERO_USAGE } from './model.js';
-import { addUsage, usageOf } from './results.js';
 
 export interface CheckpointOptions {
   /** Least time between the starts of two checkpoints of one chunk (0: as soon as a line is finished). */

@@ -1,8 +1,8 @@
 // Requests and tokens per minute on a clock the test drives: pacing, first come first served,
 // requests larger than the bucket, corrections from usage, and waiters that stop wanting a turn.
 import { describe, expect, it } from 'vitest';
-import type { Clock } from '../../shared/ports.js';
-import { estimateTokens, RateLimiter } from '../../shared/upstream/rate-limit.js';
+import type { Clock } from '../../../shared/ports.js';
+import { estimateTokens, RateLimiter } from '../../../shared/upstream/rate-limit.js';
 
 /** Sleeps return at once and move time forward. */
 function fakeClock(start = 0) {

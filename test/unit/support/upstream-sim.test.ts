@@ -1,6 +1,6 @@
 import OpenAI from 'openai';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startUpstreamSim, type UpstreamSim } from '../support/upstream-sim.js';
+import { startUpstreamSim, type UpstreamSim } from '../../support/upstream-sim.js';
 
 let sim: UpstreamSim | undefined;
 afterEach(async () => {
