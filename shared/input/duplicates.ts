@@ -62,19 +62,22 @@ export interface DuplicateCheck {
   reread: () => AsyncIterable<Uint8Array> | Promise<AsyncIterable<Uint8Array>>;
 }
 
-/** The confirmed duplicates, in line order, and how many of them are on lines without another error. */
+/** The confirmed duplicates: the first maxErrors of them, in line order, and how many there are. */
 export interface ConfirmedDuplicates {
   errors: BatchLineError[];
+  /** How many confirmed duplicates are on lines without another error (so not counted yet). */
   newLines: number;
+  /** False when suspects were left unconfirmed (maxErrors duplicates were found first). */
+  complete: boolean;
 }
 
 /**
  * Re-reads the file to turn suspected duplicates (lines whose custom_id hash was seen before)
- * into exact answers, in line order, a bounded number of suspects per re-read. Stops once
- * `maxErrors` duplicates are confirmed: later ones could not be reported anyway.
+ * into exact answers, in line order, a bounded number of suspects per re-read. Reads no more
+ * once `maxErrors` duplicates are confirmed: later ones could not be reported anyway.
  */
 export async function confirmDuplicates(suspects: SuspectList, check: DuplicateCheck): Promise<ConfirmedDuplicates> {
-  const confirmed: ConfirmedDuplicates = { errors: [], newLines: 0 };
+  const confirmed: ConfirmedDuplicates = { errors: [], newLines: 0, complete: true };
   const { hasher, maxErrors } = check;
   const fast: FastLine = { idFrom: 0, idTo: 0, modelFrom: 0, modelTo: 0 };
   for (let first = 0; first < suspects.length && confirmed.errors.length < maxErrors; first += SUSPECTS_PER_REREAD) {
@@ -118,8 +121,8 @@ export async function confirmDuplicates(suspects: SuspectList, check: DuplicateC
       const earlier = firstLineOf.get(id);
       if (earlier !== undefined) {
         const hadError = roundSuspects.get(n);
-        if (hadError !== undefined && confirmed.errors.length < maxErrors) {
-          confirmed.errors.push(fileErrors.duplicateCustomId(n, id, earlier));
+        if (hadError !== undefined) {
+          if (confirmed.errors.length < maxErrors) confirmed.errors.push(fileErrors.duplicateCustomId(n, id, earlier));
           if (!hadError) confirmed.newLines++;
         }
       } else if (total <= check.maxRequests) {
@@ -132,6 +135,7 @@ export async function confirmDuplicates(suspects: SuspectList, check: DuplicateC
       if (done) break;
     }
     if (!done) splitter.endRaw(onLine);
+    if (last < suspects.length && confirmed.errors.length >= maxErrors) confirmed.complete = false;
   }
   return confirmed;
 }

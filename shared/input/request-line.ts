@@ -28,6 +28,7 @@ export const VALIDATION_CODES = [
   'empty_file',
   'json_too_deep',
   'number_out_of_range',
+  'too_many_errors',
 ] as const;
 export type ValidationCode = (typeof VALIDATION_CODES)[number];
 
@@ -141,7 +142,33 @@ function describeKind(value: unknown): string {
 // ---------------------------------------------------------------------------------------------
 // Messages.
 
-/** A value quoted for a message, cut short so that errors stay small. */
+/**
+ * How many UTF-8 bytes a value quoted in a message may take. A batch record stores its errors, and
+ * DynamoDB counts bytes: a quote cut at 80 UTF-16 characters could be 240 bytes of CJK. 80 bytes
+ * keep ASCII quotes as they were (77 characters and "...").
+ */
+export const QUOTE_BYTES = 80;
+
+/**
+ * `text` cut to at most `maxBytes` bytes of UTF-8 ("..." included), by whole code points: a
+ * surrogate pair is never split. Text that fits is returned as it is.
+ */
+export function cutToBytes(text: string, maxBytes: number): string {
+  if (text.length * 3 <= maxBytes || Buffer.byteLength(text) <= maxBytes) return text; // a UTF-16 unit is at most 3 bytes
+  const budget = maxBytes - 3;
+  let bytes = 0;
+  let end = 0;
+  for (const char of text) {
+    const point = char.codePointAt(0)!;
+    const size = point < 0x80 ? 1 : point < 0x800 ? 2 : point < 0x10000 ? 3 : 4;
+    if (bytes + size > budget) break;
+    bytes += size;
+    end += char.length;
+  }
+  return `${text.slice(0, end)}...`;
+}
+
+/** A value quoted for a message (as JSON), cut to QUOTE_BYTES so that errors stay small. */
 export function quote(value: unknown): string {
   if (value === undefined) return 'undefined';
   let text: string;
@@ -150,7 +177,7 @@ export function quote(value: unknown): string {
   } catch {
     text = String(value);
   }
-  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+  return cutToBytes(text, QUOTE_BYTES);
 }
 
 /** An error of line `n`; its message starts "Line n: ". */

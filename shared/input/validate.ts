@@ -19,7 +19,7 @@ import { confirmDuplicates, SuspectList } from './duplicates.js';
 import { type FastLine, type FastLineExpectations, fastLineExpectations, scanRequestLine } from './fast-line.js';
 import { JsonlLineSplitter, type RawLineHandler } from './jsonl.js';
 import { fileErrors, inspectRequestLine, isBlankRange, normalizeEndpoint, rangeEquals } from './request-line.js';
-import { ErrorCollector } from './validation-errors.js';
+import { ErrorCollector, errorsWithin, RECORD_ERRORS_BYTES } from './validation-errors.js';
 
 // shared/api imports normalizeEndpoint from here; it belongs to the request-line model.
 export { normalizeEndpoint };
@@ -31,6 +31,8 @@ export interface ValidationOptions {
   maxLineBytes: number;
   /** How many errors are kept; further bad lines are counted but not reported. */
   maxErrors: number;
+  /** The most bytes (as a JSON array) of the errors the result's `errors` holds (default RECORD_ERRORS_BYTES). */
+  maxErrorBytes?: number;
   chunkMaxRequests: number;
   chunkMaxBytes: number;
   /**
@@ -52,7 +54,18 @@ export interface ValidationOptions {
 
 export type ValidationResult =
   | { ok: true; model: string; total: number; chunks: ChunkPlanEntry[] }
-  | { ok: false; errors: BatchLineError[]; total: number };
+  | {
+      ok: false;
+      total: number;
+      /** The first errors, as many as fit in maxErrorBytes: what the batch record holds. */
+      errors: BatchLineError[];
+      /** Every error kept, up to maxErrors, in line order: what an error file can hold. */
+      reportedErrors: BatchLineError[];
+      /** How many errors the file has; at least that many when not `errorCountIsExact`. */
+      errorCount: number;
+      /** False when duplicate custom_ids beyond the first maxErrors were not looked for. */
+      errorCountIsExact: boolean;
+    };
 
 /**
  * Validates a batch input file in one streaming pass and, when it is valid, plans its chunks.
@@ -123,9 +136,13 @@ class ValidationPass {
         maxErrors: options.maxErrors,
         reread: options.reread,
       });
-      errors.merge(duplicates.errors, duplicates.newLines);
+      errors.merge(duplicates.errors, duplicates.newLines, duplicates.complete);
     }
-    if (errors.any || this.model === undefined) return { ok: false, errors: errors.errors, total };
+    if (errors.any || this.model === undefined) {
+      const reportedErrors = errors.errors;
+      const recorded = errorsWithin(reportedErrors, options.maxErrorBytes ?? RECORD_ERRORS_BYTES);
+      return { ok: false, total, errors: recorded, reportedErrors, errorCount: errors.count, errorCountIsExact: errors.countIsExact };
+    }
     return { ok: true, model: this.model, total, chunks: this.planner.plan(options.maxChunks ?? DEFAULT_MAX_CHUNKS) };
   }
 

@@ -138,11 +138,8 @@ describe('validateBatchInput: the error of each bad line', () => {
   it('reports empty_file for an empty or whitespace-only file', async () => {
     for (const text of ['', '\n', '  \n\t\r\n\n', '\uFEFF', '\uFEFF\n \n']) {
       const result = await validate(text);
-      expect(result).toEqual({
-        ok: false,
-        total: 0,
-        errors: [{ code: 'empty_file', message: 'The input file has no requests.', param: null, line: null }],
-      });
+      const errors = [{ code: 'empty_file', message: 'The input file has no requests.', param: null, line: null }];
+      expect(result).toEqual({ ok: false, total: 0, errors, reportedErrors: errors, errorCount: 1, errorCountIsExact: true });
     }
   });
 
