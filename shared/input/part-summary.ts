@@ -153,15 +153,8 @@ export interface SummarizedPart {
   summary: PartSummary;
 }
 
-/** The file the parts make, as far as the checks are concerned. */
-export interface JoinedSummary {
-  bytes: number;
-  nul: number;
-  requests: number;
-  firstRequest: FirstRequest | null;
-  longLines: number[];
-  longLineCount: number;
-}
+/** The file the parts make, as far as the checks are concerned: its size, and what a part's summary says of its lines. */
+export type JoinedSummary = Pick<PartSummary, 'nul' | 'requests' | 'firstRequest' | 'longLines' | 'longLineCount'> & { bytes: number };
 
 /**
  * The lines of the joined file from the parts' summaries: a line that crosses parts is the tail of
