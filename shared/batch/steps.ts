@@ -3,14 +3,24 @@
 // a crash or a retry and the batch ends the same.
 import { createHash } from 'node:crypto';
 import { readChunkRequests } from '../input/chunk-reader.js';
+import { cutToBytes, QUOTE_BYTES } from '../input/request-line.js';
 import { validateBatchInput } from '../input/validate.js';
+import { moreErrorsNotice } from '../input/validation-errors.js';
 import type { Logger } from '../log.js';
 import type { BlobStore, Clock, MetaStore, WorkQueue } from '../ports.js';
 import type { UpstreamRouter } from '../upstream/types.js';
 import { type CheckpointedLine, listCheckpoints, readCheckpoints, summarize } from '../work/checkpoints.js';
 import { releaseInputFile } from './input-file.js';
 import { blobKeys } from './keys.js';
-import { type BatchRecord, type BatchStatus, type ChunkPlanEntry, type FileRecord, TERMINAL_STATUSES, ZERO_USAGE } from './model.js';
+import {
+  type BatchLineError,
+  type BatchRecord,
+  type BatchStatus,
+  type ChunkPlanEntry,
+  type FileRecord,
+  TERMINAL_STATUSES,
+  ZERO_USAGE,
+} from './model.js';
 import { addUsage, unrunLine } from './results.js';
 
 export interface StepDeps {
@@ -40,9 +50,64 @@ export async function readPlan(blobs: BlobStore, batchId: string): Promise<Store
   return JSON.parse(Buffer.concat(pieces).toString('utf8')) as StoredPlan;
 }
 
-async function failWith(deps: StepDeps, batch: BatchRecord, errors: BatchRecord['errors'], total = 0) {
-  const failed = await deps.meta.updateBatch(batch.id, ['validating'], { status: 'failed', errors, total, failedAtMs: deps.clock.now() });
-  if (failed) await releaseInputFile(deps, failed);
+/**
+ * Why validation fails a batch: the errors its record holds and, when the file has more, every
+ * error validation kept (written to the batch's error file) and how many it found.
+ */
+interface ValidationFailure {
+  errors: BatchLineError[];
+  total?: number;
+  reportedErrors?: BatchLineError[];
+  errorCount?: number;
+  errorCountIsExact?: boolean;
+}
+
+/**
+ * Ends a validating batch `failed`. Errors the record cannot hold go to an error file (one
+ * BatchError object a line), and the record's list ends with a notice of how many there are.
+ */
+async function failWith(deps: StepDeps, batch: BatchRecord, failure: ValidationFailure) {
+  const { errors, total = 0 } = failure;
+  const reported = failure.reportedErrors ?? errors;
+  const found = { count: failure.errorCount ?? errors.length, exact: failure.errorCountIsExact ?? true };
+  let errorFile: FileRecord | undefined;
+  if (reported.length > errors.length) {
+    // The id depends only on the batch: a step that runs again writes the same file.
+    const id = derivedFileId(batch.id, 'error');
+    const blobKey = blobKeys.file(id);
+    const { bytes } = await deps.blobs.put(blobKey, reported.map((error) => `${JSON.stringify(error)}\n`).join(''));
+    const now = deps.clock.now();
+    const retentionSeconds = batch.outputExpiresAfterSeconds ?? DEFAULT_OUTPUT_RETENTION_SECONDS;
+    errorFile = {
+      id,
+      project: batch.project,
+      filename: `${batch.id}_error.jsonl`,
+      purpose: 'batch_output',
+      bytes,
+      createdAtMs: now,
+      expiresAtMs: now + retentionSeconds * 1_000,
+      blobKey,
+    };
+    await deps.meta.putFile(errorFile);
+  }
+  const listed =
+    found.count > errors.length
+      ? [...errors, moreErrorsNotice(errors.length, found, errorFile && { id: errorFile.id, errors: reported.length })]
+      : errors;
+  const failed = await deps.meta.updateBatch(batch.id, ['validating'], {
+    status: 'failed',
+    errors: listed,
+    errorFileId: errorFile?.id ?? null,
+    total,
+    failedAtMs: deps.clock.now(),
+  });
+  if (failed) {
+    await releaseInputFile(deps, failed);
+  } else if (errorFile && (await deps.meta.getBatch(batch.id))?.errorFileId !== errorFile.id) {
+    // The batch left validating another way (a cancel): its error file serves nobody.
+    await deps.meta.deleteFile(batch.project, errorFile.id);
+    await deps.blobs.delete([errorFile.blobKey]);
+  }
   return failed;
 }
 
@@ -58,7 +123,8 @@ export async function validateStep(deps: StepDeps, batchId: string): Promise<Bat
   const file = await deps.meta.getInputFile(batch.project, batch.inputFileId);
   if (!file) {
     const message = `The input file ${batch.inputFileId} no longer exists.`;
-    return (await failWith(deps, batch, [{ code: 'input_file_not_found', message, param: 'input_file_id', line: null }]))?.status;
+    const errors = [{ code: 'input_file_not_found', message, param: 'input_file_id', line: null }];
+    return (await failWith(deps, batch, { errors }))?.status;
   }
   const result = await validateBatchInput(await deps.blobs.get(file.blobKey), {
     endpoint: batch.endpoint,
@@ -70,10 +136,12 @@ export async function validateStep(deps: StepDeps, batchId: string): Promise<Bat
     // Only when custom_id hashes repeat: the suspected duplicates are confirmed by reading again.
     reread: () => deps.blobs.get(file.blobKey),
   });
-  if (!result.ok) return (await failWith(deps, batch, result.errors, result.total))?.status;
+  if (!result.ok) return (await failWith(deps, batch, result))?.status;
   if (!deps.upstreams.route(result.model)) {
-    const message = `No upstream is configured for the model ${result.model}. Set UPSTREAM_BASE_URL, or use batch-test-model for a dry run.`;
-    return (await failWith(deps, batch, [{ code: 'model_not_found', message, param: 'body.model', line: null }], result.total))?.status;
+    const model = cutToBytes(result.model, QUOTE_BYTES);
+    const message = `No upstream is configured for the model ${model}. Set UPSTREAM_BASE_URL, or use batch-test-model for a dry run.`;
+    const errors = [{ code: 'model_not_found', message, param: 'body.model', line: null }];
+    return (await failWith(deps, batch, { errors, total: result.total }))?.status;
   }
 
   const plan: StoredPlan = { batchId, inputBlobKey: file.blobKey, chunks: result.chunks };
