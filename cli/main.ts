@@ -145,12 +145,19 @@ ${EXIT_CODES_HELP}`,
           progress: process.stderr,
         });
         stderr(`uploaded ${file} (${bytes.format(input.bytes)}) as ${input.id}`);
-        const created: Batch = await client.batches.create({
-          input_file_id: input.id,
-          endpoint: endpoint as BatchCreateParams['endpoint'],
-          completion_window: options.window as BatchCreateParams['completion_window'],
-          ...(options.metadata ? { metadata: options.metadata } : {}),
-        });
+        let created: Batch;
+        try {
+          created = await client.batches.create({
+            input_file_id: input.id,
+            endpoint: endpoint as BatchCreateParams['endpoint'],
+            completion_window: options.window as BatchCreateParams['completion_window'],
+            ...(options.metadata ? { metadata: options.metadata } : {}),
+          });
+        } catch (error) {
+          // A refused batch (a bad window, endpoint or metadata) leaves no input file behind.
+          await client.files.delete(input.id).catch(() => undefined);
+          throw error;
+        }
         stdout(created.id);
         if (!options.wait && !options.output) return ExitCode.ok;
         return waitThenFetch(client, created.id, { pollInterval: options.pollInterval, output: options.output ?? created.id });

@@ -255,7 +255,7 @@ describe('the batch command', () => {
     upstream.configure({ latencyMs: 5 });
   });
 
-  it('refuses bad arguments with exit 2 before anything is uploaded', async () => {
+  it('refuses bad arguments with exit 2 before anything is uploaded, and leaves nothing behind when the service refuses', async () => {
     const openai = client(service.baseURL, 'alice-key');
     const inputs = async () => (await openai.files.list({ purpose: 'batch' })).data.length;
     const before = await inputs();
@@ -276,6 +276,18 @@ describe('the batch command', () => {
       expect(run.code, args.join(' ')).toBe(2);
       expect(run.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
       expect(run.stderr).toMatch(/^error: /);
+    }
+    expect(await inputs()).toBe(before);
+
+    // What only the service can refuse is its 400; the uploaded input is deleted again.
+    for (const args of [
+      ['submit', input, '--window', '7x'],
+      ['submit', input, '--endpoint', '/v1/nope'],
+    ]) {
+      const run = await runCli(args, { env: alice });
+      expect(run.code, args.join(' ')).toBe(1);
+      expect(run.stderr, args.join(' ')).toMatch(/^uploaded .+\nerror: .+HTTP 400\)\n$/);
+      expect(run.stdout).toBe('');
     }
     expect(await inputs()).toBe(before);
   });
