@@ -275,6 +275,7 @@ async function main(argv: string[]): Promise<number> {
     await cli.parseAsync(argv);
     return outcome;
   } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EPIPE') return ExitCode.ok;
     if (error instanceof Interrupted) {
       stderr(error.message);
       return ExitCode.interrupted;
@@ -284,5 +285,10 @@ async function main(argv: string[]): Promise<number> {
     return failure.code;
   }
 }
+
+// A reader that stops early (`batch jsonl2csv out.jsonl | head`) is not an error.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(ExitCode.ok);
+});
 
 process.exitCode = await main(process.argv);

@@ -7,7 +7,7 @@ import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ServiceProcess, startServiceProcess } from '../support/service-process.js';
 import { startUpstreamSim, type UpstreamSim } from '../support/upstream-sim.js';
-import { jsonLines, runCli, tempDir } from './run-cli.js';
+import { jsonLines, runCli, startCli, tempDir } from './run-cli.js';
 
 const ROWS: [string, string][] = [
   ['plain-1', 'Hello world'],
@@ -137,6 +137,20 @@ describe('csv2jsonl and jsonl2csv', () => {
       ['bad-1', '400', '', '', 'bad_prompt', 'bad prompt, "quoted"'],
       ['never-ran', '', '', '', 'batch_expired', 'The batch expired.'],
     ]);
+  });
+
+  it('stops quietly with exit 0 when the reader of stdout goes away (| head)', async () => {
+    const dir = await tempDir();
+    const input = path.join(dir, 'many.jsonl');
+    const line = JSON.stringify({
+      custom_id: 'x',
+      response: { status_code: 200, body: { choices: [{ message: { content: 'y'.repeat(500) } }] } },
+    });
+    await writeFile(input, `${line}\n`.repeat(50_000));
+    const cli = startCli(['jsonl2csv', input]);
+    cli.child.stdout!.once('data', () => cli.child.stdout!.destroy());
+    const run = await cli.done;
+    expect(run).toMatchObject({ code: 0, stderr: '' });
   });
 
   it('refuses bad input with exit 2 and one line, leaving no output file', async () => {
