@@ -29,9 +29,12 @@ export interface WaitOptions {
 /** Polls until the batch ends, showing its progress; returns the final Batch. */
 export async function waitForEnd(client: OpenAI, id: string, options: WaitOptions): Promise<Batch> {
   const progress: BatchProgress = batchProgress(options.progress);
+  let reached = false;
   try {
     for (;;) {
-      const batch = await client.batches.retrieve(id, { signal: options.signal });
+      // Once the service has answered, a network blip during a long wait is retried for about 20 s.
+      const batch = await client.batches.retrieve(id, { signal: options.signal, ...(reached ? { maxRetries: 6 } : {}) });
+      reached = true;
       progress.update(batch);
       if (TERMINAL_STATUSES.has(batch.status)) return batch;
       await sleep(options.pollMs, undefined, { signal: options.signal });

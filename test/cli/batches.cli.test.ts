@@ -255,6 +255,25 @@ describe('the batch command', () => {
     upstream.configure({ latencyMs: 5 });
   });
 
+  it('keeps waiting across a restart of the service, and the batch ends completed', async () => {
+    upstream.configure({ latencyMs: 100 });
+    const id = (await runCli(['submit', await writeJsonl(chatLines(30, { prefix: 'restart' }))], { env: alice })).stdout.trim();
+    const dir = await tempDir();
+    const waiting = startCli(['wait', id, '--output', dir, '--poll-interval', '200ms'], { env: alice });
+    await stderrMatches(waiting, new RegExp(`^${id} in_progress`, 'm'));
+
+    service = await service.restart();
+    const run = await waiting.done;
+    upstream.configure({ latencyMs: 5 });
+
+    expect(run.stderr).not.toMatch(/^error/m);
+    expect(run.code).toBe(0);
+    const { summary, ids } = await resultsIn(dir);
+    expect(summary.status).toBe('completed');
+    expect(new Set(ids).size).toBe(30);
+    expect(ids).toHaveLength(30);
+  });
+
   it('refuses bad arguments with exit 2 before anything is uploaded, and leaves nothing behind when the service refuses', async () => {
     const openai = client(service.baseURL, 'alice-key');
     const inputs = async () => (await openai.files.list({ purpose: 'batch' })).data.length;
