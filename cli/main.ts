@@ -95,7 +95,6 @@ function program(): Command {
   const batch = new Command('batch')
     .description('Submit, watch and download batches of an OpenAI-compatible Batch API, and convert CSV to and from JSONL.')
     .exitOverride()
-    .configureOutput({ writeErr: (text) => process.stderr.write(text) })
     .addOption(new Option('--base-url <url>', `the service base URL (default: ${DEFAULT_BASE_URL})`).env('OPENAI_BASE_URL'))
     .addOption(new Option('--api-key <key>', 'API key (prefer the environment: a flag shows in ps)').env('OPENAI_API_KEY'))
     .addHelpText(
