@@ -30,6 +30,8 @@ describe('the batch command', () => {
   let alice: Record<string, string>;
   let bob: Record<string, string>;
 
+  // Tests that act on a running batch give it seconds of work (30 to 40 requests, 2 at a time, 500 ms each:
+  // 7 to 10 s), so it is still running on a loaded machine when the command under test starts.
   beforeAll(async () => {
     upstream = await startUpstreamSim({
       latencyMs: 5,
@@ -149,7 +151,7 @@ describe('the batch command', () => {
   });
 
   it('cancel --wait exits 6 and downloads the partial results, every custom_id once', async () => {
-    upstream.configure({ latencyMs: 300 });
+    upstream.configure({ latencyMs: 500 });
     const input = await writeJsonl(chatLines(40, { prefix: 'to cancel' }));
     const submitted = await runCli(['submit', input], { env: alice });
     expect(submitted.code).toBe(0);
@@ -170,7 +172,7 @@ describe('the batch command', () => {
   });
 
   it('stops waiting on Ctrl-C with exit 130, and the batch goes on', async () => {
-    upstream.configure({ latencyMs: 300 });
+    upstream.configure({ latencyMs: 500 });
     const input = await writeJsonl(chatLines(40, { prefix: 'interrupted' }));
     const id = (await runCli(['submit', input], { env: alice })).stdout.trim();
 
@@ -242,8 +244,8 @@ describe('the batch command', () => {
   });
 
   it('download of a batch still running exits 1 and writes nothing', async () => {
-    upstream.configure({ latencyMs: 300 });
-    const id = (await runCli(['submit', await writeJsonl(chatLines(20, { prefix: 'running' }))], { env: alice })).stdout.trim();
+    upstream.configure({ latencyMs: 500 });
+    const id = (await runCli(['submit', await writeJsonl(chatLines(40, { prefix: 'running' }))], { env: alice })).stdout.trim();
     const dir = path.join(await tempDir(), 'never');
 
     const run = await runCli(['download', id, '--output', dir], { env: alice });
@@ -256,7 +258,7 @@ describe('the batch command', () => {
   });
 
   it('keeps waiting across a restart of the service, and the batch ends completed', async () => {
-    upstream.configure({ latencyMs: 100 });
+    upstream.configure({ latencyMs: 500 });
     const id = (await runCli(['submit', await writeJsonl(chatLines(30, { prefix: 'restart' }))], { env: alice })).stdout.trim();
     const dir = await tempDir();
     const waiting = startCli(['wait', id, '--output', dir, '--poll-interval', '200ms'], { env: alice });
