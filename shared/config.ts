@@ -6,7 +6,7 @@ import { DEFAULT_MAX_RESPONSE_BYTES } from './upstream/http-upstream.js';
 import { parseRoutesText, type RouteConfig, RoutesError } from './upstream/routes.js';
 
 /** Default MAX_INFLIGHT_RESPONSE_BYTES: answer bytes one process holds at once (a worker Lambda has 1,024 MB). */
-export const DEFAULT_MAX_INFLIGHT_RESPONSE_BYTES = 256 * 1024 * 1024;
+export const DEFAULT_MAX_INFLIGHT_RESPONSE_BYTES = 128 * 1024 * 1024;
 
 const DURATION = /^(\d+)(ms|s|m|h)$/;
 const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 } as const;

@@ -25,7 +25,7 @@ export interface CheckpointOptions {
 }
 
 export const DEFAULT_CHECKPOINTS: CheckpointOptions = { intervalMs: 2_000, maxLines: 500 };
-const DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024;
+export const DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024;
 
 /** What a chunk outcome needs of a checkpointed line: which file it belongs to, and its usage. */
 export interface CheckpointedLine {
@@ -116,12 +116,12 @@ export function summarize(lines: Iterable<CheckpointedLine>): { completed: numbe
 }
 
 /** Lines as a body for BlobStore.put: one piece each, never joined into one string. */
-export async function* linesBody(lines: Iterable<string> | AsyncIterable<string>): AsyncGenerator<Uint8Array> {
-  for await (const line of lines) yield Buffer.from(line);
+export async function* linesBody(lines: Iterable<string | Uint8Array> | AsyncIterable<string | Uint8Array>): AsyncGenerator<Uint8Array> {
+  for await (const line of lines) yield typeof line === 'string' ? Buffer.from(line) : line;
 }
 
 interface PendingLine {
-  line: string;
+  line: string | Uint8Array;
   /** Settles the promise add() returned. */
   saved: () => void;
 }
@@ -161,7 +161,7 @@ export class CheckpointWriter {
    * a stored checkpoint, or the writer was closed with the line still pending (left to the chunk's
    * result). Never rejects.
    */
-  add(line: string): Promise<void> {
+  add(line: string | Uint8Array): Promise<void> {
     if (this.closed) return Promise.resolve();
     return new Promise<void>((saved) => {
       this.pending.push({ line, saved });

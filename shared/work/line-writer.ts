@@ -5,7 +5,7 @@
 import type { BlobStore } from '../ports.js';
 
 interface QueuedLine {
-  line: string;
+  line: string | Uint8Array;
   taken: () => void;
   failed: (error: unknown) => void;
 }
@@ -27,7 +27,7 @@ export class LineWriter {
   }
 
   /** Resolves once the store has taken the line (it no longer needs to be held); rejects if the object cannot be stored. */
-  write(line: string): Promise<void> {
+  write(line: string | Uint8Array): Promise<void> {
     if (this.failure) return Promise.reject(this.failure.error);
     if (this.ended) return Promise.reject(new Error(`${this.key}: written after end`));
     return new Promise<void>((taken, failed) => {
@@ -63,7 +63,7 @@ export class LineWriter {
         if (this.failure) throw this.failure.error;
         current = this.queue.shift();
         if (current) {
-          yield Buffer.from(current.line);
+          yield typeof current.line === 'string' ? Buffer.from(current.line) : current.line;
           // The store asked for the next piece: it has this one.
           current.taken();
           current = undefined;

@@ -29,7 +29,15 @@ import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, ChunkMessage, Clock, Lifecycle, MetaStore } from '../ports.js';
 import type { ResponseBudget } from '../upstream/response-budget.js';
 import type { UpstreamRouter } from '../upstream/types.js';
-import { type CheckpointedLine, type CheckpointOptions, CheckpointWriter, checkpointLines, summarize } from './checkpoints.js';
+import {
+  type CheckpointedLine,
+  type CheckpointOptions,
+  CheckpointWriter,
+  checkpointLines,
+  DEFAULT_CHECKPOINTS,
+  DEFAULT_MAX_PENDING_BYTES,
+  summarize,
+} from './checkpoints.js';
 import { LineWriter } from './line-writer.js';
 
 export interface ChunkWorkerDeps {
@@ -68,7 +76,7 @@ class ChunkResult {
     return [this.output.key, this.errors.key];
   }
 
-  write(line: string, success: boolean): Promise<void> {
+  write(line: string | Uint8Array, success: boolean): Promise<void> {
     return (success ? this.output : this.errors).write(line);
   }
 
@@ -136,7 +144,7 @@ export async function runChunk(deps: ChunkWorkerDeps, message: ChunkMessage): Pr
     }
 
     const watch = watchForStop(deps, batch);
-    const checkpoints = new CheckpointWriter({ blobs, clock, log }, batchId, chunk.index, attempt, deps.checkpoints);
+    const checkpoints = new CheckpointWriter({ blobs, clock, log }, batchId, chunk.index, attempt, checkpointOptions(deps));
     // A line that cannot be stored fails the run: nothing more is sent for it.
     let storeFailed = false;
     const mayStart = () => !storeFailed && !watch.reason();
@@ -166,9 +174,11 @@ export async function runChunk(deps: ChunkWorkerDeps, message: ChunkMessage): Pr
           failed += 1;
           line = resultLine(request.customId, answer);
         }
+        // One copy of the line's bytes serves the result object and the checkpoint (the text can go).
+        const bytes = Buffer.from(line);
         // Lines that never ran are not checkpointed: a later run tries them again.
-        const checkpointed = upstream && answer && !answer.unfinished ? checkpoints.add(line) : undefined;
-        const written = result.write(line, success);
+        const checkpointed = upstream && answer && !answer.unfinished ? checkpoints.add(bytes) : undefined;
+        const written = result.write(bytes, success);
         holders = [written, ...(checkpointed ? [checkpointed] : [])];
         await written;
       } catch (error) {
@@ -198,9 +208,25 @@ export async function runChunk(deps: ChunkWorkerDeps, message: ChunkMessage): Pr
       usage,
     });
   } catch (error) {
-    await result.abort(error);
+    await discard(deps, result, error);
     throw error;
   }
+}
+
+/**
+ * Lines wait in the checkpoint writer holding their budget: it writes once a quarter of the budget
+ * waits (or 8 MiB, whichever is less), so requests never stall behind a checkpoint's interval.
+ */
+function checkpointOptions(deps: ChunkWorkerDeps): CheckpointOptions {
+  const options = deps.checkpoints ?? DEFAULT_CHECKPOINTS;
+  if (options.maxBytes !== undefined || !deps.responses) return options;
+  return { ...options, maxBytes: Math.min(DEFAULT_MAX_PENDING_BYTES, Math.floor(deps.responses.limitBytes / 4)) };
+}
+
+/** A run that failed leaves nothing behind: neither object is stored, or the one that was is deleted. */
+async function discard(deps: ChunkWorkerDeps, result: ChunkResult, error: unknown): Promise<void> {
+  await result.abort(error);
+  await deps.blobs.delete(result.keys).catch(() => undefined);
 }
 
 /**
@@ -253,7 +279,7 @@ export async function giveUpChunk(deps: ChunkWorkerDeps, message: ChunkMessage, 
       usage: counts.usage,
     });
   } catch (error) {
-    await result.abort(error);
+    await discard(deps, result, error);
     throw error;
   }
 }
