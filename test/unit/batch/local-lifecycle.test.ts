@@ -162,7 +162,8 @@ describe('LocalLifecycle', () => {
       { code: 'finalization_failed', message: expect.stringContaining('finalization failed after its retries (RangeError)') },
     ]);
     expect(failed.failedAtMs).toEqual(expect.any(Number));
-    // The input was deleted while pinned: letting go of the pin purged it.
+    // The input was deleted while pinned: letting go of the pin (just after the status) purges it.
+    for (let i = 0; i < 200 && (await deps.meta.getInputFile('p', batch.inputFileId)); i++) await new Promise((r) => setTimeout(r, 25));
     expect(await deps.meta.getInputFile('p', batch.inputFileId)).toBeUndefined();
     await lifecycle.stop();
     await queue.stop();
