@@ -8,7 +8,8 @@ import { validateBatchInput } from '../input/validate.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, Clock, MetaStore, WorkQueue } from '../ports.js';
 import type { UpstreamRouter } from '../upstream/types.js';
-import { type CheckpointedLine, checkpointLines, linesBody, listCheckpoints, summarize } from '../work/checkpoints.js';
+import { type CheckpointedLine, checkpointLines, listCheckpoints, summarize } from '../work/checkpoints.js';
+import { linesBody } from '../work/line-writer.js';
 import { releaseInputFile } from './input-file.js';
 import { blobKeys } from './keys.js';
 import {

@@ -12,6 +12,7 @@ import { addUsage, usageOf } from '../batch/results.js';
 import type { Logger } from '../log.js';
 import { errorMessage } from '../log.js';
 import type { BlobStore, Clock } from '../ports.js';
+import { linesBody } from './line-writer.js';
 
 export interface CheckpointOptions {
   /** Least time between the starts of two checkpoints of one chunk (0: as soon as a line is finished). */
@@ -113,11 +114,6 @@ export function summarize(lines: Iterable<CheckpointedLine>): { completed: numbe
     } else failed += 1;
   }
   return { completed, failed, usage };
-}
-
-/** Lines as a body for BlobStore.put: one piece each, never joined into one string. */
-export async function* linesBody(lines: Iterable<string | Uint8Array> | AsyncIterable<string | Uint8Array>): AsyncGenerator<Uint8Array> {
-  for await (const line of lines) yield typeof line === 'string' ? Buffer.from(line) : line;
 }
 
 interface PendingLine {

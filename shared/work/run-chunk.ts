@@ -38,7 +38,7 @@ import {
   DEFAULT_MAX_PENDING_BYTES,
   summarize,
 } from './checkpoints.js';
-import { LineWriter } from './line-writer.js';
+import { LineWriter, PIECE_BYTES } from './line-writer.js';
 
 export interface ChunkWorkerDeps {
   meta: MetaStore;
@@ -174,8 +174,8 @@ export async function runChunk(deps: ChunkWorkerDeps, message: ChunkMessage): Pr
           failed += 1;
           line = resultLine(request.customId, answer);
         }
-        // One copy of the line's bytes serves the result object and the checkpoint (the text can go).
-        const bytes = Buffer.from(line);
+        // A large line becomes bytes once, for the result object and the checkpoint both (its text can go).
+        const bytes = line.length >= PIECE_BYTES ? Buffer.from(line) : line;
         // Lines that never ran are not checkpointed: a later run tries them again.
         const checkpointed = upstream && answer && !answer.unfinished ? checkpoints.add(bytes) : undefined;
         const written = result.write(bytes, success);
