@@ -339,7 +339,9 @@ export class HttpUpstream implements Upstream {
       charged?.release();
       return { text: '', cut, bytes };
     }
-    return { text: Buffer.concat(pieces).toString('utf8'), cut, bytes };
+    const only = pieces.length === 1 ? pieces[0]! : undefined;
+    const whole = only ? Buffer.from(only.buffer, only.byteOffset, only.byteLength) : Buffer.concat(pieces);
+    return { text: whole.toString('utf8'), cut, bytes };
   }
 }
 
