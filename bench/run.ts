@@ -18,6 +18,7 @@ import { type ServiceProcess, startServiceProcess } from '../test/support/servic
 import { startUpstreamSim } from '../test/support/upstream-sim.js';
 import { bigScenarios } from './scenarios/big.js';
 import { faultScenarios } from './scenarios/faults.js';
+import { hugeAnswerScenarios } from './scenarios/huge-answers.js';
 
 // ---------------------------------------------------------------------------------------------
 // Reusable pieces
@@ -300,6 +301,7 @@ export const scenarios: Record<string, Scenario> = {
   },
   ...faultScenarios,
   ...bigScenarios,
+  ...hugeAnswerScenarios,
 };
 
 // ---------------------------------------------------------------------------------------------

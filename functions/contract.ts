@@ -38,6 +38,21 @@ export interface BatchExecutionInput {
   batchId: string;
 }
 
+/**
+ * Finalize's input. With `failure` (state FailBatch, reached by the Catch of a step whose retries
+ * are spent; `failure` is that Catch's error output), it ends the batch `failed` instead.
+ */
+export interface FinalizeInput {
+  batchId: string;
+  failure?: { Error?: string; Cause?: string };
+}
+
+/**
+ * Receives of a chunk message before SQS moves it to the dead-letter queue (the queue's
+ * maxReceiveCount). The worker gives a chunk up on its last receive rather than fail it again.
+ */
+export const CHUNK_MAX_RECEIVES = 5;
+
 /** validate's result; the Choice state branches on `status`. */
 export interface ValidateOutput {
   batchId: string;

@@ -25,6 +25,7 @@ import type { StepDeps } from '../shared/batch/steps.js';
 import { loadConfig, type ServiceConfig } from '../shared/config.js';
 import type { Logger } from '../shared/log.js';
 import type { Clock, WorkQueue } from '../shared/ports.js';
+import { ResponseBudget } from '../shared/upstream/response-budget.js';
 import { createUpstreamRouter } from '../shared/upstream/router.js';
 import { parseRoutes, type RouteConfig, resolveRoutes } from '../shared/upstream/routes.js';
 import type { UpstreamRouter } from '../shared/upstream/types.js';
@@ -56,6 +57,8 @@ export interface Runtime {
     resolveApiKey: ApiKeyResolver;
     downloads: { redirectAboveBytes: number; urlExpiresInSeconds: number };
   };
+  /** The container's budget of upstream answer bytes held at once (MAX_INFLIGHT_RESPONSE_BYTES), for the worker. */
+  responses: ResponseBudget;
   /** The worker's router, with keys (read from Secrets Manager on first use) and metered. */
   workerUpstreams(): Promise<{ router: UpstreamRouter; meter: UpstreamMeter }>;
   /** Stops listening for upstream metrics (tests build many runtimes in one process). */
@@ -208,6 +211,7 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
     log,
     steps,
     drainMs: config.upstream.timeoutMs + 5_000,
+    responses: new ResponseBudget(config.upstream.maxInflightResponseBytes),
     api: {
       resolveApiKey: storedApiKeys(meta, { clock }),
       downloads: {

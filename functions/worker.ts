@@ -1,11 +1,15 @@
 // The chunk worker, fed by SQS through an event source mapping with ReportBatchItemFailures: runs
 // each message's chunk (many requests in flight), and reports the messages whose chunk failed so
-// SQS delivers them again after the visibility timeout (and, after a few tries, to the dead-letter
-// queue). A chunk delivered twice is recorded once (shared/work/run-chunk.ts).
+// SQS delivers them again after the visibility timeout. On the last receive before the dead-letter
+// queue, a chunk that fails again is given up instead: its lines are recorded as failed and the
+// batch goes on to end failed, rather than wait for its window. A chunk delivered twice is recorded
+// once (shared/work/run-chunk.ts).
 import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { errorMessage } from '../shared/log.js';
 import type { ChunkMessage } from '../shared/ports.js';
-import { runChunk } from '../shared/work/run-chunk.js';
+import { noRedaction, redactingLogger } from '../shared/upstream/redact.js';
+import { giveUpChunk, runChunk } from '../shared/work/run-chunk.js';
+import { CHUNK_MAX_RECEIVES } from './contract.js';
 import { lambdaHandler, MetricUnit, metrics } from './observability.js';
 import { runtime, WORKER_STATUS_POLL_MS } from './runtime.js';
 import { addUpstreamMetrics } from './upstream-metrics.js';
@@ -27,19 +31,32 @@ export const handler = lambdaHandler('worker', async (event: SQSEvent): Promise<
     lifecycle: rt.lifecycle,
     upstreams: router,
     clock: rt.clock,
-    log: rt.log,
+    // No upstream key reaches a log line (an error message could carry one).
+    log: redactingLogger(rt.log, router.redactor ?? noRedaction),
     statusPollMs: WORKER_STATUS_POLL_MS,
     checkpoints: rt.config.checkpoints,
+    responses: rt.responses,
+  };
+  let givenUp = 0;
+  const run = async (record: SQSRecord) => {
+    const message = parseMessage(record);
+    try {
+      await runChunk(deps, message);
+    } catch (error) {
+      if (Number(record.attributes?.ApproximateReceiveCount ?? 0) < CHUNK_MAX_RECEIVES) throw error;
+      await giveUpChunk(deps, message, error);
+      givenUp += 1;
+    }
   };
   // Records of one event run side by side; a malformed one fails alone (and ends in the dead-letter queue).
-  const outcomes = await Promise.allSettled(event.Records.map(async (record) => runChunk(deps, parseMessage(record))));
+  const outcomes = await Promise.allSettled(event.Records.map(run));
 
   const batchItemFailures: SQSBatchResponse['batchItemFailures'] = [];
   outcomes.forEach((outcome, i) => {
     const record = event.Records[i]!;
     if (outcome.status === 'fulfilled') return;
     batchItemFailures.push({ itemIdentifier: record.messageId });
-    rt.log.log('warn', 'chunk failed; SQS will deliver it again', {
+    deps.log.log('warn', 'chunk failed; SQS will deliver it again', {
       messageId: record.messageId,
       receiveCount: Number(record.attributes?.ApproximateReceiveCount ?? 0),
       error: errorMessage(outcome.reason),
@@ -48,6 +65,7 @@ export const handler = lambdaHandler('worker', async (event: SQSEvent): Promise<
   const m = metrics();
   m.addMetric('ChunksRun', MetricUnit.Count, event.Records.length - batchItemFailures.length);
   if (batchItemFailures.length > 0) m.addMetric('ChunksFailed', MetricUnit.Count, batchItemFailures.length);
+  if (givenUp > 0) m.addMetric('ChunksGivenUp', MetricUnit.Count, givenUp);
   addUpstreamMetrics(m, meter.take());
   return { batchItemFailures };
 });

@@ -51,6 +51,8 @@ export const LIMIT_NAMES = [
   'UPSTREAM_TOKENS_PER_MINUTE',
   'CHECKPOINT_INTERVAL',
   'CHECKPOINT_LINES',
+  'MAX_RESPONSE_BYTES',
+  'MAX_INFLIGHT_RESPONSE_BYTES',
   /** Downloads larger than this answer 307 to a presigned S3 URL (the API Lambda's answer is capped at 6 MB). */
   'DOWNLOAD_REDIRECT_BYTES',
 ] as const;

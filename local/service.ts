@@ -16,9 +16,11 @@ import { DEFAULT_COMPLETE_LEASE_MS } from '../shared/api/uploads.js';
 import type { StepDeps } from '../shared/batch/steps.js';
 import { ConfigError, type ServiceConfig } from '../shared/config.js';
 import { errorMessage, type Logger } from '../shared/log.js';
-import { createUpstreamRouter } from '../shared/upstream/router.js';
+import { redactingLogger } from '../shared/upstream/redact.js';
+import { ResponseBudget } from '../shared/upstream/response-budget.js';
+import { createUpstreamRouter, upstreamKeyRedactor } from '../shared/upstream/router.js';
 import { RoutesError, resolveRoutes } from '../shared/upstream/routes.js';
-import { runChunk } from '../shared/work/run-chunk.js';
+import { giveUpChunk, runChunk } from '../shared/work/run-chunk.js';
 
 export interface RunningService {
   url: string;
@@ -26,22 +28,27 @@ export interface RunningService {
   stop(): Promise<void>;
 }
 
-export async function startService(config: ServiceConfig, log: Logger): Promise<RunningService> {
+export async function startService(config: ServiceConfig, serviceLog: Logger): Promise<RunningService> {
   // Locally an apiKeySecret is `env:NAME`: there is no secret store to ask for anything else.
   const routes = await resolveRoutes(config.upstream.routes, { env: process.env, defaultConcurrency: config.upstream.concurrency }).catch(
     (error: unknown) => {
       throw error instanceof RoutesError ? new ConfigError(`invalid configuration: ${error.message}`) : error;
     },
   );
+  // No upstream key reaches a log line, whoever writes it.
+  const log = redactingLogger(serviceLog, upstreamKeyRedactor({ apiKey: config.upstream.apiKey, routes }));
   await mkdir(config.dataDir, { recursive: true });
   const dynamo = await startEmbeddedDynamo({ path: join(config.dataDir, 'meta') });
   const meta = new DynamoMetaStore({ client: dynamo.client, tableName: dynamo.tableName });
   const blobs = new FsBlobStore(join(config.dataDir, 'blobs'));
   const clock = systemClock;
   const upstreams = createUpstreamRouter({ ...config.upstream, routes }, clock, log);
+  // One budget of answer bytes for every chunk this process runs.
+  const responses = new ResponseBudget(config.upstream.maxInflightResponseBytes);
   const queue = new LocalWorkQueue({
     concurrency: config.localWorkers,
     onDeadLetter: (message, error) =>
+      // Only when giving the chunk up failed too: the batch is finalized at the end of its window.
       log.log('error', 'chunk dropped after repeated failures', {
         batchId: message.batchId,
         chunk: message.chunk.index,
@@ -60,13 +67,20 @@ export async function startService(config: ServiceConfig, log: Logger): Promise<
   };
   // Requests in flight when a window closes or a cancel arrives get one upstream timeout to finish.
   const lifecycle = new LocalLifecycle(steps, { drainTimeoutMs: config.upstream.timeoutMs + 5_000 });
-  queue.start(async (message) => {
+  const worker = { meta, blobs, lifecycle, upstreams, clock, log, checkpoints: config.checkpoints, responses };
+  queue.start(async (message, delivery) => {
     try {
-      await runChunk({ meta, blobs, lifecycle, upstreams, clock, log, checkpoints: config.checkpoints }, message);
+      await runChunk(worker, message);
     } catch (error) {
+      if (delivery.last) {
+        // Retrying did not mend it: the chunk's lines are recorded as failed, and the batch goes on to end failed.
+        await giveUpChunk(worker, message, error);
+        return;
+      }
       log.log('warn', 'chunk failed; it will be delivered again', {
         batchId: message.batchId,
         chunk: message.chunk.index,
+        receives: delivery.receives,
         error: errorMessage(error),
       });
       throw error;

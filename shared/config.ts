@@ -2,7 +2,11 @@
 // setting stops start-up with a clear message instead of misbehaving later.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { DEFAULT_MAX_RESPONSE_BYTES } from './upstream/http-upstream.js';
 import { parseRoutesText, type RouteConfig, RoutesError } from './upstream/routes.js';
+
+/** Default MAX_INFLIGHT_RESPONSE_BYTES: answer bytes one process holds at once (a worker Lambda has 1,024 MB). */
+export const DEFAULT_MAX_INFLIGHT_RESPONSE_BYTES = 128 * 1024 * 1024;
 
 const DURATION = /^(\d+)(ms|s|m|h)$/;
 const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 } as const;
@@ -49,6 +53,8 @@ const EnvSchema = z.object({
   UPSTREAM_REQUESTS_PER_MINUTE: positiveInt.optional(),
   UPSTREAM_TOKENS_PER_MINUTE: positiveInt.optional(),
   UPSTREAM_ROUTES: z.string().optional(),
+  MAX_RESPONSE_BYTES: positiveInt.default(DEFAULT_MAX_RESPONSE_BYTES),
+  MAX_INFLIGHT_RESPONSE_BYTES: positiveInt.default(DEFAULT_MAX_INFLIGHT_RESPONSE_BYTES),
   CHECKPOINT_INTERVAL: duration.default('2s'),
   CHECKPOINT_LINES: positiveInt.default(500),
   MIN_COMPLETION_WINDOW: duration.default('24h'),
@@ -80,6 +86,10 @@ export interface ServiceConfig {
     tokensPerMinute: number | undefined;
     /** Routes by model name or pattern, from the UPSTREAM_ROUTES file (keys not yet resolved). */
     routes: RouteConfig[];
+    /** The most bytes of one answer that are read; a larger answer is that line's error `response_too_large`. */
+    maxResponseBytes: number;
+    /** Answer bytes held at once by the process (being read, or in lines not yet written); past it, new requests wait. */
+    maxInflightResponseBytes: number;
   };
   /** A chunk worker saves its finished lines every `intervalMs`, or sooner once `maxLines` wait. */
   checkpoints: { intervalMs: number; maxLines: number };
@@ -143,6 +153,8 @@ export function loadConfig(
       requestsPerMinute: e.UPSTREAM_REQUESTS_PER_MINUTE,
       tokensPerMinute: e.UPSTREAM_TOKENS_PER_MINUTE,
       routes: loadRoutes(e.UPSTREAM_ROUTES, readFile),
+      maxResponseBytes: e.MAX_RESPONSE_BYTES,
+      maxInflightResponseBytes: e.MAX_INFLIGHT_RESPONSE_BYTES,
     },
     checkpoints: { intervalMs: parseDuration(e.CHECKPOINT_INTERVAL)!, maxLines: e.CHECKPOINT_LINES },
     limits: {

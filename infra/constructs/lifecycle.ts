@@ -7,17 +7,23 @@
 //     the last worker's chunk sends task success ─▶ Finalize (completed)
 //     States.Timeout (the window passed)         ─▶ Finalize (expired)
 //     BatchCancelled (SendTaskFailure by cancel) ─▶ DrainAfterCancel
-//     anything else that is left after retries   ─▶ Finalize (which accounts for every line)
+//     anything else that is left after retries   ─▶ FailBatch (see below)
 //   DrainAfterCancel: .waitForTaskToken again, timeout = the drain time ($.drainSeconds), while
 //     the workers start no new request and finish those in flight (their answers are kept).
 //     the last worker's chunk sends task success ─▶ Finalize (cancelled)
 //     States.Timeout (the drain time passed)     ─▶ Finalize (cancelled)
 //     anything else that is left after retries   ─▶ Finalize (cancelled)
+//   Every Task has a Catch: a step whose retries are spent goes to FailBatch, which ends the batch
+//   `failed` with the reason (finalizing it first when chunks may have run, so their answers are
+//   kept), then to the Fail state BatchFailed (the failed-executions alarm tells the operator).
+//     Validate, Enqueue, WaitForChunks (not its timeout or the cancel), Finalize ─▶ FailBatch
+//     FailBatch itself failing after retries ─▶ FailBatchFailed (Fail; the batch is left as it was)
 //
 // Cost: the happy path is 5 billed state transitions (Validate, AfterValidate, Enqueue,
 // WaitForChunks, Finalize) whatever the batch's size; a cancel adds 1 (DrainAfterCancel); a
-// failed validation is 3; each retry adds one. There is no Map state and no polling loop:
-// requests are never states, chunks are SQS messages.
+// failed validation is 3; each retry adds one; a step that fails for good adds 2 (FailBatch,
+// BatchFailed). There is no Map state and no polling loop: requests are never states, chunks are
+// SQS messages.
 import { ArnFormat, Duration, Names, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
@@ -128,6 +134,32 @@ export class Lifecycle extends Construct {
     const enqueue = step('Enqueue', this.enqueue); // → { batchId, waitSeconds, drainSeconds }
     const finalize = step('Finalize', this.finalize);
 
+    // The finalize function told which step failed for good ($.failure, the Catch's error output):
+    // it ends the batch failed with that reason (functions/finalize.ts, failBatchStep).
+    const failBatch = new tasks.LambdaInvoke(this, 'FailBatch', {
+      lambdaFunction: this.finalize.function,
+      payload: sfn.TaskInput.fromObject({ batchId: sfn.JsonPath.stringAt('$.batchId'), failure: sfn.JsonPath.objectAt('$.failure') }),
+      payloadResponseOnly: true,
+      retryOnServiceExceptions: false,
+    })
+      .addRetry({ errors: [...RETRIED_ERRORS], ...RETRY, jitterStrategy: sfn.JitterType.FULL })
+      .addCatch(
+        new sfn.Fail(this, 'FailBatchFailed', {
+          error: 'BatchNotEnded',
+          cause: 'A lifecycle step failed after its retries, and so did ending the batch failed: the batch is left in its status.',
+        }),
+        { errors: [sfn.Errors.ALL], resultPath: '$.failBatchError' },
+      )
+      .next(
+        new sfn.Fail(this, 'BatchFailed', {
+          error: 'BatchStepFailed',
+          cause: 'A lifecycle step failed after its retries; the batch ended failed (see its errors).',
+        }),
+      );
+    const failsTheBatch = { errors: [sfn.Errors.ALL], resultPath: '$.failure' };
+    validate.addCatch(failBatch, failsTheBatch);
+    finalize.addCatch(failBatch, failsTheBatch);
+
     // The wait-for-chunks function under .waitForTaskToken, until the task token is answered or
     // the timeout Enqueue computed runs out.
     const waitForTaskToken = (stateId: string, timeoutPath: string, draining: boolean) =>
@@ -158,12 +190,12 @@ export class Lifecycle extends Construct {
     // Enqueue computed $.waitSeconds: the window left plus time for chunks in flight to drain.
     const waitForChunks = waitForTaskToken('WaitForChunks', '$.waitSeconds', false)
       .addCatch(drainAfterCancel, { errors: [CANCEL_ERROR], resultPath: '$.error' })
-      .addCatch(finalize, { errors: [sfn.Errors.ALL], resultPath: '$.error' });
+      .addCatch(failBatch, failsTheBatch);
     drainAfterCancel.next(finalize);
 
-    // A batch whose chunks could not all be enqueued is finalized rather than left in_progress
-    // for ever: every line that never ran is then in the error file.
-    enqueue.addCatch(finalize, { errors: [sfn.Errors.ALL], resultPath: '$.error' });
+    // A batch whose chunks could not all be enqueued ends failed rather than stay in_progress for
+    // ever: the chunks that did run keep their answers, every other line is in the error file.
+    enqueue.addCatch(failBatch, failsTheBatch);
 
     const definition = validate.next(
       new sfn.Choice(this, 'AfterValidate')

@@ -7,7 +7,7 @@ import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
-import { ENV, HANDLERS } from '../../functions/contract.js';
+import { CHUNK_MAX_RECEIVES, ENV, HANDLERS } from '../../functions/contract.js';
 import { ServiceFunction } from './service-function.js';
 import type { Storage } from './storage.js';
 
@@ -28,8 +28,8 @@ export interface WorkersProps {
  * reappear while a worker still holds it.
  */
 export const VISIBILITY_TIMEOUT_FACTOR = 6;
-/** Receives before a chunk message is parked in the dead-letter queue. */
-export const MAX_RECEIVE_COUNT = 5;
+/** Receives before a chunk message is parked in the dead-letter queue (the worker gives the chunk up on the last). */
+export const MAX_RECEIVE_COUNT = CHUNK_MAX_RECEIVES;
 
 export class Workers extends Construct {
   readonly queue: sqs.Queue;

@@ -4,11 +4,12 @@ import { newRequestLineId } from '../ids.js';
 import type { UpstreamResult } from '../upstream/types.js';
 import { type UsageTotals, ZERO_USAGE } from './model.js';
 
-export type UnrunReason = 'batch_cancelled' | 'batch_expired';
+export type UnrunReason = 'batch_cancelled' | 'batch_expired' | 'batch_failed';
 
 export const UNRUN_MESSAGES: Record<UnrunReason, string> = {
   batch_cancelled: 'This request was not run because the batch was cancelled.',
   batch_expired: 'This request was not run because the batch expired before it could be completed.',
+  batch_failed: 'This request was not run because the batch failed (see the batch errors).',
 };
 
 export function resultLine(customId: string, result: UpstreamResult): string {
@@ -31,7 +32,13 @@ export function unrunLine(customId: string, reason: UnrunReason): string {
 const UNFINISHED_MESSAGES: Record<UnrunReason, string> = {
   batch_cancelled: 'This request was not completed because the batch was cancelled while it was being retried.',
   batch_expired: 'This request was not completed before the batch expired: the upstream had not given a final answer.',
+  batch_failed: 'This request was not completed because the batch failed while it was being retried.',
 };
+
+/** A line of a chunk that failed on every delivery: it never got a final answer that could be kept. */
+export function chunkFailedLine(customId: string, message: string): string {
+  return resultLine(customId, { kind: 'error', code: 'chunk_failed', message });
+}
 
 /**
  * A request whose retries were cut short by the window or a cancel: the error names the reason,

@@ -1,17 +1,30 @@
-// The steps of a batch's lifecycle: validate, enqueue, finalize. The Step Functions state machine
-// (AWS) and the local driver call these same functions. Each is idempotent: it may run again after
-// a crash or a retry and the batch ends the same.
+// The steps of a batch's lifecycle: validate, enqueue, finalize, and fail (a step that failed for
+// good ends the batch `failed`, so no batch is ever left in a status nothing will move it from).
+// The Step Functions state machine (AWS) and the local driver call these same functions. Each is
+// idempotent: it may run again after a crash or a retry and the batch ends the same.
 import { createHash } from 'node:crypto';
 import { readChunkRequests } from '../input/chunk-reader.js';
+import { cutToBytes, QUOTE_BYTES } from '../input/request-line.js';
 import { validateBatchInput } from '../input/validate.js';
-import type { Logger } from '../log.js';
+import { moreErrorsNotice } from '../input/validation-errors.js';
+import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, Clock, MetaStore, WorkQueue } from '../ports.js';
 import type { UpstreamRouter } from '../upstream/types.js';
-import { type CheckpointedLine, listCheckpoints, readCheckpoints, summarize } from '../work/checkpoints.js';
+import { type CheckpointedLine, checkpointLines, listCheckpoints, summarize } from '../work/checkpoints.js';
+import { linesBody } from '../work/line-writer.js';
 import { releaseInputFile } from './input-file.js';
 import { blobKeys } from './keys.js';
-import { type BatchRecord, type BatchStatus, type ChunkPlanEntry, type FileRecord, TERMINAL_STATUSES, ZERO_USAGE } from './model.js';
-import { addUsage, unrunLine } from './results.js';
+import {
+  BATCH_STATUSES,
+  type BatchLineError,
+  type BatchRecord,
+  type BatchStatus,
+  type ChunkPlanEntry,
+  type FileRecord,
+  TERMINAL_STATUSES,
+  ZERO_USAGE,
+} from './model.js';
+import { addUsage, type UnrunReason, unrunLine } from './results.js';
 
 export interface StepDeps {
   meta: MetaStore;
@@ -40,9 +53,64 @@ export async function readPlan(blobs: BlobStore, batchId: string): Promise<Store
   return JSON.parse(Buffer.concat(pieces).toString('utf8')) as StoredPlan;
 }
 
-async function failWith(deps: StepDeps, batch: BatchRecord, errors: BatchRecord['errors'], total = 0) {
-  const failed = await deps.meta.updateBatch(batch.id, ['validating'], { status: 'failed', errors, total, failedAtMs: deps.clock.now() });
-  if (failed) await releaseInputFile(deps, failed);
+/**
+ * Why validation fails a batch: the errors its record holds and, when the file has more, every
+ * error validation kept (written to the batch's error file) and how many it found.
+ */
+interface ValidationFailure {
+  errors: BatchLineError[];
+  total?: number;
+  reportedErrors?: BatchLineError[];
+  errorCount?: number;
+  errorCountIsExact?: boolean;
+}
+
+/**
+ * Ends a validating batch `failed`. Errors the record cannot hold go to an error file (one
+ * BatchError object a line), and the record's list ends with a notice of how many there are.
+ */
+async function failWith(deps: StepDeps, batch: BatchRecord, failure: ValidationFailure) {
+  const { errors, total = 0 } = failure;
+  const reported = failure.reportedErrors ?? errors;
+  const found = { count: failure.errorCount ?? errors.length, exact: failure.errorCountIsExact ?? true };
+  let errorFile: FileRecord | undefined;
+  if (reported.length > errors.length) {
+    // The id depends only on the batch: a step that runs again writes the same file.
+    const id = derivedFileId(batch.id, 'error');
+    const blobKey = blobKeys.file(id);
+    const { bytes } = await deps.blobs.put(blobKey, reported.map((error) => `${JSON.stringify(error)}\n`).join(''));
+    const now = deps.clock.now();
+    const retentionSeconds = batch.outputExpiresAfterSeconds ?? DEFAULT_OUTPUT_RETENTION_SECONDS;
+    errorFile = {
+      id,
+      project: batch.project,
+      filename: `${batch.id}_error.jsonl`,
+      purpose: 'batch_output',
+      bytes,
+      createdAtMs: now,
+      expiresAtMs: now + retentionSeconds * 1_000,
+      blobKey,
+    };
+    await deps.meta.putFile(errorFile);
+  }
+  const listed =
+    found.count > errors.length
+      ? [...errors, moreErrorsNotice(errors.length, found, errorFile && { id: errorFile.id, errors: reported.length })]
+      : errors;
+  const failed = await deps.meta.updateBatch(batch.id, ['validating'], {
+    status: 'failed',
+    errors: listed,
+    errorFileId: errorFile?.id ?? null,
+    total,
+    failedAtMs: deps.clock.now(),
+  });
+  if (failed) {
+    await releaseInputFile(deps, failed);
+  } else if (errorFile && (await deps.meta.getBatch(batch.id))?.errorFileId !== errorFile.id) {
+    // The batch left validating another way (a cancel): its error file serves nobody.
+    await deps.meta.deleteFile(batch.project, errorFile.id);
+    await deps.blobs.delete([errorFile.blobKey]);
+  }
   return failed;
 }
 
@@ -58,7 +126,8 @@ export async function validateStep(deps: StepDeps, batchId: string): Promise<Bat
   const file = await deps.meta.getInputFile(batch.project, batch.inputFileId);
   if (!file) {
     const message = `The input file ${batch.inputFileId} no longer exists.`;
-    return (await failWith(deps, batch, [{ code: 'input_file_not_found', message, param: 'input_file_id', line: null }]))?.status;
+    const errors = [{ code: 'input_file_not_found', message, param: 'input_file_id', line: null }];
+    return (await failWith(deps, batch, { errors }))?.status;
   }
   const result = await validateBatchInput(await deps.blobs.get(file.blobKey), {
     endpoint: batch.endpoint,
@@ -70,10 +139,12 @@ export async function validateStep(deps: StepDeps, batchId: string): Promise<Bat
     // Only when custom_id hashes repeat: the suspected duplicates are confirmed by reading again.
     reread: () => deps.blobs.get(file.blobKey),
   });
-  if (!result.ok) return (await failWith(deps, batch, result.errors, result.total))?.status;
+  if (!result.ok) return (await failWith(deps, batch, result))?.status;
   if (!deps.upstreams.route(result.model)) {
-    const message = `No upstream is configured for the model ${result.model}. Set UPSTREAM_BASE_URL, or use batch-test-model for a dry run.`;
-    return (await failWith(deps, batch, [{ code: 'model_not_found', message, param: 'body.model', line: null }], result.total))?.status;
+    const model = cutToBytes(result.model, QUOTE_BYTES);
+    const message = `No upstream is configured for the model ${model}. Set UPSTREAM_BASE_URL, or use batch-test-model for a dry run.`;
+    const errors = [{ code: 'model_not_found', message, param: 'body.model', line: null }];
+    return (await failWith(deps, batch, { errors, total: result.total }))?.status;
   }
 
   const plan: StoredPlan = { batchId, inputBlobKey: file.blobKey, chunks: result.chunks };
@@ -107,11 +178,20 @@ export function derivedFileId(batchId: string, kind: 'output' | 'error'): string
   return `file-${digest.slice(0, 24)}`;
 }
 
+/** The timestamp of the status a finalization ends in. */
+function endedAt(status: BatchStatus, now: number): Partial<BatchRecord> {
+  if (status === 'cancelled') return { cancelledAtMs: now };
+  if (status === 'failed') return { failedAtMs: now };
+  if (status === 'expired') return { expiredAtMs: now };
+  return { completedAtMs: now };
+}
+
 /**
  * Stops taking chunk results, then merges the recorded chunks' objects into one output file and
  * one error file, streaming. A chunk with no recorded outcome keeps the lines its worker had
  * checkpointed (output or error, as they were, counted now); each of its other lines goes to the
- * error file as batch_cancelled or batch_expired, so every custom_id appears exactly once.
+ * error file as batch_cancelled, batch_failed or batch_expired, so every custom_id appears exactly
+ * once. Nothing joins a chunk's lines: every object is written as a stream of lines.
  */
 export async function finalizeStep(deps: StepDeps, batchId: string): Promise<BatchStatus | undefined> {
   const { meta, blobs, clock } = deps;
@@ -128,7 +208,10 @@ export async function finalizeStep(deps: StepDeps, batchId: string): Promise<Bat
   }
 
   const cancelled = batch.cancellingAtMs !== null;
-  const reason = cancelled ? 'batch_cancelled' : 'batch_expired';
+  // A running batch has errors only when it is to end failed: a chunk was given up, or a step
+  // failed for good (a failed validation sets them too, but that batch is final already).
+  const failing = !cancelled && (batch.errors?.length ?? 0) > 0;
+  const reason: UnrunReason = cancelled ? 'batch_cancelled' : failing ? 'batch_failed' : 'batch_expired';
   const [plan, checkpoints] = await Promise.all([readPlan(blobs, batchId), listCheckpoints(blobs, batchId)]);
   const done = new Set(batch.doneChunks);
   const outputParts: string[] = [];
@@ -145,34 +228,17 @@ export async function finalizeStep(deps: StepDeps, batchId: string): Promise<Bat
       continue;
     }
     const requests = await readChunkRequests(blobs, plan!.inputBlobKey, chunk);
-    const keys = checkpoints.get(chunk.index);
-    const saved = keys ? (await readCheckpoints(blobs, batchId, chunk.index, keys)).lines : new Map<string, CheckpointedLine>();
-    const finished = requests.flatMap((request) => saved.get(request.customId) ?? []);
-    const outputKey = blobKeys.recoveredOutput(batchId, chunk.index);
-    const errorKey = blobKeys.unrunErrors(batchId, chunk.index);
-    const errorLines = requests.map((request) => {
-      const line = saved.get(request.customId);
-      return line ? (line.success ? '' : line.text) : unrunLine(request.customId, reason);
+    const finished = await accountForUnrecordedChunk(deps, batchId, chunk, requests, checkpoints.get(chunk.index) ?? [], reason, {
+      outputParts,
+      errorParts,
     });
-    if (finished.some((line) => line.success)) {
-      await blobs.put(
-        outputKey,
-        finished
-          .filter((line) => line.success)
-          .map((line) => line.text)
-          .join(''),
-      );
-      outputParts.push(outputKey);
-    }
-    await blobs.put(errorKey, errorLines.join(''));
-    errorParts.push(errorKey);
-    const counts = summarize(finished);
+    const counts = summarize(finished.values());
     recovered = {
       completed: recovered.completed + counts.completed,
       failed: recovered.failed + counts.failed,
       usage: addUsage(recovered.usage, counts.usage),
     };
-    unrun += requests.length - finished.length;
+    unrun += requests.length - finished.size;
   }
 
   const retentionSeconds = batch.outputExpiresAfterSeconds ?? DEFAULT_OUTPUT_RETENTION_SECONDS;
@@ -201,7 +267,7 @@ export async function finalizeStep(deps: StepDeps, batchId: string): Promise<Bat
   const [outputFileId, errorFileId] = await Promise.all([assemble('output', outputParts), assemble('error', errorParts)]);
 
   const totalUnrun = batch.unrun + unrun;
-  const status: BatchStatus = cancelled ? 'cancelled' : totalUnrun > 0 ? 'expired' : 'completed';
+  const status: BatchStatus = cancelled ? 'cancelled' : failing ? 'failed' : totalUnrun > 0 ? 'expired' : 'completed';
   const now = clock.now();
   const planTotal = (plan?.chunks ?? []).reduce((sum, chunk) => sum + chunk.requests, 0);
   const finished = await meta.updateBatch(batchId, ['finalizing'], {
@@ -213,7 +279,7 @@ export async function finalizeStep(deps: StepDeps, batchId: string): Promise<Bat
     failed: batch.failed + recovered.failed + unrun,
     unrun: totalUnrun,
     usage: addUsage(batch.usage, recovered.usage),
-    ...(status === 'cancelled' ? { cancelledAtMs: now } : status === 'expired' ? { expiredAtMs: now } : { completedAtMs: now }),
+    ...endedAt(status, now),
   });
   if (finished) await releaseInputFile(deps, finished);
   await blobs.delete([...outputParts, ...errorParts, ...scratch]);
@@ -225,4 +291,118 @@ export async function finalizeStep(deps: StepDeps, batchId: string): Promise<Bat
     recovered: recovered.completed + recovered.failed,
   });
   return finished?.status ?? (await meta.getBatch(batchId))?.status;
+}
+
+/**
+ * The lines of a chunk no run recorded, as two parts of the batch's files: its checkpointed
+ * successes (recovered output) and, in its error part, its checkpointed failures and then every
+ * other line as `reason`. Two streaming passes over the checkpoints; answers what they held.
+ */
+async function accountForUnrecordedChunk(
+  deps: StepDeps,
+  batchId: string,
+  chunk: ChunkPlanEntry,
+  requests: { customId: string }[],
+  checkpointKeys: string[],
+  reason: UnrunReason,
+  parts: { outputParts: string[]; errorParts: string[] },
+): Promise<Map<string, CheckpointedLine>> {
+  const { blobs } = deps;
+  const ids = new Set(requests.map((request) => request.customId));
+  const finished = new Map<string, CheckpointedLine>();
+  if (checkpointKeys.length > 0) {
+    const outputKey = blobKeys.recoveredOutput(batchId, chunk.index);
+    const successes = async function* () {
+      for await (const line of checkpointLines(blobs, checkpointKeys)) {
+        if (!ids.has(line.customId)) continue;
+        finished.set(line.customId, { success: line.success, usage: line.usage });
+        if (line.success) yield line.text;
+      }
+    };
+    const { bytes } = await blobs.put(outputKey, linesBody(successes()));
+    if (bytes > 0) parts.outputParts.push(outputKey);
+    else await blobs.delete([outputKey]);
+  }
+  const errorKey = blobKeys.unrunErrors(batchId, chunk.index);
+  const errors = async function* () {
+    if (checkpointKeys.length > 0) {
+      for await (const line of checkpointLines(blobs, checkpointKeys)) {
+        if (ids.has(line.customId) && !line.success) yield line.text;
+      }
+    }
+    for (const request of requests) if (!finished.has(request.customId)) yield unrunLine(request.customId, reason);
+  };
+  await blobs.put(errorKey, linesBody(errors()));
+  parts.errorParts.push(errorKey);
+  return finished;
+}
+
+const NON_TERMINAL = BATCH_STATUSES.filter((status) => !TERMINAL_STATUSES.includes(status));
+
+/** Why a step failed for good, as the runtime names it: a Lambda error type, a Step Functions error, an exception's name. */
+export interface StepFailure {
+  error: string;
+}
+
+/** The entry a step's failure leaves in the batch's errors, by the status the batch was in. */
+function stepFailureError(status: BatchStatus, failure: StepFailure): BatchLineError {
+  const cause = failure.error.replace(/[^\w.:-]/g, '').slice(0, 100) || 'unknown error';
+  if (status === 'validating') {
+    return {
+      code: 'validation_failed',
+      message: `The input file could not be validated: validation failed after its retries (${cause}).`,
+      param: null,
+      line: null,
+    };
+  }
+  if (status === 'finalizing') {
+    return {
+      code: 'finalization_failed',
+      message: `The output and error files could not be written: finalization failed after its retries (${cause}).`,
+      param: null,
+      line: null,
+    };
+  }
+  return {
+    code: 'batch_failed',
+    message: `The batch could not go on: a lifecycle step failed after its retries (${cause}).`,
+    param: null,
+    line: null,
+  };
+}
+
+/**
+ * A lifecycle step failed for good (its retries are spent): ends the batch `failed`, with the
+ * reason in its errors, and lets go of its input file, so no batch is left in a status nothing
+ * will move it from. A batch whose chunks may have run is finalized as failed (answered lines kept,
+ * every other line in the error file as batch_failed); when that fails too, or when validation or
+ * finalization is what failed, it ends failed without output and error files.
+ */
+export async function failBatchStep(deps: StepDeps, batchId: string, failure: StepFailure): Promise<BatchStatus | undefined> {
+  const { meta, clock, log } = deps;
+  const batch = await meta.getBatch(batchId);
+  if (!batch) return undefined;
+  if (TERMINAL_STATUSES.includes(batch.status)) {
+    await releaseInputFile(deps, batch);
+    return batch.status;
+  }
+  const entry = stepFailureError(batch.status, failure);
+  const errors = [...(batch.errors ?? []).filter((listed) => listed.message !== entry.message), entry];
+  log.log('error', 'a lifecycle step failed for good; the batch ends failed', { batchId, status: batch.status, error: failure.error });
+  if (batch.status === 'in_progress' || batch.status === 'cancelling') {
+    try {
+      if (await meta.updateBatch(batchId, ['in_progress', 'cancelling'], { errors })) return await finalizeStep(deps, batchId);
+    } catch (error) {
+      log.log('error', 'the failed batch could not be finalized; it ends failed without files', { batchId, error: errorMessage(error) });
+    }
+  }
+  const failed = await meta.updateBatch(batchId, NON_TERMINAL, { status: 'failed', errors, failedAtMs: clock.now() });
+  if (!failed) return (await meta.getBatch(batchId))?.status;
+  await releaseInputFile(deps, failed);
+  // Its scratch (plan, chunk results, checkpoints) serves no one now; the S3 lifecycle rule would reap it too.
+  await deps.blobs
+    .list(`batches/${batchId}/`)
+    .then((keys) => deps.blobs.delete(keys))
+    .catch((error: unknown) => log.log('warn', 'scratch cleanup of a failed batch failed', { batchId, error: errorMessage(error) }));
+  return failed.status;
 }

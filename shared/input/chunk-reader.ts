@@ -1,23 +1,24 @@
+// The worker's reader of its chunk: the request lines in the chunk's byte range of the input file,
+// through the request-line model. The file was validated before it was planned, so every
+// non-blank line in the range is a well-formed request.
 import type { ChunkPlanEntry } from '../batch/model.js';
 import type { BlobStore } from '../ports.js';
 import { readJsonlLines } from './jsonl.js';
-import { normalizeEndpoint, parseRequestLine } from './validate.js';
+import { isBlankLine, normalizeEndpoint, parseRequestLine } from './request-line.js';
 
 export interface ChunkRequest {
   customId: string;
+  /** The line's url, normalized (/v4 → /v1). */
   url: string;
   body: Record<string, unknown>;
 }
 
-/**
- * The request lines of one chunk, read by byte range. The file was validated before it was
- * planned, so every non-blank line in the range is a well-formed request.
- */
+/** The request lines of one chunk, read by byte range. */
 export async function readChunkRequests(blobs: BlobStore, inputBlobKey: string, chunk: ChunkPlanEntry): Promise<ChunkRequest[]> {
   const requests: ChunkRequest[] = [];
   const source = await blobs.get(inputBlobKey, { start: chunk.start, end: chunk.end });
   for await (const line of readJsonlLines(source, { offset: chunk.start })) {
-    if (line.bytes.length === 0 || isBlank(line.bytes)) continue;
+    if (isBlankLine(line.bytes)) continue;
     const parsed = parseRequestLine(line.bytes);
     if (!parsed.ok) throw new Error(`chunk ${chunk.index}: line at byte ${line.start} is not a valid request`);
     const { custom_id, url, body } = parsed.request;
@@ -29,9 +30,4 @@ export async function readChunkRequests(blobs: BlobStore, inputBlobKey: string, 
     );
   }
   return requests;
-}
-
-function isBlank(bytes: Buffer): boolean {
-  for (const byte of bytes) if (byte !== 0x20 && byte !== 0x09 && byte !== 0x0d) return false;
-  return true;
 }

@@ -3,17 +3,19 @@
 // well-formed request, and finds its custom_id and model. It only ever answers "certainly fine"
 // (true) or "not sure" (false): on false the validator takes the slow path (TextDecoder +
 // JSON.parse + the checks on the parsed object), which also writes every error message. So the
-// fast path decides nothing the slow path would decide differently; test/unit/fast-line.test.ts
-// checks that against JSON.parse on generated and mutated lines.
+// fast path decides nothing the slow path would decide differently; test/unit/input/fast-line.test.ts
+// checks that against JSON.parse on generated and mutated lines. What a good request is, and the
+// definitions both paths use (JSON whitespace, accepted urls, MAX_JSON_DEPTH), live in request-line.ts.
 //
 // What makes it answer false (besides an actual problem): an escape (\n, \u00e9 ...) in a top-level
 // key or in custom_id, method, url or model; a number with an exponent or more than 15 integer
 // digits (the slow path checks that it survives a round trip through a double); nesting deeper
 // than MAX_JSON_DEPTH.
+//
+// One module of some 400 lines: the scanner and its string and number scans share module state
+// on the hottest path of validation (the word view of the buffer, stringEscaped, sawNonAscii).
 import { isUtf8 } from 'node:buffer';
-
-/** The deepest nesting of objects and arrays a request line may have (the top-level object is 1). */
-export const MAX_JSON_DEPTH = 256;
+import { acceptedUrls, isJsonSpace, MAX_JSON_DEPTH, rangeEquals } from './request-line.js';
 
 /** What the fast path found on a line it accepted: byte ranges of custom_id's and model's values. */
 export interface FastLine {
@@ -26,6 +28,11 @@ export interface FastLine {
 export interface FastLineExpectations {
   /** The accepted values of `url`, as bytes (the batch's endpoint, and its /v4 alias). */
   urls: Uint8Array[];
+}
+
+/** What the fast path expects of the lines of a batch for `endpoint`. */
+export function fastLineExpectations(endpoint: string): FastLineExpectations {
+  return { urls: acceptedUrls(endpoint).map((url) => Buffer.from(url)) };
 }
 
 /** Byte classes inside a string: 0 plain ASCII, 1 quote, backslash or control byte, 2 non-ASCII. */
@@ -73,6 +80,8 @@ const URL = 3;
 const BODY = 4;
 const MODEL = 5;
 const STREAM = 6;
+/** An escaped key where it matters: the slow path decides. */
+const UNSURE = -1;
 
 const bytesOf = (text: string) => Buffer.from(text, 'latin1');
 const K_CUSTOM_ID = bytesOf('custom_id');
@@ -83,11 +92,10 @@ const K_MODEL = bytesOf('model');
 const K_STREAM = bytesOf('stream');
 const V_POST = bytesOf('POST');
 
-/** Whether buf[from, to) holds exactly the bytes of `word`. */
-function rangeEquals(buf: Uint8Array, from: number, to: number, word: Uint8Array): boolean {
-  if (to - from !== word.length) return false;
-  for (let i = 0; i < word.length; i++) if (buf[from + i] !== word[i]) return false;
-  return true;
+/** The index of the first byte at or after i that is not JSON whitespace (or `to`). */
+function skipSpace(buf: Uint8Array, i: number, to: number): number {
+  while (i < to && isJsonSpace(buf[i]!)) i++;
+  return i;
 }
 
 const stack = new Uint8Array(MAX_JSON_DEPTH + 1);
@@ -212,6 +220,40 @@ const L_TRUE = bytesOf('true');
 const L_FALSE = bytesOf('false');
 const L_NULL = bytesOf('null');
 
+/** Scans true, false, null or a number at i; returns the index after it, or a negative number when the fast path is not sure. */
+function scanScalar(buf: Uint8Array, i: number, to: number): number {
+  const c = buf[i]!;
+  if (c === 0x74) return literalAt(buf, i, to, L_TRUE) ? i + 4 : -1;
+  if (c === 0x66) return literalAt(buf, i, to, L_FALSE) ? i + 5 : -1;
+  if (c === 0x6e) return literalAt(buf, i, to, L_NULL) ? i + 4 : -1;
+  if (c === MINUS || (c >= ZERO && c <= NINE)) return scanNumber(buf, i, to);
+  return -1;
+}
+
+// Where a key stands: the keys the validator looks at are at the top level and in the body.
+const TOP = 0;
+const IN_BODY = 1;
+const ELSEWHERE = 2;
+
+/**
+ * Which key buf[from, to) is, just scanned (stringEscaped tells whether it had an escape), where
+ * it stands: UNSURE for an escaped key where it might decode to one the validator looks at.
+ */
+function keyAt(buf: Uint8Array, from: number, to: number, where: number): number {
+  if (where === ELSEWHERE) return OTHER;
+  if (stringEscaped) return UNSURE;
+  if (where === TOP) {
+    if (rangeEquals(buf, from, to, K_CUSTOM_ID)) return CUSTOM_ID;
+    if (rangeEquals(buf, from, to, K_METHOD)) return METHOD;
+    if (rangeEquals(buf, from, to, K_URL)) return URL;
+    if (rangeEquals(buf, from, to, K_BODY)) return BODY;
+    return OTHER;
+  }
+  if (rangeEquals(buf, from, to, K_MODEL)) return MODEL;
+  if (rangeEquals(buf, from, to, K_STREAM)) return STREAM;
+  return OTHER;
+}
+
 /**
  * True when buf[from, to) is certainly a valid request line for a batch with these expectations:
  * valid UTF-8, JSON that JSON.parse accepts, an object whose (last) custom_id is a non-empty
@@ -220,13 +262,8 @@ const L_NULL = bytesOf('null');
  * model (raw bytes, which are their UTF-8 encoding: they have no escapes).
  */
 export function scanRequestLine(buf: Uint8Array, from: number, to: number, expect: FastLineExpectations, out: FastLine): boolean {
-  let i = from;
   // Leading whitespace, then the object.
-  while (i < to) {
-    const c = buf[i];
-    if (c === 0x20 || c === 0x09 || c === 0x0d) i++;
-    else break;
-  }
+  let i = skipSpace(buf, from, to);
   if (i >= to || buf[i] !== OPEN_OBJECT) return false;
   sawNonAscii = false;
   viewWords(buf);
@@ -252,11 +289,7 @@ export function scanRequestLine(buf: Uint8Array, from: number, to: number, expec
   let streamTrue = false;
 
   for (;;) {
-    while (i < to) {
-      const c = buf[i];
-      if (c === 0x20 || c === 0x09 || c === 0x0d || c === 0x0a) i++;
-      else break;
-    }
+    i = skipSpace(buf, i, to);
     if (state === AFTER_VALUE) {
       if (i >= to) return false;
       const c = buf[i];
@@ -300,25 +333,9 @@ export function scanRequestLine(buf: Uint8Array, from: number, to: number, expec
       const keyFrom = i + 1;
       const next = scanString(buf, keyFrom, to);
       if (next < 0) return false;
-      const keyTo = next - 1;
-      key = OTHER;
-      if (depth === 1) {
-        if (stringEscaped) return false; // it might decode to one of the keys below
-        if (rangeEquals(buf, keyFrom, keyTo, K_CUSTOM_ID)) key = CUSTOM_ID;
-        else if (rangeEquals(buf, keyFrom, keyTo, K_METHOD)) key = METHOD;
-        else if (rangeEquals(buf, keyFrom, keyTo, K_URL)) key = URL;
-        else if (rangeEquals(buf, keyFrom, keyTo, K_BODY)) key = BODY;
-      } else if (depth === bodyDepth) {
-        if (stringEscaped) return false;
-        if (rangeEquals(buf, keyFrom, keyTo, K_MODEL)) key = MODEL;
-        else if (rangeEquals(buf, keyFrom, keyTo, K_STREAM)) key = STREAM;
-      }
-      i = next;
-      while (i < to) {
-        const c = buf[i];
-        if (c === 0x20 || c === 0x09 || c === 0x0d || c === 0x0a) i++;
-        else break;
-      }
+      key = keyAt(buf, keyFrom, next - 1, depth === 1 ? TOP : depth === bodyDepth ? IN_BODY : ELSEWHERE);
+      if (key === UNSURE) return false;
+      i = skipSpace(buf, next, to);
       if (i >= to || buf[i] !== COLON) return false;
       i++;
       state = VALUE;
@@ -390,31 +407,13 @@ export function scanRequestLine(buf: Uint8Array, from: number, to: number, expec
       continue;
     }
     if (valueKey === BODY) bodyOk = false;
-    if (c === 0x74) {
-      if (!literalAt(buf, i, to, L_TRUE)) return false;
-      i += 4;
-    } else if (c === 0x66) {
-      if (!literalAt(buf, i, to, L_FALSE)) return false;
-      i += 5;
-    } else if (c === 0x6e) {
-      if (!literalAt(buf, i, to, L_NULL)) return false;
-      i += 4;
-    } else if (c === MINUS || (c >= ZERO && c <= NINE)) {
-      const next = scanNumber(buf, i, to);
-      if (next < 0) return false;
-      i = next;
-    } else {
-      return false;
-    }
+    i = scanScalar(buf, i, to);
+    if (i < 0) return false;
     state = AFTER_VALUE;
   }
 
   // After the top-level object: only whitespace.
-  while (i < to) {
-    const c = buf[i];
-    if (c === 0x20 || c === 0x09 || c === 0x0d || c === 0x0a) i++;
-    else return false;
-  }
+  if (skipSpace(buf, i, to) < to) return false;
   if (!(idOk && methodOk && urlOk && bodyOk && modelOk) || streamTrue) return false;
   if (sawNonAscii && !isUtf8(buf.subarray(from, to))) return false;
   out.idFrom = idFrom;
@@ -422,116 +421,4 @@ export function scanRequestLine(buf: Uint8Array, from: number, to: number, expec
   out.modelFrom = modelFrom;
   out.modelTo = modelTo;
   return true;
-}
-
-// ---------------------------------------------------------------------------------------------
-// 64-bit hashes of custom_ids, and a compact set of them.
-
-/** The two 32-bit halves of the last hash computed (module state, read right after hashBytes). */
-export const hashOut = { h1: 0, h2: 0 };
-
-/**
- * A seeded 64-bit hash (two 32-bit lanes, murmur3-style mixing) of buf[from, to). The seed is
- * random per validation, so nobody can prepare custom_ids that collide.
- */
-export function hashBytes(buf: Uint8Array, from: number, to: number, seed: number): void {
-  let a = (0x811c9dc5 ^ seed) >>> 0;
-  let b = (0x9e3779b9 ^ Math.imul(seed, 0x85ebca6b)) >>> 0;
-  for (let i = from; i < to; i++) {
-    const c = buf[i]!;
-    a = Math.imul(a ^ c, 0x01000193);
-    b = Math.imul(b ^ c, 0x5bd1e995);
-    b ^= b >>> 15;
-  }
-  const n = to - from;
-  a ^= n;
-  b ^= n;
-  a ^= a >>> 16;
-  a = Math.imul(a, 0x85ebca6b);
-  a ^= a >>> 13;
-  a = Math.imul(a, 0xc2b2ae35);
-  a ^= a >>> 16;
-  b ^= b >>> 16;
-  b = Math.imul(b, 0x7feb352d);
-  b ^= b >>> 15;
-  b = Math.imul(b, 0x846ca68b);
-  b ^= b >>> 16;
-  hashOut.h1 = a >>> 0;
-  hashOut.h2 = b >>> 0;
-}
-
-/**
- * A set of 64-bit hashes: open addressing with linear probing in one Uint32Array (8 bytes a slot,
- * at most 70% full, so about 12-23 bytes an entry: 16 MB for a million custom_ids).
- */
-export class HashSet64 {
-  private slots: Uint32Array;
-  private mask: number;
-  private count = 0;
-
-  constructor(initialCapacity = 1 << 12) {
-    let capacity = 16;
-    while (capacity < initialCapacity) capacity *= 2;
-    this.slots = new Uint32Array(capacity * 2);
-    this.mask = capacity - 1;
-  }
-
-  get size(): number {
-    return this.count;
-  }
-
-  /** Bytes held by the table. */
-  get bytes(): number {
-    return this.slots.byteLength;
-  }
-
-  has(h1: number, h2: number): boolean {
-    return this.find(h1 === 0 && h2 === 0 ? 1 : h1, h2) >= 0;
-  }
-
-  /** Adds the hash; returns true when it was already there. */
-  add(h1: number, h2: number): boolean {
-    if (h1 === 0 && h2 === 0) h1 = 1; // (0, 0) marks an empty slot
-    const slots = this.slots;
-    const mask = this.mask;
-    let index = (h2 ^ Math.imul(h1, 0x9e3779b1)) & mask;
-    for (;;) {
-      const a = slots[index * 2]!;
-      const b = slots[index * 2 + 1]!;
-      if (a === 0 && b === 0) break;
-      if (a === h1 && b === h2) return true;
-      index = (index + 1) & mask;
-    }
-    slots[index * 2] = h1;
-    slots[index * 2 + 1] = h2;
-    this.count++;
-    if (this.count * 10 > (mask + 1) * 7) this.grow();
-    return false;
-  }
-
-  private find(h1: number, h2: number): number {
-    const slots = this.slots;
-    const mask = this.mask;
-    let index = (h2 ^ Math.imul(h1, 0x9e3779b1)) & mask;
-    for (;;) {
-      const a = slots[index * 2]!;
-      const b = slots[index * 2 + 1]!;
-      if (a === 0 && b === 0) return -1;
-      if (a === h1 && b === h2) return index;
-      index = (index + 1) & mask;
-    }
-  }
-
-  private grow(): void {
-    const old = this.slots;
-    const capacity = (this.mask + 1) * 2;
-    this.slots = new Uint32Array(capacity * 2);
-    this.mask = capacity - 1;
-    this.count = 0;
-    for (let i = 0; i < old.length; i += 2) {
-      const a = old[i]!;
-      const b = old[i + 1]!;
-      if (a !== 0 || b !== 0) this.add(a, b);
-    }
-  }
 }

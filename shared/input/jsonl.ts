@@ -30,6 +30,28 @@ const LF = 10;
 const CR = 13;
 const EMPTY = Buffer.alloc(0);
 
+// The line rules, followed by every reader of lines (the splitter below on bytes; the part
+// summaries of part-summary.ts on counts of bytes): a line is the bytes before a `\n`, or the
+// file's last bytes; its content is that without the `\r` of a `\r\n` and, on the file's first
+// line, without a UTF-8 BOM; content longer than maxLineBytes is over-long.
+
+/** A UTF-8 byte order mark. */
+export const UTF8_BOM: readonly number[] = [0xef, 0xbb, 0xbf];
+
+/** Where the content of a line's `length` bytes ends: before the `\r` of a `\r\n` (a last line without `\n` keeps its `\r`). */
+export function contentEnd(length: number, endsWithCR: boolean, terminated: boolean): number {
+  return terminated && endsWithCR ? length - 1 : length;
+}
+
+/** Where the content of the file's first line starts: after a whole BOM (`contentEnd` is where it ends). */
+export function firstLineContentStart(startsWithBom: boolean, contentEnd: number): number {
+  return startsWithBom && contentEnd >= 3 ? 3 : 0;
+}
+
+function startsWithBom(buf: Uint8Array, from: number): boolean {
+  return buf[from] === UTF8_BOM[0] && buf[from + 1] === UTF8_BOM[1] && buf[from + 2] === UTF8_BOM[2];
+}
+
 function asBuffer(chunk: Uint8Array): Buffer {
   return Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
 }
@@ -118,11 +140,7 @@ export class JsonlLineSplitter {
         const joined = Buffer.concat(this.pieces, this.piecesLength + (nl - i));
         this.emitLine(joined, 0, joined.length, end, true, emit);
       }
-      if (this.pieces.length > 0) this.pieces = [];
-      this.piecesLength = 0;
-      this.tooLong = false;
-      this.lineStart = end;
-      this.lineNumber++;
+      this.nextLine(end);
       i = nl + 1;
     }
     this.position = base + length;
@@ -138,7 +156,12 @@ export class JsonlLineSplitter {
       const bytes = this.pieces.length === 1 ? this.pieces[0]! : Buffer.concat(this.pieces, this.piecesLength);
       this.emitLine(bytes, 0, bytes.length, end, false, emit);
     }
-    this.pieces = [];
+    this.nextLine(end);
+  }
+
+  /** The line ended just before `end`: the next one starts there. */
+  private nextLine(end: number): void {
+    if (this.pieces.length > 0) this.pieces = [];
     this.piecesLength = 0;
     this.tooLong = false;
     this.lineStart = end;
@@ -146,17 +169,8 @@ export class JsonlLineSplitter {
   }
 
   private emitLine(buf: Buffer, from: number, to: number, end: number, terminated: boolean, emit: RawLineHandler): void {
-    if (terminated && to > from && buf[to - 1] === CR) to--;
-    if (
-      this.bomPossible &&
-      this.lineStart === 0 &&
-      to - from >= 3 &&
-      buf[from] === 0xef &&
-      buf[from + 1] === 0xbb &&
-      buf[from + 2] === 0xbf
-    ) {
-      from += 3;
-    }
+    to = from + contentEnd(to - from, to > from && buf[to - 1] === CR, terminated);
+    if (this.bomPossible && this.lineStart === 0) from += firstLineContentStart(startsWithBom(buf, from), to - from);
     if (to - from > this.maxLineBytes) emit(EMPTY, 0, 0, this.lineNumber, this.lineStart, end, true);
     else emit(buf, from, to, this.lineNumber, this.lineStart, end, false);
   }

@@ -6,13 +6,27 @@
 // deadline. Any other 4xx is final at once. A request slot is held only while an attempt is on
 // the wire (or waits for rate-limit tokens), never while waiting to retry, so a misbehaving
 // request does not starve the others.
+//
+// Answers are read as a stream within a byte limit: a final answer (2xx, or a 4xx that is not
+// retried) up to maxResponseBytes, counted against the request's lease on the in-flight budget
+// (response-budget.ts); past the limit the read stops and the request's result is the error
+// `response_too_large`. An answer that will be retried is read only up to RETRIED_ANSWER_BYTES:
+// it is kept only to describe the last try. Every configured key is redacted from the text before
+// it is parsed.
 import { Pool } from 'undici';
 import { randomToken } from '../ids.js';
 import type { Logger } from '../log.js';
 import type { Clock } from '../ports.js';
 import { AdaptiveConcurrency, type Permit, type SampleOutcome } from './adaptive-concurrency.js';
 import { estimateTokens, RateLimiter } from './rate-limit.js';
+import { noRedaction, type Redactor } from './redact.js';
+import type { ResponseLease } from './response-budget.js';
 import type { RouteStatus, SendOptions, Upstream, UpstreamRequest, UpstreamResult } from './types.js';
+
+/** Default MAX_RESPONSE_BYTES: 2,048 embeddings of 3,072 dimensions as pretty-printed floats (~24 bytes each) are ~151 MB. */
+export const DEFAULT_MAX_RESPONSE_BYTES = 192 * 1024 * 1024;
+/** How much of an answer that will be retried (429, 5xx, ...) is read: enough for any error envelope. */
+export const RETRIED_ANSWER_BYTES = 64 * 1024;
 
 export interface HttpUpstreamOptions {
   /** Base URL in the OpenAI SDK's sense, usually ending in /v1. */
@@ -35,17 +49,29 @@ export interface HttpUpstreamOptions {
   log?: Logger;
   /** Sends through this fetch instead of undici's request (tests script answers with it). */
   fetch?: typeof fetch;
+  /** The most bytes of one answer that are read (MAX_RESPONSE_BYTES); default DEFAULT_MAX_RESPONSE_BYTES. */
+  maxResponseBytes?: number;
+  /** Removes every configured upstream key from answer text (all routes' keys, not only this one's). */
+  redactor?: Redactor;
 }
 
-/** One HTTP answer, read whole. */
+/** One HTTP answer, its body read within its limit. */
 interface Answer {
   status: number;
   header(name: string): string | undefined;
+  /** The body as text: whole, or its first bytes when `cut` (an answer to be retried). */
   text: string;
+  /** The body went past its limit and was not read to the end. */
+  cut: boolean;
+  /** Bytes of the body read (or announced by Content-Length when that alone was over the limit). */
+  bytes: number;
 }
 
+/** Reads the body of an answer with this status: the transport hands it the body stream. */
+type BodyReader = (status: number, header: Answer['header'], body: AsyncIterable<Uint8Array>) => Promise<Omit<Answer, 'status' | 'header'>>;
+
 /** Posts a JSON payload; throws UpstreamTimeout when no answer came within the timeout. */
-type Transport = (url: string, payload: string) => Promise<Answer>;
+type Transport = (url: string, payload: string, read: BodyReader) => Promise<Answer>;
 
 class UpstreamTimeout extends Error {
   override name = 'UpstreamTimeout';
@@ -62,18 +88,16 @@ function undiciTransport(baseUrl: string, headers: Record<string, string>, timeo
   // origin lookup. Connections are not capped here: the route's slots cap requests in flight.
   const { origin } = new URL(baseUrl);
   const pool = new Pool(origin, { keepAliveTimeout: 30_000, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
-  return async (url, payload) => {
+  return async (url, payload, read) => {
     try {
       const response = await pool.request({ method: 'POST', path: url.slice(origin.length), headers, body: payload });
-      const text = await response.body.text();
-      return {
-        status: response.statusCode,
-        header: (name) => {
-          const value = response.headers[name];
-          return Array.isArray(value) ? value[0] : value;
-        },
-        text,
+      const header = (name: string) => {
+        const value = response.headers[name];
+        return Array.isArray(value) ? value[0] : value;
       };
+      // A read that stops early destroys the body: undici closes that connection, never reuses it.
+      const body = await read(response.statusCode, header, response.body);
+      return { status: response.statusCode, header, ...body };
     } catch (error) {
       const code = (error as { code?: string }).code;
       if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') throw new UpstreamTimeout();
@@ -83,12 +107,13 @@ function undiciTransport(baseUrl: string, headers: Record<string, string>, timeo
 }
 
 function fetchTransport(fetchFn: typeof fetch, headers: Record<string, string>, timeoutMs: number): Transport {
-  return async (url, payload) => {
+  return async (url, payload, read) => {
     const timeout = AbortSignal.timeout(timeoutMs);
     try {
       const response = await fetchFn(url, { method: 'POST', headers, body: payload, signal: timeout });
-      const text = await response.text();
-      return { status: response.status, header: (name) => response.headers.get(name) ?? undefined, text };
+      const header = (name: string) => response.headers.get(name) ?? undefined;
+      const body = await read(response.status, header, response.body ?? emptyBody());
+      return { status: response.status, header, ...body };
     } catch (error) {
       throw timeout.aborted ? new UpstreamTimeout() : error;
     }
@@ -164,7 +189,7 @@ export class HttpUpstream implements Upstream {
     const estimate = this.rate ? estimateTokens(request.body) : 0;
     let last: UpstreamResult | undefined;
     for (let attempt = 1; ; attempt++) {
-      const outcome = await this.attemptWithinLimits(url, payload, estimate, mayStart, attempt > 1);
+      const outcome = await this.attemptWithinLimits(url, payload, estimate, mayStart, attempt > 1, options.lease);
       // Stopped before this attempt could start: what came before it is not a final answer.
       if (!outcome) return last && { ...last, unfinished: true };
       last = outcome.result;
@@ -182,25 +207,31 @@ export class HttpUpstream implements Upstream {
     return Math.random() * Math.min(cap, base * 2 ** (attempt - 1));
   }
 
-  /** One attempt inside the route's limits: a slot (retries first in line), then rate-limit tokens, then the wire. */
+  /**
+   * One attempt inside the route's limits: a slot (retries first in line), then room in the
+   * in-flight budget of answer bytes, then rate-limit tokens, then the wire.
+   */
   private async attemptWithinLimits(
     url: string,
     payload: string,
     estimate: number,
     mayStart: () => boolean,
     retry: boolean,
+    lease: ResponseLease | undefined,
   ): Promise<AttemptOutcome | undefined> {
     const { clock } = this.options;
     const permit: Permit = await this.slots.acquire(retry);
     let sample: { latencyMs: number; outcome: SampleOutcome } | undefined;
     try {
+      // Answers already held use up the budget: nothing new starts until lines made of them are written.
+      await lease?.budget.roomToStart();
       if (this.rate && !(await this.rate.acquire(estimate, mayStart))) return undefined;
       if (!mayStart()) {
         this.rate?.release(estimate);
         return undefined;
       }
       const started = clock.now();
-      const outcome = await this.attempt(url, payload);
+      const outcome = await this.attempt(url, payload, lease);
       const { result } = outcome;
       sample = {
         latencyMs: clock.now() - started,
@@ -213,14 +244,27 @@ export class HttpUpstream implements Upstream {
     }
   }
 
-  private async attempt(url: string, payload: string): Promise<AttemptOutcome> {
+  private async attempt(url: string, payload: string, lease: ResponseLease | undefined): Promise<AttemptOutcome> {
+    const redact = this.options.redactor ?? noRedaction;
     try {
-      const answer = await this.transport(url, payload);
-      const body = parseBody(answer.text);
+      const answer = await this.transport(url, payload, (status, header, body) => this.readBody(status, header, body, lease));
+      if (answer.cut && !RETRYABLE_STATUS(answer.status)) {
+        const limit = this.options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
+        return {
+          result: {
+            kind: 'error',
+            code: 'response_too_large',
+            message: `The upstream answered HTTP ${answer.status} with more than ${limit} bytes (MAX_RESPONSE_BYTES); the answer was not kept.`,
+          },
+          retryable: false,
+        };
+      }
+      const body = parseBody(redact.redact(answer.text));
+      const requestId = answer.header('x-request-id');
       const result: UpstreamResult = {
         kind: 'response',
         statusCode: answer.status,
-        requestId: answer.header('x-request-id') ?? `req_${randomToken(20)}`,
+        requestId: requestId ? redact.redact(requestId) : `req_${randomToken(20)}`,
         body,
       };
       return {
@@ -234,11 +278,79 @@ export class HttpUpstream implements Upstream {
         result:
           error instanceof UpstreamTimeout
             ? { kind: 'error', code: 'upstream_timeout', message: `The upstream did not answer within ${this.options.timeoutMs} ms.` }
-            : { kind: 'error', code: 'upstream_unreachable', message: `The upstream could not be reached: ${describe(error)}.` },
+            : {
+                kind: 'error',
+                code: 'upstream_unreachable',
+                message: `The upstream could not be reached: ${redact.redact(describe(error))}.`,
+              },
         retryable: true,
       };
     }
   }
+
+  /**
+   * Reads a body within its limit. A final answer's bytes are taken from the lease as they
+   * arrive (waiting while the in-flight budget is spent), and stay held after the read: the
+   * caller releases them once the result line is written. An answer to be retried is read up to
+   * RETRIED_ANSWER_BYTES and holds nothing.
+   */
+  private async readBody(
+    status: number,
+    header: Answer['header'],
+    body: AsyncIterable<Uint8Array>,
+    lease: ResponseLease | undefined,
+  ): Promise<Omit<Answer, 'status' | 'header'>> {
+    const retried = RETRYABLE_STATUS(status);
+    const limit = retried ? RETRIED_ANSWER_BYTES : (this.options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES);
+    const charged = retried ? undefined : lease;
+    const announced = Number(header('content-length'));
+    const pieces: Uint8Array[] = [];
+    let bytes = 0;
+    let cut = false;
+    try {
+      if (Number.isFinite(announced) && announced > limit && !retried) {
+        cut = true;
+        bytes = announced;
+      } else {
+        for await (const piece of body) {
+          const room = limit - bytes;
+          if (piece.length > room) {
+            if (room > 0) pieces.push(piece.subarray(0, room));
+            bytes += piece.length;
+            cut = true;
+            break;
+          }
+          await charged?.take(piece.length);
+          pieces.push(piece);
+          bytes += piece.length;
+        }
+      }
+    } catch (error) {
+      // A read that broke off (a reset, the body timeout) holds nothing: the attempt is retried.
+      charged?.release();
+      throw error;
+    } finally {
+      charged?.doneReading();
+      // Stopping early: the rest of the body is not wanted (the connection is closed, not reused).
+      if (cut) await destroyBody(body);
+    }
+    // An answer over the limit that is not retried keeps nothing at all.
+    if (cut && !retried) {
+      charged?.release();
+      return { text: '', cut, bytes };
+    }
+    const only = pieces.length === 1 ? pieces[0]! : undefined;
+    const whole = only ? Buffer.from(only.buffer, only.byteOffset, only.byteLength) : Buffer.concat(pieces);
+    return { text: whole.toString('utf8'), cut, bytes };
+  }
+}
+
+async function* emptyBody(): AsyncGenerator<Uint8Array> {}
+
+async function destroyBody(body: AsyncIterable<Uint8Array>): Promise<void> {
+  const stream = body as { destroy?: () => void; cancel?: () => Promise<void> };
+  if (typeof stream.destroy === 'function') stream.destroy();
+  else if (typeof stream.cancel === 'function') await stream.cancel().catch(() => undefined);
 }
 
 /** total_tokens of the answer's usage (chat, completions, embeddings, responses), if it has one. */

@@ -1,6 +1,7 @@
 import type { Logger } from '../log.js';
 import type { Clock } from '../ports.js';
 import { HttpUpstream } from './http-upstream.js';
+import { keyRedactor, type Redactor } from './redact.js';
 import { type ResolvedRoute, routeSelector } from './routes.js';
 import { TEST_MODEL, testModelUpstream } from './test-model.js';
 import type { Upstream, UpstreamRouter } from './types.js';
@@ -20,6 +21,13 @@ export interface DefaultRouteConfig {
   routes?: readonly ResolvedRoute[];
   /** Adapt each route's concurrency to its upstream (default true). */
   adaptive?: boolean;
+  /** The most bytes of one answer that are read (MAX_RESPONSE_BYTES). */
+  maxResponseBytes?: number;
+}
+
+/** The redactor of every key these routes send (the default route's and each route's). */
+export function upstreamKeyRedactor(config: Pick<DefaultRouteConfig, 'apiKey' | 'routes'>): Redactor {
+  return keyRedactor([config.apiKey, ...(config.routes ?? []).map((route) => route.apiKey)]);
 }
 
 /**
@@ -28,11 +36,16 @@ export interface DefaultRouteConfig {
  * are shared by every batch on it.
  */
 export function createUpstreamRouter(config: DefaultRouteConfig, clock: Clock, log?: Logger): UpstreamRouter {
+  // One redactor of all the keys for every route: an upstream may echo any key it was sent, and a
+  // misrouted answer could carry another route's.
+  const redactor = upstreamKeyRedactor(config);
   const common = {
     timeoutMs: config.timeoutMs,
     maxAttempts: config.maxAttempts,
     baseBackoffMs: config.baseBackoffMs,
     adaptive: config.adaptive,
+    maxResponseBytes: config.maxResponseBytes,
+    redactor,
     clock,
     log,
   };
@@ -59,6 +72,7 @@ export function createUpstreamRouter(config: DefaultRouteConfig, clock: Clock, l
       })
     : undefined;
   return {
+    redactor,
     route: (model): Upstream | undefined => (model === TEST_MODEL ? testModelUpstream : (select(model)?.upstream ?? defaultRoute)),
     status: () => [...routes.map((r) => r.upstream), ...(defaultRoute ? [defaultRoute] : [])].map((upstream) => upstream.status()),
   };

@@ -1,3 +1,6 @@
+import type { Redactor } from './redact.js';
+import type { ResponseLease } from './response-budget.js';
+
 /** One request line, ready to send: the url is normalised to its /v1 form. */
 export interface UpstreamRequest {
   url: string;
@@ -17,6 +20,12 @@ export type UpstreamResult = (
 export interface SendOptions {
   deadlineMs: number;
   mayStart: () => boolean;
+  /**
+   * The request's share of the in-flight budget of answer bytes: no attempt goes on the wire while
+   * the budget is spent, and the final answer's bytes are held on it until the caller releases it
+   * (once the result line is written). Without one, answers are only bounded by MAX_RESPONSE_BYTES.
+   */
+  lease?: ResponseLease;
 }
 
 export interface Upstream {
@@ -46,6 +55,8 @@ export interface RouteStatus {
  */
 export interface UpstreamRouter {
   route(model: string): Upstream | undefined;
+  /** Removes every configured upstream key from text (for error messages and logs). */
+  redactor?: Redactor;
   /** Every HTTP route's limits as they stand. */
   status?(): RouteStatus[];
 }

@@ -4,68 +4,88 @@
 // died keeps what it had finished. A checkpoint holds result lines exactly as they go in the
 // output or error file; which of the two a line belongs to, and its usage, follow from the line.
 
+import readline from 'node:readline';
+import { Readable } from 'node:stream';
 import { blobKeys } from '../batch/keys.js';
 import { type UsageTotals, ZERO_USAGE } from '../batch/model.js';
 import { addUsage, usageOf } from '../batch/results.js';
 import type { Logger } from '../log.js';
 import { errorMessage } from '../log.js';
 import type { BlobStore, Clock } from '../ports.js';
+import { linesBody } from './line-writer.js';
 
 export interface CheckpointOptions {
   /** Least time between the starts of two checkpoints of one chunk (0: as soon as a line is finished). */
   intervalMs: number;
   /** A checkpoint is written sooner once this many finished lines wait. */
   maxLines: number;
+  /** ... or once this many bytes of lines wait (default 8 MiB): large answers are saved, and let go of, soon. */
+  maxBytes?: number;
   /** Checkpoint writes of one chunk in flight at once (default 4): a slow write does not hold the next back. */
   maxWrites?: number;
 }
 
 export const DEFAULT_CHECKPOINTS: CheckpointOptions = { intervalMs: 2_000, maxLines: 500 };
+export const DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024;
 
+/** What a chunk outcome needs of a checkpointed line: which file it belongs to, and its usage. */
 export interface CheckpointedLine {
-  /** The line as stored, newline included. */
-  text: string;
   /** Goes to the output file (a 2xx answer); otherwise to the error file. */
   success: boolean;
   usage: UsageTotals;
 }
 
+/** A checkpointed line with its text, as streamed from the checkpoint objects. */
+export interface SavedLine extends CheckpointedLine {
+  customId: string;
+  /** The line as stored, newline included. */
+  text: string;
+}
+
 export interface Checkpoints {
-  /** Finished lines by custom_id, each once. */
+  /** Finished lines by custom_id, each once (without their text: see checkpointLines). */
   lines: Map<string, CheckpointedLine>;
   /** The checkpoint objects read. */
   keys: string[];
 }
 
-async function readText(blobs: BlobStore, key: string): Promise<string> {
-  const pieces: Buffer[] = [];
-  for await (const piece of await blobs.get(key)) pieces.push(Buffer.from(piece));
-  return Buffer.concat(pieces).toString('utf8');
+/** One stored result line, or undefined when it cannot be read (objects are stored whole, so that is not expected). */
+function parseSaved(raw: string): SavedLine | undefined {
+  let line: { custom_id?: unknown; response?: { status_code?: unknown; body?: unknown } | null };
+  try {
+    line = JSON.parse(raw) as typeof line;
+  } catch {
+    return undefined; // a line we cannot read is run again
+  }
+  if (typeof line.custom_id !== 'string') return undefined;
+  const status = line.response?.status_code;
+  const success = typeof status === 'number' && status >= 200 && status < 300;
+  return { customId: line.custom_id, text: `${raw}\n`, success, usage: success ? usageOf(line.response?.body) : ZERO_USAGE };
 }
 
-/** Parses stored result lines into `into`, keeping the first line seen for each custom_id. */
-function collect(text: string, into: Map<string, CheckpointedLine>): void {
-  for (const raw of text.split('\n')) {
-    if (!raw) continue;
-    let line: { custom_id?: unknown; response?: { status_code?: unknown; body?: unknown } | null };
-    try {
-      line = JSON.parse(raw) as typeof line;
-    } catch {
-      continue; // objects are stored whole, so this is not expected; a line we cannot read is run again
+/**
+ * The lines of these checkpoint objects, streamed one at a time (never a whole object in memory),
+ * keeping the first line seen for each custom_id. Two passes over the same keys see the same lines.
+ */
+export async function* checkpointLines(blobs: BlobStore, keys: readonly string[]): AsyncGenerator<SavedLine> {
+  const seen = new Set<string>();
+  for (const key of keys) {
+    const input = Readable.from(await blobs.get(key));
+    for await (const raw of readline.createInterface({ input, crlfDelay: Infinity })) {
+      if (!raw) continue;
+      const line = parseSaved(raw);
+      if (!line || seen.has(line.customId)) continue;
+      seen.add(line.customId);
+      yield line;
     }
-    if (typeof line.custom_id !== 'string' || into.has(line.custom_id)) continue;
-    const status = line.response?.status_code;
-    const success = typeof status === 'number' && status >= 200 && status < 300;
-    into.set(line.custom_id, { text: `${raw}\n`, success, usage: success ? usageOf(line.response?.body) : ZERO_USAGE });
   }
 }
 
-/** Reads the checkpoints of a chunk; `keys` when the caller already listed them. */
+/** Reads the checkpoints of a chunk (their custom_ids, outcomes and usage); `keys` when the caller already listed them. */
 export async function readCheckpoints(blobs: BlobStore, batchId: string, index: number, keys?: string[]): Promise<Checkpoints> {
   const found = keys ?? (await blobs.list(blobKeys.checkpointsOfChunk(batchId, index)));
   const lines = new Map<string, CheckpointedLine>();
-  const texts = await Promise.all(found.map((key) => readText(blobs, key)));
-  for (const text of texts) collect(text, lines);
+  for await (const line of checkpointLines(blobs, found)) lines.set(line.customId, { success: line.success, usage: line.usage });
   return { lines, keys: found };
 }
 
@@ -96,14 +116,21 @@ export function summarize(lines: Iterable<CheckpointedLine>): { completed: numbe
   return { completed, failed, usage };
 }
 
+interface PendingLine {
+  line: string | Uint8Array;
+  /** Settles the promise add() returned. */
+  saved: () => void;
+}
+
 /**
- * Saves a running chunk's finished lines in small steps: a write starts once `maxLines` lines wait
- * or `intervalMs` has passed since the previous one started, with at most `maxWrites` in flight. A
- * failed write keeps its lines for the next one: checkpoints only save work, they never decide an
- * outcome.
+ * Saves a running chunk's finished lines in small steps: a write starts once `maxLines` lines (or
+ * `maxBytes` of them) wait, or `intervalMs` has passed since the previous one started, with at
+ * most `maxWrites` in flight. A failed write keeps its lines for the next one: checkpoints only
+ * save work, they never decide an outcome.
  */
 export class CheckpointWriter {
-  private pending: string[] = [];
+  private pending: PendingLine[] = [];
+  private pendingBytes = 0;
   private readonly writing = new Set<Promise<void>>();
   private timer: NodeJS.Timeout | undefined;
   private seq = 0;
@@ -125,10 +152,18 @@ export class CheckpointWriter {
     this.lastWriteAt = deps.clock.now();
   }
 
-  add(line: string): void {
-    if (this.closed) return;
-    this.pending.push(line);
-    this.schedule();
+  /**
+   * Adds a finished line (newline included). Resolves once the writer no longer holds it: it is in
+   * a stored checkpoint, or the writer was closed with the line still pending (left to the chunk's
+   * result). Never rejects.
+   */
+  add(line: string | Uint8Array): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    return new Promise<void>((saved) => {
+      this.pending.push({ line, saved });
+      this.pendingBytes += line.length;
+      this.schedule();
+    });
   }
 
   /** Stops: waits for the writes in progress; lines still pending are left to the chunk's result. */
@@ -137,13 +172,21 @@ export class CheckpointWriter {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     await Promise.all([...this.writing]);
+    this.settle(this.pending.splice(0));
+    this.pendingBytes = 0;
+  }
+
+  private settle(lines: PendingLine[]): void {
+    for (const line of lines) line.saved();
   }
 
   private schedule(): void {
     if (this.closed || this.writing.size >= (this.options.maxWrites ?? 4) || this.pending.length === 0) return;
     const now = this.deps.clock.now();
     const dueInMs = Math.max(this.lastWriteAt + this.options.intervalMs, this.notBefore) - now;
-    if (dueInMs <= 0 || (this.pending.length >= this.options.maxLines && now >= this.notBefore)) {
+    const enough =
+      this.pending.length >= this.options.maxLines || this.pendingBytes >= (this.options.maxBytes ?? DEFAULT_MAX_PENDING_BYTES);
+    if (dueInMs <= 0 || (enough && now >= this.notBefore)) {
       if (this.timer) clearTimeout(this.timer);
       this.timer = undefined;
       this.write();
@@ -158,15 +201,21 @@ export class CheckpointWriter {
 
   private write(): void {
     const lines = this.pending;
+    const bytes = this.pendingBytes;
     this.pending = [];
+    this.pendingBytes = 0;
     const key = blobKeys.checkpoint(this.batchId, this.index, this.attempt, this.seq++);
     this.lastWriteAt = this.deps.clock.now();
     const write: Promise<void> = this.deps.blobs
-      .put(key, lines.join(''))
+      .put(key, linesBody(lines.map((pending) => pending.line)))
       .then(
-        () => void this.keys.push(key),
+        () => {
+          this.keys.push(key);
+          this.settle(lines);
+        },
         (error: unknown) => {
           this.pending = [...lines, ...this.pending];
+          this.pendingBytes += bytes;
           this.notBefore = this.deps.clock.now() + 1_000;
           this.deps.log.log('warn', 'checkpoint write failed', { batchId: this.batchId, chunk: this.index, error: errorMessage(error) });
         },

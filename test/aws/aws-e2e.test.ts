@@ -441,4 +441,109 @@ describe('the AWS runtime, in-process', () => {
     await expect(openai.files.retrieve(theirs.id)).rejects.toMatchObject({ status: 404 });
     expect((await other.files.retrieve(theirs.id)).id).toBe(theirs.id);
   });
+
+  describe('no failure leaves a batch where nothing moves it', () => {
+    /** Wraps a handler for the batches whose id `only` accepts; the original comes back after the test. */
+    function breakHandler(name: 'validate' | 'finalize' | 'enqueue', wrap: (original: any) => any) {
+      const original = aws.handlers[name]!;
+      aws.handlers[name] = wrap(original);
+      return () => {
+        aws.handlers[name] = original;
+      };
+    }
+
+    it('a validation that fails on every try ends the batch failed with the reason, and lets go of its input', async () => {
+      const restore = breakHandler('validate', () => async () => {
+        throw new RangeError('Item size to update has exceeded the maximum allowed size');
+      });
+      try {
+        const input = await upload(openai, await writeJsonl(chatLines(3, { prefix: 'never-validated' })));
+        const created = await openai.batches.create({
+          input_file_id: input.id,
+          endpoint: '/v1/chat/completions',
+          completion_window: '24h',
+        });
+        await openai.files.delete(input.id); // pinned: its bytes stay until the batch is final
+        const batch = await waitForBatch(openai, created.id);
+        expect(batch).toMatchObject({ status: 'failed', failed_at: expect.any(Number), output_file_id: null, error_file_id: null });
+        expect(batch.errors?.data).toEqual([
+          {
+            code: 'validation_failed',
+            message: 'The input file could not be validated: validation failed after its retries (RangeError).',
+            param: null,
+            line: null,
+          },
+        ]);
+        await aws.settle();
+        expect(aws.sfn.paths.get(created.id)).toEqual(['Validate', 'Validate', 'Validate', 'FailBatch', 'BatchFailed']);
+        // The pin is gone with the batch: the deleted input went too.
+        expect(await aws.meta.getInputFile('team-a', input.id)).toBeUndefined();
+      } finally {
+        restore();
+      }
+    });
+
+    it('a finalization that fails on every try ends the batch failed, never finalizing for good', async () => {
+      // Each try gets as far as finalizing, then dies (as joining huge lines into one string did).
+      const restore = breakHandler('finalize', (original) => async (event: any, context: any) => {
+        if (event.failure) return original(event, context);
+        await aws.meta.updateBatch(event.batchId, ['in_progress', 'cancelling'], { status: 'finalizing', finalizingAtMs: Date.now() });
+        throw new RangeError('Invalid string length');
+      });
+      try {
+        const created = await submit(openai, chatLines(5, { prefix: 'never-finalized' }));
+        const batch = await waitForBatch(openai, created.id);
+        expect(batch).toMatchObject({ status: 'failed', output_file_id: null, error_file_id: null });
+        expect(batch.errors?.data).toMatchObject([{ code: 'finalization_failed', message: expect.stringContaining('(RangeError)') }]);
+        await aws.settle();
+        expect(aws.sfn.paths.get(created.id)!.slice(-5)).toEqual(['Finalize', 'Finalize', 'Finalize', 'FailBatch', 'BatchFailed']);
+        expect(await aws.blobs.list(`batches/${created.id}/`)).toEqual([]);
+      } finally {
+        restore();
+      }
+    });
+
+    it('a chunk that fails on every delivery is given up on its last receive: counted failed, the batch ends failed, no dead letter', async () => {
+      // The input's bytes vanish between validation and the chunks (as an S3 expiry rule could do):
+      // every run of every chunk fails to read it.
+      const restore = breakHandler('enqueue', (original) => async (event: any, context: any) => {
+        const batch = (await aws.meta.getBatch(event.batchId))!;
+        const file = (await aws.meta.getInputFile(batch.project, batch.inputFileId))!;
+        await aws.blobs.delete([file.blobKey]);
+        return original(event, context);
+      });
+      const deadLetters = aws.sqs.deadLetters.length;
+      try {
+        const created = await submit(openai, chatLines(6, { prefix: 'input-gone' }));
+        const batch = await waitForBatch(openai, created.id, undefined, 30_000);
+        expect(batch).toMatchObject({ status: 'failed', request_counts: { total: 6, completed: 0, failed: 6 } });
+        expect(new Set(batch.errors?.data?.map((entry) => entry.code))).toEqual(new Set(['chunk_failed']));
+        expect(batch.errors?.data?.[0]?.message).toMatch(/failed on every delivery \(BlobNotFoundError\)/);
+        await aws.settle();
+        // Given up on the last of the queue's five receives, not parked in the dead-letter queue. (On a
+        // loaded machine a run can outlast this stand-in's 1 s visibility timeout, and a receive then
+        // overlaps the one before; the stack's visibility timeout is six times the worker's.)
+        const receives = [0, 1].map((index) => aws.sqs.deliveries.get(`${created.id}/${index}`)!);
+        for (const count of receives) expect(count).toBeGreaterThanOrEqual(5);
+        if (receives.every((count) => count === 5)) expect(aws.sqs.deadLetters.length).toBe(deadLetters);
+        expect(aws.sfn.paths.get(created.id)).toEqual(['Validate', 'AfterValidate', 'Enqueue', 'WaitForChunks', 'TaskSuccess', 'Finalize']);
+      } finally {
+        restore();
+      }
+    });
+  });
+
+  it('never lets the upstream key reach the error file, even from an upstream that echoes its request headers', async () => {
+    upstream.configure({ echoHeaders: { format: 'json' } });
+    try {
+      const created = await submit(openai, chatLines(3, { prefix: 'echo-me' }));
+      const batch = await waitForBatch(openai, created.id);
+      expect(batch.request_counts).toEqual({ total: 3, completed: 0, failed: 3 });
+      const text = await (await openai.files.content(batch.error_file_id!)).text();
+      expect(text).not.toContain('upstream-secret');
+      expect(text).toContain('Bearer [redacted]');
+    } finally {
+      upstream.configure({ echoHeaders: undefined });
+    }
+  });
 });

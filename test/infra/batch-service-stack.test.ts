@@ -296,8 +296,11 @@ describe('lifecycle', () => {
     expect(Object.values(states).map((s) => s.Type)).not.toContain('Map');
     expect(Object.keys(states).sort()).toEqual([
       'AfterValidate',
+      'BatchFailed',
       'DrainAfterCancel',
       'Enqueue',
+      'FailBatch',
+      'FailBatchFailed',
       'Finalize',
       'Validate',
       'ValidationFailed',
@@ -331,7 +334,7 @@ describe('lifecycle', () => {
     expect(wait.Catch.map((c: any) => [c.ErrorEquals, c.Next])).toEqual([
       [['States.Timeout'], 'Finalize'],
       [[CANCEL_ERROR], 'DrainAfterCancel'],
-      [['States.ALL'], 'Finalize'],
+      [['States.ALL'], 'FailBatch'],
     ]);
     // The cancel is never retried: the first retrier that matches decides, and this one says 0.
     expect(wait.Retry[0]).toEqual({ ErrorEquals: [CANCEL_ERROR], MaxAttempts: 0 });
@@ -365,6 +368,38 @@ describe('lifecycle', () => {
     ]);
     expect(targets.filter((target) => target === 'DrainAfterCancel')).toHaveLength(1);
     expect(targets.filter((target) => target === 'WaitForChunks')).toHaveLength(1);
+  });
+
+  it('gives every Task a Catch that ends the batch: a step whose retries are spent fails it with the reason', () => {
+    const states = definition().States;
+    const tasks = Object.entries(states).filter(([, state]: [string, any]) => state.Type === 'Task');
+    expect(tasks.map(([name]) => name).sort()).toEqual([
+      'DrainAfterCancel',
+      'Enqueue',
+      'FailBatch',
+      'Finalize',
+      'Validate',
+      'WaitForChunks',
+    ]);
+    for (const [name, state] of tasks as [string, any][]) {
+      // The last catcher takes everything left: no error ends the execution with the batch where it was.
+      expect(state.Catch.at(-1).ErrorEquals, name).toEqual(['States.ALL']);
+    }
+    for (const name of ['Validate', 'Enqueue', 'WaitForChunks', 'Finalize']) {
+      expect(states[name].Catch.at(-1), name).toEqual({ ErrorEquals: ['States.ALL'], Next: 'FailBatch', ResultPath: '$.failure' });
+    }
+    // After a cancel, anything ends in Finalize (cancelled), whose own Catch is FailBatch.
+    expect(states.DrainAfterCancel.Catch.at(-1).Next).toBe('Finalize');
+
+    // FailBatch: the finalize function, told the failure; it retries like the others, then ends the execution failed.
+    const fail = states.FailBatch;
+    expect(fail.Resource).toBe(states.Finalize.Resource);
+    expect(fail.Parameters).toEqual({ 'batchId.$': '$.batchId', 'failure.$': '$.failure' });
+    expect(fail.Retry[0]).toMatchObject({ IntervalSeconds: 2, BackoffRate: 2, MaxAttempts: 6 });
+    expect(fail.Next).toBe('BatchFailed');
+    expect(states.BatchFailed).toMatchObject({ Type: 'Fail', Error: 'BatchStepFailed' });
+    expect(fail.Catch).toEqual([{ ErrorEquals: ['States.ALL'], Next: 'FailBatchFailed', ResultPath: '$.failBatchError' }]);
+    expect(states.FailBatchFailed).toMatchObject({ Type: 'Fail', Error: 'BatchNotEnded' });
   });
 
   it('retries every Lambda task with backoff', () => {

@@ -3,7 +3,8 @@
 //
 // - Step Functions: runs the state machine of infra/constructs/lifecycle.ts (Validate → Choice →
 //   Enqueue → WaitForChunks with a task token → Finalize, and DrainAfterCancel, a second task
-//   token, after a cancel; with its retries and catches) by invoking the handlers. The SFN client
+//   token, after a cancel; with its retries and catches: a step whose retries are spent goes to
+//   FailBatch, the finalize handler told the failure, then BatchFailed) by invoking the handlers. The SFN client
 //   is mocked (aws-sdk-client-mock), so the handlers' own StartExecution, SendTaskSuccess and
 //   SendTaskFailure calls drive it. The waits time out after the waitSeconds and drainSeconds
 //   Enqueue returned.
@@ -34,7 +35,13 @@ import { SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context, SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import { mockClient } from 'aws-sdk-client-mock';
 import OpenAI from 'openai';
-import { CANCEL_ERROR, type EnqueueOutput, type ValidateOutput, type WaitForChunksInput } from '../../functions/contract.js';
+import {
+  CANCEL_ERROR,
+  type EnqueueOutput,
+  type FinalizeInput,
+  type ValidateOutput,
+  type WaitForChunksInput,
+} from '../../functions/contract.js';
 import { configureRuntime } from '../../functions/runtime.js';
 import { DynamoMetaStore } from '../../shared/adapters/aws/dynamo-meta-store.js';
 import { S3BlobStore } from '../../shared/adapters/aws/s3-blob-store.js';
@@ -416,29 +423,49 @@ export class StepFunctionsStandIn {
       }
     };
 
-    const validated = await task<ValidateOutput>('Validate', 'validate', input);
+    // Catch States.ALL → FailBatch: the finalize handler told the failure, then the Fail state
+    // BatchFailed (or FailBatchFailed when that fails too).
+    const failBatch = async (error: unknown) => {
+      const failure = { Error: error instanceof Error ? error.name : 'States.TaskFailed', Cause: String(error) };
+      try {
+        await task('FailBatch', 'finalize', { ...input, failure } satisfies FinalizeInput);
+        enter('BatchFailed');
+      } catch {
+        enter('FailBatchFailed');
+      }
+    };
+    const caught = async <R>(run: () => Promise<R>): Promise<{ ok: true; value: R } | { ok: false }> => {
+      try {
+        return { ok: true, value: await run() };
+      } catch (error) {
+        await failBatch(error);
+        return { ok: false };
+      }
+    };
+
+    const validated = await caught(() => task<ValidateOutput>('Validate', 'validate', input));
+    if (!validated.ok) return;
     enter('AfterValidate');
-    if (validated.status === 'failed') {
+    if (validated.value.status === 'failed') {
       enter('ValidationFailed');
       return;
     }
-    if (validated.status === 'in_progress') {
-      let wait: EnqueueOutput | undefined;
-      try {
-        wait = await task<EnqueueOutput>('Enqueue', 'enqueue', input);
-      } catch {
-        // Catch: States.ALL → Finalize.
+    if (validated.value.status === 'in_progress') {
+      const wait = await caught(() => task<EnqueueOutput>('Enqueue', 'enqueue', input));
+      if (!wait.ok) return;
+      enter('WaitForChunks');
+      const ended = await this.waitForTaskToken({ batchId: input.batchId }, wait.value.waitSeconds, path);
+      if (ended === undefined || (ended !== CANCEL_ERROR && ended !== 'States.Timeout' && ended !== 'TaskSuccess')) {
+        await failBatch(new Error(ended ?? 'States.TaskFailed'));
+        return;
       }
-      if (wait) {
-        enter('WaitForChunks');
-        const ended = await this.waitForTaskToken({ batchId: input.batchId }, wait.waitSeconds, path);
-        if (ended === CANCEL_ERROR) {
-          enter('DrainAfterCancel');
-          await this.waitForTaskToken({ batchId: input.batchId, draining: true }, wait.drainSeconds, path);
-        }
+      if (ended === CANCEL_ERROR) {
+        enter('DrainAfterCancel');
+        // Catch States.ALL → Finalize (cancelled), as for its timeout.
+        await this.waitForTaskToken({ batchId: input.batchId, draining: true }, wait.value.drainSeconds, path);
       }
     }
-    await task('Finalize', 'finalize', input);
+    await caught(() => task('Finalize', 'finalize', input));
   }
 
   /** A LambdaInvoke .waitForTaskToken; records and returns how it ended (undefined: the invocation failed). */
@@ -456,7 +483,7 @@ export class StepFunctionsStandIn {
     try {
       await this.harness.invoke('wait-for-chunks', { ...payload, taskToken: token } satisfies WaitForChunksInput);
     } catch {
-      // The task failed before answering its token: Catch States.ALL → Finalize.
+      // The task failed before answering its token: Catch States.ALL (FailBatch after WaitForChunks, Finalize after DrainAfterCancel).
       this.waiting.delete(token);
       return undefined;
     }

@@ -3,9 +3,11 @@
 // It answers chat completions, completions, embeddings and responses (under /v1 and /v4) with
 // deterministic bodies, and can be told to be slow, to cap its concurrency, to fail, to rate
 // limit, to reset connections or to hang, either by fraction (with a seeded PRNG, so a run is
-// reproducible) or deterministically per request (failWhen). It counts what it saw, per status
-// and per "custom key" (the last user message, or the input), so tests can assert that nothing was
-// called twice, and it tracks the peak number of requests in flight.
+// reproducible) or deterministically per request (failWhen). It can pad answers to a huge size
+// (answerBytes: large embeddings answers reach tens of MB) and answer with an error page that
+// echoes the request's headers, Authorization included (echoHeaders, as JSON or HTML). It counts
+// what it saw, per status and per "custom key" (the last user message, or the input), so tests
+// can assert that nothing was called twice, and it tracks the peak number of requests in flight.
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 
@@ -45,6 +47,18 @@ export interface UpstreamSimOptions {
   requireApiKey?: string;
   /** Seed of the PRNG behind the fault fractions and the jitter. Default 1. */
   seed?: number;
+  /**
+   * Pads successful answers to about this many bytes (a `sim_padding` string field beside the
+   * usual ones), for all requests or, as a function, per request (undefined: no padding). The
+   * padding is built once per size and shared, so the sim itself stays small.
+   */
+  answerBytes?: number | ((context: FailContext) => number | undefined);
+  /**
+   * Answers every request with an error that echoes the request's headers (Authorization
+   * included), as an upstream with a careless error page does: a JSON error envelope, or an HTML
+   * page (Content-Type text/html). `status` defaults to 400.
+   */
+  echoHeaders?: { format: 'json' | 'html'; status?: number };
 }
 
 export interface UpstreamSimStats {
@@ -170,6 +184,50 @@ export async function startUpstreamSim(options: UpstreamSimOptions = {}): Promis
       'content-type': 'application/json',
       'content-length': Buffer.byteLength(text),
       ...headers,
+    });
+    res.end(text);
+  };
+
+  const paddings = new Map<number, Buffer>();
+  const PAD_MARK = '\u0000sim-padding\u0000';
+  /** Sends `body` with a `sim_padding` field that brings it to about `bytes` bytes, writing the shared padding as is. */
+  const sendPadded = (res: http.ServerResponse, body: object, bytes: number) => {
+    if (res.destroyed || res.writableEnded) return;
+    count('200');
+    const [before, after] = JSON.stringify({ ...body, sim_padding: PAD_MARK }).split(JSON.stringify(PAD_MARK).slice(1, -1)) as [
+      string,
+      string,
+    ];
+    const size = Math.max(0, bytes - Buffer.byteLength(before) - Buffer.byteLength(after));
+    let padding = paddings.get(size);
+    if (!padding) {
+      padding = Buffer.alloc(size, 'x');
+      paddings.set(size, padding);
+    }
+    res.writeHead(200, {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(before) + size + Buffer.byteLength(after),
+    });
+    res.write(before);
+    res.write(padding);
+    res.end(after);
+  };
+
+  /** An error page that quotes the request's headers back. */
+  const sendEcho = (req: http.IncomingMessage, res: http.ServerResponse, echo: NonNullable<UpstreamSimOptions['echoHeaders']>) => {
+    if (res.destroyed || res.writableEnded) return;
+    const status = echo.status ?? 400;
+    count(String(status));
+    const lines = Object.entries(req.headers).map(([name, value]) => `${name}: ${Array.isArray(value) ? value.join(', ') : value}`);
+    const text =
+      echo.format === 'json'
+        ? JSON.stringify(
+            errorEnvelope(`Request rejected. Headers received: ${JSON.stringify(req.headers)}`, 'invalid_request_error', 'echo'),
+          )
+        : `<html><head><title>${status} Bad Request</title></head><body><h1>${status}</h1><pre>\n${lines.join('\n')}\n</pre></body></html>\n`;
+    res.writeHead(status, {
+      'content-type': echo.format === 'json' ? 'application/json' : 'text/html; charset=utf-8',
+      'content-length': Buffer.byteLength(text),
     });
     res.end(text);
   };
@@ -357,6 +415,15 @@ export async function startUpstreamSim(options: UpstreamSimOptions = {}): Promis
       }
       if (deterministic) {
         send(res, deterministic.status, deterministic.body, deterministic.headers);
+        return;
+      }
+      if (opts.echoHeaders) {
+        sendEcho(req, res, opts.echoHeaders);
+        return;
+      }
+      const padTo = typeof opts.answerBytes === 'function' ? opts.answerBytes({ path, key }) : opts.answerBytes;
+      if (padTo !== undefined) {
+        sendPadded(res, answer(path, body, id) as object, padTo);
         return;
       }
       send(res, 200, answer(path, body, id));

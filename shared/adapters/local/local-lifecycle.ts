@@ -2,9 +2,11 @@
 // machine (validate → enqueue → wait for all chunks, a cancel or the window → finalize), one
 // step at a time per batch. Its state is the batch record itself, so after a restart `resume()`
 // picks every unfinished batch up where it was and re-enqueues the chunks that have no outcome.
+// A step that keeps failing is tried `maxStepAttempts` times, as the state machine's Retry does,
+// and then the batch ends `failed` (failBatchStep), as the state machine's Catch does.
 
 import { type BatchRecord, TERMINAL_STATUSES } from '../../batch/model.js';
-import { enqueueStep, finalizeStep, type StepDeps, validateStep } from '../../batch/steps.js';
+import { enqueueStep, failBatchStep, finalizeStep, type StepDeps, validateStep } from '../../batch/steps.js';
 import { errorMessage } from '../../log.js';
 import type { Lifecycle } from '../../ports.js';
 
@@ -14,9 +16,13 @@ export interface LocalLifecycleOptions {
    * chunks have not reported: requests in flight get this long to finish.
    */
   drainTimeoutMs: number;
-  /** Delay before a step that threw is tried again. */
+  /** Delay before a step that threw is tried again (it grows with each attempt). */
   retryDelayMs?: number;
+  /** Tries of a step before the batch ends failed (default 6, as the state machine's Retry). */
+  maxStepAttempts?: number;
 }
+
+type Advance = { enqueue: boolean; force?: boolean } | { fail: string };
 
 export class LocalLifecycle implements Lifecycle {
   private readonly chains = new Map<string, Promise<void>>();
@@ -54,16 +60,22 @@ export class LocalLifecycle implements Lifecycle {
     await Promise.allSettled([...this.chains.values()]);
   }
 
-  /** Runs `advance` after whatever is already running for this batch: one step at a time per batch. */
-  private schedule(batchId: string, options: { enqueue: boolean; force?: boolean }, attempt = 1): void {
+  /**
+   * Runs `advance` after whatever is already running for this batch: one step at a time per batch.
+   * A step that threw is tried again later; after maxStepAttempts tries the batch is failed instead
+   * (and failing it is tried again until it holds: a batch never stays where nothing moves it).
+   */
+  private schedule(batchId: string, options: Advance, attempt = 1): void {
     if (this.stopped) return;
     const previous = this.chains.get(batchId) ?? Promise.resolve();
     const next = previous
-      .then(() => this.advance(batchId, options))
+      .then(() => ('fail' in options ? this.fail(batchId, options.fail) : this.advance(batchId, options)))
       .catch((error) => {
         this.deps.log.log('error', 'lifecycle step failed', { batchId, attempt, error: errorMessage(error) });
-        this.later(batchId, (this.options.retryDelayMs ?? 1_000) * Math.min(attempt, 30), () =>
-          this.schedule(batchId, options, attempt + 1),
+        const giveUp = !('fail' in options) && attempt >= (this.options.maxStepAttempts ?? 6);
+        const again: Advance = giveUp ? { fail: error instanceof Error ? error.name : 'Error' } : options;
+        this.later(batchId, (this.options.retryDelayMs ?? 1_000) * Math.min(giveUp ? 1 : attempt, 30), () =>
+          this.schedule(batchId, again, giveUp ? 1 : attempt + 1),
         );
       })
       .finally(() => {
@@ -102,6 +114,11 @@ export class LocalLifecycle implements Lifecycle {
           return;
       }
     }
+  }
+
+  private async fail(batchId: string, error: string): Promise<void> {
+    await failBatchStep(this.deps, batchId, { error });
+    this.clearTimer(batchId);
   }
 
   /** The equivalent of the state machine's task-token timeout: finalize even if chunks are missing. */

@@ -1,12 +1,20 @@
 // The embedded WorkQueue: delivers chunk messages to a fixed number of concurrent workers, at
 // least once. A message whose handler throws comes back after a delay, as an SQS message does
-// after its visibility timeout; after `maxReceives` deliveries it is dropped and logged, the
-// equivalent of SQS's dead-letter queue (the batch's lifecycle timer then finalizes it).
+// after its visibility timeout; the handler is told when a delivery is the last (the worker then
+// gives the chunk up rather than fail it again); after `maxReceives` deliveries a message that
+// still fails is dropped and logged, the equivalent of SQS's dead-letter queue.
 // Messages live in memory only: chunk state lives in the MetaStore, and the local lifecycle
 // re-enqueues every unfinished chunk when the service starts again.
 import type { ChunkMessage, WorkQueue } from '../../ports.js';
 
-export type ChunkHandler = (message: ChunkMessage) => Promise<void>;
+export interface DeliveryInfo {
+  /** This delivery's number, from 1. */
+  receives: number;
+  /** No delivery follows this one if it fails. */
+  last: boolean;
+}
+
+export type ChunkHandler = (message: ChunkMessage, delivery: DeliveryInfo) => Promise<void>;
 
 interface Delivery {
   message: ChunkMessage;
@@ -65,7 +73,8 @@ export class LocalWorkQueue implements WorkQueue {
 
   private async deliver(handler: ChunkHandler, delivery: Delivery): Promise<void> {
     try {
-      await handler(delivery.message);
+      const maxReceives = this.options.maxReceives ?? 5;
+      await handler(delivery.message, { receives: delivery.receives, last: delivery.receives >= maxReceives });
     } catch (error) {
       if (delivery.receives >= (this.options.maxReceives ?? 5)) {
         this.options.onDeadLetter?.(delivery.message, error);

@@ -1,5 +1,6 @@
-// The local lifecycle driver: the full path from validating to completed, and the drain timer that
-// finalizes a batch whose chunks never report (a lost worker), as the state machine's timeout does.
+// The local lifecycle driver: the full path from validating to completed, the drain timer that
+// finalizes a batch whose chunks never report (a lost worker), as the state machine's timeout does,
+// and a step that keeps failing, which ends the batch failed, as the state machine's Catch does.
 
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -15,7 +16,7 @@ import { blobKeys } from '../../../shared/batch/keys.js';
 import type { BatchRecord } from '../../../shared/batch/model.js';
 import type { StepDeps } from '../../../shared/batch/steps.js';
 import { silentLogger } from '../../../shared/log.js';
-import type { WorkQueue } from '../../../shared/ports.js';
+import type { BlobStore, WorkQueue } from '../../../shared/ports.js';
 import { createUpstreamRouter } from '../../../shared/upstream/router.js';
 import { runChunk } from '../../../shared/work/run-chunk.js';
 import { batchRecord, fileRecord } from '../../adapters/meta-store-contract.js';
@@ -41,10 +42,14 @@ describe('LocalLifecycle', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  function setup(queue: WorkQueue, drainTimeoutMs: number) {
+  function setup(
+    queue: WorkQueue,
+    drainTimeoutMs: number,
+    options: { blobs?: BlobStore; retryDelayMs?: number; maxStepAttempts?: number } = {},
+  ) {
     const deps: StepDeps = {
       meta: new DynamoMetaStore({ client: dynamo.client, tableName: dynamo.tableName }),
-      blobs: new FsBlobStore(dir),
+      blobs: options.blobs ?? new FsBlobStore(dir),
       queue,
       upstreams: createUpstreamRouter(
         { baseUrl: undefined, apiKey: undefined, concurrency: 4, timeoutMs: 1_000, maxAttempts: 1, baseBackoffMs: 1 },
@@ -55,7 +60,10 @@ describe('LocalLifecycle', () => {
       limits: { maxRequestsPerBatch: 100, maxLineBytes: 10_000 },
       chunking: { maxRequests: 2, maxBytes: 1_000_000 },
     };
-    return { deps, lifecycle: new LocalLifecycle(deps, { drainTimeoutMs }) };
+    return {
+      deps,
+      lifecycle: new LocalLifecycle(deps, { drainTimeoutMs, retryDelayMs: options.retryDelayMs, maxStepAttempts: options.maxStepAttempts }),
+    };
   }
 
   async function create(deps: StepDeps, ids: string[], windowMs: number): Promise<BatchRecord> {
@@ -88,8 +96,8 @@ describe('LocalLifecycle', () => {
     return batch;
   }
 
-  async function until(deps: StepDeps, id: string, status: string) {
-    for (let i = 0; i < 100; i++) {
+  async function until(deps: StepDeps, id: string, status: string, tries = 100) {
+    for (let i = 0; i < tries; i++) {
       const batch = await deps.meta.getBatch(id);
       if (batch?.status === status) return batch;
       await new Promise((resolve) => setTimeout(resolve, 50));
@@ -134,6 +142,30 @@ describe('LocalLifecycle', () => {
     expect(await second.lifecycle.resume()).toBeGreaterThanOrEqual(1);
     expect(await until(second.deps, batch.id, 'completed')).toMatchObject({ completed: 3 });
     await second.lifecycle.stop();
+    await queue.stop();
+  });
+
+  it('ends the batch failed, input let go of, when a step fails on every try (it never stays finalizing)', async () => {
+    // Finalization can never join the files: a finalize that cannot succeed.
+    const blobs: BlobStore = Object.create(new FsBlobStore(dir), {
+      concat: { value: () => Promise.reject(new RangeError('Invalid string length')) },
+    });
+    const queue = new LocalWorkQueue({ concurrency: 2 });
+    const { deps, lifecycle } = setup(queue, 5_000, { blobs, retryDelayMs: 10, maxStepAttempts: 3 });
+    queue.start((message) => runChunk({ ...deps, lifecycle }, message));
+    const batch = await create(deps, ['a', 'b', 'c'], 60_000);
+    await deps.meta.pinFile('p', batch.inputFileId, batch.id);
+    await deps.meta.deleteFile('p', batch.inputFileId);
+    await lifecycle.start(batch.id);
+    const failed = await until(deps, batch.id, 'failed', 400);
+    expect(failed.errors).toMatchObject([
+      { code: 'finalization_failed', message: expect.stringContaining('finalization failed after its retries (RangeError)') },
+    ]);
+    expect(failed.failedAtMs).toEqual(expect.any(Number));
+    // The input was deleted while pinned: letting go of the pin (just after the status) purges it.
+    for (let i = 0; i < 200 && (await deps.meta.getInputFile('p', batch.inputFileId)); i++) await new Promise((r) => setTimeout(r, 25));
+    expect(await deps.meta.getInputFile('p', batch.inputFileId)).toBeUndefined();
+    await lifecycle.stop();
     await queue.stop();
   });
 });

@@ -5,13 +5,14 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { DynamoMetaStore } from '../../../shared/adapters/aws/dynamo-meta-store.js';
 import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../../shared/adapters/local/embedded-dynamo.js';
 import { FsBlobStore } from '../../../shared/adapters/local/fs-blob-store.js';
 import { blobKeys } from '../../../shared/batch/keys.js';
 import type { BatchRecord } from '../../../shared/batch/model.js';
-import { enqueueStep, finalizeStep, type StepDeps, validateStep } from '../../../shared/batch/steps.js';
+import { derivedFileId, enqueueStep, finalizeStep, type StepDeps, validateStep } from '../../../shared/batch/steps.js';
+import { RECORD_ERRORS_BYTES } from '../../../shared/input/validation-errors.js';
 import { silentLogger } from '../../../shared/log.js';
 import type { ChunkMessage, Clock, Lifecycle } from '../../../shared/ports.js';
 import type { Upstream, UpstreamRouter } from '../../../shared/upstream/types.js';
@@ -135,6 +136,58 @@ describe('batch steps and the chunk worker', () => {
     const unrouted = await createBatch([line('a', 'nobody-serves-this')]);
     expect(await validateStep(deps, unrouted.id)).toBe('failed');
     expect((await deps.meta.getBatch(unrouted.id))!.errors![0]).toMatchObject({ code: 'model_not_found', param: 'body.model' });
+  });
+
+  /** A file of 1,001 lines whose last 1,000 each name another long CJK model than the first. */
+  const cjkMismatches = () => [
+    line('first', '通义千问超大规模语言模型'.repeat(12)),
+    ...Array.from({ length: 1_000 }, (_, i) => line(`r${i}`, `深度求索推理模型第${i}版`.repeat(10))),
+  ];
+
+  it('fails a file whose errors outgrow the batch record: the record keeps what fits and a notice, the error file all of them', async () => {
+    deps.limits = { ...deps.limits, maxRequestsPerBatch: 10_000 };
+    const batch = await createBatch(cjkMismatches());
+    expect(await validateStep(deps, batch.id)).toBe('failed');
+    const failed = (await deps.meta.getBatch(batch.id))!;
+    const errors = failed.errors!;
+    const listed = errors.slice(0, -1);
+    expect(listed.length).toBeGreaterThan(50);
+    expect(listed.map((e) => [e.line, e.code])).toEqual(listed.map((_, i) => [i + 2, 'model_mismatch']));
+    expect(errors.at(-1)).toEqual({
+      code: 'too_many_errors',
+      message: `The file has 1,000 errors: the first ${listed.length} are listed here; all 1,000 are in the error file ${failed.errorFileId} (error_file_id).`,
+      param: null,
+      line: null,
+    });
+    // What DynamoDB would be asked to store stays far below its 400 KB item limit.
+    expect(Buffer.byteLength(JSON.stringify(listed))).toBeLessThanOrEqual(RECORD_ERRORS_BYTES);
+    expect(Buffer.byteLength(JSON.stringify(failed))).toBeLessThan(40 * 1024);
+
+    const filed = await readLines(failed.errorFileId);
+    expect(filed.map((e) => e.line)).toEqual(Array.from({ length: 1_000 }, (_, i) => i + 2));
+    expect(filed.slice(0, listed.length)).toEqual(listed);
+    expect(await deps.meta.getFile('p', failed.errorFileId!)).toMatchObject({
+      purpose: 'batch_output',
+      filename: `${batch.id}_error.jsonl`,
+    });
+    expect(await validateStep(deps, batch.id)).toBe('failed');
+    expect((await deps.meta.getBatch(batch.id))!).toEqual(failed);
+  });
+
+  it('keeps no error file for a batch cancelled while validation wrote it', async () => {
+    deps.limits = { ...deps.limits, maxRequestsPerBatch: 10_000 };
+    const batch = await createBatch(cjkMismatches());
+    const meta = deps.meta;
+    const putFile = meta.putFile.bind(meta);
+    vi.spyOn(meta, 'putFile').mockImplementationOnce(async (file) => {
+      await putFile(file);
+      await meta.updateBatch(batch.id, ['validating'], { status: 'cancelling', cancellingAtMs: now });
+    });
+    expect(await validateStep(deps, batch.id)).toBeUndefined();
+    expect(await meta.getBatch(batch.id)).toMatchObject({ status: 'cancelling', errors: null, errorFileId: null });
+    const errorFileId = derivedFileId(batch.id, 'error');
+    expect(await meta.getFile('p', errorFileId)).toBeUndefined();
+    expect(await deps.blobs.size(blobKeys.file(errorFileId))).toBeUndefined();
   });
 
   it('counts a redelivered chunk once and runs nothing for it again', async () => {

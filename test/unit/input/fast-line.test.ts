@@ -2,11 +2,11 @@
 // would refuse, and must find the same custom_id and model: checked here on generated lines and
 // on many random mutations of them.
 import { describe, expect, it } from 'vitest';
-import { type FastLine, HashSet64, hashBytes, hashOut, MAX_JSON_DEPTH, scanRequestLine } from '../../../shared/input/fast-line.js';
-import { inspectSlowly } from '../../../shared/input/validate.js';
+import { type FastLine, fastLineExpectations, scanRequestLine } from '../../../shared/input/fast-line.js';
+import { inspectRequestLine, MAX_JSON_DEPTH } from '../../../shared/input/request-line.js';
 
 const ENDPOINT = '/v1/chat/completions';
-const EXPECT = { urls: [Buffer.from(ENDPOINT), Buffer.from('/v4/chat/completions')] };
+const EXPECT = fastLineExpectations(ENDPOINT);
 
 function rng(seed: number): () => number {
   let a = seed >>> 0;
@@ -32,7 +32,7 @@ function scan(bytes: Buffer, offset = 0): FastLine | undefined {
 function check(bytes: Buffer, offset = 0): 'fast' | 'slow' {
   const fast = scan(bytes, offset);
   if (!fast) return 'slow';
-  const slow = inspectSlowly(1, bytes, ENDPOINT);
+  const slow = inspectRequestLine(1, bytes, ENDPOINT);
   if (slow.error || slow.model === undefined) {
     throw new Error(`fast path accepted a line the slow path refuses (${slow.error?.code}): ${JSON.stringify(bytes.toString('latin1'))}`);
   }
@@ -189,29 +189,5 @@ describe('the word-at-a-time string scan', () => {
     }
     // Every printable ASCII byte but '"' and '\\' stays on the fast path.
     expect(fast).toBe((0x80 - 0x20 - 2) * 24);
-  });
-});
-
-describe('HashSet64', () => {
-  it('adds, finds and grows', () => {
-    const set = new HashSet64(16);
-    let added = 0;
-    let found = 0;
-    for (let i = 0; i < 10_000; i++) if (!set.add(i * 7919, i)) added++;
-    for (let i = 0; i < 10_000; i++) if (set.add(i * 7919, i)) found++;
-    expect([added, found]).toEqual([10_000, 10_000]);
-    expect(set.has(0, 0)).toBe(true); // (0, 0) is stored as (1, 0): never mistaken for an empty slot
-    expect(set.has(5, 5)).toBe(false);
-    expect(set.size).toBe(10_000);
-  });
-
-  it('hashes equal bytes equally and depends on the seed', () => {
-    const a = Buffer.from('xx-request-1');
-    hashBytes(a, 3, a.length, 7);
-    const first = [hashOut.h1, hashOut.h2];
-    hashBytes(Buffer.from('request-1'), 0, 9, 7);
-    expect([hashOut.h1, hashOut.h2]).toEqual(first);
-    hashBytes(Buffer.from('request-1'), 0, 9, 8);
-    expect([hashOut.h1, hashOut.h2]).not.toEqual(first);
   });
 });

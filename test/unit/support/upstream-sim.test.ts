@@ -162,4 +162,36 @@ describe('upstream sim', () => {
     sim = undefined;
     await expect(pending).rejects.toThrow();
   });
+
+  it('pads answers to a huge size, for every request or per request, still a valid answer', async () => {
+    sim = await startUpstreamSim({ answerBytes: ({ key }) => (key === 'big' ? 3_000_000 : undefined) });
+    const big = await chat(sim.baseURL, 'big');
+    expect(Number(big.headers.get('content-length'))).toBeGreaterThanOrEqual(2_999_000);
+    const text = await big.text();
+    expect(Buffer.byteLength(text)).toBeGreaterThanOrEqual(2_999_000);
+    const body = JSON.parse(text);
+    expect(body.choices[0].message.content).toBe('echo: big');
+    expect(body.sim_padding).toMatch(/^x+$/);
+    const small = await (await chat(sim.baseURL, 'small')).json();
+    expect(small.sim_padding).toBeUndefined();
+
+    sim.configure({ answerBytes: 100_000 });
+    const client = new OpenAI({ baseURL: sim.baseURL, apiKey: 'test', maxRetries: 0 });
+    const embeddings = await client.embeddings.create({ model: 'e', input: 'a', encoding_format: 'float' });
+    expect(embeddings.data[0]?.embedding).toHaveLength(8);
+  });
+
+  it('echoes the request headers, Authorization included, in a JSON error or an HTML page', async () => {
+    sim = await startUpstreamSim({ echoHeaders: { format: 'json' } });
+    const json = await chat(sim.baseURL, 'x', { apiKey: 'sk-echo-me' });
+    expect(json.status).toBe(400);
+    const envelope = await json.json();
+    expect(envelope.error.message).toContain('Bearer sk-echo-me');
+
+    sim.configure({ echoHeaders: { format: 'html', status: 502 } });
+    const html = await chat(sim.baseURL, 'x', { apiKey: 'sk-echo-me' });
+    expect(html.status).toBe(502);
+    expect(html.headers.get('content-type')).toMatch(/^text\/html/);
+    expect(await html.text()).toContain('authorization: Bearer sk-echo-me');
+  });
 });

@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { systemClock } from '../../../shared/adapters/local/system-clock.js';
 import type { Clock } from '../../../shared/ports.js';
-import { HttpUpstream } from '../../../shared/upstream/http-upstream.js';
+import { HttpUpstream, RETRIED_ANSWER_BYTES } from '../../../shared/upstream/http-upstream.js';
+import { keyRedactor } from '../../../shared/upstream/redact.js';
+import { ResponseBudget } from '../../../shared/upstream/response-budget.js';
 import { startUpstreamSim } from '../../support/upstream-sim.js';
 
 /** A clock whose sleeps return at once but move time forward, so backoffs are observable. */
@@ -193,5 +195,142 @@ describe('HttpUpstream', () => {
     } finally {
       await sim.close();
     }
+  });
+
+  describe('answers read within a byte limit', () => {
+    /** A body sent in pieces without a Content-Length, so only counting the bytes read can tell its size. */
+    const streamed =
+      (status: number, text: string, pieceBytes = 64 * 1024) =>
+      () => {
+        const bytes = Buffer.from(text);
+        let offset = 0;
+        const body = new ReadableStream<Uint8Array>({
+          pull(controller) {
+            if (offset >= bytes.length) return controller.close();
+            controller.enqueue(bytes.subarray(offset, offset + pieceBytes));
+            offset += pieceBytes;
+          },
+        });
+        return new Response(body, { status, headers: { 'content-type': 'application/json' } });
+      };
+    const big = (bytes: number) => JSON.stringify({ data: 'x'.repeat(bytes) });
+    const limited = (
+      fetch: typeof globalThis.fetch,
+      maxResponseBytes: number,
+      extra: Partial<ConstructorParameters<typeof HttpUpstream>[0]> = {},
+    ) =>
+      new HttpUpstream({
+        baseUrl: 'http://upstream.test/v1',
+        apiKey: 'sk-secret',
+        concurrency: 4,
+        timeoutMs: 1_000,
+        maxAttempts: 3,
+        clock: fakeClock().clock,
+        fetch,
+        maxResponseBytes,
+        ...extra,
+      });
+
+    it('makes an answer over MAX_RESPONSE_BYTES the error response_too_large, once, with no body, by Content-Length or by counting', async () => {
+      for (const answer of [json(200, { data: 'x'.repeat(5_000) }), streamed(200, big(5_000), 512)]) {
+        const { fetch, calls } = scriptedFetch([answer]);
+        const result = await limited(fetch, 1_000).send(request, { deadlineMs: Infinity, mayStart: () => true });
+        expect(result).toEqual({
+          kind: 'error',
+          code: 'response_too_large',
+          message: 'The upstream answered HTTP 200 with more than 1000 bytes (MAX_RESPONSE_BYTES); the answer was not kept.',
+        });
+        expect(calls).toHaveLength(1); // the same answer would come again: never retried
+      }
+      const { fetch } = scriptedFetch([streamed(200, big(900), 100)]);
+      expect(await limited(fetch, 1_000).send(request, { deadlineMs: Infinity, mayStart: () => true })).toMatchObject({ statusCode: 200 });
+    });
+
+    it('reads an answer that will be retried only up to its first 64 KiB', async () => {
+      const { fetch, calls } = scriptedFetch([streamed(503, big(5 * RETRIED_ANSWER_BYTES)), json(200, { ok: true })]);
+      const budget = new ResponseBudget(10_000_000);
+      const lease = budget.lease();
+      const result = await limited(fetch, 10_000_000).send(request, { deadlineMs: Infinity, mayStart: () => true, lease });
+      expect(result).toMatchObject({ statusCode: 200, body: { ok: true } });
+      expect(calls).toHaveLength(2);
+      // Only the final answer is held, until the caller lets go of it.
+      expect(lease.bytes).toBe(JSON.stringify({ ok: true }).length);
+      lease.release();
+      expect(budget.usedBytes).toBe(0);
+
+      const last = await limited(scriptedFetch([streamed(500, big(5 * RETRIED_ANSWER_BYTES))]).fetch, 10_000_000, { maxAttempts: 1 }).send(
+        request,
+        {
+          deadlineMs: Infinity,
+          mayStart: () => true,
+        },
+      );
+      expect(last).toMatchObject({ statusCode: 500, body: { error: { type: 'upstream_error' } } });
+      expect(JSON.stringify(last).length).toBeLessThan(4_000);
+    });
+
+    it('starts no request while the in-flight budget is spent, and starts it once answers are let go of', async () => {
+      const { fetch, calls } = scriptedFetch([json(200, { ok: 1 }), json(200, { ok: 2 })]);
+      const client = limited(fetch, 1_000);
+      const budget = new ResponseBudget(5);
+      const first = budget.lease();
+      await client.send(request, { deadlineMs: Infinity, mayStart: () => true, lease: first });
+      expect(budget.usedBytes).toBeGreaterThanOrEqual(5);
+      const second = client.send(request, { deadlineMs: Infinity, mayStart: () => true, lease: budget.lease() });
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(calls).toHaveLength(1);
+      first.release();
+      expect(await second).toMatchObject({ body: { ok: 2 } });
+      expect(calls).toHaveLength(2);
+    });
+
+    it('redacts every configured key from answers, JSON or not, before they are parsed', async () => {
+      const redactor = keyRedactor(['sk-secret', 'sk-other-route']);
+      const { fetch } = scriptedFetch([
+        json(401, { error: { message: 'Bad header: Bearer sk-secret (also saw sk-other-route)' } }, { 'x-request-id': 'id-sk-secret' }),
+        () =>
+          new Response('<html><pre>authorization: Bearer sk-secret</pre></html>', {
+            status: 403,
+            headers: { 'content-type': 'text/html' },
+          }),
+      ]);
+      const client = limited(fetch, 1_000_000, { redactor });
+      const jsonAnswer = await client.send(request, { deadlineMs: Infinity, mayStart: () => true });
+      const htmlAnswer = await client.send(request, { deadlineMs: Infinity, mayStart: () => true });
+      expect(jsonAnswer).toMatchObject({
+        statusCode: 401,
+        requestId: 'id-[redacted]',
+        body: { error: { message: 'Bad header: Bearer [redacted] (also saw [redacted])' } },
+      });
+      expect(htmlAnswer).toMatchObject({
+        statusCode: 403,
+        body: { error: { message: '<html><pre>authorization: Bearer [redacted]</pre></html>' } },
+      });
+    });
+
+    it('reads huge answers off a real socket (undici) within the limit, and goes on using the route after one was cut', async () => {
+      const sim = await startUpstreamSim({ answerBytes: ({ key }) => (key === 'huge' ? 4_000_000 : 200_000) });
+      try {
+        const client = new HttpUpstream({
+          baseUrl: sim.baseURL,
+          apiKey: undefined,
+          concurrency: 2,
+          timeoutMs: 5_000,
+          maxAttempts: 1,
+          clock: systemClock,
+          maxResponseBytes: 1_000_000,
+        });
+        const send = (content: string) =>
+          client.send(
+            { url: '/v1/chat/completions', body: { model: 'm', messages: [{ role: 'user', content }] } },
+            { deadlineMs: Infinity, mayStart: () => true },
+          );
+        expect(await send('huge')).toMatchObject({ kind: 'error', code: 'response_too_large' });
+        const fine = await send('fine');
+        expect(fine).toMatchObject({ kind: 'response', statusCode: 200, body: { choices: [{ message: { content: 'echo: fine' } }] } });
+      } finally {
+        await sim.close();
+      }
+    });
   });
 });

@@ -223,36 +223,45 @@ describe('checkpoints', () => {
     let failNext = true;
     let release: (() => void) | undefined;
     const blobs = {
-      put: async (_key: string, body: string) => {
-        puts.push(body.split('\n').filter(Boolean));
+      put: async (_key: string, body: AsyncIterable<Uint8Array>) => {
+        // The lines come as a stream, never joined: read them as the store would.
+        let text = '';
+        for await (const piece of body) text += Buffer.from(piece).toString('utf8');
+        puts.push(text.split('\n').filter(Boolean));
         await new Promise<void>((resolve) => (release = resolve));
         if (failNext) {
           failNext = false;
           throw new Error('disk full');
         }
-        return { bytes: body.length };
+        return { bytes: text.length };
       },
     } as unknown as BlobStore;
+    const settle = () => new Promise((resolve) => setImmediate(resolve));
     let t = 0;
     const writer = new CheckpointWriter({ blobs, clock: { now: () => t, sleep: async () => {} }, log: silentLogger }, 'b', 0, 'x', {
       intervalMs: 60_000,
       maxLines: 2,
       maxWrites: 1,
     });
-    writer.add('1\n');
+    void writer.add('1\n');
+    await settle();
     expect(puts).toHaveLength(0);
-    writer.add('2\n');
+    const second = writer.add('2\n');
+    await settle();
     expect(puts).toEqual([['1', '2']]);
-    writer.add('3\n');
-    writer.add('4\n');
+    void writer.add('3\n');
+    void writer.add('4\n');
+    await settle();
     expect(puts).toHaveLength(1); // one write at a time
     release!(); // the first write fails: its lines wait for the next, which waits a second
-    await new Promise((resolve) => setImmediate(resolve));
+    await settle();
     expect(puts).toHaveLength(1);
     t += 1_000;
-    writer.add('5\n');
+    void writer.add('5\n');
+    await settle();
     expect(puts.at(-1)).toEqual(['1', '2', '3', '4', '5']);
     release!();
+    await second; // a line is let go of once a checkpoint holding it is stored
     await writer.close();
     expect(writer.keys).toEqual(['batches/b/chunks/0/ckpt-x-000001.jsonl']);
   });

@@ -1,7 +1,8 @@
 // The checks of a file sent in parts, from the parts' summaries: for any split of any file, they
 // answer exactly what BatchFileCheck answers for the whole file in one push.
 import { describe, expect, it } from 'vitest';
-import { BatchFileCheck, checkJoinedParts, PartScan, type UploadCheckLimits } from '../../../shared/input/upload-check.js';
+import { PartScan } from '../../../shared/input/part-summary.js';
+import { BatchFileCheck, checkJoinedParts, type UploadCheckLimits } from '../../../shared/input/upload-check.js';
 import { CORPUS } from '../../fixtures/bad/generate.js';
 
 /** A small deterministic PRNG, so random splits are reproducible. */

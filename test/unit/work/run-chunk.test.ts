@@ -1,0 +1,275 @@
+// The chunk worker with answers that are huge, and with chunks that keep failing: memory stays
+// within the in-flight budget whatever the chunk holds, a chunk that fails on every delivery is
+// given up (its lines accounted for, the batch ends failed), and a step that fails for good ends
+// its batch failed. Every custom_id lands exactly once in every case.
+
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { DynamoMetaStore } from '../../../shared/adapters/aws/dynamo-meta-store.js';
+import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../../shared/adapters/local/embedded-dynamo.js';
+import { FsBlobStore } from '../../../shared/adapters/local/fs-blob-store.js';
+import { systemClock } from '../../../shared/adapters/local/system-clock.js';
+import { blobKeys } from '../../../shared/batch/keys.js';
+import { enqueueStep, failBatchStep, finalizeStep, type StepDeps, validateStep } from '../../../shared/batch/steps.js';
+import { silentLogger } from '../../../shared/log.js';
+import type { BlobStore, ChunkMessage, Lifecycle } from '../../../shared/ports.js';
+import { HttpUpstream } from '../../../shared/upstream/http-upstream.js';
+import { ResponseBudget } from '../../../shared/upstream/response-budget.js';
+import type { Upstream, UpstreamRouter } from '../../../shared/upstream/types.js';
+import { type ChunkWorkerDeps, giveUpChunk, runChunk } from '../../../shared/work/run-chunk.js';
+import { batchRecord, fileRecord } from '../../adapters/meta-store-contract.js';
+import { startUpstreamSim, type UpstreamSim } from '../../support/upstream-sim.js';
+
+const MB = 1024 * 1024;
+const line = (id: string) =>
+  JSON.stringify({
+    custom_id: id,
+    method: 'POST',
+    url: '/v1/chat/completions',
+    body: { model: 'm', messages: [{ role: 'user', content: id }] },
+  });
+const ids = (n: number, prefix = 'r') => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+
+describe('the chunk worker, with huge answers and chunks that keep failing', () => {
+  let dynamo: EmbeddedDynamo;
+  let sim: UpstreamSim;
+  let dir: string;
+  let deps: StepDeps;
+  let sent: ChunkMessage[];
+  let doneSignals: string[];
+  const lifecycle: Lifecycle = { start: async () => {}, cancelled: async () => {}, allChunksDone: async (id) => void doneSignals.push(id) };
+
+  beforeAll(async () => {
+    dynamo = await startEmbeddedDynamo({});
+    sim = await startUpstreamSim();
+  });
+  afterAll(async () => {
+    await sim.close();
+    await dynamo.close();
+  });
+  beforeEach(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'run-chunk-'));
+    sent = [];
+    doneSignals = [];
+    sim.configure({ answerBytes: undefined, failWhen: undefined });
+    sim.reset();
+    deps = {
+      meta: new DynamoMetaStore({ client: dynamo.client, tableName: dynamo.tableName }),
+      blobs: new FsBlobStore(dir),
+      queue: { enqueue: async (messages) => void sent.push(...messages) },
+      upstreams: { route: () => undefined },
+      clock: systemClock,
+      log: silentLogger,
+      limits: { maxRequestsPerBatch: 1_000, maxLineBytes: 10_000 },
+      chunking: { maxRequests: 100, maxBytes: 1_000_000 },
+    };
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  function simRouter(options: { maxResponseBytes?: number; concurrency?: number } = {}): UpstreamRouter {
+    const upstream = new HttpUpstream({
+      baseUrl: sim.baseURL,
+      apiKey: undefined,
+      concurrency: options.concurrency ?? 8,
+      timeoutMs: 10_000,
+      maxAttempts: 1,
+      clock: systemClock,
+      maxResponseBytes: options.maxResponseBytes ?? 64 * MB,
+    });
+    return { route: () => upstream };
+  }
+
+  const worker = (upstreams: UpstreamRouter, extra: Partial<ChunkWorkerDeps> = {}): ChunkWorkerDeps => ({
+    meta: deps.meta,
+    blobs: deps.blobs,
+    lifecycle,
+    upstreams,
+    clock: systemClock,
+    log: silentLogger,
+    ...extra,
+  });
+
+  async function startBatch(customIds: string[], chunkMaxRequests = 100): Promise<string> {
+    deps.chunking = { maxRequests: chunkMaxRequests, maxBytes: 1_000_000 };
+    deps.upstreams = { route: (model) => (model === 'm' ? ({} as Upstream) : undefined) };
+    const file = fileRecord({ project: 'p', createdAtMs: Date.now(), expiresAtMs: null });
+    file.blobKey = blobKeys.file(file.id);
+    await deps.blobs.put(file.blobKey, `${customIds.map(line).join('\n')}\n`);
+    await deps.meta.putFile(file);
+    const batch = batchRecord({
+      project: 'p',
+      inputFileId: file.id,
+      status: 'validating',
+      createdAtMs: Date.now(),
+      expiresAtMs: Date.now() + 600_000,
+      total: 0,
+      completed: 0,
+      failed: 0,
+      unrun: 0,
+      chunkCount: 0,
+      doneChunks: [],
+      chunkAttempts: {},
+    });
+    await deps.meta.createBatch(batch);
+    await deps.meta.pinFile('p', file.id, batch.id);
+    expect(await validateStep(deps, batch.id)).toBe('in_progress');
+    await enqueueStep(deps, batch.id);
+    return batch.id;
+  }
+
+  /** The lines of a batch's output or error file, without keeping their bodies. */
+  async function linesOf(fileId: string | null): Promise<{ customId: string; status?: number; code?: string; bytes: number }[]> {
+    if (!fileId) return [];
+    const file = (await deps.meta.getFile('p', fileId))!;
+    const pieces: Buffer[] = [];
+    for await (const piece of await deps.blobs.get(file.blobKey)) pieces.push(Buffer.from(piece));
+    const text = Buffer.concat(pieces).toString('utf8');
+    return text
+      .split('\n')
+      .filter(Boolean)
+      .map((raw) => {
+        const parsed = JSON.parse(raw);
+        return { customId: parsed.custom_id, status: parsed.response?.status_code, code: parsed.error?.code, bytes: raw.length };
+      });
+  }
+
+  it('runs a chunk of answers far larger than the budget, holding at most the budget and one answer', async () => {
+    sim.configure({ answerBytes: 2 * MB });
+    const budget = new ResponseBudget(5 * MB);
+    const batchId = await startBatch(ids(12));
+    await runChunk(worker(simRouter(), { responses: budget, checkpoints: { intervalMs: 50, maxLines: 500, maxBytes: MB } }), sent[0]!);
+    // 12 answers of 2 MB, 8 on the wire at once, in a budget of 5 MB: the budget plus the one answer read ahead.
+    expect(budget.peakBytes).toBeLessThanOrEqual(5 * MB + 2 * MB + 64 * 1024);
+    expect(budget.usedBytes).toBe(0);
+    expect(await finalizeStep(deps, batchId)).toBe('completed');
+    const done = (await deps.meta.getBatch(batchId))!;
+    expect(done).toMatchObject({ total: 12, completed: 12, failed: 0 });
+    const output = await linesOf(done.outputFileId);
+    expect(output.map((l) => l.customId).sort()).toEqual(ids(12).sort());
+    expect(Math.min(...output.map((l) => l.bytes))).toBeGreaterThan(2 * MB - 1_000);
+    expect(sim.stats().requests).toBe(12);
+  });
+
+  it('puts an answer over MAX_RESPONSE_BYTES in the error file as response_too_large, and the rest as usual', async () => {
+    sim.configure({ answerBytes: ({ key }) => (key === 'r3' ? 3 * MB : undefined) });
+    const batchId = await startBatch(ids(6));
+    await runChunk(worker(simRouter({ maxResponseBytes: MB }), { responses: new ResponseBudget(4 * MB) }), sent[0]!);
+    expect(await finalizeStep(deps, batchId)).toBe('completed');
+    const done = (await deps.meta.getBatch(batchId))!;
+    expect(done).toMatchObject({ total: 6, completed: 5, failed: 1 });
+    const errors = await linesOf(done.errorFileId);
+    expect(errors).toMatchObject([{ customId: 'r3', status: undefined, code: 'response_too_large' }]);
+    expect(errors[0]!.bytes).toBeLessThan(1_000);
+    expect((await linesOf(done.outputFileId)).map((l) => l.customId).sort()).toEqual(ids(6).filter((id) => id !== 'r3'));
+  });
+
+  it('gives up a chunk that fails on every delivery: checkpointed answers kept, the rest chunk_failed, the batch ends failed', async () => {
+    const batchId = await startBatch(ids(6), 3);
+    // Chunk 1's result objects can never be stored; chunk 0 runs fine.
+    const broken: BlobStore = Object.create(deps.blobs, {
+      put: {
+        value: (key: string, body: Parameters<BlobStore['put']>[1]) =>
+          key.includes('/chunks/1.') ? Promise.reject(new RangeError('Invalid string length')) : deps.blobs.put(key, body),
+      },
+    });
+    const healthy = worker(simRouter());
+    await runChunk(healthy, sent[0]!);
+    const failing = { ...worker(simRouter(), { checkpoints: { intervalMs: 0, maxLines: 1 } }), blobs: broken };
+    await expect(runChunk(failing, sent[1]!)).rejects.toThrow(RangeError);
+    expect(sim.stats().callsByCustomKey.get('r3')).toBe(1);
+
+    await giveUpChunk(healthy, sent[1]!, new RangeError('Invalid string length'));
+    const recorded = (await deps.meta.getBatch(batchId))!;
+    expect(recorded).toMatchObject({ status: 'in_progress', doneChunks: [0, 1], completed: 6, failed: 0 });
+    expect(recorded.errors).toMatchObject([{ code: 'chunk_failed', message: expect.stringContaining('chunk 1 (3 requests) failed') }]);
+    expect(doneSignals).toEqual([batchId]);
+    // A second give-up (a redelivery) changes nothing.
+    await giveUpChunk(healthy, sent[1]!, new Error('again'));
+
+    expect(await finalizeStep(deps, batchId)).toBe('failed');
+    const done = (await deps.meta.getBatch(batchId))!;
+    expect(done).toMatchObject({ total: 6, completed: 6, failed: 0, outputFileId: expect.any(String) });
+    expect(done.failedAtMs).toEqual(expect.any(Number));
+    // The run that failed had checkpointed its answers: they are kept, nothing is lost or doubled.
+    expect((await linesOf(done.outputFileId)).map((l) => l.customId).sort()).toEqual(ids(6).sort());
+    expect(done.errorFileId).toBeNull();
+    expect(await deps.meta.getInputFile('p', done.inputFileId)).toBeDefined();
+  });
+
+  it('names every unanswered line of a given-up chunk chunk_failed in the error file', async () => {
+    const batchId = await startBatch(ids(4), 2);
+    await runChunk(worker(simRouter()), sent[0]!);
+    await giveUpChunk(worker(simRouter()), sent[1]!, new Error('boom'));
+    expect(sim.stats().requests).toBe(2);
+    expect(await finalizeStep(deps, batchId)).toBe('failed');
+    const done = (await deps.meta.getBatch(batchId))!;
+    expect(done).toMatchObject({ total: 4, completed: 2, failed: 2 });
+    expect((await linesOf(done.outputFileId)).map((l) => l.customId).sort()).toEqual(['r0', 'r1']);
+    expect((await linesOf(done.errorFileId)).map((l) => [l.customId, l.code])).toEqual([
+      ['r2', 'chunk_failed'],
+      ['r3', 'chunk_failed'],
+    ]);
+  });
+
+  describe('a step that fails for good', () => {
+    it('ends a validating batch failed with the reason, and lets go of its input', async () => {
+      const file = fileRecord({ project: 'p', createdAtMs: Date.now(), expiresAtMs: null });
+      await deps.meta.putFile(file);
+      const batch = batchRecord({ project: 'p', inputFileId: file.id, status: 'validating', doneChunks: [], chunkAttempts: {} });
+      await deps.meta.createBatch(batch);
+      await deps.meta.pinFile('p', file.id, batch.id);
+      expect(await deps.meta.deleteFile('p', file.id)).toMatchObject({ blobInUse: true });
+
+      expect(await failBatchStep(deps, batch.id, { error: 'States.TaskFailed' })).toBe('failed');
+      const failed = (await deps.meta.getBatch(batch.id))!;
+      expect(failed.errors).toEqual([
+        {
+          code: 'validation_failed',
+          message: 'The input file could not be validated: validation failed after its retries (States.TaskFailed).',
+          param: null,
+          line: null,
+        },
+      ]);
+      expect(failed.failedAtMs).toEqual(expect.any(Number));
+      // The pin is gone: the deleted input is purged.
+      expect(await deps.meta.getInputFile('p', file.id)).toBeUndefined();
+      expect(await failBatchStep(deps, batch.id, { error: 'again' })).toBe('failed');
+    });
+
+    it('finalizes a running batch as failed: recorded lines kept, every other line batch_failed', async () => {
+      const batchId = await startBatch(ids(4), 2);
+      await runChunk(worker(simRouter()), sent[0]!);
+      expect(await failBatchStep(deps, batchId, { error: 'Lambda.Unknown' })).toBe('failed');
+      const done = (await deps.meta.getBatch(batchId))!;
+      expect(done).toMatchObject({ total: 4, completed: 2, failed: 2, unrun: 2 });
+      expect(done.errors).toMatchObject([{ code: 'batch_failed', message: expect.stringContaining('(Lambda.Unknown)') }]);
+      expect((await linesOf(done.outputFileId)).map((l) => l.customId).sort()).toEqual(['r0', 'r1']);
+      expect((await linesOf(done.errorFileId)).map((l) => [l.customId, l.code])).toEqual([
+        ['r2', 'batch_failed'],
+        ['r3', 'batch_failed'],
+      ]);
+      // A chunk that reports after that is not counted.
+      await runChunk(worker(simRouter()), sent[1]!);
+      expect((await deps.meta.getBatch(batchId))!.completed).toBe(2);
+    });
+
+    it('ends a batch whose finalization failed for good failed, without files, with its input let go of and its scratch removed', async () => {
+      const batchId = await startBatch(ids(2));
+      await runChunk(worker(simRouter()), sent[0]!);
+      await deps.meta.updateBatch(batchId, ['in_progress'], { status: 'finalizing', finalizingAtMs: Date.now() });
+      const batch = (await deps.meta.getBatch(batchId))!;
+      await deps.meta.deleteFile('p', batch.inputFileId);
+
+      expect(await failBatchStep(deps, batchId, { error: 'RangeError' })).toBe('failed');
+      const failed = (await deps.meta.getBatch(batchId))!;
+      expect(failed).toMatchObject({ status: 'failed', outputFileId: null, errorFileId: null });
+      expect(failed.errors).toMatchObject([{ code: 'finalization_failed' }]);
+      expect(await deps.meta.getInputFile('p', batch.inputFileId)).toBeUndefined();
+      expect(await deps.blobs.list(`batches/${batchId}/`)).toEqual([]);
+    });
+  });
+});
