@@ -155,14 +155,10 @@ export interface MetaStore {
   /** Newest first. */
   listBatches(project: string, query: BatchQuery): Promise<Page<BatchRecord>>;
   /**
-   * Compare-and-set on the status: applies `changes` only while the batch's status is one of
-   * `from`. Returns the updated batch, or undefined when the status did not match.
+   * Applies `changes` (never the status: that is transitionBatch's) only while the batch's status is
+   * one of `from`. Returns the updated batch, or undefined when the status did not match.
    */
-  updateBatch(
-    id: string,
-    from: readonly BatchStatus[],
-    changes: Partial<Omit<BatchRecord, 'id' | 'project' | 'doneChunks' | 'chunkAttempts'>>,
-  ): Promise<BatchRecord | undefined>;
+  updateBatch(id: string, from: readonly BatchStatus[], changes: StatusChanges): Promise<BatchRecord | undefined>;
   /**
    * Compare-and-set on the status (shared/batch/transitions.ts decides which moves are allowed):
    * from `change.from` to `change.to`, applying `change.changes` and appending `change.event` to

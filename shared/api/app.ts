@@ -6,6 +6,7 @@
 import { Readable } from 'node:stream';
 import { type Context, Hono } from 'hono';
 import { z } from 'zod';
+import { BatchNotCancellable, cancelBatch } from '../batch/cancel.js';
 import { releaseInputFile } from '../batch/input-file.js';
 import { blobKeys } from '../batch/keys.js';
 import { type BatchRecord, type FileRecord, ZERO_USAGE } from '../batch/model.js';
@@ -53,7 +54,6 @@ export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeW
 type Env = { Variables: { project: string; requestId: string } };
 
 const BATCH_FILE_RETENTION_SECONDS = 30 * 24 * 3600;
-const CANCELLABLE = ['validating', 'in_progress'] as const;
 
 export function createApiApp(deps: ApiDeps): Hono<Env> {
   const { meta, blobs, clock } = deps;
@@ -238,16 +238,12 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
   api.get('/batches/:id', async (c) => c.json(toBatchObject(await batchOf(c))));
 
   api.post('/batches/:id/cancel', async (c) => {
-    const batch = await batchOf(c);
-    if (batch.status === 'cancelling' || batch.status === 'cancelled') return c.json(toBatchObject(batch));
-    const cancelling = await meta.updateBatch(batch.id, CANCELLABLE, { status: 'cancelling', cancellingAtMs: clock.now() });
-    if (!cancelling) {
-      const current = (await meta.getBatch(batch.id)) ?? batch;
-      if (current.status === 'cancelling') return c.json(toBatchObject(current));
-      throw conflict(`Batch ${batch.id} is ${current.status} and can no longer be cancelled.`, 'batch_not_cancellable');
+    try {
+      return c.json(toBatchObject(await cancelBatch(deps, await batchOf(c))));
+    } catch (error) {
+      if (error instanceof BatchNotCancellable) throw conflict(error.message, 'batch_not_cancellable');
+      throw error;
     }
-    await deps.lifecycle.cancelled(cancelling);
-    return c.json(toBatchObject(cancelling));
   });
 
   registerUploadRoutes(api, deps);

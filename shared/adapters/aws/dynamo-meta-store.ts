@@ -44,6 +44,7 @@ import {
   type PendingEvents,
   type RecordChunkResult,
   type StatusChange,
+  type StatusChanges,
 } from '../../ports.js';
 
 export const TTL_ATTRIBUTE = 'ttl';
@@ -247,8 +248,8 @@ function fromBatchItem(item: Item): BatchRecord {
   };
 }
 
-/** Fields an update may not touch: identity, and the chunk bookkeeping (recordChunk's). */
-const PROTECTED_BATCH_FIELDS = new Set(['id', 'project', 'doneChunks', 'chunkAttempts']);
+/** Fields an update may not touch: identity, the status (transitionBatch's), the chunk bookkeeping (recordChunk's). */
+const PROTECTED_BATCH_FIELDS = new Set(['id', 'project', 'status', 'doneChunks', 'chunkAttempts']);
 
 /** The item attributes an update of these record fields sets. */
 function batchAttributes(id: string, changes: Partial<BatchRecord>): Item {
@@ -459,11 +460,7 @@ export class DynamoMetaStore implements MetaStore {
     return { items: page.items.map(fromBatchItem), hasMore: page.hasMore };
   }
 
-  async updateBatch(
-    id: string,
-    from: readonly BatchStatus[],
-    changes: Partial<Omit<BatchRecord, 'id' | 'project' | 'doneChunks' | 'chunkAttempts'>>,
-  ): Promise<BatchRecord | undefined> {
+  async updateBatch(id: string, from: readonly BatchStatus[], changes: StatusChanges): Promise<BatchRecord | undefined> {
     if (from.length === 0) return undefined;
 
     const attributes = batchAttributes(id, changes);
