@@ -2,6 +2,7 @@
 // local adapters (filesystem blobs, an embedded DynamoDB, an in-process queue and driver).
 
 import { mkdir } from 'node:fs/promises';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { type ServerType, serve } from '@hono/node-server';
@@ -19,6 +20,7 @@ import { errorMessage, type Logger } from '../shared/log.js';
 import { createUpstreamRouter } from '../shared/upstream/router.js';
 import { RoutesError, resolveRoutes } from '../shared/upstream/routes.js';
 import { runChunk } from '../shared/work/run-chunk.js';
+import { answerClientErrors } from './guards.js';
 
 export interface RunningService {
   url: string;
@@ -26,7 +28,12 @@ export interface RunningService {
   stop(): Promise<void>;
 }
 
-export async function startService(config: ServiceConfig, log: Logger): Promise<RunningService> {
+export interface ServiceOptions {
+  /** Counts /healthz shows beside its status (main.ts: errors the process guard caught). */
+  healthDetails?: () => Record<string, number>;
+}
+
+export async function startService(config: ServiceConfig, log: Logger, options: ServiceOptions = {}): Promise<RunningService> {
   // Locally an apiKeySecret is `env:NAME`: there is no secret store to ask for anything else.
   const routes = await resolveRoutes(config.upstream.routes, { env: process.env, defaultConcurrency: config.upstream.concurrency }).catch(
     (error: unknown) => {
@@ -87,11 +94,13 @@ export async function startService(config: ServiceConfig, log: Logger): Promise<
       await meta.getBatch('batch_healthcheck');
       return true;
     },
+    healthDetails: options.healthDetails,
   });
 
   const server = await new Promise<ServerType>((resolve) => {
     const started = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, () => resolve(started));
   });
+  answerClientErrors(server as Server, log);
   const port = (server.address() as AddressInfo).port;
   const resumed = await lifecycle.resume();
   if (resumed > 0) log.log('info', 'resumed unfinished batches', { batches: resumed });

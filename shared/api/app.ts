@@ -48,6 +48,8 @@ export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeW
   };
   /** Answers whether the service can take work (for /healthz). */
   ready?: () => Promise<boolean>;
+  /** Counts /healthz shows beside its status (npm start: errors its last line of defence caught). */
+  healthDetails?: () => Record<string, number>;
 }
 
 type Env = { Variables: { project: string; requestId: string } };
@@ -80,7 +82,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
 
   app.get('/healthz', async (c) => {
     const ready = deps.ready ? await deps.ready().catch(() => false) : true;
-    return c.json({ status: ready ? 'ok' : 'unavailable' }, ready ? 200 : 503);
+    return c.json({ status: ready ? 'ok' : 'unavailable', ...deps.healthDetails?.() }, ready ? 200 : 503);
   });
 
   const api = new Hono<Env>();
