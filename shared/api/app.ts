@@ -10,6 +10,7 @@ import { releaseInputFile } from '../batch/input-file.js';
 import { blobKeys } from '../batch/keys.js';
 import { type BatchRecord, type FileRecord, ZERO_USAGE } from '../batch/model.js';
 import { parseDuration } from '../config.js';
+import { attachmentDisposition, filenameProblem } from '../filenames.js';
 import { newBatchId, newFileId, randomToken } from '../ids.js';
 import { normalizeEndpoint } from '../input/validate.js';
 import { errorMessage, type Logger } from '../log.js';
@@ -105,6 +106,10 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
         maxFileBytes: deps.limits.maxFileBytes,
         store: (body) => blobs.put(blobKey, body),
         check: () => batchFileCheck(deps.limits),
+        checkFilename: (filename) => {
+          const problem = filenameProblem(filename);
+          return problem === undefined ? undefined : badRequest(`The file's name is refused: ${problem}.`, 'file', 'invalid_filename');
+        },
       });
       if (!form.file) throw badRequest("The 'file' part is missing: send the JSONL file as the multipart field 'file'.", 'file');
       if (form.file.truncated) {
@@ -163,7 +168,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
       headers: {
         'content-type': 'application/octet-stream',
         'content-length': String(file.bytes),
-        'content-disposition': `attachment; filename="${file.filename.replace(/["\\\r\n]/g, '_')}"`,
+        'content-disposition': attachmentDisposition(file.filename),
       },
     });
   });

@@ -17,6 +17,7 @@ import type { Context, Hono } from 'hono';
 import { z } from 'zod';
 import { blobKeys } from '../batch/keys.js';
 import type { FileRecord, UploadPartRecord, UploadRecord } from '../batch/model.js';
+import { filenameProblem } from '../filenames.js';
 import { randomToken } from '../ids.js';
 import {
   BatchFileCheck,
@@ -93,10 +94,7 @@ export function batchFileCheck(limits: UploadDeps['limits']): StreamCheck {
 }
 
 const createUploadSchema = z.object({
-  filename: z
-    .string({ error: 'filename is required and must be a string' })
-    .min(1, 'filename must not be empty')
-    .max(1024, 'filename must be at most 1024 characters'),
+  filename: z.string({ error: 'filename is required and must be a string' }).min(1, 'filename must not be empty'),
   purpose: z.string({ error: "purpose is required; use 'batch' for Batch API input files" }),
   bytes: z
     .number({ error: 'bytes is required and must be a number' })
@@ -224,6 +222,8 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
 
   api.post('/uploads', async (c) => {
     const body = parse(createUploadSchema, await jsonBody(c));
+    const filenameRefused = filenameProblem(body.filename);
+    if (filenameRefused) throw badRequest(`The filename is refused: ${filenameRefused}.`, 'filename', 'invalid_filename');
     if (body.purpose !== 'batch') {
       throw badRequest(`This service stores Batch API input files: purpose must be 'batch', not '${body.purpose}'.`, 'purpose');
     }
