@@ -11,12 +11,12 @@ import { blobKeys } from '../batch/keys.js';
 import { type BatchRecord, type FileRecord, ZERO_USAGE } from '../batch/model.js';
 import { parseDuration } from '../config.js';
 import { attachmentDisposition, filenameProblem } from '../filenames.js';
-import { newBatchId, newFileId, randomToken } from '../ids.js';
+import { type IdKind, isIdOf, newBatchId, newFileId, randomToken } from '../ids.js';
 import { normalizeEndpoint } from '../input/validate.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
 import type { ApiKeyResolver } from './api-keys.js';
-import { ApiError, badRequest, conflict, internalError, notFound, tooLarge } from './errors.js';
+import { ApiError, badRequest, conflict, internalError, notFound, quoted, tooLarge } from './errors.js';
 import { receiveMultipart } from './multipart.js';
 import { listObject, toBatchObject, toFileObject } from './objects.js';
 import { jsonBody, parse } from './request.js';
@@ -118,7 +118,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
       const purpose = form.fields.purpose;
       if (purpose === undefined) throw badRequest("'purpose' is required; use 'batch' for Batch API input files.", 'purpose');
       if (purpose !== 'batch')
-        throw badRequest(`This service stores Batch API input files: purpose must be 'batch', not '${purpose}'.`, 'purpose');
+        throw badRequest(`This service stores Batch API input files: purpose must be 'batch', not '${quoted(purpose)}'.`, 'purpose');
       if (form.file.bytes === 0) throw badRequest('The file is empty.', 'file', 'empty_file');
       const expiresAfterSeconds = parseFormExpiry(form.fields);
       const now = clock.now();
@@ -142,6 +142,8 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
 
   api.get('/files', async (c) => {
     const query = parse(listFilesQuery, c.req.query());
+    // A cursor that cannot be ours names no object of this project: the empty page any such cursor gets.
+    if (query.after !== undefined && !isIdOf('file', query.after)) return c.json(listObject([], false));
     const page = await meta.listFiles(c.get('project'), query);
     return c.json(listObject(page.items.map(toFileObject), page.hasMore));
   });
@@ -149,8 +151,9 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
   api.get('/files/:id', async (c) => c.json(toFileObject(await fileOf(c))));
 
   api.delete('/files/:id', async (c) => {
-    const deleted = await meta.deleteFile(c.get('project'), c.req.param('id'));
-    if (!deleted) throw notFound('file', c.req.param('id'));
+    const id = ourId(c, 'file');
+    const deleted = await meta.deleteFile(c.get('project'), id);
+    if (!deleted) throw notFound('file', id);
     // An unfinished batch still reads it: the bytes go when its last batch ends (releaseInputFile).
     if (!deleted.blobInUse) await blobs.delete([deleted.file.blobKey]);
     return c.json({ id: deleted.file.id, object: 'file', deleted: true });
@@ -180,7 +183,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
     const body = parse(createBatchSchema, await jsonBody(c));
     if (!(BATCH_ENDPOINTS as readonly string[]).includes(normalizeEndpoint(body.endpoint))) {
       throw badRequest(
-        `endpoint must be one of ${BATCH_ENDPOINTS.join(', ')} (or the same under /v4), not '${body.endpoint}'.`,
+        `endpoint must be one of ${BATCH_ENDPOINTS.join(', ')} (or the same under /v4), not '${quoted(body.endpoint)}'.`,
         'endpoint',
       );
     }
@@ -238,6 +241,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
 
   api.get('/batches', async (c) => {
     const query = parse(listBatchesQuery, c.req.query());
+    if (query.after !== undefined && !isIdOf('batch', query.after)) return c.json(listObject([], false));
     const page = await meta.listBatches(c.get('project'), query);
     return c.json(listObject(page.items.map(toBatchObject), page.hasMore));
   });
@@ -261,14 +265,22 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
   app.route('/v1', api);
   app.route('/v4', api);
 
+  /** The route's id, or 404 at once for one that cannot be ours (storage is not asked). */
+  function ourId(c: Context<Env>, kind: IdKind & ('file' | 'batch')): string {
+    const id = c.req.param('id')!;
+    if (!isIdOf(kind, id)) throw notFound(kind, id);
+    return id;
+  }
+
   async function fileOf(c: Context<Env>): Promise<FileRecord> {
-    const file = await meta.getFile(c.get('project'), c.req.param('id')!);
-    if (!file) throw notFound('file', c.req.param('id')!);
+    const id = ourId(c, 'file');
+    const file = await meta.getFile(c.get('project'), id);
+    if (!file) throw notFound('file', id);
     return file;
   }
 
   async function batchOf(c: Context<Env>): Promise<BatchRecord> {
-    const id = c.req.param('id')!;
+    const id = ourId(c, 'batch');
     const batch = await meta.getBatch(id);
     // Another project's batch answers exactly like a missing one.
     if (!batch || batch.project !== c.get('project')) throw notFound('batch', id);

@@ -25,8 +25,13 @@ export class ApiError extends Error {
 export const badRequest = (message: string, param: string | null = null, code: string | null = null) =>
   new ApiError(400, message, 'invalid_request_error', param, code);
 
-export const notFound = (what: 'file' | 'batch', id: string, param: string | null = null) =>
-  new ApiError(404, `No ${what} found with id '${id}'.`, 'invalid_request_error', param, 'not_found');
+/** A client's string (an id, a window) as an answer quotes it: it may be of any length, and an answer repeats at most 64 characters. */
+export function quoted(text: string): string {
+  return text.length > 64 ? `${text.slice(0, 64)}…` : text;
+}
+
+export const notFound = (what: 'file' | 'batch' | 'upload', id: string, param: string | null = null) =>
+  new ApiError(404, `No ${what} found with id '${quoted(id)}'.`, 'invalid_request_error', param, 'not_found');
 
 export const conflict = (message: string, code: string | null = null) => new ApiError(409, message, 'invalid_request_error', null, code);
 

@@ -18,7 +18,7 @@ import { z } from 'zod';
 import { blobKeys } from '../batch/keys.js';
 import type { FileRecord, UploadPartRecord, UploadRecord } from '../batch/model.js';
 import { filenameProblem } from '../filenames.js';
-import { randomToken } from '../ids.js';
+import { isIdOf, newUploadId, newUploadPartId } from '../ids.js';
 import {
   BatchFileCheck,
   checkJoinedParts,
@@ -29,7 +29,7 @@ import {
   type UploadProblem,
 } from '../input/upload-check.js';
 import type { BlobStore, Clock, MetaStore } from '../ports.js';
-import { ApiError, badRequest, tooLarge, unavailable } from './errors.js';
+import { ApiError, badRequest, notFound, quoted, tooLarge, unavailable } from './errors.js';
 import { receiveMultipart, type StreamCheck } from './multipart.js';
 import { toFileObject } from './objects.js';
 import { jsonBody, parse } from './request.js';
@@ -143,8 +143,6 @@ function uploadFileId(uploadId: string): string {
 
 type CompleteBody = z.infer<typeof completeUploadSchema>;
 
-const uploadNotFound = (id: string) => new ApiError(404, `No upload found with id '${id}'.`, 'invalid_request_error', null, 'not_found');
-
 export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
   const { meta, blobs, clock } = deps;
   const leaseMs = deps.completeLeaseMs ?? DEFAULT_COMPLETE_LEASE_MS;
@@ -152,8 +150,9 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
 
   async function uploadOf(c: Context<Env>): Promise<UploadRecord> {
     const id = c.req.param('id')!;
-    const upload = await meta.getUpload(c.get('project'), id);
-    if (!upload) throw uploadNotFound(id);
+    // An id that cannot be ours names nothing: no need to ask the store.
+    const upload = isIdOf('upload', id) ? await meta.getUpload(c.get('project'), id) : undefined;
+    if (!upload) throw notFound('upload', id);
     return upload;
   }
 
@@ -225,7 +224,7 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
     const filenameRefused = filenameProblem(body.filename);
     if (filenameRefused) throw badRequest(`The filename is refused: ${filenameRefused}.`, 'filename', 'invalid_filename');
     if (body.purpose !== 'batch') {
-      throw badRequest(`This service stores Batch API input files: purpose must be 'batch', not '${body.purpose}'.`, 'purpose');
+      throw badRequest(`This service stores Batch API input files: purpose must be 'batch', not '${quoted(body.purpose)}'.`, 'purpose');
     }
     if (body.bytes === 0) throw badRequest('bytes is 0: a batch input file needs at least one request.', 'bytes', 'empty_file');
     const limit = Math.min(deps.limits.maxFileBytes, MAX_UPLOAD_BYTES);
@@ -237,7 +236,7 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
     }
     const now = clock.now();
     const upload: UploadRecord = {
-      id: `upload_${randomToken()}`,
+      id: newUploadId(),
       project: c.get('project'),
       filename: body.filename,
       purpose: 'batch',
@@ -256,7 +255,7 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
   api.post('/uploads/:id/parts', async (c) => {
     let upload = await expireIfDue(await uploadOf(c));
     if (upload.status !== 'pending') throw notPending(upload, 'parts can no longer be added');
-    const partId = `part_${randomToken()}`;
+    const partId = newUploadPartId();
     const blobKey = uploadKeys.part(upload.id, partId);
     const scan = new PartScan(checkLimits(deps.limits));
     async function* scanned(body: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
@@ -327,6 +326,9 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
 
   api.post('/uploads/:id/complete', async (c) => {
     const body = parse(completeUploadSchema, await jsonBody(c));
+    // An id that cannot be a part's names none of this upload's parts, whatever the store holds.
+    const notAPart = body.part_ids.find((id) => !isIdOf('part', id));
+    if (notAPart !== undefined) throw badRequest(`'${quoted(notAPart)}' is not a part id (part_…).`, 'part_ids');
     const found = await expireIfDue(await uploadOf(c));
     // A repeated complete (a retry after a lost answer) gets the completed upload again.
     if (found.status === 'completed') return respond(c, found);

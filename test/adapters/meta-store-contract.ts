@@ -11,11 +11,14 @@ import {
   type UploadRecord,
   ZERO_USAGE,
 } from '../../shared/batch/model.js';
+import { newBatchId, newFileId } from '../../shared/ids.js';
 import type { MetaStore } from '../../shared/ports.js';
 
 const HOUR = 3_600_000;
 
-const uid = (prefix: string) => `${prefix}_${randomUUID().replaceAll('-', '')}`;
+/** A fresh id; files and batches get the shapes the API accepts (shared/ids.ts), so records made here pass its checks. */
+const uid = (prefix: string) =>
+  prefix === 'file' ? newFileId() : prefix === 'batch' ? newBatchId() : `${prefix}_${randomUUID().replaceAll('-', '')}`;
 
 export function batchRecord(overrides: Partial<BatchRecord> = {}): BatchRecord {
   const createdAtMs = overrides.createdAtMs ?? Date.now();

@@ -104,8 +104,18 @@ type UsageAttributes = {
   usageTotalTokens: number;
 };
 
-type BatchItem = Omit<BatchRecord, 'usage' | 'doneChunks'> &
-  UsageAttributes & { pk: string; gsi1pk: string; gsi1sk: string; doneChunks?: Set<number> };
+type BatchItem = Omit<BatchRecord, 'usage' | 'doneChunks' | 'metadata'> &
+  UsageAttributes & { pk: string; gsi1pk: string; gsi1sk: string; doneChunks?: Set<number>; metadata: Map<string, string> | null };
+
+// Metadata keys are the client's: `constructor`, `toString` and the like are keys like any other.
+// The marshaller takes a plain object that owns a `constructor` for a class instance, so metadata
+// goes to it as a Map; what comes back is copied into a null-prototype object.
+const metadataAttribute = (metadata: Record<string, string> | null) => (metadata === null ? null : new Map(Object.entries(metadata)));
+
+function metadataOf(attribute: unknown): Record<string, string> | null {
+  if (attribute === null || attribute === undefined) return null;
+  return Object.assign(Object.create(null) as Record<string, string>, attribute);
+}
 
 function usageAttributes(usage: UsageTotals): UsageAttributes {
   return {
@@ -151,9 +161,10 @@ function fromFileItem(item: Item): FileRecord {
 }
 
 function toBatchItem(batch: BatchRecord): BatchItem {
-  const { usage, doneChunks, ...rest } = batch;
+  const { usage, doneChunks, metadata, ...rest } = batch;
   return {
     ...rest,
+    metadata: metadataAttribute(metadata),
     ...batchKey(batch.id),
     gsi1pk: `${batch.project}#BATCH`,
     gsi1sk: sortKey(batch.createdAtMs, batch.id),
@@ -173,7 +184,7 @@ function fromBatchItem(item: Item): BatchRecord {
     completionWindow: i.completionWindow,
     status: i.status,
     model: i.model,
-    metadata: i.metadata,
+    metadata: metadataOf(i.metadata),
     outputExpiresAfterSeconds: i.outputExpiresAfterSeconds,
     errors: i.errors,
     outputFileId: i.outputFileId,
@@ -417,6 +428,7 @@ export class DynamoMetaStore implements MetaStore {
       if (value !== undefined && !PROTECTED_BATCH_FIELDS.has(name)) attributes[name] = value;
     }
     if (usage) Object.assign(attributes, usageAttributes(usage));
+    if (changes.metadata !== undefined) attributes.metadata = metadataAttribute(changes.metadata);
     if (changes.createdAtMs !== undefined) attributes.gsi1sk = sortKey(changes.createdAtMs, id);
 
     if (Object.keys(attributes).length === 0) {
