@@ -41,6 +41,8 @@ export const LIMIT_NAMES = [
   'MAX_REQUESTS_PER_BATCH',
   'MAX_FILE_BYTES',
   'MAX_LINE_BYTES',
+  /** The largest JSON request body; API Gateway (10 MB) and Lambda (6 MB) cap every request anyway. */
+  'MAX_JSON_BODY_BYTES',
   'CHUNK_MAX_REQUESTS',
   'CHUNK_MAX_BYTES',
   'UPSTREAM_CONCURRENCY',

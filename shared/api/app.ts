@@ -9,7 +9,6 @@ import { z } from 'zod';
 import { releaseInputFile } from '../batch/input-file.js';
 import { blobKeys } from '../batch/keys.js';
 import { type BatchRecord, type FileRecord, ZERO_USAGE } from '../batch/model.js';
-import { parseDuration } from '../config.js';
 import { attachmentDisposition, filenameProblem } from '../filenames.js';
 import { type IdKind, isIdOf, newBatchId, newFileId, randomToken } from '../ids.js';
 import { normalizeEndpoint } from '../input/validate.js';
@@ -19,7 +18,7 @@ import type { ApiKeyResolver } from './api-keys.js';
 import { ApiError, badRequest, conflict, internalError, notFound, quoted, tooLarge } from './errors.js';
 import { receiveMultipart } from './multipart.js';
 import { listObject, toBatchObject, toFileObject } from './objects.js';
-import { jsonBody, parse } from './request.js';
+import { DEFAULT_MAX_JSON_BODY_BYTES, jsonBody, jsonBodyLimit, parse } from './request.js';
 import { BATCH_ENDPOINTS, createBatchSchema, fileExpiresAfter, listBatchesQuery, listFilesQuery } from './schemas.js';
 import { batchFileCheck, registerUploadRoutes, type UploadDeps } from './uploads.js';
 
@@ -46,6 +45,8 @@ export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeW
     /** Checked while a batch file uploads (files over them are refused at once); unset: not checked there. */
     maxLineBytes?: number;
     maxRequestsPerBatch?: number;
+    /** The largest JSON body a route reads; default DEFAULT_MAX_JSON_BODY_BYTES (1 MB). */
+    maxJsonBodyBytes?: number;
   };
   /** Answers whether the service can take work (for /healthz). */
   ready?: () => Promise<boolean>;
@@ -87,6 +88,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
   });
 
   const api = new Hono<Env>();
+  const jsonLimit = jsonBodyLimit(deps.limits.maxJsonBodyBytes ?? DEFAULT_MAX_JSON_BODY_BYTES);
 
   api.use('*', async (c, next) => {
     const project = await authenticate(deps, c.req.header('authorization'));
@@ -178,7 +180,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
 
   // ---- Batches ----
 
-  api.post('/batches', async (c) => {
+  api.post('/batches', jsonLimit, async (c) => {
     const project = c.get('project');
     const body = parse(createBatchSchema, await jsonBody(c));
     if (!(BATCH_ENDPOINTS as readonly string[]).includes(normalizeEndpoint(body.endpoint))) {
@@ -317,12 +319,24 @@ function parseFormExpiry(fields: Record<string, string>): number | undefined {
   return parse(z.object({ expires_after: fileExpiresAfter }), { expires_after: { anchor, seconds } }).expires_after.seconds;
 }
 
+// One spelling per duration: `<N>h`, and `<N>m` / `<N>s` only for a window under an hour (the short
+// windows MIN_COMPLETION_WINDOW may allow for trying expiry). No spaces, signs, exponents or leading zeros.
+const COMPLETION_WINDOW = /^([1-9][0-9]*)(h|m|s)$/;
+const WINDOW_UNIT_MS = { h: 3_600_000, m: 60_000, s: 1_000 } as const;
+
 function completionWindowMs(window: string, limits: ApiDeps['limits']): number {
-  const ms = parseDuration(window);
-  if (ms === undefined) throw badRequest(`completion_window must look like '24h', not '${window}'.`, 'completion_window');
+  const match = COMPLETION_WINDOW.exec(window);
+  const unit = match?.[2] as keyof typeof WINDOW_UNIT_MS | undefined;
+  const ms = match && unit ? Number(match[1]) * WINDOW_UNIT_MS[unit] : undefined;
+  if (ms === undefined) {
+    throw badRequest(`completion_window must be written <N>h, such as '24h', not '${quoted(window)}'.`, 'completion_window');
+  }
+  if (unit !== 'h' && ms >= WINDOW_UNIT_MS.h) {
+    throw badRequest(`completion_window '${quoted(window)}' is an hour or more: write it in hours, such as '24h'.`, 'completion_window');
+  }
   if (ms < limits.minCompletionWindowMs || ms > limits.maxCompletionWindowMs) {
     throw badRequest(
-      `completion_window must be between ${formatHours(limits.minCompletionWindowMs)} and ${formatHours(limits.maxCompletionWindowMs)}, not '${window}'.`,
+      `completion_window must be between ${formatHours(limits.minCompletionWindowMs)} and ${formatHours(limits.maxCompletionWindowMs)}, not '${quoted(window)}'.`,
       'completion_window',
     );
   }

@@ -38,6 +38,16 @@ export const conflict = (message: string, code: string | null = null) => new Api
 export const tooLarge = (message: string, param: string | null = null) =>
   new ApiError(413, message, 'invalid_request_error', param, 'file_too_large');
 
+/** 413 for a JSON body over MAX_JSON_BODY_BYTES (files have their own limits and codes). */
+export const requestTooLarge = (maxBytes: number) =>
+  new ApiError(
+    413,
+    `The request body is larger than the ${maxBytes} bytes this service accepts for JSON (MAX_JSON_BODY_BYTES).`,
+    'invalid_request_error',
+    null,
+    'request_too_large',
+  );
+
 export const internalError = () =>
   new ApiError(500, 'The server had an error while processing your request. Please retry.', 'server_error');
 

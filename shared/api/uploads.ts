@@ -32,14 +32,14 @@ import type { BlobStore, Clock, MetaStore } from '../ports.js';
 import { ApiError, badRequest, notFound, quoted, tooLarge, unavailable } from './errors.js';
 import { receiveMultipart, type StreamCheck } from './multipart.js';
 import { toFileObject } from './objects.js';
-import { jsonBody, parse } from './request.js';
+import { DEFAULT_MAX_JSON_BODY_BYTES, jsonBody, jsonBodyLimit, parse } from './request.js';
 import { fileExpiresAfter } from './schemas.js';
 
 export interface UploadDeps {
   meta: MetaStore;
   blobs: BlobStore;
   clock: Clock;
-  limits: { maxFileBytes: number; maxLineBytes?: number; maxRequestsPerBatch?: number };
+  limits: { maxFileBytes: number; maxLineBytes?: number; maxRequestsPerBatch?: number; maxJsonBodyBytes?: number };
   /**
    * How long a complete may hold its claim on an upload while it joins the parts: at least as long
    * as one request can run (in AWS, the API Lambda's timeout), so that a claim runs out only once
@@ -147,6 +147,7 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
   const { meta, blobs, clock } = deps;
   const leaseMs = deps.completeLeaseMs ?? DEFAULT_COMPLETE_LEASE_MS;
   const waitMs = deps.completeWaitMs ?? DEFAULT_COMPLETE_WAIT_MS;
+  const jsonLimit = jsonBodyLimit(deps.limits.maxJsonBodyBytes ?? DEFAULT_MAX_JSON_BODY_BYTES);
 
   async function uploadOf(c: Context<Env>): Promise<UploadRecord> {
     const id = c.req.param('id')!;
@@ -219,7 +220,7 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
     return c.json(toUploadObject(upload, file, clock.now()));
   }
 
-  api.post('/uploads', async (c) => {
+  api.post('/uploads', jsonLimit, async (c) => {
     const body = parse(createUploadSchema, await jsonBody(c));
     const filenameRefused = filenameProblem(body.filename);
     if (filenameRefused) throw badRequest(`The filename is refused: ${filenameRefused}.`, 'filename', 'invalid_filename');
@@ -324,7 +325,7 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
     }
   }
 
-  api.post('/uploads/:id/complete', async (c) => {
+  api.post('/uploads/:id/complete', jsonLimit, async (c) => {
     const body = parse(completeUploadSchema, await jsonBody(c));
     // An id that cannot be a part's names none of this upload's parts, whatever the store holds.
     const notAPart = body.part_ids.find((id) => !isIdOf('part', id));
