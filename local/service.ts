@@ -13,6 +13,7 @@ import { LocalLifecycle } from '../shared/adapters/local/local-lifecycle.js';
 import { LocalWorkQueue } from '../shared/adapters/local/local-work-queue.js';
 import { systemClock } from '../shared/adapters/local/system-clock.js';
 import { createApiApp } from '../shared/api/app.js';
+import { uploadSweeper } from '../shared/api/upload-sweep.js';
 import { DEFAULT_COMPLETE_LEASE_MS } from '../shared/api/uploads.js';
 import type { StepDeps } from '../shared/batch/steps.js';
 import { ConfigError, type ServiceConfig } from '../shared/config.js';
@@ -97,6 +98,21 @@ export async function startService(config: ServiceConfig, log: Logger, options: 
     healthDetails: options.healthDetails,
   });
 
+  // Parts of uploads that expired or were cancelled go at start-up (before any request can be
+  // storing a part) and then every UPLOAD_SWEEP_INTERVAL.
+  const sweeper = uploadSweeper({ meta, blobs, clock, log });
+  await sweeper.sweep({ listedBeforeServing: true });
+  let sweeping: Promise<unknown> | undefined;
+  const sweepTimer = setInterval(() => {
+    sweeping ??= sweeper
+      .sweep()
+      .catch((error: unknown) => log.log('warn', 'upload sweep failed', { error: errorMessage(error) }))
+      .finally(() => {
+        sweeping = undefined;
+      });
+  }, config.uploadSweepIntervalMs);
+  sweepTimer.unref();
+
   const server = await new Promise<ServerType>((resolve) => {
     const started = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, () => resolve(started));
   });
@@ -109,7 +125,9 @@ export async function startService(config: ServiceConfig, log: Logger, options: 
     url: `http://${config.host}:${port}`,
     port,
     async stop() {
+      clearInterval(sweepTimer);
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      await sweeping;
       await lifecycle.stop();
       await queue.stop();
       await dynamo.close();

@@ -60,6 +60,7 @@ const EnvSchema = z.object({
   CHUNK_MAX_REQUESTS: positiveInt.default(500),
   CHUNK_MAX_BYTES: positiveInt.default(4 * 1024 * 1024),
   LOCAL_WORKERS: positiveInt.default(4),
+  UPLOAD_SWEEP_INTERVAL: duration.default('10m'),
 });
 
 export interface ServiceConfig {
@@ -95,6 +96,8 @@ export interface ServiceConfig {
   };
   chunking: { maxRequests: number; maxBytes: number };
   localWorkers: number;
+  /** `npm start` deletes the parts of uploads that expired or were cancelled this often (and at start-up). */
+  uploadSweepIntervalMs: number;
 }
 
 export class ConfigError extends Error {
@@ -158,5 +161,6 @@ export function loadConfig(
     },
     chunking: { maxRequests: e.CHUNK_MAX_REQUESTS, maxBytes: e.CHUNK_MAX_BYTES },
     localWorkers: e.LOCAL_WORKERS,
+    uploadSweepIntervalMs: parseDuration(e.UPLOAD_SWEEP_INTERVAL)!,
   };
 }

@@ -71,7 +71,7 @@ export const DEFAULT_COMPLETE_WAIT_MS = 20_000;
 const COMPLETE_POLL_MS = 500;
 const COMPLETE_RETRY_AFTER_SECONDS = 5;
 
-const uploadKeys = {
+export const uploadKeys = {
   parts: (uploadId: string) => `uploads/${uploadId}/`,
   part: (uploadId: string, partId: string) => `uploads/${uploadId}/${partId}`,
 };
@@ -102,7 +102,8 @@ const createUploadSchema = z.object({
     .min(0, 'bytes must not be negative'),
   mime_type: z
     .string({ error: 'mime_type is required and must be a string, e.g. application/jsonl' })
-    .min(1, 'mime_type must not be empty'),
+    .min(1, 'mime_type must not be empty')
+    .max(255, 'mime_type must be at most 255 characters'),
   expires_after: fileExpiresAfter.optional(),
 });
 
@@ -142,6 +143,15 @@ function uploadFileId(uploadId: string): string {
 }
 
 type CompleteBody = z.infer<typeof completeUploadSchema>;
+
+/** 400: the parts would add up to more than the upload may hold. */
+function overAnnounced(upload: UploadRecord, limit: number): ApiError {
+  const what =
+    limit < upload.bytes
+      ? `the ${limit} bytes this service accepts for a file (MAX_FILE_BYTES)`
+      : `the ${upload.bytes} bytes the upload was created for`;
+  return badRequest(`This part would take the parts of upload ${upload.id} past ${what}.`, 'data', 'upload_size_exceeded');
+}
 
 export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
   const { meta, blobs, clock } = deps;
@@ -256,6 +266,11 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
   api.post('/uploads/:id/parts', async (c) => {
     let upload = await expireIfDue(await uploadOf(c));
     if (upload.status !== 'pending') throw notPending(upload, 'parts can no longer be added');
+    // The parts together may hold what the upload announced, and never more than a file may be.
+    const limit = Math.min(upload.bytes, deps.limits.maxFileBytes);
+    const room = limit - (upload.partBytes ?? 0);
+    if (room <= 0) throw overAnnounced(upload, limit);
+    const cap = Math.min(MAX_PART_BYTES, room);
     const partId = newUploadPartId();
     const blobKey = uploadKeys.part(upload.id, partId);
     const scan = new PartScan(checkLimits(deps.limits));
@@ -265,19 +280,30 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
         yield chunk;
       }
     }
+    let counted = 0;
     try {
       const form = await receiveMultipart(c.req.raw, {
         fileField: 'data',
-        maxFileBytes: MAX_PART_BYTES,
+        maxFileBytes: cap,
         store: (body) => blobs.put(blobKey, scanned(body)),
       });
       if (!form.file) throw badRequest("The 'data' part is missing: send the part's bytes as the multipart field 'data'.", 'data');
-      if (form.file.truncated)
+      if (form.file.truncated) {
+        if (cap < MAX_PART_BYTES) throw overAnnounced(upload, limit);
         throw tooLarge(`A part may be at most ${MAX_PART_BYTES} bytes (64 MB); split the file into more parts.`, 'data');
+      }
       if (form.file.bytes === 0) throw badRequest('The part is empty.', 'data');
       // It may have been completed, cancelled or expired while the part streamed in.
       upload = await expireIfDue((await meta.getUpload(upload.project, upload.id)) ?? upload);
       if (upload.status !== 'pending') throw notPending(upload, 'parts can no longer be added');
+      // Parts sent in parallel each fit alone: the count decides which ones fit together.
+      const fitted = await meta.addUploadPartBytes(upload.id, form.file.bytes, limit);
+      if (!fitted) {
+        const current = (await meta.getUpload(upload.project, upload.id)) ?? upload;
+        if (current.status !== 'pending') throw notPending(current, 'parts can no longer be added');
+        throw overAnnounced(current, limit);
+      }
+      counted = form.file.bytes;
       const now = clock.now();
       const part: UploadPartRecord = {
         id: partId,
@@ -292,6 +318,7 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
       return c.json({ id: part.id, object: 'upload.part' as const, created_at: Math.floor(now / 1000), upload_id: upload.id });
     } catch (error) {
       await blobs.delete([blobKey]).catch(() => undefined);
+      if (counted > 0) await meta.addUploadPartBytes(upload.id, -counted, limit).catch(() => undefined);
       throw error;
     }
   });

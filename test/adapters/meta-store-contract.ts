@@ -563,6 +563,30 @@ export function metaStoreContract(name: string, setup: () => Promise<{ store: Me
         expect(await store.claimUploadCompletion('upload_missing', 100_000, 200_000)).toBeUndefined();
       });
 
+      it('counts part bytes toward a pending upload only while they fit, also when parts race', async () => {
+        const record = upload({ bytes: 100 });
+        await store.createUpload(record);
+        expect(await store.addUploadPartBytes(record.id, 101, 100)).toBeUndefined();
+        expect(await store.addUploadPartBytes(record.id, 60, 100)).toMatchObject({ partBytes: 60 });
+        expect(await store.addUploadPartBytes(record.id, 41, 100)).toBeUndefined();
+        expect(await store.addUploadPartBytes(record.id, 40, 100)).toMatchObject({ partBytes: 100 });
+        expect(await store.addUploadPartBytes(record.id, 1, 100)).toBeUndefined();
+        // A count given back makes room again.
+        expect(await store.addUploadPartBytes(record.id, -40, 100)).toMatchObject({ partBytes: 60 });
+
+        // Ten parts of 30 bytes at once into 100 bytes: exactly three fit.
+        const racing = upload({ bytes: 100 });
+        await store.createUpload(racing);
+        const counted = await Promise.all(Array.from({ length: 10 }, () => store.addUploadPartBytes(racing.id, 30, 100)));
+        expect(counted.filter(Boolean)).toHaveLength(3);
+        expect((await store.getUpload('alpha', racing.id))?.partBytes).toBe(90);
+
+        await store.updateUpload(record.id, ['pending'], { status: 'cancelled' });
+        expect(await store.addUploadPartBytes(record.id, 1, 100)).toBeUndefined();
+        expect(await store.addUploadPartBytes('upload_missing', 1, 100)).toBeUndefined();
+        expect(await store.addUploadPartBytes('upload_missing', -1, 100)).toBeUndefined();
+      });
+
       it('stores parts by upload', async () => {
         const part: UploadPartRecord = {
           id: 'part_1',

@@ -11,7 +11,8 @@
 //          usageOutputTokens, usageReasoningTokens, usageTotalTokens; doneChunks as a Number Set
 //          (absent while empty); chunkAttempts as a map; errors, metadata and nulls native.
 //   upload pk = UPLOAD#<id>                       the UploadRecord; `ttl` a day after it expires;
-//          completingUntilMs: a complete's claim on the join (absent while none holds one)
+//          completingUntilMs: a complete's claim on the join (absent while none holds one);
+//          partBytes: the bytes of the parts recorded so far (absent before the first)
 //   part   pk = UPLOADPART#<uploadId>#<partId>    the UploadPartRecord; same `ttl` as its upload
 //   apikey pk = APIKEY#<sha256 of the key>  gsi1pk = APIKEYS  gsi1sk = as for files
 import type { AttributeValue, CreateTableCommandInput, DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -578,6 +579,27 @@ export class DynamoMetaStore implements MetaStore {
     );
   }
 
+  async addUploadPartBytes(id: string, bytes: number, limit: number): Promise<UploadRecord | undefined> {
+    if (bytes > limit) return undefined;
+    const out = await unlessConditionFails(
+      this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: uploadKey(id),
+          UpdateExpression: 'ADD partBytes :bytes',
+          // DynamoDB conditions cannot add: "partBytes + bytes <= limit" is "partBytes <= limit - bytes".
+          // Giving bytes back needs no room, only the upload (a missing item has no status).
+          ConditionExpression:
+            bytes > 0 ? '#status = :pending AND (attribute_not_exists(partBytes) OR partBytes <= :room)' : 'attribute_exists(#status)',
+          ExpressionAttributeNames: { '#status': 'status' },
+          ExpressionAttributeValues: bytes > 0 ? { ':bytes': bytes, ':pending': 'pending', ':room': limit - bytes } : { ':bytes': bytes },
+          ReturnValues: 'ALL_NEW',
+        }),
+      ),
+    );
+    return out?.Attributes ? fromUploadItem(out.Attributes) : undefined;
+  }
+
   async putUploadPart(part: UploadPartRecord): Promise<void> {
     await this.doc.send(new PutCommand({ TableName: this.tableName, Item: { ...uploadPartKey(part.uploadId, part.id), ...part } }));
   }
@@ -778,6 +800,7 @@ function fromUploadItem(item: Item): UploadRecord {
     fileExpiresAfterSeconds: i.fileExpiresAfterSeconds ?? null,
     fileId: i.fileId ?? null,
     ...(i.completingUntilMs !== undefined && { completingUntilMs: i.completingUntilMs }),
+    ...(i.partBytes !== undefined && { partBytes: i.partBytes }),
   };
 }
 

@@ -96,7 +96,7 @@ describe('Uploads routes', () => {
     const created = await post('/v1/uploads', {
       filename: 'x.jsonl',
       purpose: 'batch',
-      bytes: line.length,
+      bytes: 3 * line.length,
       mime_type: 'application/jsonl',
     });
     expect(created.status).toBe(200);
