@@ -46,6 +46,8 @@ export const requestTooLarge = (maxBytes: number) =>
     'invalid_request_error',
     null,
     'request_too_large',
+    // The rest of the body was never read: a client must not send its next request on this connection.
+    { connection: 'close' },
   );
 
 export const internalError = () =>

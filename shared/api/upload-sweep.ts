@@ -8,7 +8,8 @@
 // each upload found there one read of a part record (whose project names the upload's owner) and
 // one of the upload; an upload that is due is marked expired (one write) and its parts deleted.
 // Only pending uploads keep parts between sweeps, and those live for an hour, so a sweep reads
-// about two records per upload of the last hour.
+// about two records per upload of the last hour. At start-up it also reads the record of each part
+// of a live upload, to delete the objects a crash left without one.
 
 import type { UploadRecord } from '../batch/model.js';
 import { errorMessage, type Logger } from '../log.js';
@@ -50,6 +51,13 @@ export function uploadSweeper(deps: UploadSweepDeps) {
     return undefined;
   }
 
+  /** The part objects of this upload that no part record names. */
+  async function unrecordedParts(uploadId: string, keys: string[]): Promise<string[]> {
+    const prefix = uploadKeys.parts(uploadId).length;
+    const recorded = await Promise.all(keys.map((key) => meta.getUploadPart(uploadId, key.slice(prefix))));
+    return keys.filter((_, i) => !recorded[i]);
+  }
+
   /** Whether the parts of this upload may all go: it will never be completed. */
   async function finished(upload: UploadRecord): Promise<boolean> {
     if (upload.status !== 'pending') return true;
@@ -75,7 +83,9 @@ export function uploadSweeper(deps: UploadSweepDeps) {
           const upload = await uploadOf(uploadId, keys);
           let doomed: string[];
           if (upload) {
-            doomed = (await finished(upload)) ? keys : [];
+            if (await finished(upload)) doomed = keys;
+            // A live upload keeps its parts; at start-up, those no record names are a crash's leftovers.
+            else doomed = options.listedBeforeServing ? await unrecordedParts(uploadId, keys) : [];
           } else {
             doomed = keys.filter((key) => options.listedBeforeServing || previous.has(key));
             for (const key of keys) if (!doomed.includes(key)) unrecorded.add(key);

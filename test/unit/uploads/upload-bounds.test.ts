@@ -155,6 +155,13 @@ describe('upload bounds and the sweep', () => {
       await blobs.put(`uploads/${id}/part_${'p'.repeat(24)}`, 'orphan');
       expect(await sweeper().sweep({ listedBeforeServing: true })).toEqual({ uploads: 1, parts: 1 });
       expect(await partsOf(id)).toEqual([]);
+
+      // A live upload keeps its recorded parts; at start-up its unrecorded ones go.
+      const recorded = (await post(`/v1/uploads/${id}/parts`, part(5))).body.id as string;
+      await blobs.put(`uploads/${id}/part_${'q'.repeat(24)}`, 'orphan');
+      expect(await sweeper().sweep()).toEqual({ uploads: 0, parts: 0 });
+      expect(await sweeper().sweep({ listedBeforeServing: true })).toEqual({ uploads: 1, parts: 1 });
+      expect(await partsOf(id)).toEqual([`uploads/${id}/${recorded}`]);
     });
   });
 });
