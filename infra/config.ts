@@ -4,7 +4,8 @@
 // `npx cdk deploy -c batchService='{"upstream":{...}}'` needs no code change.
 import type { RemovalPolicy } from 'aws-cdk-lib';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
-import { ConfigError, loadConfig, parseDuration } from '../shared/config.js';
+import { parseCompletionWindow } from '../shared/api/schemas.js';
+import { ConfigError, loadConfig } from '../shared/config.js';
 import { parseRoutes, type RouteEntry, RoutesError } from '../shared/upstream/routes.js';
 
 /**
@@ -208,8 +209,8 @@ export function checkProps(props: BatchServiceProps): void {
     if (!/^(rate|cron|at)\(.+\)$/.test(schedule.scheduleExpression)) {
       problems.push(`schedule '${schedule.name}': scheduleExpression must be rate(...), cron(...) or at(...)`);
     }
-    if (parseDuration(schedule.completionWindow ?? DEFAULTS.completionWindow) === undefined) {
-      problems.push(`schedule '${schedule.name}': completionWindow must look like 24h`);
+    if (parseCompletionWindow(schedule.completionWindow ?? DEFAULTS.completionWindow) === undefined) {
+      problems.push(`schedule '${schedule.name}': completionWindow must be written like 24h (the API's one spelling)`);
     }
   }
   if (problems.length > 0) throw new ConfigError(`invalid BatchService configuration: ${problems.join('; ')}`);

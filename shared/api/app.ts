@@ -10,7 +10,7 @@ import { releaseInputFile } from '../batch/input-file.js';
 import { blobKeys } from '../batch/keys.js';
 import { type BatchRecord, type FileRecord, ZERO_USAGE } from '../batch/model.js';
 import { attachmentDisposition, filenameProblem } from '../filenames.js';
-import { type IdKind, isIdOf, newBatchId, newFileId, randomToken } from '../ids.js';
+import { isIdOf, newBatchId, newFileId, randomToken } from '../ids.js';
 import { normalizeEndpoint } from '../input/validate.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
@@ -19,7 +19,14 @@ import { ApiError, badRequest, conflict, internalError, notFound, quoted, tooLar
 import { receiveMultipart } from './multipart.js';
 import { listObject, toBatchObject, toFileObject } from './objects.js';
 import { DEFAULT_MAX_JSON_BODY_BYTES, jsonBody, jsonBodyLimit, parse } from './request.js';
-import { BATCH_ENDPOINTS, createBatchSchema, fileExpiresAfter, listBatchesQuery, listFilesQuery } from './schemas.js';
+import {
+  BATCH_ENDPOINTS,
+  createBatchSchema,
+  fileExpiresAfter,
+  listBatchesQuery,
+  listFilesQuery,
+  parseCompletionWindow,
+} from './schemas.js';
 import { batchFileCheck, registerUploadRoutes, type UploadDeps } from './uploads.js';
 
 export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeWaitMs'> {
@@ -268,7 +275,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
   app.route('/v4', api);
 
   /** The route's id, or 404 at once for one that cannot be ours (storage is not asked). */
-  function ourId(c: Context<Env>, kind: IdKind & ('file' | 'batch')): string {
+  function ourId(c: Context<Env>, kind: 'file' | 'batch'): string {
     const id = c.req.param('id')!;
     if (!isIdOf(kind, id)) throw notFound(kind, id);
     return id;
@@ -319,20 +326,13 @@ function parseFormExpiry(fields: Record<string, string>): number | undefined {
   return parse(z.object({ expires_after: fileExpiresAfter }), { expires_after: { anchor, seconds } }).expires_after.seconds;
 }
 
-// One spelling per duration: `<N>h`, and `<N>m` / `<N>s` only for a window under an hour (the short
-// windows MIN_COMPLETION_WINDOW may allow for trying expiry). No spaces, signs, exponents or leading zeros.
-const COMPLETION_WINDOW = /^([1-9][0-9]*)(h|m|s)$/;
-const WINDOW_UNIT_MS = { h: 3_600_000, m: 60_000, s: 1_000 } as const;
-
 function completionWindowMs(window: string, limits: ApiDeps['limits']): number {
-  const match = COMPLETION_WINDOW.exec(window);
-  const unit = match?.[2] as keyof typeof WINDOW_UNIT_MS | undefined;
-  const ms = match && unit ? Number(match[1]) * WINDOW_UNIT_MS[unit] : undefined;
+  const ms = parseCompletionWindow(window);
   if (ms === undefined) {
-    throw badRequest(`completion_window must be written <N>h, such as '24h', not '${quoted(window)}'.`, 'completion_window');
-  }
-  if (unit !== 'h' && ms >= WINDOW_UNIT_MS.h) {
-    throw badRequest(`completion_window '${quoted(window)}' is an hour or more: write it in hours, such as '24h'.`, 'completion_window');
+    throw badRequest(
+      `completion_window must be written <N>h, such as '24h' (or <N>m / <N>s under an hour), not '${quoted(window)}'.`,
+      'completion_window',
+    );
   }
   if (ms < limits.minCompletionWindowMs || ms > limits.maxCompletionWindowMs) {
     throw badRequest(

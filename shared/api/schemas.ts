@@ -85,6 +85,20 @@ export const createBatchSchema = z.object({
 
 export type CreateBatchBody = z.infer<typeof createBatchSchema>;
 
+// One spelling per duration: `<N>h`, and `<N>m` / `<N>s` only for a window under an hour (the short
+// windows MIN_COMPLETION_WINDOW may allow for trying expiry). No spaces, signs, exponents or leading zeros.
+const COMPLETION_WINDOW = /^([1-9][0-9]*)(h|m|s)$/;
+const WINDOW_UNIT_MS = { h: 3_600_000, m: 60_000, s: 1_000 } as const;
+
+/** A completion_window in milliseconds, or undefined when it is not one of the accepted spellings. */
+export function parseCompletionWindow(window: string): number | undefined {
+  const match = COMPLETION_WINDOW.exec(window);
+  if (!match) return undefined;
+  const unit = match[2] as keyof typeof WINDOW_UNIT_MS;
+  const ms = Number(match[1]) * WINDOW_UNIT_MS[unit];
+  return unit !== 'h' && ms >= WINDOW_UNIT_MS.h ? undefined : ms;
+}
+
 const limit = (max: number, fallback: number) =>
   z.coerce
     .number({ error: 'limit must be a number' })
