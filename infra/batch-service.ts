@@ -74,7 +74,8 @@ export class BatchService extends Construct {
       stateMachine: this.lifecycle.stateMachine,
       environment,
       logRetentionDays,
-      throttle: props.apiThrottle,
+      throttle: props.apiThrottle === undefined ? DEFAULTS.apiThrottle : props.apiThrottle,
+      reservedConcurrency: props.apiReservedConcurrency === undefined ? DEFAULTS.apiReservedConcurrency : props.apiReservedConcurrency,
     });
 
     this.schedules =

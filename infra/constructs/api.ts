@@ -21,7 +21,10 @@ export interface ApiProps {
   readonly stateMachine: sfn.IStateMachine;
   readonly environment: Record<string, string>;
   readonly logRetentionDays: number;
-  readonly throttle?: { readonly rateLimit: number; readonly burstLimit: number };
+  /** The stage's default route throttle; null: none beyond the account's. */
+  readonly throttle: { readonly rateLimit: number; readonly burstLimit: number } | null;
+  /** The API function's reserved concurrency; null: none. */
+  readonly reservedConcurrency: number | null;
 }
 
 export class Api extends Construct {
@@ -42,6 +45,8 @@ export class Api extends Construct {
       // API Gateway gives up on an integration after 30 s and answers the client 503, but the
       // function goes on: a complete of a large upload finishes its join (functions/contract.ts).
       timeout: Duration.seconds(API_TIMEOUT_SECONDS),
+      // Its share of the account's concurrency, and its cap: a flood at the API leaves the workers theirs.
+      ...(props.reservedConcurrency !== null && { reservedConcurrentExecutions: props.reservedConcurrency }),
     });
     const { bucket, table } = props.storage;
     table.grantReadWriteData(this.handler.function);
@@ -88,6 +93,7 @@ export class Api extends Construct {
           }),
         ),
       },
+      // Past it API Gateway answers 429 itself, without invoking (or paying for) the function.
       ...(props.throttle ? { throttle: props.throttle } : {}),
     });
     this.baseUrl = `${this.stage.url}v1`;

@@ -27,6 +27,8 @@ export interface ServiceFunctionProps {
   readonly timeout: Duration;
   readonly environment: Record<string, string>;
   readonly logRetentionDays: number;
+  /** Concurrency reserved for (and capping) this function; unset: it shares the account's pool. */
+  readonly reservedConcurrentExecutions?: number;
 }
 
 export class ServiceFunction extends Construct {
@@ -54,6 +56,7 @@ export class ServiceFunction extends Construct {
       architecture: lambda.Architecture.ARM_64,
       memorySize: props.memorySize,
       timeout: props.timeout,
+      reservedConcurrentExecutions: props.reservedConcurrentExecutions,
       role: this.role,
       logGroup: this.logGroup,
       environment: {

@@ -194,11 +194,14 @@ export function blobStoreContract(name: string, setup: () => Promise<BlobStoreSe
       if (!store.presignGet) return;
       const key = uniqueKey('signed.jsonl');
       await store.put(key, '{"ok":true}\n');
-      const url = await store.presignGet(key, { expiresInSeconds: 60, filename: 'batch_1_output.jsonl' });
+      const url = await store.presignGet(key, { expiresInSeconds: 60, filename: '评测_output.jsonl' });
       const response = await fetch(url);
       expect(response.status).toBe(200);
       expect(await response.text()).toBe('{"ok":true}\n');
-      expect(response.headers.get('content-disposition')).toBe('attachment; filename="batch_1_output.jsonl"');
+      // RFC 6266: an ASCII fallback, and the name itself as filename* (shared/filenames.ts).
+      expect(response.headers.get('content-disposition')).toBe(
+        `attachment; filename="??_output.jsonl"; filename*=UTF-8''${encodeURIComponent('评测')}_output.jsonl`,
+      );
     });
   });
 }

@@ -11,11 +11,14 @@ import {
   type UploadRecord,
   ZERO_USAGE,
 } from '../../shared/batch/model.js';
+import { newBatchId, newFileId } from '../../shared/ids.js';
 import type { MetaStore } from '../../shared/ports.js';
 
 const HOUR = 3_600_000;
 
-const uid = (prefix: string) => `${prefix}_${randomUUID().replaceAll('-', '')}`;
+/** A fresh id; files and batches get the shapes the API accepts (shared/ids.ts), so records made here pass its checks. */
+const uid = (prefix: string) =>
+  prefix === 'file' ? newFileId() : prefix === 'batch' ? newBatchId() : `${prefix}_${randomUUID().replaceAll('-', '')}`;
 
 export function batchRecord(overrides: Partial<BatchRecord> = {}): BatchRecord {
   const createdAtMs = overrides.createdAtMs ?? Date.now();
@@ -558,6 +561,30 @@ export function metaStoreContract(name: string, setup: () => Promise<{ store: Me
         await store.updateUpload(record.id, ['pending'], { status: 'cancelled' });
         expect(await store.claimUploadCompletion(record.id, 100_000, 200_000)).toBeUndefined();
         expect(await store.claimUploadCompletion('upload_missing', 100_000, 200_000)).toBeUndefined();
+      });
+
+      it('counts part bytes toward a pending upload only while they fit, also when parts race', async () => {
+        const record = upload({ bytes: 100 });
+        await store.createUpload(record);
+        expect(await store.addUploadPartBytes(record.id, 101, 100)).toBeUndefined();
+        expect(await store.addUploadPartBytes(record.id, 60, 100)).toMatchObject({ partBytes: 60 });
+        expect(await store.addUploadPartBytes(record.id, 41, 100)).toBeUndefined();
+        expect(await store.addUploadPartBytes(record.id, 40, 100)).toMatchObject({ partBytes: 100 });
+        expect(await store.addUploadPartBytes(record.id, 1, 100)).toBeUndefined();
+        // A count given back makes room again.
+        expect(await store.addUploadPartBytes(record.id, -40, 100)).toMatchObject({ partBytes: 60 });
+
+        // Ten parts of 30 bytes at once into 100 bytes: exactly three fit.
+        const racing = upload({ bytes: 100 });
+        await store.createUpload(racing);
+        const counted = await Promise.all(Array.from({ length: 10 }, () => store.addUploadPartBytes(racing.id, 30, 100)));
+        expect(counted.filter(Boolean)).toHaveLength(3);
+        expect((await store.getUpload('alpha', racing.id))?.partBytes).toBe(90);
+
+        await store.updateUpload(record.id, ['pending'], { status: 'cancelled' });
+        expect(await store.addUploadPartBytes(record.id, 1, 100)).toBeUndefined();
+        expect(await store.addUploadPartBytes('upload_missing', 1, 100)).toBeUndefined();
+        expect(await store.addUploadPartBytes('upload_missing', -1, 100)).toBeUndefined();
       });
 
       it('stores parts by upload', async () => {

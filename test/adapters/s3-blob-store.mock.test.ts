@@ -340,7 +340,7 @@ describe('presignGet', () => {
     const url = new URL(await store.presignGet('files/out', { expiresInSeconds: 300, filename: 'batch_1 "x".jsonl' }));
     expect(url.pathname).toContain('files/out');
     expect(url.searchParams.get('X-Amz-Expires')).toBe('300');
-    expect(url.searchParams.get('response-content-disposition')).toBe('attachment; filename="batch_1 _x_.jsonl"');
+    expect(url.searchParams.get('response-content-disposition')).toBe('attachment; filename="batch_1 \\"x\\".jsonl"');
     expect(s3.calls()).toHaveLength(0);
   });
 });

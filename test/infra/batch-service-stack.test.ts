@@ -430,6 +430,36 @@ describe('API', () => {
     });
   });
 
+  it('throttles the stage and reserves the API function its share of concurrency by default, leaving the rest to the workers', () => {
+    template.hasResourceProperties('AWS::ApiGatewayV2::Stage', {
+      StageName: '$default',
+      DefaultRouteSettings: { ThrottlingRateLimit: 100, ThrottlingBurstLimit: 200 },
+    });
+    expect(functionByDescription('OpenAI-compatible Batch API').properties.ReservedConcurrentExecutions).toBe(50);
+    const reserving = Object.values(functions()).filter((fn) => fn.Properties.ReservedConcurrentExecutions !== undefined);
+    expect(reserving).toHaveLength(1);
+  });
+
+  it('takes both from the configuration, and null for none', () => {
+    const tuned = synthesize({ ...FULL_PROPS, apiThrottle: { rateLimit: 20, burstLimit: 40 }, apiReservedConcurrency: 7 }).template;
+    tuned.hasResourceProperties('AWS::ApiGatewayV2::Stage', {
+      DefaultRouteSettings: { ThrottlingRateLimit: 20, ThrottlingBurstLimit: 40 },
+    });
+    tuned.hasResourceProperties('AWS::Lambda::Function', {
+      Description: Match.stringLikeRegexp('^OpenAI-compatible'),
+      ReservedConcurrentExecutions: 7,
+    });
+
+    const none = synthesize({ ...FULL_PROPS, apiThrottle: null, apiReservedConcurrency: null }).template;
+    const stage = Object.values(none.findResources('AWS::ApiGatewayV2::Stage'))[0]!;
+    expect(stage.Properties.DefaultRouteSettings).toBeUndefined();
+    none.resourcePropertiesCountIs('AWS::Lambda::Function', { ReservedConcurrentExecutions: Match.anyValue() }, 0);
+
+    expect(() => checkProps({ apiThrottle: { rateLimit: 0, burstLimit: 10 } })).toThrow(/apiThrottle/);
+    expect(() => checkProps({ apiThrottle: { rateLimit: 10, burstLimit: 1.5 } })).toThrow(/apiThrottle/);
+    expect(() => checkProps({ apiReservedConcurrency: 0 })).toThrow(/apiReservedConcurrency/);
+  });
+
   it('outputs the base URL ending in /v1, the table name, and the secret the team must fill', () => {
     const outputs = template.findOutputs('*');
     expect(resolveIntrinsics(outputs.ApiBaseUrl!.Value)).toMatch(/^https:\/\/.+\/v1$/);

@@ -11,7 +11,8 @@
 //          usageOutputTokens, usageReasoningTokens, usageTotalTokens; doneChunks as a Number Set
 //          (absent while empty); chunkAttempts as a map; errors, metadata and nulls native.
 //   upload pk = UPLOAD#<id>                       the UploadRecord; `ttl` a day after it expires;
-//          completingUntilMs: a complete's claim on the join (absent while none holds one)
+//          completingUntilMs: a complete's claim on the join (absent while none holds one);
+//          partBytes: the bytes of the parts recorded so far (absent before the first)
 //   part   pk = UPLOADPART#<uploadId>#<partId>    the UploadPartRecord; same `ttl` as its upload
 //   apikey pk = APIKEY#<sha256 of the key>  gsi1pk = APIKEYS  gsi1sk = as for files
 import type { AttributeValue, CreateTableCommandInput, DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -104,8 +105,18 @@ type UsageAttributes = {
   usageTotalTokens: number;
 };
 
-type BatchItem = Omit<BatchRecord, 'usage' | 'doneChunks'> &
-  UsageAttributes & { pk: string; gsi1pk: string; gsi1sk: string; doneChunks?: Set<number> };
+type BatchItem = Omit<BatchRecord, 'usage' | 'doneChunks' | 'metadata'> &
+  UsageAttributes & { pk: string; gsi1pk: string; gsi1sk: string; doneChunks?: Set<number>; metadata: Map<string, string> | null };
+
+// Metadata keys are the client's: `constructor`, `toString` and the like are keys like any other.
+// The marshaller takes a plain object that owns a `constructor` for a class instance, so metadata
+// goes to it as a Map; what comes back is copied into a null-prototype object.
+const metadataAttribute = (metadata: Record<string, string> | null) => (metadata === null ? null : new Map(Object.entries(metadata)));
+
+function metadataOf(attribute: unknown): Record<string, string> | null {
+  if (attribute === null || attribute === undefined) return null;
+  return Object.assign(Object.create(null) as Record<string, string>, attribute);
+}
 
 function usageAttributes(usage: UsageTotals): UsageAttributes {
   return {
@@ -151,9 +162,10 @@ function fromFileItem(item: Item): FileRecord {
 }
 
 function toBatchItem(batch: BatchRecord): BatchItem {
-  const { usage, doneChunks, ...rest } = batch;
+  const { usage, doneChunks, metadata, ...rest } = batch;
   return {
     ...rest,
+    metadata: metadataAttribute(metadata),
     ...batchKey(batch.id),
     gsi1pk: `${batch.project}#BATCH`,
     gsi1sk: sortKey(batch.createdAtMs, batch.id),
@@ -173,7 +185,7 @@ function fromBatchItem(item: Item): BatchRecord {
     completionWindow: i.completionWindow,
     status: i.status,
     model: i.model,
-    metadata: i.metadata,
+    metadata: metadataOf(i.metadata),
     outputExpiresAfterSeconds: i.outputExpiresAfterSeconds,
     errors: i.errors,
     outputFileId: i.outputFileId,
@@ -417,6 +429,7 @@ export class DynamoMetaStore implements MetaStore {
       if (value !== undefined && !PROTECTED_BATCH_FIELDS.has(name)) attributes[name] = value;
     }
     if (usage) Object.assign(attributes, usageAttributes(usage));
+    if (changes.metadata !== undefined) attributes.metadata = metadataAttribute(changes.metadata);
     if (changes.createdAtMs !== undefined) attributes.gsi1sk = sortKey(changes.createdAtMs, id);
 
     if (Object.keys(attributes).length === 0) {
@@ -564,6 +577,27 @@ export class DynamoMetaStore implements MetaStore {
         }),
       ),
     );
+  }
+
+  async addUploadPartBytes(id: string, bytes: number, limit: number): Promise<UploadRecord | undefined> {
+    if (bytes > limit) return undefined;
+    const out = await unlessConditionFails(
+      this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: uploadKey(id),
+          UpdateExpression: 'ADD partBytes :bytes',
+          // DynamoDB conditions cannot add: "partBytes + bytes <= limit" is "partBytes <= limit - bytes".
+          // Giving bytes back needs no room, only the upload (a missing item has no status).
+          ConditionExpression:
+            bytes > 0 ? '#status = :pending AND (attribute_not_exists(partBytes) OR partBytes <= :room)' : 'attribute_exists(#status)',
+          ExpressionAttributeNames: { '#status': 'status' },
+          ExpressionAttributeValues: bytes > 0 ? { ':bytes': bytes, ':pending': 'pending', ':room': limit - bytes } : { ':bytes': bytes },
+          ReturnValues: 'ALL_NEW',
+        }),
+      ),
+    );
+    return out?.Attributes ? fromUploadItem(out.Attributes) : undefined;
   }
 
   async putUploadPart(part: UploadPartRecord): Promise<void> {
@@ -766,6 +800,7 @@ function fromUploadItem(item: Item): UploadRecord {
     fileExpiresAfterSeconds: i.fileExpiresAfterSeconds ?? null,
     fileId: i.fileId ?? null,
     ...(i.completingUntilMs !== undefined && { completingUntilMs: i.completingUntilMs }),
+    ...(i.partBytes !== undefined && { partBytes: i.partBytes }),
   };
 }
 

@@ -22,6 +22,7 @@ import {
   type UploadPartCommandOutput,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { attachmentDisposition } from '../../filenames.js';
 import { type BlobBody, BlobNotFoundError, type BlobStore, type ByteRange, type ConcatOptions } from '../../ports.js';
 
 export const MIN_PART_BYTES = 5 * 1024 * 1024;
@@ -156,11 +157,11 @@ export class S3BlobStore implements BlobStore {
   }
 
   async presignGet(key: string, options: { expiresInSeconds: number; filename: string }): Promise<string> {
-    const filename = options.filename.replace(/["\\\r\n]/g, '_');
     const command = new GetObjectCommand({
       Bucket: this.bucket,
       Key: key,
-      ResponseContentDisposition: `attachment; filename="${filename}"`,
+      // The very header a local download answers (RFC 6266, with filename*=UTF-8''… beside an ASCII fallback).
+      ResponseContentDisposition: attachmentDisposition(options.filename),
       ResponseContentType: 'application/octet-stream',
     });
     return getSignedUrl(this.client, command, { expiresIn: options.expiresInSeconds });
