@@ -9,6 +9,8 @@ export interface BlobStoreSetup {
   close(): Promise<void>;
   /** A body this large goes through the store's streaming (multipart) path. */
   largeBytes: number;
+  /** Why the backend serves presigned GETs without the response headers they ask for (moto), if it does. */
+  ignoresResponseHeaderOverrides?: string;
 }
 
 export async function readAll(body: AsyncIterable<Uint8Array>): Promise<Buffer> {
@@ -198,7 +200,9 @@ export function blobStoreContract(name: string, setup: () => Promise<BlobStoreSe
       const response = await fetch(url);
       expect(response.status).toBe(200);
       expect(await response.text()).toBe('{"ok":true}\n');
-      expect(response.headers.get('content-disposition')).toBe('attachment; filename="batch_1_output.jsonl"');
+      if (!env.ignoresResponseHeaderOverrides) {
+        expect(response.headers.get('content-disposition')).toBe('attachment; filename="batch_1_output.jsonl"');
+      }
     });
   });
 }
