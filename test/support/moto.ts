@@ -30,11 +30,13 @@ export function motoSkipNotice(what: string): void {
 export interface MotoServer {
   endpoint: string;
   port: number;
-  dynamo(): DynamoDBClient;
+  dynamo(region?: string): DynamoDBClient;
   /** An S3 client with the SDK's defaults (CRC32 checksums, aws-chunked bodies), as in AWS. */
-  s3(): S3Client;
-  sqs(): SQSClient;
-  sfn(): SFNClient;
+  s3(region?: string): S3Client;
+  sqs(region?: string): SQSClient;
+  sfn(region?: string): SFNClient;
+  /** The last few KB moto_server printed (for a failure's message). */
+  log(): string;
   close(): Promise<void>;
 }
 
@@ -78,7 +80,7 @@ export async function startMoto(): Promise<MotoServer> {
   });
   let log = '';
   const keep = (chunk: Buffer) => {
-    log = (log + chunk.toString()).slice(-4_000);
+    log = (log + chunk.toString()).slice(-20_000);
   };
   child.stdout?.on('data', keep);
   child.stderr?.on('data', keep);
@@ -93,7 +95,7 @@ export async function startMoto(): Promise<MotoServer> {
     child.kill('SIGKILL');
     throw error;
   }
-  const common = { endpoint, region: MOTO_REGION, credentials: CREDENTIALS };
+  const common = (region = MOTO_REGION) => ({ endpoint, region, credentials: CREDENTIALS });
   const clients: { destroy(): void }[] = [];
   const track = <T extends { destroy(): void }>(client: T): T => {
     clients.push(client);
@@ -102,10 +104,11 @@ export async function startMoto(): Promise<MotoServer> {
   return {
     endpoint,
     port,
-    dynamo: () => track(new DynamoDBClient(common)),
-    s3: () => track(new S3Client({ ...common, forcePathStyle: true })),
-    sqs: () => track(new SQSClient(common)),
-    sfn: () => track(new SFNClient(common)),
+    dynamo: (region) => track(new DynamoDBClient(common(region))),
+    s3: (region) => track(new S3Client({ ...common(region), forcePathStyle: true })),
+    sqs: (region) => track(new SQSClient(common(region))),
+    sfn: (region) => track(new SFNClient(common(region))),
+    log: () => log,
     async close() {
       for (const client of clients) client.destroy();
       if (child.exitCode !== null) return;
