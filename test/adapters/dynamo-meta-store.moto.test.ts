@@ -18,9 +18,10 @@ if (!MOTO_SERVER) {
 } else {
   metaStoreContract('DynamoMetaStore on moto', async () => {
     const moto = await startMoto();
-    // moto's threaded server applies concurrent UpdateItems to one item without serializing them and
-    // loses ADDs (DynamoDB serializes writes to an item): the racing-chunks case runs its writes one
-    // at a time here, with the same exact expectations; dynalite runs it racing.
+    // moto's threaded server applies concurrent writes to one item without serializing them: it
+    // loses ADDs, and two conditional updates can both pass (DynamoDB serializes writes to an item).
+    // The racing cases run their writes one at a time here, with the same exact expectations;
+    // dynalite runs them racing.
     return { store: await storeOn(moto), close: moto.close, serializeWritesToOneItem: true };
   });
 

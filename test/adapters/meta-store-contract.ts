@@ -85,8 +85,9 @@ export interface MetaStoreSetup {
   store: MetaStore;
   close(): Promise<void>;
   /**
-   * The backend loses concurrent updates of one item (moto), where DynamoDB serializes them: the
-   * racing cases send their writes one at a time, and expect exactly the same outcome.
+   * The backend does not serialize concurrent writes to one item (moto: it may lose an ADD, or let
+   * two conditional writes both pass), where DynamoDB does: the racing cases send their writes one
+   * at a time, and expect exactly the same outcome.
    */
   serializeWritesToOneItem?: boolean;
 }
@@ -311,7 +312,10 @@ export function metaStoreContract(name: string, setup: () => Promise<MetaStoreSe
         );
         const outcomes = await Promise.all(
           files.map(async (file) => {
-            const [deleted, orphan] = await Promise.all([store.deleteFile(file.project, file.id), store.unpinFile(file.id, 'batch_a')]);
+            const [deleted, orphan] = (await race<unknown>([
+              () => store.deleteFile(file.project, file.id),
+              () => store.unpinFile(file.id, 'batch_a'),
+            ])) as [Awaited<ReturnType<MetaStore['deleteFile']>>, Awaited<ReturnType<MetaStore['unpinFile']>>];
             return { deleterDeletesBlob: deleted?.blobInUse === false, unpinnerDeletesBlob: orphan !== undefined };
           }),
         );
@@ -425,9 +429,9 @@ export function metaStoreContract(name: string, setup: () => Promise<MetaStoreSe
 
       it('lets only one of two racing transitions win', async () => {
         const batch = await inProgressBatch();
-        const results = await Promise.all([
-          store.updateBatch(batch.id, ['in_progress'], { status: 'cancelling', cancellingAtMs: 1 }),
-          store.updateBatch(batch.id, ['in_progress'], { status: 'finalizing', finalizingAtMs: 2 }),
+        const results = await race([
+          () => store.updateBatch(batch.id, ['in_progress'], { status: 'cancelling', cancellingAtMs: 1 }),
+          () => store.updateBatch(batch.id, ['in_progress'], { status: 'finalizing', finalizingAtMs: 2 }),
         ]);
         expect(results.filter((r) => r !== undefined)).toHaveLength(1);
       });
