@@ -34,8 +34,12 @@ async function lint(props: BatchServiceProps): Promise<Finding[]> {
   }
 }
 
-const describeIf = (what: string) =>
-  CFN_LINT ? describe(what, body) : it.skip('cfn-lint is not on PATH: the templates are not linted', () => undefined);
+const SKIPPED = 'cfn-lint is not on PATH: the synthesized templates are not linted';
+const describeIf = (what: string) => {
+  if (CFN_LINT) return describe(what, body);
+  console.warn(SKIPPED);
+  it.skip(SKIPPED, () => undefined);
+};
 function body() {
   const errorsOf = (findings: Finding[]) =>
     findings.filter((f) => f.Level === 'Error').map((f) => `${f.Rule.Id} at ${f.Location.Path.join('.')}: ${f.Message}`);

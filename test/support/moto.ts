@@ -24,7 +24,9 @@ export const MOTO_SERVER: string | undefined = (() => {
 
 /** Registers the one line a suite shows when moto_server is absent. */
 export function motoSkipNotice(what: string): void {
-  it.skip(`moto_server is not on PATH: ${what} against moto skipped`, () => undefined);
+  const line = `moto_server is not on PATH: ${what} against moto skipped`;
+  console.warn(line);
+  it.skip(line, () => undefined);
 }
 
 export interface MotoServer {
