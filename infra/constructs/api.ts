@@ -13,6 +13,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { API_TIMEOUT_SECONDS, ENV, HANDLERS } from '../../functions/contract.js';
+import { FUNCTION_ACCESS, grantAccess } from './access.js';
 import { ServiceFunction } from './service-function.js';
 import type { Storage } from './storage.js';
 
@@ -48,9 +49,7 @@ export class Api extends Construct {
       // Its share of the account's concurrency, and its cap: a flood at the API leaves the workers theirs.
       ...(props.reservedConcurrency !== null && { reservedConcurrentExecutions: props.reservedConcurrency }),
     });
-    const { bucket, table } = props.storage;
-    table.grantReadWriteData(this.handler.function);
-    bucket.grantReadWrite(this.handler.function); // files, upload parts, presigned downloads
+    grantAccess(this.handler.function, props.storage, FUNCTION_ACCESS.api);
     props.stateMachine.grantStartExecution(this.handler.function); // create a batch
     props.stateMachine.grantTaskResponse(this.handler.function); // cancel: SendTaskFailure(BatchCancelled)
 

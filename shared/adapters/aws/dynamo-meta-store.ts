@@ -68,11 +68,24 @@ export function metaTableDefinition(tableName: string): CreateTableCommandInput 
 type Item = Record<string, unknown>;
 type Key = Record<string, unknown>;
 
-const fileKey = (id: string) => ({ pk: `FILE#${id}` });
-const batchKey = (id: string) => ({ pk: `BATCH#${id}` });
-const uploadKey = (id: string) => ({ pk: `UPLOAD#${id}` });
-const uploadPartKey = (uploadId: string, partId: string) => ({ pk: `UPLOADPART#${uploadId}#${partId}` });
-const apiKeyKey = (keyHash: string) => ({ pk: `APIKEY#${keyHash}` });
+/**
+ * The partition-key prefix of each kind of item. The stack's IAM policies grant each function the
+ * kinds it touches by these prefixes (dynamodb:LeadingKeys), so a new kind needs its grant there.
+ */
+export const ITEM_KEY_PREFIXES = {
+  file: 'FILE#',
+  batch: 'BATCH#',
+  upload: 'UPLOAD#',
+  uploadPart: 'UPLOADPART#',
+  apiKey: 'APIKEY#',
+} as const;
+export type ItemKind = keyof typeof ITEM_KEY_PREFIXES;
+
+const fileKey = (id: string) => ({ pk: `${ITEM_KEY_PREFIXES.file}${id}` });
+const batchKey = (id: string) => ({ pk: `${ITEM_KEY_PREFIXES.batch}${id}` });
+const uploadKey = (id: string) => ({ pk: `${ITEM_KEY_PREFIXES.upload}${id}` });
+const uploadPartKey = (uploadId: string, partId: string) => ({ pk: `${ITEM_KEY_PREFIXES.uploadPart}${uploadId}#${partId}` });
+const apiKeyKey = (keyHash: string) => ({ pk: `${ITEM_KEY_PREFIXES.apiKey}${keyHash}` });
 const API_KEYS_INDEX_KEY = 'APIKEYS';
 /** Upload records outlive their hour by a day, so a late complete or retrieve still gets a clear answer. */
 const UPLOAD_RECORD_GRACE_SECONDS = 24 * 3600;
@@ -509,7 +522,7 @@ export class DynamoMetaStore implements MetaStore {
           ConsistentRead: true,
           FilterExpression: `begins_with(pk, :batchPrefix) AND NOT (#status IN (${Object.keys(terminal).join(', ')}))`,
           ExpressionAttributeNames: { '#status': 'status' },
-          ExpressionAttributeValues: { ':batchPrefix': 'BATCH#', ...terminal },
+          ExpressionAttributeValues: { ':batchPrefix': ITEM_KEY_PREFIXES.batch, ...terminal },
           ExclusiveStartKey: startKey,
         }),
       );
