@@ -161,10 +161,8 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
   const blobs = new S3BlobStore({ client: clients.s3, bucket: required(env, ENV.bucketName) });
   const queueUrl = env[ENV.queueUrl];
   const queue: WorkQueue = queueUrl ? new SqsWorkQueue({ client: clients.sqs, queueUrl }) : missing('WorkQueue', ENV.queueUrl);
-  const stateMachineArn = env[ENV.stateMachineArn];
-  const lifecycle = stateMachineArn
-    ? new SfnLifecycle({ client: clients.sfn, stateMachineArn, meta, cancelError: CANCEL_ERROR })
-    : missing<SfnLifecycle>('Lifecycle', ENV.stateMachineArn);
+  // Signals need only a task token; starting an execution needs the state machine's ARN.
+  const lifecycle = new SfnLifecycle({ client: clients.sfn, stateMachineArn: env[ENV.stateMachineArn], meta, cancelError: CANCEL_ERROR });
 
   const routerConfig = (apiKeys: { defaultKey: string | undefined; routes: Awaited<ReturnType<typeof resolveRoutes>> }) => ({
     ...config.upstream,

@@ -12,6 +12,7 @@ import { Schedules } from './constructs/schedules.js';
 import { Storage } from './constructs/storage.js';
 import { UpstreamSecrets } from './constructs/upstream-secrets.js';
 import { Workers } from './constructs/workers.js';
+import { checkEnvironmentSizes } from './lambda-environment.js';
 import { acknowledgeJustifiedWildcards } from './nag.js';
 
 export interface BatchServiceConstructProps extends BatchServiceProps {
@@ -60,6 +61,7 @@ export class BatchService extends Construct {
       environment,
       logRetentionDays,
       maxConcurrency: props.workerMaxConcurrency ?? DEFAULTS.workerMaxConcurrency,
+      maxCompletionWindowDays: limits.maxCompletionWindowMs / DAY_MS,
       timeoutMinutes: props.workerTimeoutMinutes ?? DEFAULTS.workerTimeoutMinutes,
       upstreamSecrets: this.upstream.secrets,
     });
@@ -74,7 +76,8 @@ export class BatchService extends Construct {
       stateMachine: this.lifecycle.stateMachine,
       environment,
       logRetentionDays,
-      throttle: props.apiThrottle,
+      throttle: props.apiThrottle === undefined ? DEFAULTS.apiThrottle : props.apiThrottle,
+      reservedConcurrency: props.apiReservedConcurrency === undefined ? DEFAULTS.apiReservedConcurrency : props.apiReservedConcurrency,
     });
 
     this.schedules =
@@ -117,6 +120,7 @@ export class BatchService extends Construct {
     output('AlarmTopicArn', this.monitoring.topic.topicArn, 'SNS topic of the alarms: subscribe to hear about them');
     output('DashboardName', this.monitoring.dashboard.dashboardName, 'CloudWatch dashboard of the service');
 
+    checkEnvironmentSizes(this, Object.keys(props.upstream?.routes ?? {}).length + (props.upstream?.default ? 1 : 0));
     acknowledgeJustifiedWildcards(this);
   }
 }

@@ -4,7 +4,8 @@
 // `npx cdk deploy -c batchService='{"upstream":{...}}'` needs no code change.
 import type { RemovalPolicy } from 'aws-cdk-lib';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
-import { ConfigError, loadConfig, parseDuration } from '../shared/config.js';
+import { parseCompletionWindow } from '../shared/api/schemas.js';
+import { ConfigError, loadConfig } from '../shared/config.js';
 import { parseRoutes, type RouteEntry, RoutesError } from '../shared/upstream/routes.js';
 
 /**
@@ -41,6 +42,8 @@ export const LIMIT_NAMES = [
   'MAX_REQUESTS_PER_BATCH',
   'MAX_FILE_BYTES',
   'MAX_LINE_BYTES',
+  /** The largest JSON request body; API Gateway (10 MB) and Lambda (6 MB) cap every request anyway. */
+  'MAX_JSON_BODY_BYTES',
   'CHUNK_MAX_REQUESTS',
   'CHUNK_MAX_BYTES',
   'UPSTREAM_CONCURRENCY',
@@ -92,8 +95,19 @@ export interface BatchServiceProps {
   readonly alarmEmail?: string;
   /** Batches to submit on a schedule. @default none */
   readonly schedules?: readonly ScheduledSubmission[];
-  /** Steady-state requests per second and burst for the whole HTTP API. @default API Gateway's account limits */
-  readonly apiThrottle?: { readonly rateLimit: number; readonly burstLimit: number };
+  /**
+   * Steady-state requests per second and burst of the HTTP API's stage, past which API Gateway
+   * answers 429 without invoking the API Lambda; `null` leaves only API Gateway's account limits.
+   * @default { rateLimit: 100, burstLimit: 200 }
+   */
+  readonly apiThrottle?: { readonly rateLimit: number; readonly burstLimit: number } | null;
+  /**
+   * Lambda concurrency reserved for the API function: its share, which is also its cap, so a flood
+   * of requests (random keys included) cannot take the concurrency the workers and the lifecycle
+   * need. The account keeps at least 100 unreserved, so it needs a concurrency quota of this + 100
+   * or more. `null`: no reservation. @default 50
+   */
+  readonly apiReservedConcurrency?: number | null;
   /** CloudWatch namespace of the handlers' metrics (POWERTOOLS_METRICS_NAMESPACE). @default 'BatchService' */
   readonly metricsNamespace?: string;
 }
@@ -104,6 +118,8 @@ export const DEFAULTS = {
   logRetentionDays: 30,
   metricsNamespace: 'BatchService',
   completionWindow: '24h',
+  apiThrottle: { rateLimit: 100, burstLimit: 200 },
+  apiReservedConcurrency: 50,
 } as const;
 
 /** Throws a ConfigError that names every problem, so a typo stops synth instead of a deployed service. */
@@ -116,6 +132,20 @@ export function checkProps(props: BatchServiceProps): void {
   const timeout = props.workerTimeoutMinutes ?? DEFAULTS.workerTimeoutMinutes;
   if (!Number.isInteger(timeout) || timeout < 1 || timeout > 15) {
     problems.push(`workerTimeoutMinutes must be a whole number from 1 to 15, not ${timeout}`);
+  }
+  const throttle = props.apiThrottle === undefined ? DEFAULTS.apiThrottle : props.apiThrottle;
+  if (
+    throttle !== null &&
+    (!(typeof throttle.rateLimit === 'number' && throttle.rateLimit > 0) ||
+      !(Number.isInteger(throttle.burstLimit) && throttle.burstLimit >= 1 && throttle.burstLimit <= 5000))
+  ) {
+    problems.push(
+      `apiThrottle must be { rateLimit: a positive number, burstLimit: a whole number from 1 to 5000 } or null, not ${JSON.stringify(throttle)}`,
+    );
+  }
+  const reserved = props.apiReservedConcurrency === undefined ? DEFAULTS.apiReservedConcurrency : props.apiReservedConcurrency;
+  if (reserved !== null && !(Number.isInteger(reserved) && reserved >= 1)) {
+    problems.push(`apiReservedConcurrency must be a whole number of 1 or more, or null, not ${reserved}`);
   }
   for (const name of Object.keys(props.limits ?? {})) {
     if (!(LIMIT_NAMES as readonly string[]).includes(name)) problems.push(`limits.${name} is not one of ${LIMIT_NAMES.join(', ')}`);
@@ -181,8 +211,8 @@ export function checkProps(props: BatchServiceProps): void {
     if (!/^(rate|cron|at)\(.+\)$/.test(schedule.scheduleExpression)) {
       problems.push(`schedule '${schedule.name}': scheduleExpression must be rate(...), cron(...) or at(...)`);
     }
-    if (parseDuration(schedule.completionWindow ?? DEFAULTS.completionWindow) === undefined) {
-      problems.push(`schedule '${schedule.name}': completionWindow must look like 24h`);
+    if (parseCompletionWindow(schedule.completionWindow ?? DEFAULTS.completionWindow) === undefined) {
+      problems.push(`schedule '${schedule.name}': completionWindow must be written like 24h (the API's one spelling)`);
     }
   }
   if (problems.length > 0) throw new ConfigError(`invalid BatchService configuration: ${problems.join('; ')}`);

@@ -2,7 +2,8 @@
 
 import v8 from 'node:v8';
 import { ConfigError, loadConfig } from '../shared/config.js';
-import { jsonLogger } from '../shared/log.js';
+import { errorMessage, jsonLogger } from '../shared/log.js';
+import { guardProcess } from './guards.js';
 import { startService } from './service.js';
 
 // Keep the heap near what is live. By default V8 lets garbage grow the heap to about four times
@@ -14,10 +15,12 @@ if (!process.execArgv.some((arg) => arg.startsWith('--heap-growing-percent'))) v
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 const log = jsonLogger(process.env.LOG_LEVEL === 'debug' ? 'debug' : 'info');
+// Before anything else runs: no error of one request may stop the service for every tenant.
+const guard = guardProcess(log);
 
 try {
   const config = loadConfig(process.env);
-  const service = await startService(config, log);
+  const service = await startService(config, log, { healthDetails: () => ({ escaped_errors: guard.escapedErrors() }) });
   log.log('info', 'batch service listening', {
     url: `${service.url}/v1`,
     dataDir: config.dataDir,
@@ -39,5 +42,8 @@ try {
     log.log('error', error.message);
     process.exit(2);
   }
-  throw error;
+  // A service that could not start (the port is taken, the data directory unreadable) exits: the
+  // guard keeps a running service alive, never a half-started one.
+  log.log('error', 'the service could not start', { error: errorMessage(error) });
+  process.exit(1);
 }

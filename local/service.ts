@@ -2,6 +2,7 @@
 // local adapters (filesystem blobs, an embedded DynamoDB, an in-process queue and driver).
 
 import { mkdir } from 'node:fs/promises';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { type ServerType, serve } from '@hono/node-server';
@@ -12,6 +13,7 @@ import { LocalLifecycle } from '../shared/adapters/local/local-lifecycle.js';
 import { LocalWorkQueue } from '../shared/adapters/local/local-work-queue.js';
 import { systemClock } from '../shared/adapters/local/system-clock.js';
 import { createApiApp } from '../shared/api/app.js';
+import { uploadSweeper } from '../shared/api/upload-sweep.js';
 import { DEFAULT_COMPLETE_LEASE_MS } from '../shared/api/uploads.js';
 import type { StepDeps } from '../shared/batch/steps.js';
 import { ConfigError, type ServiceConfig } from '../shared/config.js';
@@ -21,6 +23,7 @@ import { ResponseBudget } from '../shared/upstream/response-budget.js';
 import { createUpstreamRouter, upstreamKeyRedactor } from '../shared/upstream/router.js';
 import { RoutesError, resolveRoutes } from '../shared/upstream/routes.js';
 import { giveUpChunk, runChunk } from '../shared/work/run-chunk.js';
+import { answerClientErrors } from './guards.js';
 
 export interface RunningService {
   url: string;
@@ -28,7 +31,12 @@ export interface RunningService {
   stop(): Promise<void>;
 }
 
-export async function startService(config: ServiceConfig, serviceLog: Logger): Promise<RunningService> {
+export interface ServiceOptions {
+  /** Counts /healthz shows beside its status (main.ts: errors the process guard caught). */
+  healthDetails?: () => Record<string, number>;
+}
+
+export async function startService(config: ServiceConfig, serviceLog: Logger, options: ServiceOptions = {}): Promise<RunningService> {
   // Locally an apiKeySecret is `env:NAME`: there is no secret store to ask for anything else.
   const routes = await resolveRoutes(config.upstream.routes, { env: process.env, defaultConcurrency: config.upstream.concurrency }).catch(
     (error: unknown) => {
@@ -101,11 +109,28 @@ export async function startService(config: ServiceConfig, serviceLog: Logger): P
       await meta.getBatch('batch_healthcheck');
       return true;
     },
+    healthDetails: options.healthDetails,
   });
+
+  // Parts of uploads that expired or were cancelled go at start-up (before any request can be
+  // storing a part) and then every UPLOAD_SWEEP_INTERVAL.
+  const sweeper = uploadSweeper({ meta, blobs, clock, log });
+  await sweeper.sweep({ listedBeforeServing: true });
+  let sweeping: Promise<unknown> | undefined;
+  const sweepTimer = setInterval(() => {
+    sweeping ??= sweeper
+      .sweep()
+      .catch((error: unknown) => log.log('warn', 'upload sweep failed', { error: errorMessage(error) }))
+      .finally(() => {
+        sweeping = undefined;
+      });
+  }, config.uploadSweepIntervalMs);
+  sweepTimer.unref();
 
   const server = await new Promise<ServerType>((resolve) => {
     const started = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, () => resolve(started));
   });
+  answerClientErrors(server as Server, log);
   const port = (server.address() as AddressInfo).port;
   const resumed = await lifecycle.resume();
   if (resumed > 0) log.log('info', 'resumed unfinished batches', { batches: resumed });
@@ -114,7 +139,9 @@ export async function startService(config: ServiceConfig, serviceLog: Logger): P
     url: `http://${config.host}:${port}`,
     port,
     async stop() {
+      clearInterval(sweepTimer);
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      await sweeping;
       await lifecycle.stop();
       await queue.stop();
       await dynamo.close();

@@ -62,9 +62,11 @@ const EnvSchema = z.object({
   MAX_REQUESTS_PER_BATCH: positiveInt.default(50_000),
   MAX_FILE_BYTES: positiveInt.default(200 * 1024 * 1024),
   MAX_LINE_BYTES: positiveInt.default(6 * 1024 * 1024),
+  MAX_JSON_BODY_BYTES: positiveInt.default(1024 * 1024),
   CHUNK_MAX_REQUESTS: positiveInt.default(500),
   CHUNK_MAX_BYTES: positiveInt.default(4 * 1024 * 1024),
   LOCAL_WORKERS: positiveInt.default(4),
+  UPLOAD_SWEEP_INTERVAL: duration.default('10m'),
 });
 
 export interface ServiceConfig {
@@ -99,9 +101,13 @@ export interface ServiceConfig {
     maxRequestsPerBatch: number;
     maxFileBytes: number;
     maxLineBytes: number;
+    /** The largest JSON request body (POST /v1/batches, the Uploads API); larger answers 413 unread. */
+    maxJsonBodyBytes: number;
   };
   chunking: { maxRequests: number; maxBytes: number };
   localWorkers: number;
+  /** `npm start` deletes the parts of uploads that expired or were cancelled this often (and at start-up). */
+  uploadSweepIntervalMs: number;
 }
 
 export class ConfigError extends Error {
@@ -163,8 +169,10 @@ export function loadConfig(
       maxRequestsPerBatch: e.MAX_REQUESTS_PER_BATCH,
       maxFileBytes: e.MAX_FILE_BYTES,
       maxLineBytes: e.MAX_LINE_BYTES,
+      maxJsonBodyBytes: e.MAX_JSON_BODY_BYTES,
     },
     chunking: { maxRequests: e.CHUNK_MAX_REQUESTS, maxBytes: e.CHUNK_MAX_BYTES },
     localWorkers: e.LOCAL_WORKERS,
+    uploadSweepIntervalMs: parseDuration(e.UPLOAD_SWEEP_INTERVAL)!,
   };
 }

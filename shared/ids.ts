@@ -28,3 +28,25 @@ export const newFileId = () => `file-${randomToken()}`;
 export const newBatchId = () => `batch_${randomToken()}`;
 export const newRequestLineId = () => `batch_req_${randomToken()}`;
 export const newAttemptId = () => randomToken(12);
+export const newUploadId = () => `upload_${randomToken()}`;
+export const newUploadPartId = () => `part_${randomToken()}`;
+
+/**
+ * The shapes of the ids this service hands out: random ones (above) and derived ones (a batch's
+ * output and error files, an upload's file) alike are a prefix and 24 letters or digits. An id of
+ * another shape cannot name anything here, so the API answers it without asking storage (whose keys
+ * have limits of their own: DynamoDB's is 2,048 bytes).
+ */
+const ID_SHAPES = {
+  file: /^file-[A-Za-z0-9]{24}$/,
+  batch: /^batch_[A-Za-z0-9]{24}$/,
+  upload: /^upload_[A-Za-z0-9]{24}$/,
+  part: /^part_[A-Za-z0-9]{24}$/,
+} as const;
+
+export type IdKind = keyof typeof ID_SHAPES;
+
+/** Whether `id` has the shape of one of our ids of this kind (it may still name nothing). */
+export function isIdOf(kind: IdKind, id: string): boolean {
+  return ID_SHAPES[kind].test(id);
+}

@@ -199,6 +199,13 @@ export interface MetaStore {
   claimUploadCompletion(id: string, nowMs: number, untilMs: number): Promise<UploadRecord | undefined>;
   /** Gives up the claim made until `untilMs`, if it is still that one (a later claim stays). */
   releaseUploadCompletion(id: string, untilMs: number): Promise<void>;
+  /**
+   * Counts a part's `bytes` toward a pending upload's partBytes, only while they stay within
+   * `limit`: one conditional write, so parts sent in parallel cannot pass it together. Returns the
+   * upload as counted, or undefined when it is not pending (or missing) or the part does not fit.
+   * A negative `bytes` gives a count back (a part that could not be recorded after all).
+   */
+  addUploadPartBytes(id: string, bytes: number, limit: number): Promise<UploadRecord | undefined>;
   putUploadPart(part: UploadPartRecord): Promise<void>;
   /** A part of this upload, or undefined. */
   getUploadPart(uploadId: string, partId: string): Promise<UploadPartRecord | undefined>;

@@ -13,6 +13,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { API_TIMEOUT_SECONDS, ENV, HANDLERS } from '../../functions/contract.js';
+import { FUNCTION_ACCESS, grantAccess } from './access.js';
 import { ServiceFunction } from './service-function.js';
 import type { Storage } from './storage.js';
 
@@ -21,7 +22,10 @@ export interface ApiProps {
   readonly stateMachine: sfn.IStateMachine;
   readonly environment: Record<string, string>;
   readonly logRetentionDays: number;
-  readonly throttle?: { readonly rateLimit: number; readonly burstLimit: number };
+  /** The stage's default route throttle; null: none beyond the account's. */
+  readonly throttle: { readonly rateLimit: number; readonly burstLimit: number } | null;
+  /** The API function's reserved concurrency; null: none. */
+  readonly reservedConcurrency: number | null;
 }
 
 export class Api extends Construct {
@@ -42,10 +46,10 @@ export class Api extends Construct {
       // API Gateway gives up on an integration after 30 s and answers the client 503, but the
       // function goes on: a complete of a large upload finishes its join (functions/contract.ts).
       timeout: Duration.seconds(API_TIMEOUT_SECONDS),
+      // Its share of the account's concurrency, and its cap: a flood at the API leaves the workers theirs.
+      ...(props.reservedConcurrency !== null && { reservedConcurrentExecutions: props.reservedConcurrency }),
     });
-    const { bucket, table } = props.storage;
-    table.grantReadWriteData(this.handler.function);
-    bucket.grantReadWrite(this.handler.function); // files, upload parts, presigned downloads
+    grantAccess(this.handler.function, props.storage, FUNCTION_ACCESS.api);
     props.stateMachine.grantStartExecution(this.handler.function); // create a batch
     props.stateMachine.grantTaskResponse(this.handler.function); // cancel: SendTaskFailure(BatchCancelled)
 
@@ -88,6 +92,7 @@ export class Api extends Construct {
           }),
         ),
       },
+      // Past it API Gateway answers 429 itself, without invoking (or paying for) the function.
       ...(props.throttle ? { throttle: props.throttle } : {}),
     });
     this.baseUrl = `${this.stage.url}v1`;

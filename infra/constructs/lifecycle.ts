@@ -30,7 +30,8 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
-import { CANCEL_ERROR, ENV, HANDLERS } from '../../functions/contract.js';
+import { CANCEL_ERROR, HANDLERS } from '../../functions/contract.js';
+import { FUNCTION_ACCESS, grantAccess } from './access.js';
 import { ServiceFunction } from './service-function.js';
 import type { Storage } from './storage.js';
 import type { Workers } from './workers.js';
@@ -52,14 +53,11 @@ export const RETRIED_ERRORS = [
   'States.TaskFailed',
 ] as const;
 export const RETRY = { interval: Duration.seconds(2), backoffRate: 2, maxAttempts: 6 } as const;
+/** Log groups Step Functions delivers to without a CloudWatch Logs resource policy of their own. */
+export const VENDED_LOGS_PREFIX = '/aws/vendedlogs/states/';
 
 export class Lifecycle extends Construct {
   readonly stateMachine: sfn.StateMachine;
-  /**
-   * The state machine's ARN, built from its name rather than referenced: a function the state
-   * machine invokes can know it (and may signal it) without a CloudFormation cycle.
-   */
-  readonly stateMachineArn: string;
   readonly validate: ServiceFunction;
   readonly enqueue: ServiceFunction;
   readonly waitForChunks: ServiceFunction;
@@ -68,16 +66,7 @@ export class Lifecycle extends Construct {
 
   constructor(scope: Construct, id: string, props: LifecycleProps) {
     super(scope, id);
-    const { bucket, table } = props.storage;
     const common = { environment: props.environment, logRetentionDays: props.logRetentionDays };
-    // Unique per stack and construct path, at most 80 characters of [A-Za-z0-9-_].
-    const stateMachineName = Names.uniqueResourceName(this, { maxLength: 80, separator: '-', allowedSpecialCharacters: '-_' });
-    this.stateMachineArn = Stack.of(this).formatArn({
-      service: 'states',
-      resource: 'stateMachine',
-      resourceName: stateMachineName,
-      arnFormat: ArnFormat.COLON_RESOURCE_NAME,
-    });
 
     // Validation streams the whole input file once; planning and finalization stream too, but a
     // 200 MB file at Lambda's network speed wants the full 15 minutes in the worst case.
@@ -95,10 +84,11 @@ export class Lifecycle extends Construct {
       memorySize: 1024,
       timeout: Duration.minutes(15),
     });
+    // It answers its own token when the chunks finished, or a cancel came, before it stored it: a
+    // task token is all SendTaskSuccess and SendTaskFailure need, so it is not told the ARN of the
+    // state machine that invokes it (which would be a CloudFormation cycle).
     this.waitForChunks = new ServiceFunction(this, 'WaitForChunksFn', {
       ...common,
-      // It answers its own token when the chunks finished, or a cancel came, before it stored it.
-      environment: { ...props.environment, [ENV.stateMachineArn]: this.stateMachineArn },
       entry: HANDLERS.waitForChunks,
       description: "Batch lifecycle: store the execution's task token on the batch",
       memorySize: 256,
@@ -112,14 +102,11 @@ export class Lifecycle extends Construct {
       timeout: Duration.minutes(15),
     });
 
-    table.grantReadWriteData(this.validate.function);
-    bucket.grantReadWrite(this.validate.function); // reads the input, writes the chunk plan
-    table.grantReadData(this.enqueue.function);
-    bucket.grantRead(this.enqueue.function); // reads the chunk plan
+    grantAccess(this.validate.function, props.storage, FUNCTION_ACCESS.validate);
+    grantAccess(this.enqueue.function, props.storage, FUNCTION_ACCESS.enqueue);
     props.workers.queue.grantSendMessages(this.enqueue.function);
-    table.grantReadWriteData(this.waitForChunks.function); // stores the task token
-    table.grantReadWriteData(this.finalize.function);
-    bucket.grantReadWrite(this.finalize.function); // merges parts, deletes scratch
+    grantAccess(this.waitForChunks.function, props.storage, FUNCTION_ACCESS.waitForChunks);
+    grantAccess(this.finalize.function, props.storage, FUNCTION_ACCESS.finalize);
 
     const batchIdOnly = sfn.TaskInput.fromObject({ batchId: sfn.JsonPath.stringAt('$.batchId') });
     const step = (stepId: string, fn: ServiceFunction) =>
@@ -206,12 +193,16 @@ export class Lifecycle extends Construct {
         .otherwise(finalize),
     );
 
+    // Under /aws/vendedlogs/: CloudWatch Logs then needs no resource-policy entry per log group for
+    // Step Functions' log delivery (that policy is capped at 5,120 characters per account and region).
     this.logGroup = new logs.LogGroup(this, 'Logs', {
+      logGroupName: `${VENDED_LOGS_PREFIX}${Names.uniqueResourceName(this, { maxLength: 400, separator: '-', allowedSpecialCharacters: '-_' })}`,
       retention: props.logRetentionDays as logs.RetentionDays,
       removalPolicy: RemovalPolicy.DESTROY,
     });
+    // No stateMachineName: CloudFormation generates one, so a change that replaces the state
+    // machine deploys (a named one could not be replaced), and executions already running go on.
     this.stateMachine = new sfn.StateMachine(this, 'StateMachine', {
-      stateMachineName,
       stateMachineType: sfn.StateMachineType.STANDARD,
       definitionBody: sfn.DefinitionBody.fromChainable(definition),
       comment: 'OpenAI-compatible batch: validate, enqueue chunks, wait for them (or the window, or a cancel), finalize',
@@ -226,14 +217,16 @@ export class Lifecycle extends Construct {
         'Logs at ERROR: ALL would write every state transition of every batch to CloudWatch Logs for nothing the execution history (kept 90 days) does not already show, at a cost per batch.',
     });
 
-    // Same actions as StateMachine.grantTaskResponse, on the ARN built from the name: a reference
-    // to the state machine here would make the function depend on the state machine, which
-    // depends on the function.
-    this.waitForChunks.role.addToPrincipalPolicy(
-      new iam.PolicyStatement({
-        actions: ['states:SendTaskSuccess', 'states:SendTaskFailure', 'states:SendTaskHeartbeat'],
-        resources: [this.stateMachineArn],
-      }),
-    );
+    // StateMachine.grantTaskResponse, in a policy of its own: in the role's default policy it would
+    // make the function depend on the state machine, which depends on the function.
+    new iam.Policy(this, 'WaitForChunksTaskResponse', {
+      roles: [this.waitForChunks.role],
+      statements: [
+        new iam.PolicyStatement({
+          actions: ['states:SendTaskSuccess', 'states:SendTaskFailure', 'states:SendTaskHeartbeat'],
+          resources: [this.stateMachine.stateMachineArn],
+        }),
+      ],
+    });
   }
 }

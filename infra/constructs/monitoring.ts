@@ -2,9 +2,10 @@
 // execution, API 5xx) and one dashboard of the service: API traffic, executions, the queue's
 // depth and age, Lambda durations, and the handlers' own metrics (requests, retries, upstream
 // latency, 429s) from their namespace.
-import { Duration } from 'aws-cdk-lib';
+import { ArnFormat, Duration, Stack } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as actions from 'aws-cdk-lib/aws-cloudwatch-actions';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Construct } from 'constructs';
@@ -36,6 +37,29 @@ export class Monitoring extends Construct {
     super(scope, id);
     const { api, lifecycle, workers } = props;
     this.topic = new sns.Topic(this, 'AlarmTopic', { displayName: 'Batch service alarms', enforceSSL: true });
+    // enforceSSL gives the topic a policy of its own (a Deny of plain HTTP), which replaces SNS's
+    // default policy: without this Allow, CloudWatch could publish no alarm to the topic. Only
+    // alarms of this account and region may (aws:SourceArn, aws:SourceAccount: no confused deputy).
+    const stack = Stack.of(this);
+    this.topic.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'AllowCloudWatchAlarms',
+        principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
+        actions: ['sns:Publish'],
+        resources: [this.topic.topicArn],
+        conditions: {
+          ArnLike: {
+            'aws:SourceArn': stack.formatArn({
+              service: 'cloudwatch',
+              resource: 'alarm',
+              resourceName: '*',
+              arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+            }),
+          },
+          StringEquals: { 'aws:SourceAccount': stack.account },
+        },
+      }),
+    );
     if (props.alarmEmail) this.topic.addSubscription(new subscriptions.EmailSubscription(props.alarmEmail));
 
     const dlqDepth = workers.deadLetterQueue.metricApproximateNumberOfMessagesVisible({

@@ -10,6 +10,7 @@ import { Construct } from 'constructs';
 import { ENV } from '../../functions/contract.js';
 import type { ScheduledSubmitEvent } from '../../functions/scheduled-submit.js';
 import { DEFAULTS, type ScheduledSubmission } from '../config.js';
+import { FUNCTION_ACCESS, grantAccess } from './access.js';
 import { ServiceFunction } from './service-function.js';
 import type { Storage } from './storage.js';
 
@@ -38,7 +39,7 @@ export class Schedules extends Construct {
       timeout: Duration.seconds(30),
     });
     // Reads the input file's record, writes the batch; starts its execution. No S3 access.
-    props.storage.table.grantReadWriteData(this.submitter.function);
+    grantAccess(this.submitter.function, props.storage, FUNCTION_ACCESS.scheduledSubmit);
     props.stateMachine.grantStartExecution(this.submitter.function);
     // Scheduler invokes asynchronously; a retry after a batch was created would create a second
     // one, so a failed submission is not retried: it shows in the function's Errors.

@@ -8,6 +8,7 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { CHUNK_MAX_RECEIVES, ENV, HANDLERS } from '../../functions/contract.js';
+import { FUNCTION_ACCESS, grantAccess } from './access.js';
 import { ServiceFunction } from './service-function.js';
 import type { Storage } from './storage.js';
 
@@ -18,6 +19,8 @@ export interface WorkersProps {
   /** The event source's MaximumConcurrency (2..1000). */
   readonly maxConcurrency: number;
   readonly timeoutMinutes: number;
+  /** The longest completion window a batch may ask for (MAX_COMPLETION_WINDOW), in days. */
+  readonly maxCompletionWindowDays: number;
   /** Secrets holding upstream API keys: the workers are the only callers of upstreams. */
   readonly upstreamSecrets: readonly secretsmanager.ISecret[];
 }
@@ -30,6 +33,22 @@ export interface WorkersProps {
 export const VISIBILITY_TIMEOUT_FACTOR = 6;
 /** Receives before a chunk message is parked in the dead-letter queue (the worker gives the chunk up on the last). */
 export const MAX_RECEIVE_COUNT = CHUNK_MAX_RECEIVES;
+/** SQS's longest retention, for the dead-letter queue. */
+export const DEAD_LETTER_RETENTION_DAYS = 14;
+/**
+ * A message moved to a standard queue's dead-letter queue keeps its first enqueue time, and expires
+ * by the dead-letter queue's retention counted from then: the chunk queue keeps messages this many
+ * days less, so a dead letter always waits at least this long for someone to redrive it.
+ */
+export const DEAD_LETTER_GRACE_DAYS = 3;
+
+/**
+ * How long the chunk queue keeps a message: the longest window and a day (a chunk older than its
+ * batch's window has nothing left to do), at most DEAD_LETTER_RETENTION_DAYS - DEAD_LETTER_GRACE_DAYS.
+ */
+export function chunkRetentionDays(maxCompletionWindowDays: number): number {
+  return Math.min(DEAD_LETTER_RETENTION_DAYS - DEAD_LETTER_GRACE_DAYS, Math.ceil(maxCompletionWindowDays) + 1);
+}
 
 export class Workers extends Construct {
   readonly queue: sqs.Queue;
@@ -42,7 +61,7 @@ export class Workers extends Construct {
     this.deadLetterQueue = new sqs.Queue(this, 'DeadLetterQueue', {
       encryption: sqs.QueueEncryption.SQS_MANAGED,
       enforceSSL: true,
-      retentionPeriod: Duration.days(14),
+      retentionPeriod: Duration.days(DEAD_LETTER_RETENTION_DAYS),
     });
     // Worker timeout: 15 minutes by default, Lambda's maximum. A chunk (500 requests by default)
     // must finish inside one invocation, and slow upstreams (long generations, 429 backoff) can
@@ -55,8 +74,10 @@ export class Workers extends Construct {
       encryption: sqs.QueueEncryption.SQS_MANAGED,
       enforceSSL: true,
       visibilityTimeout: Duration.minutes(props.timeoutMinutes * VISIBILITY_TIMEOUT_FACTOR),
-      // A backlog behind MaximumConcurrency may wait as long as the longest window (14 days).
-      retentionPeriod: Duration.days(14),
+      // A backlog behind MaximumConcurrency may wait as long as the longest window allows, but not
+      // as long as the dead-letter queue keeps messages (see DEAD_LETTER_GRACE_DAYS). With 14-day
+      // windows that is 11 days: a chunk still waiting after that is dropped, its lines expire.
+      retentionPeriod: Duration.days(chunkRetentionDays(props.maxCompletionWindowDays)),
       deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: MAX_RECEIVE_COUNT },
     });
 
@@ -68,9 +89,7 @@ export class Workers extends Construct {
       memorySize: 1024,
       timeout,
     });
-    const { bucket, table } = props.storage;
-    table.grantReadWriteData(this.worker.function);
-    bucket.grantReadWrite(this.worker.function); // reads its byte range, writes its results
+    grantAccess(this.worker.function, props.storage, FUNCTION_ACCESS.worker);
     for (const secret of props.upstreamSecrets) secret.grantRead(this.worker.function);
 
     this.worker.function.addEventSource(

@@ -10,17 +10,24 @@ import { BatchNotCancellable, cancelBatch } from '../batch/cancel.js';
 import { releaseInputFile } from '../batch/input-file.js';
 import { blobKeys } from '../batch/keys.js';
 import { type BatchRecord, type FileRecord, ZERO_USAGE } from '../batch/model.js';
-import { parseDuration } from '../config.js';
-import { newBatchId, newFileId, randomToken } from '../ids.js';
+import { attachmentDisposition, filenameProblem } from '../filenames.js';
+import { isIdOf, newBatchId, newFileId, randomToken } from '../ids.js';
 import { normalizeEndpoint } from '../input/validate.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
 import type { ApiKeyResolver } from './api-keys.js';
-import { ApiError, badRequest, conflict, internalError, notFound, tooLarge } from './errors.js';
+import { ApiError, badRequest, conflict, internalError, notFound, quoted, tooLarge } from './errors.js';
 import { receiveMultipart } from './multipart.js';
 import { listObject, toBatchObject, toFileObject } from './objects.js';
-import { jsonBody, parse } from './request.js';
-import { BATCH_ENDPOINTS, createBatchSchema, fileExpiresAfter, listBatchesQuery, listFilesQuery } from './schemas.js';
+import { DEFAULT_MAX_JSON_BODY_BYTES, jsonBody, jsonBodyLimit, parse } from './request.js';
+import {
+  BATCH_ENDPOINTS,
+  createBatchSchema,
+  fileExpiresAfter,
+  listBatchesQuery,
+  listFilesQuery,
+  parseCompletionWindow,
+} from './schemas.js';
 import { batchFileCheck, registerUploadRoutes, type UploadDeps } from './uploads.js';
 
 export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeWaitMs'> {
@@ -46,9 +53,13 @@ export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeW
     /** Checked while a batch file uploads (files over them are refused at once); unset: not checked there. */
     maxLineBytes?: number;
     maxRequestsPerBatch?: number;
+    /** The largest JSON body a route reads; default DEFAULT_MAX_JSON_BODY_BYTES (1 MB). */
+    maxJsonBodyBytes?: number;
   };
   /** Answers whether the service can take work (for /healthz). */
   ready?: () => Promise<boolean>;
+  /** Counts /healthz shows beside its status (npm start: errors its last line of defence caught). */
+  healthDetails?: () => Record<string, number>;
 }
 
 type Env = { Variables: { project: string; requestId: string } };
@@ -80,10 +91,11 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
 
   app.get('/healthz', async (c) => {
     const ready = deps.ready ? await deps.ready().catch(() => false) : true;
-    return c.json({ status: ready ? 'ok' : 'unavailable' }, ready ? 200 : 503);
+    return c.json({ status: ready ? 'ok' : 'unavailable', ...deps.healthDetails?.() }, ready ? 200 : 503);
   });
 
   const api = new Hono<Env>();
+  const jsonLimit = jsonBodyLimit(deps.limits.maxJsonBodyBytes ?? DEFAULT_MAX_JSON_BODY_BYTES);
 
   api.use('*', async (c, next) => {
     const project = await authenticate(deps, c.req.header('authorization'));
@@ -103,6 +115,10 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
         maxFileBytes: deps.limits.maxFileBytes,
         store: (body) => blobs.put(blobKey, body),
         check: () => batchFileCheck(deps.limits),
+        checkFilename: (filename) => {
+          const problem = filenameProblem(filename);
+          return problem === undefined ? undefined : badRequest(`The file's name is refused: ${problem}.`, 'file', 'invalid_filename');
+        },
       });
       if (!form.file) throw badRequest("The 'file' part is missing: send the JSONL file as the multipart field 'file'.", 'file');
       if (form.file.truncated) {
@@ -111,7 +127,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
       const purpose = form.fields.purpose;
       if (purpose === undefined) throw badRequest("'purpose' is required; use 'batch' for Batch API input files.", 'purpose');
       if (purpose !== 'batch')
-        throw badRequest(`This service stores Batch API input files: purpose must be 'batch', not '${purpose}'.`, 'purpose');
+        throw badRequest(`This service stores Batch API input files: purpose must be 'batch', not '${quoted(purpose)}'.`, 'purpose');
       if (form.file.bytes === 0) throw badRequest('The file is empty.', 'file', 'empty_file');
       const expiresAfterSeconds = parseFormExpiry(form.fields);
       const now = clock.now();
@@ -135,6 +151,8 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
 
   api.get('/files', async (c) => {
     const query = parse(listFilesQuery, c.req.query());
+    // A cursor that cannot be ours names no object of this project: the empty page any such cursor gets.
+    if (query.after !== undefined && !isIdOf('file', query.after)) return c.json(listObject([], false));
     const page = await meta.listFiles(c.get('project'), query);
     return c.json(listObject(page.items.map(toFileObject), page.hasMore));
   });
@@ -142,8 +160,9 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
   api.get('/files/:id', async (c) => c.json(toFileObject(await fileOf(c))));
 
   api.delete('/files/:id', async (c) => {
-    const deleted = await meta.deleteFile(c.get('project'), c.req.param('id'));
-    if (!deleted) throw notFound('file', c.req.param('id'));
+    const id = ourId(c, 'file');
+    const deleted = await meta.deleteFile(c.get('project'), id);
+    if (!deleted) throw notFound('file', id);
     // An unfinished batch still reads it: the bytes go when its last batch ends (releaseInputFile).
     if (!deleted.blobInUse) await blobs.delete([deleted.file.blobKey]);
     return c.json({ id: deleted.file.id, object: 'file', deleted: true });
@@ -161,19 +180,19 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
       headers: {
         'content-type': 'application/octet-stream',
         'content-length': String(file.bytes),
-        'content-disposition': `attachment; filename="${file.filename.replace(/["\\\r\n]/g, '_')}"`,
+        'content-disposition': attachmentDisposition(file.filename),
       },
     });
   });
 
   // ---- Batches ----
 
-  api.post('/batches', async (c) => {
+  api.post('/batches', jsonLimit, async (c) => {
     const project = c.get('project');
     const body = parse(createBatchSchema, await jsonBody(c));
     if (!(BATCH_ENDPOINTS as readonly string[]).includes(normalizeEndpoint(body.endpoint))) {
       throw badRequest(
-        `endpoint must be one of ${BATCH_ENDPOINTS.join(', ')} (or the same under /v4), not '${body.endpoint}'.`,
+        `endpoint must be one of ${BATCH_ENDPOINTS.join(', ')} (or the same under /v4), not '${quoted(body.endpoint)}'.`,
         'endpoint',
       );
     }
@@ -231,6 +250,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
 
   api.get('/batches', async (c) => {
     const query = parse(listBatchesQuery, c.req.query());
+    if (query.after !== undefined && !isIdOf('batch', query.after)) return c.json(listObject([], false));
     const page = await meta.listBatches(c.get('project'), query);
     return c.json(listObject(page.items.map(toBatchObject), page.hasMore));
   });
@@ -250,14 +270,22 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
   app.route('/v1', api);
   app.route('/v4', api);
 
+  /** The route's id, or 404 at once for one that cannot be ours (storage is not asked). */
+  function ourId(c: Context<Env>, kind: 'file' | 'batch'): string {
+    const id = c.req.param('id')!;
+    if (!isIdOf(kind, id)) throw notFound(kind, id);
+    return id;
+  }
+
   async function fileOf(c: Context<Env>): Promise<FileRecord> {
-    const file = await meta.getFile(c.get('project'), c.req.param('id')!);
-    if (!file) throw notFound('file', c.req.param('id')!);
+    const id = ourId(c, 'file');
+    const file = await meta.getFile(c.get('project'), id);
+    if (!file) throw notFound('file', id);
     return file;
   }
 
   async function batchOf(c: Context<Env>): Promise<BatchRecord> {
-    const id = c.req.param('id')!;
+    const id = ourId(c, 'batch');
     const batch = await meta.getBatch(id);
     // Another project's batch answers exactly like a missing one.
     if (!batch || batch.project !== c.get('project')) throw notFound('batch', id);
@@ -295,11 +323,16 @@ function parseFormExpiry(fields: Record<string, string>): number | undefined {
 }
 
 function completionWindowMs(window: string, limits: ApiDeps['limits']): number {
-  const ms = parseDuration(window);
-  if (ms === undefined) throw badRequest(`completion_window must look like '24h', not '${window}'.`, 'completion_window');
+  const ms = parseCompletionWindow(window);
+  if (ms === undefined) {
+    throw badRequest(
+      `completion_window must be written <N>h, such as '24h' (or <N>m / <N>s under an hour), not '${quoted(window)}'.`,
+      'completion_window',
+    );
+  }
   if (ms < limits.minCompletionWindowMs || ms > limits.maxCompletionWindowMs) {
     throw badRequest(
-      `completion_window must be between ${formatHours(limits.minCompletionWindowMs)} and ${formatHours(limits.maxCompletionWindowMs)}, not '${window}'.`,
+      `completion_window must be between ${formatHours(limits.minCompletionWindowMs)} and ${formatHours(limits.maxCompletionWindowMs)}, not '${quoted(window)}'.`,
       'completion_window',
     );
   }

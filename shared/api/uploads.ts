@@ -17,7 +17,8 @@ import type { Context, Hono } from 'hono';
 import { z } from 'zod';
 import { blobKeys } from '../batch/keys.js';
 import type { FileRecord, UploadPartRecord, UploadRecord } from '../batch/model.js';
-import { randomToken } from '../ids.js';
+import { filenameProblem } from '../filenames.js';
+import { isIdOf, newUploadId, newUploadPartId } from '../ids.js';
 import {
   BatchFileCheck,
   checkJoinedParts,
@@ -28,17 +29,17 @@ import {
   type UploadProblem,
 } from '../input/upload-check.js';
 import type { BlobStore, Clock, MetaStore } from '../ports.js';
-import { ApiError, badRequest, tooLarge, unavailable } from './errors.js';
+import { ApiError, badRequest, notFound, quoted, tooLarge, unavailable } from './errors.js';
 import { receiveMultipart, type StreamCheck } from './multipart.js';
 import { toFileObject } from './objects.js';
-import { jsonBody, parse } from './request.js';
+import { DEFAULT_MAX_JSON_BODY_BYTES, jsonBody, jsonBodyLimit, parse } from './request.js';
 import { fileExpiresAfter } from './schemas.js';
 
 export interface UploadDeps {
   meta: MetaStore;
   blobs: BlobStore;
   clock: Clock;
-  limits: { maxFileBytes: number; maxLineBytes?: number; maxRequestsPerBatch?: number };
+  limits: { maxFileBytes: number; maxLineBytes?: number; maxRequestsPerBatch?: number; maxJsonBodyBytes?: number };
   /**
    * How long a complete may hold its claim on an upload while it joins the parts: at least as long
    * as one request can run (in AWS, the API Lambda's timeout), so that a claim runs out only once
@@ -70,7 +71,7 @@ export const DEFAULT_COMPLETE_WAIT_MS = 20_000;
 const COMPLETE_POLL_MS = 500;
 const COMPLETE_RETRY_AFTER_SECONDS = 5;
 
-const uploadKeys = {
+export const uploadKeys = {
   parts: (uploadId: string) => `uploads/${uploadId}/`,
   part: (uploadId: string, partId: string) => `uploads/${uploadId}/${partId}`,
 };
@@ -93,10 +94,7 @@ export function batchFileCheck(limits: UploadDeps['limits']): StreamCheck {
 }
 
 const createUploadSchema = z.object({
-  filename: z
-    .string({ error: 'filename is required and must be a string' })
-    .min(1, 'filename must not be empty')
-    .max(1024, 'filename must be at most 1024 characters'),
+  filename: z.string({ error: 'filename is required and must be a string' }).min(1, 'filename must not be empty'),
   purpose: z.string({ error: "purpose is required; use 'batch' for Batch API input files" }),
   bytes: z
     .number({ error: 'bytes is required and must be a number' })
@@ -104,7 +102,8 @@ const createUploadSchema = z.object({
     .min(0, 'bytes must not be negative'),
   mime_type: z
     .string({ error: 'mime_type is required and must be a string, e.g. application/jsonl' })
-    .min(1, 'mime_type must not be empty'),
+    .min(1, 'mime_type must not be empty')
+    .max(255, 'mime_type must be at most 255 characters'),
   expires_after: fileExpiresAfter.optional(),
 });
 
@@ -145,17 +144,26 @@ function uploadFileId(uploadId: string): string {
 
 type CompleteBody = z.infer<typeof completeUploadSchema>;
 
-const uploadNotFound = (id: string) => new ApiError(404, `No upload found with id '${id}'.`, 'invalid_request_error', null, 'not_found');
+/** 400: the parts would add up to more than the upload may hold. */
+function overAnnounced(upload: UploadRecord, limit: number): ApiError {
+  const what =
+    limit < upload.bytes
+      ? `the ${limit} bytes this service accepts for a file (MAX_FILE_BYTES)`
+      : `the ${upload.bytes} bytes the upload was created for`;
+  return badRequest(`This part would take the parts of upload ${upload.id} past ${what}.`, 'data', 'upload_size_exceeded');
+}
 
 export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
   const { meta, blobs, clock } = deps;
   const leaseMs = deps.completeLeaseMs ?? DEFAULT_COMPLETE_LEASE_MS;
   const waitMs = deps.completeWaitMs ?? DEFAULT_COMPLETE_WAIT_MS;
+  const jsonLimit = jsonBodyLimit(deps.limits.maxJsonBodyBytes ?? DEFAULT_MAX_JSON_BODY_BYTES);
 
   async function uploadOf(c: Context<Env>): Promise<UploadRecord> {
     const id = c.req.param('id')!;
-    const upload = await meta.getUpload(c.get('project'), id);
-    if (!upload) throw uploadNotFound(id);
+    // An id that cannot be ours names nothing: no need to ask the store.
+    const upload = isIdOf('upload', id) ? await meta.getUpload(c.get('project'), id) : undefined;
+    if (!upload) throw notFound('upload', id);
     return upload;
   }
 
@@ -222,10 +230,12 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
     return c.json(toUploadObject(upload, file, clock.now()));
   }
 
-  api.post('/uploads', async (c) => {
+  api.post('/uploads', jsonLimit, async (c) => {
     const body = parse(createUploadSchema, await jsonBody(c));
+    const filenameRefused = filenameProblem(body.filename);
+    if (filenameRefused) throw badRequest(`The filename is refused: ${filenameRefused}.`, 'filename', 'invalid_filename');
     if (body.purpose !== 'batch') {
-      throw badRequest(`This service stores Batch API input files: purpose must be 'batch', not '${body.purpose}'.`, 'purpose');
+      throw badRequest(`This service stores Batch API input files: purpose must be 'batch', not '${quoted(body.purpose)}'.`, 'purpose');
     }
     if (body.bytes === 0) throw badRequest('bytes is 0: a batch input file needs at least one request.', 'bytes', 'empty_file');
     const limit = Math.min(deps.limits.maxFileBytes, MAX_UPLOAD_BYTES);
@@ -237,7 +247,7 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
     }
     const now = clock.now();
     const upload: UploadRecord = {
-      id: `upload_${randomToken()}`,
+      id: newUploadId(),
       project: c.get('project'),
       filename: body.filename,
       purpose: 'batch',
@@ -256,7 +266,12 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
   api.post('/uploads/:id/parts', async (c) => {
     let upload = await expireIfDue(await uploadOf(c));
     if (upload.status !== 'pending') throw notPending(upload, 'parts can no longer be added');
-    const partId = `part_${randomToken()}`;
+    // The parts together may hold what the upload announced, and never more than a file may be.
+    const limit = Math.min(upload.bytes, deps.limits.maxFileBytes);
+    const room = limit - (upload.partBytes ?? 0);
+    if (room <= 0) throw overAnnounced(upload, limit);
+    const cap = Math.min(MAX_PART_BYTES, room);
+    const partId = newUploadPartId();
     const blobKey = uploadKeys.part(upload.id, partId);
     const scan = new PartScan(checkLimits(deps.limits));
     async function* scanned(body: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
@@ -265,19 +280,30 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
         yield chunk;
       }
     }
+    let counted = 0;
     try {
       const form = await receiveMultipart(c.req.raw, {
         fileField: 'data',
-        maxFileBytes: MAX_PART_BYTES,
+        maxFileBytes: cap,
         store: (body) => blobs.put(blobKey, scanned(body)),
       });
       if (!form.file) throw badRequest("The 'data' part is missing: send the part's bytes as the multipart field 'data'.", 'data');
-      if (form.file.truncated)
+      if (form.file.truncated) {
+        if (cap < MAX_PART_BYTES) throw overAnnounced(upload, limit);
         throw tooLarge(`A part may be at most ${MAX_PART_BYTES} bytes (64 MB); split the file into more parts.`, 'data');
+      }
       if (form.file.bytes === 0) throw badRequest('The part is empty.', 'data');
       // It may have been completed, cancelled or expired while the part streamed in.
       upload = await expireIfDue((await meta.getUpload(upload.project, upload.id)) ?? upload);
       if (upload.status !== 'pending') throw notPending(upload, 'parts can no longer be added');
+      // Parts sent in parallel each fit alone: the count decides which ones fit together.
+      const fitted = await meta.addUploadPartBytes(upload.id, form.file.bytes, limit);
+      if (!fitted) {
+        const current = (await meta.getUpload(upload.project, upload.id)) ?? upload;
+        if (current.status !== 'pending') throw notPending(current, 'parts can no longer be added');
+        throw overAnnounced(current, limit);
+      }
+      counted = form.file.bytes;
       const now = clock.now();
       const part: UploadPartRecord = {
         id: partId,
@@ -292,6 +318,7 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
       return c.json({ id: part.id, object: 'upload.part' as const, created_at: Math.floor(now / 1000), upload_id: upload.id });
     } catch (error) {
       await blobs.delete([blobKey]).catch(() => undefined);
+      if (counted > 0) await meta.addUploadPartBytes(upload.id, -counted, limit).catch(() => undefined);
       throw error;
     }
   });
@@ -325,8 +352,11 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadDeps): void {
     }
   }
 
-  api.post('/uploads/:id/complete', async (c) => {
+  api.post('/uploads/:id/complete', jsonLimit, async (c) => {
     const body = parse(completeUploadSchema, await jsonBody(c));
+    // An id that cannot be a part's names none of this upload's parts, whatever the store holds.
+    const notAPart = body.part_ids.find((id) => !isIdOf('part', id));
+    if (notAPart !== undefined) throw badRequest(`'${quoted(notAPart)}' is not a part id (part_…).`, 'part_ids');
     const found = await expireIfDue(await uploadOf(c));
     // A repeated complete (a retry after a lost answer) gets the completed upload again.
     if (found.status === 'completed') return respond(c, found);

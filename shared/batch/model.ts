@@ -149,6 +149,8 @@ export interface UploadRecord {
    * one). Another complete waits for it rather than join too; a claim past it is free to take.
    */
   completingUntilMs?: number;
+  /** The bytes of the parts recorded so far (absent before the first): they may not pass `bytes`. */
+  partBytes?: number;
 }
 
 export interface UploadPartRecord {

@@ -427,6 +427,23 @@ describe('upload completion claims', () => {
     });
   });
 
+  it("counts a part's bytes with one UpdateItem whose condition leaves room for them", async () => {
+    ddb.on(UpdateCommand).resolves({ Attributes: { ...uploadItem, partBytes: 7 } });
+    expect(await store.addUploadPartBytes('upload_1', 7, 10)).toMatchObject({ id: 'upload_1', partBytes: 7 });
+    expect(ddb.commandCalls(UpdateCommand)[0]!.args[0].input).toEqual({
+      TableName: TABLE,
+      Key: { pk: 'UPLOAD#upload_1' },
+      UpdateExpression: 'ADD partBytes :bytes',
+      ConditionExpression: '#status = :pending AND (attribute_not_exists(partBytes) OR partBytes <= :room)',
+      ExpressionAttributeNames: { '#status': 'status' },
+      ExpressionAttributeValues: { ':bytes': 7, ':pending': 'pending', ':room': 3 },
+      ReturnValues: 'ALL_NEW',
+    });
+    // A part larger than the limit alone is refused without a write.
+    expect(await store.addUploadPartBytes('upload_1', 11, 10)).toBeUndefined();
+    expect(ddb.commandCalls(UpdateCommand)).toHaveLength(1);
+  });
+
   it('reads an upload without a claim as one without the field', async () => {
     ddb.on(GetCommand).resolves({ Item: uploadItem });
     expect(await store.getUpload('proj_1', 'upload_1')).not.toHaveProperty('completingUntilMs');

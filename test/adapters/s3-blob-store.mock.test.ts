@@ -65,12 +65,17 @@ describe('put', () => {
 
     expect(await store.put('files/c', pieces(12 * MiB + 5, 1 * MiB + 3))).toEqual({ bytes: 12 * MiB + 5 });
 
-    expect(s3.commandCalls(CreateMultipartUploadCommand)[0]!.args[0].input).toEqual({ Bucket: BUCKET, Key: 'files/c' });
+    // The SDK sends every part with a CRC32 checksum by default: the create names it, or S3 refuses the parts.
+    expect(s3.commandCalls(CreateMultipartUploadCommand)[0]!.args[0].input).toEqual({
+      Bucket: BUCKET,
+      Key: 'files/c',
+      ChecksumAlgorithm: 'CRC32',
+    });
     const parts = s3.commandCalls(UploadPartCommand).map((call) => call.args[0].input);
-    expect(parts.map((p) => [p.PartNumber, p.ContentLength, p.UploadId, p.Key])).toEqual([
-      [1, 5 * MiB, 'up-1', 'files/c'],
-      [2, 5 * MiB, 'up-1', 'files/c'],
-      [3, 2 * MiB + 5, 'up-1', 'files/c'],
+    expect(parts.map((p) => [p.PartNumber, p.ContentLength, p.UploadId, p.Key, p.ChecksumAlgorithm])).toEqual([
+      [1, 5 * MiB, 'up-1', 'files/c', 'CRC32'],
+      [2, 5 * MiB, 'up-1', 'files/c', 'CRC32'],
+      [3, 2 * MiB + 5, 'up-1', 'files/c', 'CRC32'],
     ]);
     expect(s3.commandCalls(CompleteMultipartUploadCommand)[0]!.args[0].input).toEqual({
       Bucket: BUCKET,
@@ -81,6 +86,25 @@ describe('put', () => {
       },
     });
     expect(s3.commandCalls(PutObjectCommand)).toHaveLength(0);
+  });
+
+  it('names no checksum algorithm for a client that sends checksums only when required (S3-compatible servers)', async () => {
+    const compatible = new S3Client({
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'x', secretAccessKey: 'x' },
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+    });
+    s3.on(CreateMultipartUploadCommand).resolves({ UploadId: 'up-3' });
+    s3.on(UploadPartCommand).callsFake(async (input) => ({ ETag: `"${input.PartNumber}"` }));
+    s3.on(CompleteMultipartUploadCommand).resolves({});
+    const parts = Array.from({ length: 3 }, (_, i) => `uploads/u/part-${i}`);
+    s3.on(GetObjectCommand).callsFake(async () => ({ Body: Readable.from([Buffer.alloc(3 * MiB, 1)]) }));
+    const plain = new S3BlobStore({ client: compatible, bucket: BUCKET, partBytes: 5 * MiB });
+    await plain.put('files/e', pieces(11 * MiB, MiB));
+    await plain.concat('files/f', parts, { sizes: parts.map(() => 3 * MiB) });
+    for (const call of s3.commandCalls(CreateMultipartUploadCommand)) expect(call.args[0].input).not.toHaveProperty('ChecksumAlgorithm');
+    for (const call of s3.commandCalls(UploadPartCommand)) expect(call.args[0].input.ChecksumAlgorithm).toBeUndefined();
+    expect(s3.commandCalls(CreateMultipartUploadCommand)).toHaveLength(2);
   });
 
   it('aborts the multipart upload when a part fails', async () => {
@@ -340,7 +364,7 @@ describe('presignGet', () => {
     const url = new URL(await store.presignGet('files/out', { expiresInSeconds: 300, filename: 'batch_1 "x".jsonl' }));
     expect(url.pathname).toContain('files/out');
     expect(url.searchParams.get('X-Amz-Expires')).toBe('300');
-    expect(url.searchParams.get('response-content-disposition')).toBe('attachment; filename="batch_1 _x_.jsonl"');
+    expect(url.searchParams.get('response-content-disposition')).toBe('attachment; filename="batch_1 \\"x\\".jsonl"');
     expect(s3.calls()).toHaveLength(0);
   });
 });

@@ -78,4 +78,18 @@ describe('SfnLifecycle', () => {
     sfn.on(SendTaskSuccessCommand).rejects(new InvalidToken({ message: 'bad token', $metadata: {} }));
     await expect(lifecycle.allChunksDone('batch_1')).rejects.toThrow('bad token');
   });
+
+  it('signals with a task token alone, without the state machine ARN (wait-for-chunks has none), but cannot start without it', async () => {
+    const signalOnly = new SfnLifecycle({
+      client,
+      stateMachineArn: undefined,
+      meta: { getBatch: async () => stored },
+      cancelError: 'BatchCancelled',
+    });
+    sfn.on(SendTaskSuccessCommand).resolves({});
+    await signalOnly.succeed('token-1', 'batch_1');
+    expect(sfn.commandCalls(SendTaskSuccessCommand)).toHaveLength(1);
+    await expect(signalOnly.start('batch_1')).rejects.toThrow('STATE_MACHINE_ARN is not set');
+    expect(sfn.commandCalls(StartExecutionCommand)).toHaveLength(0);
+  });
 });

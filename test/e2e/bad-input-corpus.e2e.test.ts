@@ -10,12 +10,12 @@
 // newline, whitespace around the JSON, extra fields, any key order, duplicate keys (the last one
 // wins, as in JSON.parse), escapes anywhere, /v4 urls, stream false or null, any custom_id that is
 // a non-empty string (unicode as is, not normalized: "café" and "cafe\u0301" are two ids).
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type OpenAI from 'openai';
 import { toFile } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CORPUS, CORPUS_DIR, CORPUS_LIMITS } from '../fixtures/bad/generate.js';
+import { CORPUS, CORPUS_DIR, CORPUS_LIMITS, MULTIPART_CONTENT_TYPE, MULTIPART_CORPUS, MULTIPART_DIR } from '../fixtures/bad/generate.js';
 import { client, collectResults, waitForBatch } from '../support/e2e.js';
 import { type ServiceProcess, startServiceProcess } from '../support/service-process.js';
 import { startUpstreamSim, type UpstreamSim } from '../support/upstream-sim.js';
@@ -235,5 +235,109 @@ describe('the bad-input corpus', () => {
     // No refused upload left a file behind.
     const files = await openai.files.list({ purpose: 'batch' });
     expect(files.data.length).toBe(outcomes.filter((o) => !('upload' in o)).length);
+  });
+});
+
+// The multipart corpus (test/fixtures/bad/multipart): raw bodies of POST /v1/files, as a dropped
+// upload, a broken client or an odd one sends them. Each answers as expected, a refused one keeps
+// nothing (no file, no object, no temporary file), and the service goes on: /healthz answers,
+// nothing escaped a handler, and every line it wrote is one JSON object without a stack trace.
+type MultipartOutcome = { stored: string } | { refused: [status: 400 | 413, code: string | null, param: string | null] };
+const storedAs = (filename: string): MultipartOutcome => ({ stored: filename });
+const refusedWith = (code: string | null, param: string | null = null, status: 400 | 413 = 400): MultipartOutcome => ({
+  refused: [status, code, param],
+});
+
+const EXPECTED_MULTIPART: Record<string, MultipartOutcome> = {
+  'ok-basic.multipart': storedAs('a.jsonl'),
+  'ok-file-before-purpose.multipart': storedAs('a.jsonl'),
+  'ok-preamble-and-epilogue.multipart': storedAs('a.jsonl'),
+  'ok-second-file-ignored.multipart': storedAs('a.jsonl'),
+  'ok-filename-raw-utf8.multipart': storedAs('评测数据.jsonl'),
+  'ok-filename-rfc5987.multipart': storedAs('评测数据.jsonl'),
+  'ok-filename-emoji-and-accents.multipart': storedAs('ünïcödé-🎉.jsonl'),
+  'ok-filename-latin1-rfc5987.multipart': storedAs('naïve.jsonl'),
+
+  'cut-no-closing-boundary.multipart': refusedWith('invalid_multipart'),
+  'cut-after-file-headers.multipart': refusedWith('invalid_multipart'),
+  'cut-inside-file-headers.multipart': refusedWith('invalid_multipart'),
+  'cut-inside-file-bytes.multipart': refusedWith('invalid_multipart'),
+  'cut-inside-closing-boundary.multipart': refusedWith('invalid_multipart'),
+  'cut-inside-purpose.multipart': refusedWith('invalid_multipart'),
+  'cut-empty-body.multipart': refusedWith('invalid_multipart'),
+
+  'bad-no-boundary-lines.multipart': refusedWith('invalid_multipart'),
+  'bad-other-boundary.multipart': refusedWith('invalid_multipart'),
+  'bad-part-without-headers-end.multipart': refusedWith('invalid_multipart'),
+  'bad-part-headers-over-16k.multipart': refusedWith('invalid_multipart'),
+  'missing-file-part.multipart': refusedWith(null, 'file'),
+  'missing-file-wrong-field.multipart': refusedWith(null, 'file'),
+  'missing-purpose.multipart': refusedWith(null, 'purpose'),
+
+  'filename-control-char-rfc5987.multipart': refusedWith('invalid_filename', 'file'),
+  'filename-crlf-rfc5987.multipart': refusedWith('invalid_filename', 'file'),
+  'filename-del-rfc5987.multipart': refusedWith('invalid_filename', 'file'),
+  'filename-c1-control.multipart': refusedWith('invalid_filename', 'file'),
+  'filename-line-separator.multipart': refusedWith('invalid_filename', 'file'),
+  'filename-paragraph-separator.multipart': refusedWith('invalid_filename', 'file'),
+  'filename-too-long.multipart': refusedWith('invalid_filename', 'file'),
+  // busboy refuses a raw control character in a part header before any filename rule runs.
+  'filename-raw-control-char.multipart': refusedWith('invalid_multipart'),
+};
+
+describe('the multipart corpus', () => {
+  let service: ServiceProcess;
+  let openai: OpenAI;
+
+  beforeAll(async () => {
+    service = await startServiceProcess({ env: CORPUS_LIMITS });
+    openai = client(service.baseURL);
+  });
+  afterAll(async () => {
+    await service?.removeDataDir();
+  });
+
+  it('has an expected outcome for every body', () => {
+    expect(Object.keys(EXPECTED_MULTIPART).sort()).toEqual(Object.keys(MULTIPART_CORPUS).sort());
+  });
+
+  it('answers every body as expected, keeps nothing of a refused one, and goes on', async () => {
+    const problems: string[] = [];
+    const storedIds: string[] = [];
+    for (const [name, expected] of Object.entries(EXPECTED_MULTIPART)) {
+      const body = await readFile(path.join(MULTIPART_DIR, name));
+      const response = await fetch(`${service.baseURL}/files`, {
+        method: 'POST',
+        headers: { 'content-type': MULTIPART_CONTENT_TYPE },
+        body,
+      });
+      const answer = (await response.json()) as {
+        id?: string;
+        filename?: string;
+        error?: { code: string | null; param: string | null; type: string };
+      };
+      const got: MultipartOutcome =
+        response.status === 200
+          ? { stored: answer.filename! }
+          : { refused: [response.status as 400, answer.error!.code, answer.error!.param] };
+      if (answer.id) storedIds.push(answer.id);
+      if (JSON.stringify(got) !== JSON.stringify(expected))
+        problems.push(`${name}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(got)}`);
+    }
+    expect(problems).toEqual([]);
+
+    // Exactly the taken bodies became files, and the disk holds exactly their objects.
+    const files = await openai.files.list({ limit: 100 });
+    expect(files.data.map((f) => f.id).sort()).toEqual([...storedIds].sort());
+    const objects = (await readdir(path.join(service.dataDir, 'blobs'), { recursive: true, withFileTypes: true })).filter((e) =>
+      e.isFile(),
+    );
+    expect(objects.map((e) => e.name).sort()).toEqual([...storedIds].sort());
+
+    const health = await fetch(`${service.origin}/healthz`);
+    expect(await health.json()).toEqual({ status: 'ok', escaped_errors: 0 });
+    const lines = service.logs().split('\n').filter(Boolean);
+    for (const line of lines) expect(() => JSON.parse(line), line).not.toThrow();
+    expect(service.logs()).not.toMatch(/\n\s+at /);
   });
 });

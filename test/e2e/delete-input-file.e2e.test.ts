@@ -66,7 +66,7 @@ describe('deleting an input file', () => {
       const { error } = (await response.json()) as { error: { message: string } & Record<string, unknown> };
       return { status: response.status, error: { ...error, message: error.message.replace(fileId, '<id>') } };
     };
-    expect(await refusal(file.id)).toEqual(await refusal('file-doesnotexist'));
+    expect(await refusal(file.id)).toEqual(await refusal(`file-${'x'.repeat(24)}`));
     expect((await refusal(file.id)).status).toBe(404);
 
     for (const id of [first.id, second.id]) {

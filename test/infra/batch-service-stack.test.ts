@@ -104,10 +104,7 @@ describe('workers', () => {
   it('encrypts both queues, refuses plain HTTP, and redrives to the dead-letter queue after 5 receives', () => {
     const queues = template.findResources('AWS::SQS::Queue');
     expect(Object.keys(queues)).toHaveLength(2);
-    for (const queue of Object.values(queues)) {
-      expect(queue.Properties.SqsManagedSseEnabled).toBe(true);
-      expect(queue.Properties.MessageRetentionPeriod).toBe(14 * 24 * 3600);
-    }
+    for (const queue of Object.values(queues)) expect(queue.Properties.SqsManagedSseEnabled).toBe(true);
     const [dlqId] = Object.entries(queues).find(([, q]) => !q.Properties.RedrivePolicy)!;
     const main = Object.values(queues).find((q) => q.Properties.RedrivePolicy)!;
     expect(main.Properties.RedrivePolicy).toEqual({
@@ -146,12 +143,12 @@ describe('workers', () => {
 });
 
 describe('functions', () => {
-  it('runs every function on Node.js 22 on arm64, bundled as ESM', () => {
+  it('runs every function on Node.js 24 on arm64, bundled as ESM', () => {
     const all = Object.values(functions());
     // Six handlers of functions/contract.ts, plus scheduled-submit.
     expect(all).toHaveLength(Object.keys(HANDLERS).length + 1);
     for (const fn of all) {
-      expect(fn.Properties.Runtime).toBe('nodejs22.x');
+      expect(fn.Properties.Runtime).toBe('nodejs24.x');
       expect(fn.Properties.Architectures).toEqual(['arm64']);
       expect(fn.Properties.Handler).toBe('index.handler');
     }
@@ -179,11 +176,12 @@ describe('functions', () => {
       expect(variables.MIN_COMPLETION_WINDOW).toBe('1h');
       expect(variables.MAX_FILE_BYTES).toBe(String(100 * 1024 * 1024));
     }
-    // The functions that start or signal executions know the state machine's ARN.
-    for (const prefix of ['OpenAI-compatible Batch API', 'Chunk worker', 'Scheduled submission', 'Batch lifecycle: store']) {
+    // The functions that start executions, or signal them outside of one, know the state machine's
+    // ARN; the functions it invokes do not (that would be a cycle): wait-for-chunks signals with a token.
+    for (const prefix of ['OpenAI-compatible Batch API', 'Chunk worker', 'Scheduled submission']) {
       expect(functionByDescription(prefix).properties.Environment.Variables).toHaveProperty(ENV.stateMachineArn);
     }
-    for (const prefix of ['Batch lifecycle: validate', 'Batch lifecycle: send', 'Batch lifecycle: merge']) {
+    for (const prefix of ['Batch lifecycle: validate', 'Batch lifecycle: send', 'Batch lifecycle: store', 'Batch lifecycle: merge']) {
       expect(functionByDescription(prefix).properties.Environment.Variables).not.toHaveProperty(ENV.stateMachineArn);
     }
     const config = JSON.parse(
@@ -243,11 +241,20 @@ describe('least privilege', () => {
 });
 
 describe('lifecycle', () => {
-  it('tells wait-for-chunks the real ARN of the state machine that invokes it, without a reference', () => {
-    const machine = Object.values(template.findResources('AWS::StepFunctions::StateMachine'))[0]!.Properties;
-    expect(machine.StateMachineName).toMatch(/^[A-Za-z0-9_-]{1,80}$/);
-    const arn = functionByDescription('Batch lifecycle: store').properties.Environment.Variables[ENV.stateMachineArn];
-    expect(resolveIntrinsics(arn)).toBe(`arn:aws:states:us-east-1:123456789012:stateMachine:${machine.StateMachineName}`);
+  it('lets wait-for-chunks answer the task tokens of its state machine only, in a policy the function does not depend on', () => {
+    const [machineId] = Object.keys(template.findResources('AWS::StepFunctions::StateMachine'));
+    const waitRole = functionByDescription('Batch lifecycle: store').properties.Role['Fn::GetAtt'][0];
+    const grants = Object.values(template.findResources('AWS::IAM::Policy')).filter(
+      (p) =>
+        JSON.stringify(p.Properties.Roles) === JSON.stringify([{ Ref: waitRole }]) && JSON.stringify(p).includes('states:SendTaskSuccess'),
+    );
+    expect(grants).toHaveLength(1);
+    expect(grants[0]!.Properties.PolicyDocument.Statement).toContainEqual(
+      expect.objectContaining({
+        Action: ['states:SendTaskSuccess', 'states:SendTaskFailure', 'states:SendTaskHeartbeat'],
+        Resource: { Ref: machineId },
+      }),
+    );
   });
 
   it('has no dependency cycle (CloudFormation would refuse the template at deploy)', () => {
@@ -428,6 +435,36 @@ describe('API', () => {
       AutoDeploy: true,
       AccessLogSettings: Match.objectLike({ DestinationArn: Match.anyValue() }),
     });
+  });
+
+  it('throttles the stage and reserves the API function its share of concurrency by default, leaving the rest to the workers', () => {
+    template.hasResourceProperties('AWS::ApiGatewayV2::Stage', {
+      StageName: '$default',
+      DefaultRouteSettings: { ThrottlingRateLimit: 100, ThrottlingBurstLimit: 200 },
+    });
+    expect(functionByDescription('OpenAI-compatible Batch API').properties.ReservedConcurrentExecutions).toBe(50);
+    const reserving = Object.values(functions()).filter((fn) => fn.Properties.ReservedConcurrentExecutions !== undefined);
+    expect(reserving).toHaveLength(1);
+  });
+
+  it('takes both from the configuration, and null for none', () => {
+    const tuned = synthesize({ ...FULL_PROPS, apiThrottle: { rateLimit: 20, burstLimit: 40 }, apiReservedConcurrency: 7 }).template;
+    tuned.hasResourceProperties('AWS::ApiGatewayV2::Stage', {
+      DefaultRouteSettings: { ThrottlingRateLimit: 20, ThrottlingBurstLimit: 40 },
+    });
+    tuned.hasResourceProperties('AWS::Lambda::Function', {
+      Description: Match.stringLikeRegexp('^OpenAI-compatible'),
+      ReservedConcurrentExecutions: 7,
+    });
+
+    const none = synthesize({ ...FULL_PROPS, apiThrottle: null, apiReservedConcurrency: null }).template;
+    const stage = Object.values(none.findResources('AWS::ApiGatewayV2::Stage'))[0]!;
+    expect(stage.Properties.DefaultRouteSettings).toBeUndefined();
+    none.resourcePropertiesCountIs('AWS::Lambda::Function', { ReservedConcurrentExecutions: Match.anyValue() }, 0);
+
+    expect(() => checkProps({ apiThrottle: { rateLimit: 0, burstLimit: 10 } })).toThrow(/apiThrottle/);
+    expect(() => checkProps({ apiThrottle: { rateLimit: 10, burstLimit: 1.5 } })).toThrow(/apiThrottle/);
+    expect(() => checkProps({ apiReservedConcurrency: 0 })).toThrow(/apiReservedConcurrency/);
   });
 
   it('outputs the base URL ending in /v1, the table name, and the secret the team must fill', () => {

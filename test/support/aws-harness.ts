@@ -17,7 +17,9 @@
 //   Response, following redirects as fetch does (dropping Authorization across origins).
 //
 // Every invocation is timed and every AWS call counted (by service and operation), for the tests
-// and for `npm run cost`.
+// and for `npm run cost`; `onAwsCall` also sees each S3 and DynamoDB call with the function that
+// made it (test/infra/least-privilege.test.ts checks them against the stack's IAM policies).
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { S3Client } from '@aws-sdk/client-s3';
@@ -55,7 +57,20 @@ export type FunctionName = (typeof FUNCTIONS)[number];
 
 type Handler = (event: any, context: Context) => Promise<any>;
 
+/** An S3 or DynamoDB call, with the function whose invocation made it (undefined: the test's own). */
+export interface AwsCall {
+  fn: FunctionName | undefined;
+  service: 'S3' | 'DynamoDB';
+  command: string;
+  input: Record<string, unknown>;
+}
+
+/** The function whose invocation the current code runs in. */
+const invoking = new AsyncLocalStorage<FunctionName>();
+
 export interface HarnessOptions {
+  /** Sees every S3 and DynamoDB call. */
+  onAwsCall?: (call: AwsCall) => void;
   /** Environment of the functions, beside TABLE_NAME, BUCKET_NAME, QUEUE_URL, STATE_MACHINE_ARN. */
   env?: Record<string, string>;
   /** Secrets Manager: secret id → value. */
@@ -136,8 +151,8 @@ export class AwsHarness {
     const mocks = [mockClient(sfnClient), mockClient(sqsClient), mockClient(secretsClient)] as const;
     const harness = new AwsHarness(dynamo, s3, options, { restore: () => mocks.forEach((m) => m.restore()) }, s3Client);
 
-    harness.count(s3Client, 'S3');
-    harness.count(dynamo.client, 'DynamoDB', true);
+    harness.count(s3Client, 'S3', false, options.onAwsCall);
+    harness.count(dynamo.client, 'DynamoDB', true, options.onAwsCall);
     if (options.s3Middleware) s3Client.middlewareStack.add(options.s3Middleware as never, { step: 'initialize', name: 'faults' });
 
     const [sfnMock, sqsMock, secretsMock] = mocks;
@@ -183,12 +198,14 @@ export class AwsHarness {
   }
 
   /** Counts every command a client sends; for DynamoDB, also the capacity units it consumed. */
-  private count(client: S3Client | DynamoDBClient, service: string, capacity = false): void {
+  private count(client: S3Client | DynamoDBClient, service: AwsCall['service'], capacity: boolean, onCall?: (call: AwsCall) => void): void {
     (client.middlewareStack as S3Client['middlewareStack']).add(
       (next, context) => async (args) => {
         const input = args.input as Record<string, unknown>;
+        const command = String(context.commandName).replace(/Command$/, '');
+        onCall?.({ fn: invoking.getStore(), service, command, input });
         if (capacity && input && !('ReturnConsumedCapacity' in input)) input.ReturnConsumedCapacity = 'TOTAL';
-        this.tally(`${service}.${String(context.commandName).replace(/Command$/, '')}`);
+        this.tally(`${service}.${command}`);
         const out = await next(args);
         if (capacity) {
           const consumed = (out.output as { ConsumedCapacity?: { CapacityUnits?: number } | { CapacityUnits?: number }[] })
@@ -210,7 +227,7 @@ export class AwsHarness {
     if (!handler) throw new Error(`no handler ${name}`);
     const started = performance.now();
     try {
-      return (await handler(event, lambdaContext(name, started))) as R;
+      return (await invoking.run(name, () => handler(event, lambdaContext(name, started)))) as R;
     } finally {
       const stats = this.invocations.get(name) ?? { count: 0, totalMs: 0 };
       stats.count += 1;

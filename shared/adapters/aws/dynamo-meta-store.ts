@@ -15,7 +15,8 @@
 //          empty (GSI `outbox`); openPk = OPEN and openSk = <project>#<createdAtMs>#<id> while the
 //          batch is not final (GSI `open`).
 //   upload pk = UPLOAD#<id>                       the UploadRecord; `ttl` a day after it expires;
-//          completingUntilMs: a complete's claim on the join (absent while none holds one)
+//          completingUntilMs: a complete's claim on the join (absent while none holds one);
+//          partBytes: the bytes of the parts recorded so far (absent before the first)
 //   part   pk = UPLOADPART#<uploadId>#<partId>    the UploadPartRecord; same `ttl` as its upload
 //   apikey pk = APIKEY#<sha256 of the key>  gsi1pk = APIKEYS  gsi1sk = as for files
 import type { AttributeValue, CreateTableCommandInput, DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -102,11 +103,24 @@ export function metaTableDefinition(tableName: string): CreateTableCommandInput 
 type Item = Record<string, unknown>;
 type Key = Record<string, unknown>;
 
-const fileKey = (id: string) => ({ pk: `FILE#${id}` });
-const batchKey = (id: string) => ({ pk: `BATCH#${id}` });
-const uploadKey = (id: string) => ({ pk: `UPLOAD#${id}` });
-const uploadPartKey = (uploadId: string, partId: string) => ({ pk: `UPLOADPART#${uploadId}#${partId}` });
-const apiKeyKey = (keyHash: string) => ({ pk: `APIKEY#${keyHash}` });
+/**
+ * The partition-key prefix of each kind of item. The stack's IAM policies grant each function the
+ * kinds it touches by these prefixes (dynamodb:LeadingKeys), so a new kind needs its grant there.
+ */
+export const ITEM_KEY_PREFIXES = {
+  file: 'FILE#',
+  batch: 'BATCH#',
+  upload: 'UPLOAD#',
+  uploadPart: 'UPLOADPART#',
+  apiKey: 'APIKEY#',
+} as const;
+export type ItemKind = keyof typeof ITEM_KEY_PREFIXES;
+
+const fileKey = (id: string) => ({ pk: `${ITEM_KEY_PREFIXES.file}${id}` });
+const batchKey = (id: string) => ({ pk: `${ITEM_KEY_PREFIXES.batch}${id}` });
+const uploadKey = (id: string) => ({ pk: `${ITEM_KEY_PREFIXES.upload}${id}` });
+const uploadPartKey = (uploadId: string, partId: string) => ({ pk: `${ITEM_KEY_PREFIXES.uploadPart}${uploadId}#${partId}` });
+const apiKeyKey = (keyHash: string) => ({ pk: `${ITEM_KEY_PREFIXES.apiKey}${keyHash}` });
 const API_KEYS_INDEX_KEY = 'APIKEYS';
 /** Upload records outlive their hour by a day, so a late complete or retrieve still gets a clear answer. */
 const UPLOAD_RECORD_GRACE_SECONDS = 24 * 3600;
@@ -139,8 +153,18 @@ type UsageAttributes = {
   usageTotalTokens: number;
 };
 
-type BatchItem = Omit<BatchRecord, 'usage' | 'doneChunks'> &
-  UsageAttributes & { pk: string; gsi1pk: string; gsi1sk: string; doneChunks?: Set<number> };
+type BatchItem = Omit<BatchRecord, 'usage' | 'doneChunks' | 'metadata'> &
+  UsageAttributes & { pk: string; gsi1pk: string; gsi1sk: string; doneChunks?: Set<number>; metadata: Map<string, string> | null };
+
+// Metadata keys are the client's: `constructor`, `toString` and the like are keys like any other.
+// The marshaller takes a plain object that owns a `constructor` for a class instance, so metadata
+// goes to it as a Map; what comes back is copied into a null-prototype object.
+const metadataAttribute = (metadata: Record<string, string> | null) => (metadata === null ? null : new Map(Object.entries(metadata)));
+
+function metadataOf(attribute: unknown): Record<string, string> | null {
+  if (attribute === null || attribute === undefined) return null;
+  return Object.assign(Object.create(null) as Record<string, string>, attribute);
+}
 
 function usageAttributes(usage: UsageTotals): UsageAttributes {
   return {
@@ -186,9 +210,10 @@ function fromFileItem(item: Item): FileRecord {
 }
 
 function toBatchItem(batch: BatchRecord): BatchItem {
-  const { usage, doneChunks, ...rest } = batch;
+  const { usage, doneChunks, metadata, ...rest } = batch;
   return {
     ...rest,
+    metadata: metadataAttribute(metadata),
     ...batchKey(batch.id),
     gsi1pk: `${batch.project}#BATCH`,
     gsi1sk: sortKey(batch.createdAtMs, batch.id),
@@ -216,7 +241,7 @@ function fromBatchItem(item: Item): BatchRecord {
     completionWindow: i.completionWindow,
     status: i.status,
     model: i.model,
-    metadata: i.metadata,
+    metadata: metadataOf(i.metadata),
     outputExpiresAfterSeconds: i.outputExpiresAfterSeconds,
     errors: i.errors,
     outputFileId: i.outputFileId,
@@ -259,6 +284,7 @@ function batchAttributes(id: string, changes: Partial<BatchRecord>): Item {
     if (value !== undefined && !PROTECTED_BATCH_FIELDS.has(name)) attributes[name] = value;
   }
   if (usage) Object.assign(attributes, usageAttributes(usage));
+  if (changes.metadata !== undefined) attributes.metadata = metadataAttribute(changes.metadata);
   if (changes.createdAtMs !== undefined) attributes.gsi1sk = sortKey(changes.createdAtMs, id);
   return attributes;
 }
@@ -554,9 +580,14 @@ export class DynamoMetaStore implements MetaStore {
       );
     // The outbox holds exactly these: empty it and leave the index. Otherwise events came after
     // them: remove only these, the oldest. Neither matching means another dispatcher acked them.
-    const emptied = await ack('REMOVE pendingEvents, outboxPk, outboxSk', `size(pendingEvents) = :count AND ${same}`, {
-      ':count': eventIds.length,
-    });
+    // attribute_exists first: size() of a missing attribute is simply false in DynamoDB, but moto fails on it.
+    const emptied = await ack(
+      'REMOVE pendingEvents, outboxPk, outboxSk',
+      `attribute_exists(pendingEvents) AND size(pendingEvents) = :count AND ${same}`,
+      {
+        ':count': eventIds.length,
+      },
+    );
     if (emptied) return;
     await ack(`REMOVE ${eventIds.map((_, i) => `pendingEvents[${i}]`).join(', ')}`, same);
   }
@@ -692,6 +723,27 @@ export class DynamoMetaStore implements MetaStore {
         }),
       ),
     );
+  }
+
+  async addUploadPartBytes(id: string, bytes: number, limit: number): Promise<UploadRecord | undefined> {
+    if (bytes > limit) return undefined;
+    const out = await unlessConditionFails(
+      this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: uploadKey(id),
+          UpdateExpression: 'ADD partBytes :bytes',
+          // DynamoDB conditions cannot add: "partBytes + bytes <= limit" is "partBytes <= limit - bytes".
+          // Giving bytes back needs no room, only the upload (a missing item has no status).
+          ConditionExpression:
+            bytes > 0 ? '#status = :pending AND (attribute_not_exists(partBytes) OR partBytes <= :room)' : 'attribute_exists(#status)',
+          ExpressionAttributeNames: { '#status': 'status' },
+          ExpressionAttributeValues: bytes > 0 ? { ':bytes': bytes, ':pending': 'pending', ':room': limit - bytes } : { ':bytes': bytes },
+          ReturnValues: 'ALL_NEW',
+        }),
+      ),
+    );
+    return out?.Attributes ? fromUploadItem(out.Attributes) : undefined;
   }
 
   async putUploadPart(part: UploadPartRecord): Promise<void> {
@@ -894,6 +946,7 @@ function fromUploadItem(item: Item): UploadRecord {
     fileExpiresAfterSeconds: i.fileExpiresAfterSeconds ?? null,
     fileId: i.fileId ?? null,
     ...(i.completingUntilMs !== undefined && { completingUntilMs: i.completingUntilMs }),
+    ...(i.partBytes !== undefined && { partBytes: i.partBytes }),
   };
 }
 

@@ -8,6 +8,7 @@
 import { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
+  ChecksumAlgorithm,
   type CompletedPart,
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
@@ -22,6 +23,7 @@ import {
   type UploadPartCommandOutput,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { attachmentDisposition } from '../../filenames.js';
 import { type BlobBody, BlobNotFoundError, type BlobStore, type ByteRange, type ConcatOptions } from '../../ports.js';
 
 export const MIN_PART_BYTES = 5 * 1024 * 1024;
@@ -60,6 +62,7 @@ export class S3BlobStore implements BlobStore {
   private readonly partBytes: number;
   private readonly partConcurrency: number;
   private readonly concatConcurrency: number;
+  private checksum: Promise<ChecksumAlgorithm | undefined> | undefined;
 
   constructor(options: S3BlobStoreOptions) {
     this.client = options.client;
@@ -67,6 +70,29 @@ export class S3BlobStore implements BlobStore {
     this.partBytes = Math.max(MIN_PART_BYTES, options.partBytes ?? DEFAULT_PART_BYTES);
     this.partConcurrency = Math.max(1, options.partConcurrency ?? 4);
     this.concatConcurrency = Math.max(1, options.concatConcurrency ?? 8);
+  }
+
+  /**
+   * The checksum algorithm of multipart uploads. A client that computes checksums whenever an
+   * operation supports them (the SDK's default, for AWS) sends every part with CRC32, and S3
+   * refuses parts whose checksum the CreateMultipartUpload did not name; a client set to
+   * WHEN_REQUIRED (s3CompatibleClientConfig) sends parts without one, and names none.
+   */
+  private multipartChecksum(): Promise<ChecksumAlgorithm | undefined> {
+    this.checksum ??= Promise.resolve(this.client.config.requestChecksumCalculation?.()).then((when) =>
+      when === 'WHEN_REQUIRED' ? undefined : ChecksumAlgorithm.CRC32,
+    );
+    return this.checksum;
+  }
+
+  /** CreateMultipartUpload with the checksum algorithm its parts will carry. */
+  private async createMultipartUpload(key: string): Promise<{ UploadId: string; ChecksumAlgorithm: ChecksumAlgorithm | undefined }> {
+    const checksum = await this.multipartChecksum();
+    const { UploadId } = await this.client.send(
+      new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ...(checksum && { ChecksumAlgorithm: checksum }) }),
+    );
+    if (!UploadId) throw new Error(`S3 returned no upload id for ${key}`);
+    return { UploadId, ChecksumAlgorithm: checksum };
   }
 
   async put(key: string, body: BlobBody): Promise<{ bytes: number }> {
@@ -156,11 +182,11 @@ export class S3BlobStore implements BlobStore {
   }
 
   async presignGet(key: string, options: { expiresInSeconds: number; filename: string }): Promise<string> {
-    const filename = options.filename.replace(/["\\\r\n]/g, '_');
     const command = new GetObjectCommand({
       Bucket: this.bucket,
       Key: key,
-      ResponseContentDisposition: `attachment; filename="${filename}"`,
+      // The very header a local download answers (RFC 6266, with filename*=UTF-8''… beside an ASCII fallback).
+      ResponseContentDisposition: attachmentDisposition(options.filename),
       ResponseContentType: 'application/octet-stream',
     });
     return getSignedUrl(this.client, command, { expiresIn: options.expiresInSeconds });
@@ -195,8 +221,7 @@ export class S3BlobStore implements BlobStore {
    * stops the others, and the upload is aborted (S3 then keeps no trace of it).
    */
   private async concatGroups(key: string, groups: PartGroup[], gate: Promise<unknown> | undefined): Promise<{ bytes: number }> {
-    const { UploadId } = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key }));
-    if (!UploadId) throw new Error(`S3 returned no upload id for ${key}`);
+    const { UploadId, ChecksumAlgorithm } = await this.createMultipartUpload(key);
     const stop = new AbortController();
     const completed: CompletedPart[] = [];
     let failure: unknown;
@@ -205,7 +230,7 @@ export class S3BlobStore implements BlobStore {
       while (next < groups.length && !stop.signal.aborted) {
         const index = next++;
         try {
-          completed[index] = await this.uploadGroup(key, UploadId, index + 1, groups[index]!, stop.signal);
+          completed[index] = await this.uploadGroup({ Key: key, UploadId, ChecksumAlgorithm }, index + 1, groups[index]!, stop.signal);
         } catch (error) {
           if (!stop.signal.aborted) failure = error;
           stop.abort();
@@ -227,8 +252,7 @@ export class S3BlobStore implements BlobStore {
   }
 
   private async uploadGroup(
-    key: string,
-    UploadId: string,
+    upload: { Key: string; UploadId: string; ChecksumAlgorithm: ChecksumAlgorithm | undefined },
     PartNumber: number,
     group: PartGroup,
     stop: AbortSignal,
@@ -245,7 +269,7 @@ export class S3BlobStore implements BlobStore {
       });
       try {
         const out = await this.client.send(
-          new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId, PartNumber, Body: body, ContentLength: group.bytes }),
+          new UploadPartCommand({ Bucket: this.bucket, ...upload, PartNumber, Body: body, ContentLength: group.bytes }),
           { abortSignal: AbortSignal.any([stop, failed.signal]) },
         );
         return completedPart(PartNumber, out);
@@ -276,8 +300,7 @@ export class S3BlobStore implements BlobStore {
     const second = await parts.next();
     if (second.done) return this.putSmall(key, first.value);
 
-    const { UploadId } = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key }));
-    if (!UploadId) throw new Error(`S3 returned no upload id for ${key}`);
+    const { UploadId, ChecksumAlgorithm } = await this.createMultipartUpload(key);
     const completed: CompletedPart[] = [];
     const inFlight = new Set<Promise<void>>();
     let bytes = 0;
@@ -285,7 +308,17 @@ export class S3BlobStore implements BlobStore {
     const upload = (PartNumber: number, body: Uint8Array) => {
       bytes += body.length;
       const sending: Promise<void> = this.client
-        .send(new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId, PartNumber, Body: body, ContentLength: body.length }))
+        .send(
+          new UploadPartCommand({
+            Bucket: this.bucket,
+            Key: key,
+            UploadId,
+            ChecksumAlgorithm,
+            PartNumber,
+            Body: body,
+            ContentLength: body.length,
+          }),
+        )
         .then(
           (out) => {
             completed.push(completedPart(PartNumber, out));

@@ -18,7 +18,8 @@ import type { Lifecycle, MetaStore } from '../../ports.js';
 
 export interface SfnLifecycleOptions {
   client: SFNClient;
-  stateMachineArn: string;
+  /** Needed to start executions only: a function that just signals tasks (wait-for-chunks) has none. */
+  stateMachineArn: string | undefined;
   meta: Pick<MetaStore, 'getBatch'>;
   /** The error name the state machine catches as "cancelled". */
   cancelError: string;
@@ -31,10 +32,12 @@ export class SfnLifecycle implements Lifecycle {
   constructor(private readonly options: SfnLifecycleOptions) {}
 
   async start(batchId: string): Promise<void> {
+    const { stateMachineArn } = this.options;
+    if (!stateMachineArn) throw new Error('cannot start an execution: STATE_MACHINE_ARN is not set (this function may only signal tasks)');
     try {
       await this.options.client.send(
         new StartExecutionCommand({
-          stateMachineArn: this.options.stateMachineArn,
+          stateMachineArn,
           // The batch id as the name: a retried create cannot start a second execution.
           name: batchId,
           input: JSON.stringify({ batchId }),

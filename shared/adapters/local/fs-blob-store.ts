@@ -4,7 +4,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { finished, pipeline } from 'node:stream/promises';
 import { randomToken } from '../../ids.js';
 import { type BlobBody, BlobNotFoundError, type BlobStore, type ByteRange, type ConcatOptions } from '../../ports.js';
 
@@ -100,7 +100,10 @@ export class FsBlobStore implements BlobStore {
       await write(out);
       await rename(temporary, target);
     } catch (error) {
+      // The file may not be open yet (a body that fails at once): wait until it is open and closed
+      // again, or the removal would come before the file and leave it behind.
       out.destroy();
+      await finished(out).catch(() => undefined);
       await rm(temporary, { force: true });
       throw error;
     }

@@ -96,7 +96,7 @@ describe('Uploads routes', () => {
     const created = await post('/v1/uploads', {
       filename: 'x.jsonl',
       purpose: 'batch',
-      bytes: line.length,
+      bytes: 3 * line.length,
       mime_type: 'application/jsonl',
     });
     expect(created.status).toBe(200);
@@ -396,7 +396,7 @@ describe('Uploads routes', () => {
       expect(wrong.body.error).toMatchObject({ code: 'md5_mismatch', param: 'md5' });
       expect(await claimOf(id)).toBeUndefined();
 
-      const missing = await complete(id, [...partIds.slice(1), 'part_missing']);
+      const missing = await complete(id, [...partIds.slice(1), `part_${'x'.repeat(24)}`]);
       expect(missing.status).toBe(400);
       expect(missing.body.error).toMatchObject({ param: 'part_ids' });
       expect(await claimOf(id)).toBeUndefined();
