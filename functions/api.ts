@@ -23,24 +23,16 @@ function appOf(rt: Runtime): ApiHandler {
 }
 
 function buildApp(rt: Runtime): ApiHandler {
-  const hono = createApiApp({
-    meta: rt.meta,
-    blobs: rt.blobs,
-    lifecycle: rt.lifecycle,
-    clock: rt.clock,
-    log: rt.log,
-    // API_KEYS still works (e.g. a break-glass key); otherwise every key is looked up in the table.
-    apiKeys: rt.config.apiKeys,
-    resolveApiKey: rt.api.resolveApiKey,
-    downloads: rt.api.downloads,
-    limits: rt.config.limits,
-    // A complete's claim on an upload lasts as long as this function can run.
-    completeLeaseMs: API_TIMEOUT_SECONDS * 1000,
-    ready: async () => {
-      await rt.meta.getBatch('batch_healthcheck');
-      return true;
-    },
-  });
+  const hono = createApiApp(
+    rt.domain.api(rt.lifecycle, {
+      // API_KEYS still works (e.g. a break-glass key); otherwise every key is looked up in the table.
+      apiKeys: rt.config.apiKeys,
+      resolveApiKey: rt.api.resolveApiKey,
+      downloads: rt.api.downloads,
+      // A complete's claim on an upload lasts as long as this function can run.
+      completeLeaseMs: API_TIMEOUT_SECONDS * 1000,
+    }),
+  );
   return handle(hono) as unknown as ApiHandler;
 }
 

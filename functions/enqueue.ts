@@ -9,11 +9,11 @@ import { runtime } from './runtime.js';
 
 export const handler = lambdaHandler('enqueue', async (event: BatchExecutionInput): Promise<EnqueueOutput> => {
   const rt = await runtime();
-  const chunks = await enqueueStep(rt.steps, event.batchId);
+  const chunks = await enqueueStep(rt.domain.steps, event.batchId);
   const batch = await rt.meta.getBatch(event.batchId);
   const leftMs = (batch?.expiresAtMs ?? rt.clock.now()) - rt.clock.now();
-  const waitSeconds = Math.max(1, Math.ceil((leftMs + rt.drainMs) / 1000));
-  const drainSeconds = Math.max(1, Math.ceil(rt.drainMs / 1000));
+  const waitSeconds = Math.max(1, Math.ceil((leftMs + rt.domain.drainMs) / 1000));
+  const drainSeconds = Math.max(1, Math.ceil(rt.domain.drainMs / 1000));
   rt.log.log('info', 'chunks enqueued', { batchId: event.batchId, chunks, waitSeconds, drainSeconds });
   return { batchId: event.batchId, waitSeconds, drainSeconds };
 });

@@ -19,7 +19,7 @@ export const handler = lambdaHandler('finalize', async (event: FinalizeInput): P
     });
   }
   const status = event.failure
-    ? await failBatchStep(rt.steps, event.batchId, { error: event.failure.Error ?? 'States.TaskFailed' })
-    : await finalizeStep(rt.steps, event.batchId);
+    ? await failBatchStep(rt.domain.steps, event.batchId, { error: event.failure.Error ?? 'States.TaskFailed' })
+    : await finalizeStep(rt.domain.steps, event.batchId);
   return { batchId: event.batchId, status: status ?? 'failed' };
 });

@@ -62,3 +62,17 @@ function observe<TEvent, TResult>(functionName: string): MiddlewareObj<TEvent, T
 export function lambdaHandler<TEvent, TResult>(functionName: string, handler: (event: TEvent, context: Context) => Promise<TResult>) {
   return middy<TEvent, TResult>((event: TEvent, context: Context) => handler(event, context)).use(observe<TEvent, TResult>(functionName));
 }
+
+/**
+ * A Lambda handler whose answer a middleware shapes: the handler returns `THandlerResult`, the
+ * function answers `TResult` (e.g. middy's SQS partial batch failure turns settled outcomes into
+ * batchItemFailures). Logging and metrics as lambdaHandler.
+ */
+export function shapedLambdaHandler<TEvent, TResult, THandlerResult>(
+  functionName: string,
+  handler: (event: TEvent, context: Context) => Promise<THandlerResult>,
+  shape: MiddlewareObj<TEvent, TResult>,
+) {
+  const untyped = handler as unknown as (event: TEvent, context: Context) => Promise<TResult>;
+  return middy<TEvent, TResult>(untyped).use(shape).use(observe<TEvent, TResult>(functionName));
+}

@@ -11,23 +11,25 @@
 // JSON with an "apiKey" field. Keys are never inlined.
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
-import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { SFNClient } from '@aws-sdk/client-sfn';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { z } from 'zod';
 import { DynamoMetaStore } from '../shared/adapters/aws/dynamo-meta-store.js';
 import { S3BlobStore } from '../shared/adapters/aws/s3-blob-store.js';
+import { secretsManagerResolver } from '../shared/adapters/aws/secrets-manager.js';
 import { SfnLifecycle } from '../shared/adapters/aws/sfn-lifecycle.js';
 import { SqsWorkQueue } from '../shared/adapters/aws/sqs-work-queue.js';
 import { systemClock } from '../shared/adapters/local/system-clock.js';
 import { type ApiKeyResolver, storedApiKeys } from '../shared/api/api-keys.js';
-import type { StepDeps } from '../shared/batch/steps.js';
 import { loadConfig, type ServiceConfig } from '../shared/config.js';
 import type { Logger } from '../shared/log.js';
 import type { Clock, WorkQueue } from '../shared/ports.js';
+import { composeDomain, type Domain } from '../shared/runtime/compose.js';
+import { awsSubscribers } from '../shared/runtime/subscribers.js';
 import { ResponseBudget } from '../shared/upstream/response-budget.js';
 import { createUpstreamRouter } from '../shared/upstream/router.js';
-import { parseRoutes, type RouteConfig, resolveRoutes } from '../shared/upstream/routes.js';
+import { NamedKeyRouteSchema, parseRoutes, type RouteConfig, resolveRoutes } from '../shared/upstream/routes.js';
 import type { UpstreamRouter } from '../shared/upstream/types.js';
 import { CANCEL_ERROR, ENV } from './contract.js';
 import { domainLogger } from './observability.js';
@@ -49,10 +51,11 @@ export interface Runtime {
   lifecycle: SfnLifecycle;
   clock: Clock;
   log: Logger;
-  /** For validate, enqueue and finalize: routes without keys (validation only asks whether one serves the model). */
-  steps: StepDeps;
-  /** How long after the window closes, or a cancel, in-flight requests get to finish (one upstream timeout and a margin). */
-  drainMs: number;
+  /**
+   * The domain's dependencies (shared/runtime/compose.ts). Its steps (validate, enqueue, finalize)
+   * ask a router without keys: validation only asks whether a route serves the model.
+   */
+  domain: Domain;
   api: {
     resolveApiKey: ApiKeyResolver;
     downloads: { redirectAboveBytes: number; urlExpiresInSeconds: number };
@@ -69,18 +72,8 @@ export interface Runtime {
 export const WORKER_STATUS_POLL_MS = 5_000;
 const DEFAULT_REDIRECT_ABOVE_BYTES = 4 * 1024 * 1024;
 
-const positiveInt = z.number().int().positive();
 const UpstreamConfigSchema = z.object({
-  default: z
-    .object({
-      baseUrl: z.url({ protocol: /^https?$/ }),
-      apiKeySecret: z.string().min(1).optional(),
-      maxConcurrency: positiveInt.optional(),
-      requestsPerMinute: positiveInt.optional(),
-      tokensPerMinute: positiveInt.optional(),
-    })
-    .strict()
-    .nullish(),
+  default: NamedKeyRouteSchema.nullish(),
   routes: z.record(z.string(), z.unknown()).optional(),
 });
 
@@ -176,19 +169,15 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
     apiKey: undefined,
     maxConcurrency: route.maxConcurrency ?? routeDefaultConcurrency,
   }));
-  const steps: StepDeps = {
-    meta,
-    blobs,
-    queue,
+  const domain = composeDomain({
+    config,
+    ports: { meta, blobs, queue, clock, log },
     upstreams: createUpstreamRouter(routerConfig({ defaultKey: undefined, routes: keylessRoutes }), clock, log),
-    clock,
-    log,
-    limits: { maxRequestsPerBatch: config.limits.maxRequestsPerBatch, maxLineBytes: config.limits.maxLineBytes },
-    chunking: config.chunking,
-  };
+    subscribers: awsSubscribers(),
+  });
 
   let worker: Promise<{ router: UpstreamRouter; meter: UpstreamMeter }> | undefined;
-  const readSecret = secretReader(clients.secrets);
+  const readSecret = secretsManagerResolver(clients.secrets);
   const buildWorkerUpstreams = async () => {
     const [defaultKey, resolved] = await Promise.all([
       defaultSecret ? readSecret(defaultSecret) : Promise.resolve(undefined),
@@ -207,8 +196,7 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
     lifecycle,
     clock,
     log,
-    steps,
-    drainMs: config.upstream.timeoutMs + 5_000,
+    domain,
     responses: new ResponseBudget(config.upstream.maxInflightResponseBytes),
     api: {
       resolveApiKey: storedApiKeys(meta, { clock }),
@@ -244,33 +232,4 @@ function parseUpstreamConfig(text: string | undefined): z.infer<typeof UpstreamC
     throw new Error(`${ENV.upstreamConfig}: ${problems}`);
   }
   return parsed.data;
-}
-
-/** Reads a secret's value once: the key as plain text, or JSON with an `apiKey` (or `api_key`, `key`) field. */
-function secretReader(client: SecretsManagerClient): (secretId: string) => Promise<string | undefined> {
-  const cache = new Map<string, Promise<string | undefined>>();
-  return (secretId) => {
-    let value = cache.get(secretId);
-    if (!value) {
-      value = client.send(new GetSecretValueCommand({ SecretId: secretId })).then((out) => keyFromSecret(out.SecretString));
-      value.catch(() => cache.delete(secretId));
-      cache.set(secretId, value);
-    }
-    return value;
-  };
-}
-
-function keyFromSecret(text: string | undefined): string | undefined {
-  const trimmed = text?.trim();
-  if (!trimmed) return undefined;
-  if (trimmed.startsWith('{')) {
-    try {
-      const json = JSON.parse(trimmed) as Record<string, unknown>;
-      const key = json.apiKey ?? json.api_key ?? json.key;
-      if (typeof key === 'string' && key) return key;
-    } catch {
-      // Not JSON after all: the whole text is the key.
-    }
-  }
-  return trimmed;
 }

@@ -8,7 +8,7 @@ import { runtime } from './runtime.js';
 
 export const handler = lambdaHandler('validate', async (event: BatchExecutionInput): Promise<ValidateOutput> => {
   const rt = await runtime();
-  const status = await validateStep(rt.steps, event.batchId);
+  const status = await validateStep(rt.domain.steps, event.batchId);
   if (!status) rt.log.log('warn', 'no such batch; the execution ends', { batchId: event.batchId });
   // A batch that does not exist has nothing to finalize: end the execution as for a failed one.
   return { batchId: event.batchId, status: status ?? 'failed' };

@@ -8,6 +8,7 @@
 // Draining (DrainAfterCancel): the batch is cancelling, which here is no reason to fail. The workers
 // start no new request, finish those in flight and record their chunks; the last one sends task
 // success with this token, or the drain time runs out.
+import { chunksWait } from '../shared/batch/chunks-wait.js';
 import type { WaitForChunksInput } from './contract.js';
 import { lambdaHandler } from './observability.js';
 import { runtime } from './runtime.js';
@@ -16,14 +17,22 @@ export const handler = lambdaHandler('wait-for-chunks', async (event: WaitForChu
   const rt = await runtime();
   const { batchId, taskToken, draining = false } = event;
   const batch = await rt.meta.updateBatch(batchId, ['in_progress', 'cancelling'], { taskToken });
-  if (!batch) {
-    rt.log.log('info', 'batch no longer running; finalizing', { batchId });
-    await rt.lifecycle.succeed(taskToken, batchId);
-  } else if (batch.doneChunks.length >= batch.chunkCount) {
-    await rt.lifecycle.succeed(taskToken, batchId);
-  } else if (draining) {
-    rt.log.log('info', 'cancelled; waiting for the chunks in flight', { batchId, chunks: batch.chunkCount - batch.doneChunks.length });
-  } else if (batch.status === 'cancelling') {
-    await rt.lifecycle.fail(taskToken, batchId);
+  switch (chunksWait(batch)) {
+    case 'finalize':
+      if (!batch) rt.log.log('info', 'batch no longer running; finalizing', { batchId });
+      await rt.lifecycle.succeed(taskToken, batchId);
+      return;
+    case 'drain':
+      // Cancelled: the first wait fails on it (the state machine moves on to DrainAfterCancel); the
+      // drain's own wait leaves the token to the last worker, or to its timeout.
+      if (draining)
+        rt.log.log('info', 'cancelled; waiting for the chunks in flight', {
+          batchId,
+          chunks: batch!.chunkCount - batch!.doneChunks.length,
+        });
+      else await rt.lifecycle.fail(taskToken, batchId);
+      return;
+    case 'wait':
+      return;
   }
 });

@@ -4,13 +4,14 @@
 // queue, a chunk that fails again is given up instead: its lines are recorded as failed and the
 // batch goes on to end failed, rather than wait for its window. A chunk delivered twice is recorded
 // once (shared/work/run-chunk.ts).
+import sqsPartialBatchFailure from '@middy/sqs-partial-batch-failure';
 import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { errorMessage } from '../shared/log.js';
 import type { ChunkMessage } from '../shared/ports.js';
 import { noRedaction, redactingLogger } from '../shared/upstream/redact.js';
 import { giveUpChunk, runChunk } from '../shared/work/run-chunk.js';
 import { CHUNK_MAX_RECEIVES } from './contract.js';
-import { lambdaHandler, MetricUnit, metrics } from './observability.js';
+import { domainLogger, MetricUnit, metrics, shapedLambdaHandler } from './observability.js';
 import { runtime, WORKER_STATUS_POLL_MS } from './runtime.js';
 import { addUpstreamMetrics } from './upstream-metrics.js';
 
@@ -22,50 +23,44 @@ function parseMessage(record: SQSRecord): ChunkMessage {
   return message;
 }
 
-export const handler = lambdaHandler('worker', async (event: SQSEvent): Promise<SQSBatchResponse> => {
-  const rt = await runtime();
-  const { router, meter } = await rt.workerUpstreams();
-  const deps = {
-    meta: rt.meta,
-    blobs: rt.blobs,
-    lifecycle: rt.lifecycle,
-    upstreams: router,
-    clock: rt.clock,
+export const handler = shapedLambdaHandler<SQSEvent, SQSBatchResponse, PromiseSettledResult<void>[]>(
+  'worker',
+  async (event) => {
+    const rt = await runtime();
+    const { router, meter } = await rt.workerUpstreams();
     // No upstream key reaches a log line (an error message could carry one).
-    log: redactingLogger(rt.log, router.redactor ?? noRedaction),
-    statusPollMs: WORKER_STATUS_POLL_MS,
-    checkpoints: rt.config.checkpoints,
-    responses: rt.responses,
-  };
-  let givenUp = 0;
-  const run = async (record: SQSRecord) => {
-    const message = parseMessage(record);
-    try {
-      await runChunk(deps, message);
-    } catch (error) {
-      if (Number(record.attributes?.ApproximateReceiveCount ?? 0) < CHUNK_MAX_RECEIVES) throw error;
-      await giveUpChunk(deps, message, error);
-      givenUp += 1;
-    }
-  };
-  // Records of one event run side by side; a malformed one fails alone (and ends in the dead-letter queue).
-  const outcomes = await Promise.allSettled(event.Records.map(run));
+    const log = redactingLogger(rt.log, router.redactor ?? noRedaction);
+    const deps = rt.domain.worker(rt.lifecycle, { upstreams: router, responses: rt.responses, log, statusPollMs: WORKER_STATUS_POLL_MS });
+    let givenUp = 0;
+    const run = async (record: SQSRecord) => {
+      const message = parseMessage(record);
+      try {
+        await runChunk(deps, message);
+      } catch (error) {
+        if (receives(record) < CHUNK_MAX_RECEIVES) throw error;
+        await giveUpChunk(deps, message, error);
+        givenUp += 1;
+      }
+    };
+    // Records of one event run side by side; a malformed one fails alone (and ends in the dead-letter
+    // queue). The middleware turns the rejected ones into batchItemFailures.
+    const outcomes = await Promise.allSettled(event.Records.map(run));
+    const failed = outcomes.filter((outcome) => outcome.status === 'rejected').length;
+    const m = metrics();
+    m.addMetric('ChunksRun', MetricUnit.Count, event.Records.length - failed);
+    if (failed > 0) m.addMetric('ChunksFailed', MetricUnit.Count, failed);
+    if (givenUp > 0) m.addMetric('ChunksGivenUp', MetricUnit.Count, givenUp);
+    addUpstreamMetrics(m, meter.take());
+    return outcomes;
+  },
+  sqsPartialBatchFailure({
+    logger: (reason: unknown, record: SQSRecord) =>
+      domainLogger().log('warn', 'chunk failed; SQS will deliver it again', {
+        messageId: record.messageId,
+        receiveCount: receives(record),
+        error: errorMessage(reason),
+      }),
+  }),
+);
 
-  const batchItemFailures: SQSBatchResponse['batchItemFailures'] = [];
-  outcomes.forEach((outcome, i) => {
-    const record = event.Records[i]!;
-    if (outcome.status === 'fulfilled') return;
-    batchItemFailures.push({ itemIdentifier: record.messageId });
-    deps.log.log('warn', 'chunk failed; SQS will deliver it again', {
-      messageId: record.messageId,
-      receiveCount: Number(record.attributes?.ApproximateReceiveCount ?? 0),
-      error: errorMessage(outcome.reason),
-    });
-  });
-  const m = metrics();
-  m.addMetric('ChunksRun', MetricUnit.Count, event.Records.length - batchItemFailures.length);
-  if (batchItemFailures.length > 0) m.addMetric('ChunksFailed', MetricUnit.Count, batchItemFailures.length);
-  if (givenUp > 0) m.addMetric('ChunksGivenUp', MetricUnit.Count, givenUp);
-  addUpstreamMetrics(m, meter.take());
-  return { batchItemFailures };
-});
+const receives = (record: SQSRecord) => Number(record.attributes?.ApproximateReceiveCount ?? 0);

@@ -15,9 +15,11 @@ import { systemClock } from '../shared/adapters/local/system-clock.js';
 import { createApiApp } from '../shared/api/app.js';
 import { uploadSweeper } from '../shared/api/upload-sweep.js';
 import { DEFAULT_COMPLETE_LEASE_MS } from '../shared/api/uploads.js';
-import type { StepDeps } from '../shared/batch/steps.js';
 import { ConfigError, type ServiceConfig } from '../shared/config.js';
+import { type EventPump, startEventPump } from '../shared/events/dispatcher.js';
 import { errorMessage, type Logger } from '../shared/log.js';
+import { composeDomain } from '../shared/runtime/compose.js';
+import { localSubscribers } from '../shared/runtime/subscribers.js';
 import { redactingLogger } from '../shared/upstream/redact.js';
 import { ResponseBudget } from '../shared/upstream/response-budget.js';
 import { createUpstreamRouter, upstreamKeyRedactor } from '../shared/upstream/router.js';
@@ -30,6 +32,9 @@ export interface RunningService {
   port: number;
   stop(): Promise<void>;
 }
+
+/** How often the events outbox is drained whatever happens (a change made just before a crash waits this long at most). */
+const EVENT_SWEEP_MS = 5_000;
 
 export interface ServiceOptions {
   /** Counts /healthz shows beside its status (main.ts: errors the process guard caught). */
@@ -63,19 +68,18 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
         error: errorMessage(error),
       }),
   });
-  const steps: StepDeps = {
-    meta,
-    blobs,
-    queue,
+  // The pump drains the events outbox soon after each status change, and every few seconds.
+  let pump: EventPump | undefined;
+  const domain = composeDomain({
+    config,
+    ports: { meta, blobs, queue, clock, log },
     upstreams,
-    clock,
-    log,
-    limits: { maxRequestsPerBatch: config.limits.maxRequestsPerBatch, maxLineBytes: config.limits.maxLineBytes },
-    chunking: config.chunking,
-  };
-  // Requests in flight when a window closes or a cancel arrives get one upstream timeout to finish.
-  const lifecycle = new LocalLifecycle(steps, { drainTimeoutMs: config.upstream.timeoutMs + 5_000 });
-  const worker = { meta, blobs, lifecycle, upstreams, clock, log, checkpoints: config.checkpoints, responses };
+    onTransition: () => pump?.notify(),
+    subscribers: localSubscribers(),
+  });
+  pump = startEventPump(domain.events, { intervalMs: EVENT_SWEEP_MS, log });
+  const lifecycle = new LocalLifecycle(domain.steps, { drainTimeoutMs: domain.drainMs });
+  const worker = domain.worker(lifecycle, { upstreams, responses });
   queue.start(async (message, delivery) => {
     try {
       await runChunk(worker, message);
@@ -95,22 +99,14 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
     }
   });
 
-  const app = createApiApp({
-    meta,
-    blobs,
-    lifecycle,
-    clock,
-    log,
-    apiKeys: config.apiKeys,
-    limits: config.limits,
-    // No gateway cuts a request short here: a claim lasts as long as the largest join may take.
-    completeLeaseMs: DEFAULT_COMPLETE_LEASE_MS,
-    ready: async () => {
-      await meta.getBatch('batch_healthcheck');
-      return true;
-    },
-    healthDetails: options.healthDetails,
-  });
+  const app = createApiApp(
+    domain.api(lifecycle, {
+      apiKeys: config.apiKeys,
+      // No gateway cuts a request short here: a claim lasts as long as the largest join may take.
+      completeLeaseMs: DEFAULT_COMPLETE_LEASE_MS,
+      healthDetails: options.healthDetails,
+    }),
+  );
 
   // Parts of uploads that expired or were cancelled go at start-up (before any request can be
   // storing a part) and then every UPLOAD_SWEEP_INTERVAL.
@@ -144,6 +140,7 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
       await sweeping;
       await lifecycle.stop();
       await queue.stop();
+      await pump?.stop();
       await dynamo.close();
     },
   };

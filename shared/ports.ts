@@ -11,6 +11,7 @@ import type {
   UploadRecord,
   UploadStatus,
 } from './batch/model.js';
+import type { BatchEvent } from './events/model.js';
 
 /** A byte range; `end` is exclusive. */
 export interface ByteRange {
@@ -25,6 +26,37 @@ export class BlobNotFoundError extends Error {
     super(`blob not found: ${key}`);
     this.name = 'BlobNotFoundError';
   }
+}
+
+/**
+ * A compare-and-set on a batch's status lost: the batch is no longer in the status the change was
+ * made from. `current` is the batch as it is now (undefined when it does not exist).
+ */
+export class BatchStatusConflict extends Error {
+  constructor(
+    readonly batchId: string,
+    readonly current: BatchRecord | undefined,
+  ) {
+    super(current ? `batch ${batchId} is ${current.status}` : `batch ${batchId} does not exist`);
+    this.name = 'BatchStatusConflict';
+  }
+}
+
+/** What a status change may set beside the status: never identity or the chunk bookkeeping. */
+export type StatusChanges = Partial<Omit<BatchRecord, 'id' | 'project' | 'status' | 'doneChunks' | 'chunkAttempts'>>;
+
+export interface StatusChange {
+  from: BatchStatus;
+  to: BatchStatus;
+  changes: StatusChanges;
+  /** Appended to the batch's outbox in the same write. */
+  event: BatchEvent;
+}
+
+/** A batch whose outbox holds events not yet acknowledged, oldest first. */
+export interface PendingEvents {
+  batch: BatchRecord;
+  events: BatchEvent[];
 }
 
 export interface ConcatOptions {
@@ -116,29 +148,39 @@ export interface MetaStore {
   /** Removes the record of a file that is deleted and no longer pinned; anything else stays. */
   purgeDeletedFile(id: string): Promise<void>;
 
-  /** Creates a batch; fails if the id exists. */
-  createBatch(batch: BatchRecord): Promise<void>;
+  /** Creates a batch, with its first event in its outbox; fails if the id exists. */
+  createBatch(batch: BatchRecord, event?: BatchEvent): Promise<void>;
   /** Any project's batch: for the workers and the lifecycle, never for the API. */
   getBatch(id: string): Promise<BatchRecord | undefined>;
   /** Newest first. */
   listBatches(project: string, query: BatchQuery): Promise<Page<BatchRecord>>;
   /**
-   * Compare-and-set on the status: applies `changes` only while the batch's status is one of
-   * `from`. Returns the updated batch, or undefined when the status did not match.
+   * Applies `changes` (never the status: that is transitionBatch's) only while the batch's status is
+   * one of `from`. Returns the updated batch, or undefined when the status did not match.
    */
-  updateBatch(
-    id: string,
-    from: readonly BatchStatus[],
-    changes: Partial<Omit<BatchRecord, 'id' | 'project' | 'doneChunks' | 'chunkAttempts'>>,
-  ): Promise<BatchRecord | undefined>;
+  updateBatch(id: string, from: readonly BatchStatus[], changes: StatusChanges): Promise<BatchRecord | undefined>;
+  /**
+   * Compare-and-set on the status (shared/batch/transitions.ts decides which moves are allowed):
+   * from `change.from` to `change.to`, applying `change.changes` and appending `change.event` to
+   * the batch's outbox, all in one write. Throws BatchStatusConflict when the batch is not in
+   * `change.from` (or is missing).
+   */
+  transitionBatch(id: string, change: StatusChange): Promise<BatchRecord>;
+  /** Batches with unacknowledged events, up to `limit` of them (oldest first, roughly). */
+  listPendingEvents(limit: number): Promise<PendingEvents[]>;
+  /** Removes these events (the oldest of the batch's outbox) once every subscriber has them. */
+  ackEvents(batchId: string, eventIds: readonly string[]): Promise<void>;
   /**
    * Adds a chunk's counts and usage to its batch and marks the chunk done, in one atomic step,
    * only if the chunk is not done yet and the batch is in_progress or cancelling.
    * A redelivered chunk therefore never counts twice.
    */
   recordChunk(batchId: string, outcome: ChunkOutcome): Promise<RecordChunkResult>;
-  /** Batches that are not in a terminal state, across projects (for resuming after a restart). */
-  listUnfinishedBatches(): Promise<BatchRecord[]>;
+  /**
+   * Batches that are not in a terminal state, of one project or across projects (for resuming after
+   * a restart, sweeps and quotas), oldest first.
+   */
+  listUnfinishedBatches(project?: string): Promise<BatchRecord[]>;
 
   createUpload(upload: UploadRecord): Promise<void>;
   /** An upload of this project, or undefined (another project's upload looks missing). */

@@ -24,7 +24,7 @@
 // failed validation is 3; each retry adds one; a step that fails for good adds 2 (FailBatch,
 // BatchFailed). There is no Map state and no polling loop: requests are never states, chunks are
 // SQS messages.
-import { ArnFormat, Duration, Names, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import { Duration, Names, RemovalPolicy, Validations } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';

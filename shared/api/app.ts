@@ -6,11 +6,12 @@
 import { Readable } from 'node:stream';
 import { type Context, Hono } from 'hono';
 import { z } from 'zod';
-import { releaseInputFile } from '../batch/input-file.js';
+import { BatchNotCancellable, cancelBatch } from '../batch/cancel.js';
+import { createBatch, InputFileNotForBatch, InputFileNotFound } from '../batch/create.js';
 import { blobKeys } from '../batch/keys.js';
-import { type BatchRecord, type FileRecord, ZERO_USAGE } from '../batch/model.js';
+import type { BatchRecord, FileRecord } from '../batch/model.js';
 import { attachmentDisposition, filenameProblem } from '../filenames.js';
-import { isIdOf, newBatchId, newFileId, randomToken } from '../ids.js';
+import { isIdOf, newFileId, randomToken } from '../ids.js';
 import { normalizeEndpoint } from '../input/validate.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
@@ -59,12 +60,13 @@ export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeW
   ready?: () => Promise<boolean>;
   /** Counts /healthz shows beside its status (npm start: errors its last line of defence caught). */
   healthDetails?: () => Record<string, number>;
+  /** Told after each status change the API makes (a cancel), so that its event goes out soon. */
+  onTransition?: (batch: BatchRecord) => void;
 }
 
 type Env = { Variables: { project: string; requestId: string } };
 
 const BATCH_FILE_RETENTION_SECONDS = 30 * 24 * 3600;
-const CANCELLABLE = ['validating', 'in_progress'] as const;
 
 export function createApiApp(deps: ApiDeps): Hono<Env> {
   const { meta, blobs, clock } = deps;
@@ -197,55 +199,22 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
       );
     }
     const windowMs = completionWindowMs(body.completion_window, deps.limits);
-    const input = await meta.getFile(project, body.input_file_id);
-    if (!input) throw notFound('file', body.input_file_id, 'input_file_id');
-    if (input.purpose !== 'batch') {
-      throw badRequest(`The input file must have purpose 'batch'; ${input.id} has purpose '${input.purpose}'.`, 'input_file_id');
-    }
-    const batchId = newBatchId();
-    // Keeps the file's bytes for this batch, should the user delete the file before the batch ends.
-    if (!(await meta.pinFile(project, input.id, batchId))) throw notFound('file', body.input_file_id, 'input_file_id');
-    const now = clock.now();
-    const batch: BatchRecord = {
-      id: batchId,
-      project,
-      endpoint: body.endpoint,
-      inputFileId: input.id,
-      completionWindow: body.completion_window,
-      status: 'validating',
-      model: null,
-      metadata: body.metadata ?? null,
-      outputExpiresAfterSeconds: body.output_expires_after?.seconds ?? null,
-      errors: null,
-      outputFileId: null,
-      errorFileId: null,
-      createdAtMs: now,
-      expiresAtMs: now + windowMs,
-      inProgressAtMs: null,
-      finalizingAtMs: null,
-      completedAtMs: null,
-      failedAtMs: null,
-      expiredAtMs: null,
-      cancellingAtMs: null,
-      cancelledAtMs: null,
-      total: 0,
-      completed: 0,
-      failed: 0,
-      unrun: 0,
-      usage: ZERO_USAGE,
-      taskToken: null,
-      chunkCount: 0,
-      doneChunks: [],
-      chunkAttempts: {},
-    };
     try {
-      await meta.createBatch(batch);
+      const batch = await createBatch(deps, {
+        project,
+        inputFileId: body.input_file_id,
+        endpoint: body.endpoint,
+        completionWindow: body.completion_window,
+        windowMs,
+        metadata: body.metadata ?? null,
+        outputExpiresAfterSeconds: body.output_expires_after?.seconds ?? null,
+      });
+      return c.json(toBatchObject(batch));
     } catch (error) {
-      await releaseInputFile(deps, batch).catch(() => undefined);
+      if (error instanceof InputFileNotFound) throw notFound('file', body.input_file_id, 'input_file_id');
+      if (error instanceof InputFileNotForBatch) throw badRequest(error.message, 'input_file_id');
       throw error;
     }
-    await deps.lifecycle.start(batch.id);
-    return c.json(toBatchObject(batch));
   });
 
   api.get('/batches', async (c) => {
@@ -258,16 +227,12 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
   api.get('/batches/:id', async (c) => c.json(toBatchObject(await batchOf(c))));
 
   api.post('/batches/:id/cancel', async (c) => {
-    const batch = await batchOf(c);
-    if (batch.status === 'cancelling' || batch.status === 'cancelled') return c.json(toBatchObject(batch));
-    const cancelling = await meta.updateBatch(batch.id, CANCELLABLE, { status: 'cancelling', cancellingAtMs: clock.now() });
-    if (!cancelling) {
-      const current = (await meta.getBatch(batch.id)) ?? batch;
-      if (current.status === 'cancelling') return c.json(toBatchObject(current));
-      throw conflict(`Batch ${batch.id} is ${current.status} and can no longer be cancelled.`, 'batch_not_cancellable');
+    try {
+      return c.json(toBatchObject(await cancelBatch(deps, await batchOf(c))));
+    } catch (error) {
+      if (error instanceof BatchNotCancellable) throw conflict(error.message, 'batch_not_cancellable');
+      throw error;
     }
-    await deps.lifecycle.cancelled(cancelling);
-    return c.json(toBatchObject(cancelling));
   });
 
   registerUploadRoutes(api, deps);

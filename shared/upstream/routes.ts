@@ -13,7 +13,8 @@ import { z } from 'zod';
 
 const positiveInt = z.number().int().positive();
 
-export const RouteSchema = z
+/** A route's fields; in AWS the stack's routes name keys by secret only (NamedKeyRouteSchema). */
+const RouteObject = z
   .object({
     baseUrl: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL such as https://api.openai.com/v1' }),
     apiKey: z.string().min(1).optional(),
@@ -22,8 +23,14 @@ export const RouteSchema = z
     requestsPerMinute: positiveInt.optional(),
     tokensPerMinute: positiveInt.optional(),
   })
-  .strict()
-  .refine((route) => !(route.apiKey && route.apiKeySecret), { message: 'give apiKey or apiKeySecret, not both' });
+  .strict();
+
+export const RouteSchema = RouteObject.refine((route) => !(route.apiKey && route.apiKeySecret), {
+  message: 'give apiKey or apiKeySecret, not both',
+});
+
+/** A route whose key, if any, is named by a secret, never inlined (the stack's default route). */
+export const NamedKeyRouteSchema = RouteObject.omit({ apiKey: true });
 
 const PatternSchema = z
   .string()

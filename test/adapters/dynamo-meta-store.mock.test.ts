@@ -2,10 +2,12 @@
 
 import { ConditionalCheckFailedException, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DeleteCommand, DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { marshall } from '@aws-sdk/util-dynamodb';
 import { mockClient } from 'aws-sdk-client-mock';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { DynamoMetaStore } from '../../shared/adapters/aws/dynamo-meta-store.js';
 import type { ChunkOutcome } from '../../shared/batch/model.js';
+import { batchEvent } from '../../shared/events/model.js';
 import { batchRecord, fileRecord } from './meta-store-contract.js';
 
 const TABLE = 'meta-table';
@@ -135,23 +137,22 @@ describe('recordChunk', () => {
 
 describe('updateBatch', () => {
   it('sends one UpdateItem that sets each change, on condition of the status', async () => {
-    ddb.on(UpdateCommand).resolves({ Attributes: { ...batchItem, status: 'finalizing', finalizingAtMs: 42 } });
+    ddb.on(UpdateCommand).resolves({ Attributes: { ...batchItem, finalizingAtMs: 42 } });
 
     const updated = await store.updateBatch('batch_1', ['in_progress', 'cancelling'], {
-      status: 'finalizing',
       finalizingAtMs: 42,
       errors: null,
       usage: { inputTokens: 1, cachedTokens: 2, outputTokens: 3, reasoningTokens: 4, totalTokens: 5 },
     });
 
-    expect(updated).toEqual({ ...batch, status: 'finalizing', finalizingAtMs: 42 });
+    expect(updated).toEqual({ ...batch, finalizingAtMs: 42 });
     const calls = ddb.commandCalls(UpdateCommand);
     expect(calls).toHaveLength(1);
     expect(calls[0]!.args[0].input).toEqual({
       TableName: TABLE,
       Key: { pk: 'BATCH#batch_1' },
       UpdateExpression:
-        'SET #status = :status, #finalizingAtMs = :finalizingAtMs, #errors = :errors, ' +
+        'SET #finalizingAtMs = :finalizingAtMs, #errors = :errors, ' +
         '#usageInputTokens = :usageInputTokens, #usageCachedTokens = :usageCachedTokens, ' +
         '#usageOutputTokens = :usageOutputTokens, #usageReasoningTokens = :usageReasoningTokens, ' +
         '#usageTotalTokens = :usageTotalTokens',
@@ -169,7 +170,6 @@ describe('updateBatch', () => {
       ExpressionAttributeValues: {
         ':from0': 'in_progress',
         ':from1': 'cancelling',
-        ':status': 'finalizing',
         ':finalizingAtMs': 42,
         ':errors': null,
         ':usageInputTokens': 1,
@@ -184,15 +184,61 @@ describe('updateBatch', () => {
 
   it('answers undefined when the status does not match', async () => {
     ddb.on(UpdateCommand).rejects(conditionFailed());
-    expect(await store.updateBatch('batch_1', ['validating'], { status: 'failed' })).toBeUndefined();
+    expect(await store.updateBatch('batch_1', ['validating'], { taskToken: 't' })).toBeUndefined();
   });
 
-  it('never writes the chunk bookkeeping, even if a caller passes it', async () => {
+  it('never writes the status or the chunk bookkeeping, even if a caller passes them', async () => {
     ddb.on(UpdateCommand).resolves({ Attributes: batchItem });
-    const sneaky = { status: 'finalizing', doneChunks: [1], chunkAttempts: {} } as never;
+    const sneaky = { status: 'finalizing', doneChunks: [1], chunkAttempts: {}, total: 3 } as never;
     await store.updateBatch('batch_1', ['in_progress'], sneaky);
     const input = ddb.commandCalls(UpdateCommand)[0]!.args[0].input;
-    expect(input.UpdateExpression).toBe('SET #status = :status');
+    expect(input.UpdateExpression).toBe('SET #total = :total');
+  });
+});
+
+describe('transitionBatch', () => {
+  const event = batchEvent({ id: 'batch_1', project: 'proj' }, 'cancelling', 'in_progress', 42);
+  const change = { from: 'in_progress' as const, to: 'cancelling' as const, changes: { cancellingAtMs: 42 }, event };
+
+  it('changes the status and appends the event to the outbox in one conditional UpdateItem', async () => {
+    ddb.on(UpdateCommand).resolves({ Attributes: { ...batchItem, status: 'cancelling', cancellingAtMs: 42 } });
+    expect(await store.transitionBatch('batch_1', change)).toEqual({ ...batch, status: 'cancelling', cancellingAtMs: 42 });
+    expect(ddb.commandCalls(UpdateCommand)[0]!.args[0].input).toEqual({
+      TableName: TABLE,
+      Key: { pk: 'BATCH#batch_1' },
+      UpdateExpression:
+        'SET #status = :to, pendingEvents = list_append(if_not_exists(pendingEvents, :noEvents), :event), ' +
+        'outboxPk = :outboxPk, outboxSk = if_not_exists(outboxSk, :outboxSk), #cancellingAtMs = :cancellingAtMs',
+      ConditionExpression: 'attribute_exists(pk) AND #status = :from',
+      ExpressionAttributeNames: { '#status': 'status', '#cancellingAtMs': 'cancellingAtMs' },
+      ExpressionAttributeValues: {
+        ':from': 'in_progress',
+        ':to': 'cancelling',
+        ':event': [event],
+        ':noEvents': [],
+        ':outboxPk': 'EVENTS',
+        ':outboxSk': '000000000000042#batch_1',
+        ':cancellingAtMs': 42,
+      },
+      ReturnValues: 'ALL_NEW',
+      ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+    });
+  });
+
+  it('takes a final batch out of the open index', async () => {
+    ddb.on(UpdateCommand).resolves({ Attributes: { ...batchItem, status: 'completed' } });
+    const done = batchEvent({ id: 'batch_1', project: 'proj' }, 'completed', 'finalizing', 43);
+    await store.transitionBatch('batch_1', { from: 'finalizing', to: 'completed', changes: {}, event: done });
+    expect(ddb.commandCalls(UpdateCommand)[0]!.args[0].input.UpdateExpression).toMatch(/ REMOVE openPk, openSk$/);
+  });
+
+  it('raises the conflict with the item DynamoDB hands back, without reading it again', async () => {
+    ddb.on(UpdateCommand).rejects(conditionFailed(marshall({ ...batchItem, status: 'finalizing' }, { removeUndefinedValues: true })));
+    await expect(store.transitionBatch('batch_1', change)).rejects.toMatchObject({
+      name: 'BatchStatusConflict',
+      current: { ...batch, status: 'finalizing' },
+    });
+    expect(ddb.commandCalls(GetCommand)).toHaveLength(0);
   });
 });
 

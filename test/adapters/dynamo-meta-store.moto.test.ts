@@ -1,8 +1,10 @@
 // The DynamoDB MetaStore against moto_server, which implements DynamoDB's protocol and enforces its
 // limits (400 KB items, 2 KB partition keys, expression rules) where dynalite does not.
+
 import { CreateTableCommand } from '@aws-sdk/client-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DynamoMetaStore, metaTableDefinition } from '../../shared/adapters/aws/dynamo-meta-store.js';
+import { batchEvent } from '../../shared/events/model.js';
 import { MOTO_SERVER, type MotoServer, motoSkipNotice, startMoto } from '../support/moto.js';
 import { batchRecord, metaStoreContract } from './meta-store-contract.js';
 
@@ -51,7 +53,8 @@ if (!MOTO_SERVER) {
         param: null,
         line: i + 1,
       }));
-      await expect(store.updateBatch(batch.id, ['validating'], { status: 'failed', errors })).rejects.toThrow(
+      const event = batchEvent(batch, 'failed', 'validating', Date.now());
+      await expect(store.transitionBatch(batch.id, { from: 'validating', to: 'failed', changes: { errors }, event })).rejects.toThrow(
         /Item size to update has exceeded the maximum allowed size/,
       );
       // DynamoDB changes nothing when it refuses an update; moto applies the attributes that fit

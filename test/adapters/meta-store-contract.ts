@@ -11,8 +11,9 @@ import {
   type UploadRecord,
   ZERO_USAGE,
 } from '../../shared/batch/model.js';
+import { batchEvent } from '../../shared/events/model.js';
 import { newBatchId, newFileId } from '../../shared/ids.js';
-import type { MetaStore } from '../../shared/ports.js';
+import { BatchStatusConflict, type MetaStore } from '../../shared/ports.js';
 
 const HOUR = 3_600_000;
 
@@ -403,20 +404,18 @@ export function metaStoreContract(name: string, setup: () => Promise<MetaStoreSe
         expect(second.hasMore).toBe(false);
       });
 
-      it('updates on a matching status (compare-and-set)', async () => {
+      it('updates while the status is one of those given, leaving the status alone', async () => {
         const batch = batchRecord();
         await store.createBatch(batch);
-        const now = Date.now();
         const usage = { inputTokens: 1, cachedTokens: 2, outputTokens: 3, reasoningTokens: 4, totalTokens: 5 };
         const updated = await store.updateBatch(batch.id, ['validating'], {
-          status: 'in_progress',
-          inProgressAtMs: now,
           total: 40,
           chunkCount: 4,
           usage,
           errors: null,
+          taskToken: 't',
         });
-        const expected = { ...batch, status: 'in_progress', inProgressAtMs: now, total: 40, chunkCount: 4, usage };
+        const expected = { ...batch, total: 40, chunkCount: 4, usage, taskToken: 't' };
         expect(updated).toEqual(expected);
         expect(await store.getBatch(batch.id)).toEqual(expected);
       });
@@ -424,19 +423,10 @@ export function metaStoreContract(name: string, setup: () => Promise<MetaStoreSe
       it('changes nothing when the status does not match, or the batch is missing', async () => {
         const batch = batchRecord();
         await store.createBatch(batch);
-        expect(await store.updateBatch(batch.id, ['in_progress', 'cancelling'], { status: 'finalizing' })).toBeUndefined();
+        expect(await store.updateBatch(batch.id, ['in_progress', 'cancelling'], { taskToken: 't' })).toBeUndefined();
         expect(await store.getBatch(batch.id)).toEqual(batch);
-        expect(await store.updateBatch(uid('batch'), ['validating'], { status: 'failed' })).toBeUndefined();
+        expect(await store.updateBatch(uid('batch'), ['validating'], { taskToken: 't' })).toBeUndefined();
         expect(await store.getBatch(batch.id)).toEqual(batch);
-      });
-
-      it('lets only one of two racing transitions win', async () => {
-        const batch = await inProgressBatch();
-        const results = await race([
-          () => store.updateBatch(batch.id, ['in_progress'], { status: 'cancelling', cancellingAtMs: 1 }),
-          () => store.updateBatch(batch.id, ['in_progress'], { status: 'finalizing', finalizingAtMs: 2 }),
-        ]);
-        expect(results.filter((r) => r !== undefined)).toHaveLength(1);
       });
 
       it('round-trips nulls set by an update', async () => {
@@ -534,6 +524,104 @@ export function metaStoreContract(name: string, setup: () => Promise<MetaStoreSe
       expect(found.map((b) => b.status).sort()).toEqual(['cancelling', 'finalizing', 'in_progress', 'validating']);
       expect(found).toContainEqual(batches[1]);
       expect(unfinished.every((b) => !['failed', 'completed', 'expired', 'cancelled'].includes(b.status))).toBe(true);
+    });
+
+    it('lists the unfinished batches of one project, oldest first', async () => {
+      const project = uid('proj');
+      const base = Date.now() - HOUR;
+      const batches = (['in_progress', 'completed', 'validating', 'cancelling'] as const).map((status, i) =>
+        batchRecord({ project, status, createdAtMs: base + i * 1000 }),
+      );
+      for (const batch of [...batches].reverse()) await store.createBatch(batch);
+      await store.createBatch(batchRecord({ status: 'in_progress' }));
+      expect((await store.listUnfinishedBatches(project)).map((b) => b.status)).toEqual(['in_progress', 'validating', 'cancelling']);
+    });
+
+    describe('status changes and the outbox', () => {
+      const pendingOf = async (batchId: string) =>
+        (await store.listPendingEvents(1_000)).find((pending) => pending.batch.id === batchId)?.events ?? [];
+
+      it('changes the status, sets the changes and appends the event in one write', async () => {
+        const batch = batchRecord();
+        const created = batchEvent(batch, 'validating', null, batch.createdAtMs);
+        await store.createBatch(batch, created);
+        const started = batchEvent(batch, 'in_progress', 'validating', batch.createdAtMs + 5);
+        const moved = await store.transitionBatch(batch.id, {
+          from: 'validating',
+          to: 'in_progress',
+          changes: { inProgressAtMs: started.atMs, total: 7, model: 'm' },
+          event: started,
+        });
+        const expected = { ...batch, status: 'in_progress', inProgressAtMs: started.atMs, total: 7, model: 'm' };
+        expect(moved).toEqual(expected);
+        expect(await store.getBatch(batch.id)).toEqual(expected);
+        expect(await pendingOf(batch.id)).toEqual([created, started]);
+      });
+
+      it('throws a conflict carrying the current batch, and changes nothing, when the status moved on', async () => {
+        const batch = await inProgressBatch();
+        const change = (to: 'cancelling' | 'finalizing') => ({
+          from: 'in_progress' as const,
+          to,
+          changes: {},
+          event: batchEvent(batch, to, 'in_progress', Date.now()),
+        });
+        const settle = <T>(promise: Promise<T>) =>
+          promise.then(
+            (value) => ({ status: 'fulfilled' as const, value }),
+            (reason: unknown) => ({ status: 'rejected' as const, reason }),
+          );
+        const results = await race([
+          () => settle(store.transitionBatch(batch.id, change('cancelling'))),
+          () => settle(store.transitionBatch(batch.id, change('finalizing'))),
+        ]);
+        const won = results.filter((r) => r.status === 'fulfilled');
+        const lost = results.filter((r) => r.status === 'rejected');
+        expect(won).toHaveLength(1);
+        const conflict = lost[0]!.reason as BatchStatusConflict;
+        expect(conflict).toBeInstanceOf(BatchStatusConflict);
+        expect(conflict.current?.status).toBe(won[0]!.value.status);
+        expect(await pendingOf(batch.id)).toHaveLength(1);
+      });
+
+      it('throws a conflict with no current batch for an unknown id, creating nothing', async () => {
+        const id = uid('batch');
+        const event = batchEvent({ id, project: 'p' }, 'failed', 'validating', 1);
+        await expect(store.transitionBatch(id, { from: 'validating', to: 'failed', changes: {}, event })).rejects.toMatchObject({
+          name: 'BatchStatusConflict',
+          current: undefined,
+        });
+        expect(await store.getBatch(id)).toBeUndefined();
+      });
+
+      it('keeps a final batch out of the unfinished ones', async () => {
+        const batch = batchRecord({ status: 'finalizing' });
+        await store.createBatch(batch);
+        await store.transitionBatch(batch.id, {
+          from: 'finalizing',
+          to: 'completed',
+          changes: {},
+          event: batchEvent(batch, 'completed', 'finalizing', 1),
+        });
+        expect((await store.listUnfinishedBatches(batch.project)).map((b) => b.id)).toEqual([]);
+      });
+
+      it('acknowledges the oldest events, keeping those that came after them', async () => {
+        const batch = batchRecord();
+        const events = [batchEvent(batch, 'validating', null, 1), batchEvent(batch, 'in_progress', 'validating', 2)];
+        await store.createBatch(batch, events[0]);
+        await store.transitionBatch(batch.id, { from: 'validating', to: 'in_progress', changes: {}, event: events[1]! });
+        await store.ackEvents(batch.id, [events[0]!.id]);
+        expect(await pendingOf(batch.id)).toEqual([events[1]]);
+        const finalizing = batchEvent(batch, 'finalizing', 'in_progress', 3);
+        await store.transitionBatch(batch.id, { from: 'in_progress', to: 'finalizing', changes: {}, event: finalizing });
+        await store.ackEvents(batch.id, [events[1]!.id, finalizing.id]);
+        expect(await pendingOf(batch.id)).toEqual([]);
+        // An ack of events already acknowledged (a second dispatcher) changes nothing.
+        await store.ackEvents(batch.id, [events[0]!.id]);
+        const cancelled = await store.getBatch(batch.id);
+        expect(cancelled?.status).toBe('finalizing');
+      });
     });
 
     describe('uploads', () => {

@@ -9,6 +9,7 @@ import type OpenAI from 'openai';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { logger, metrics } from '../../functions/observability.js';
 import { ZERO_USAGE } from '../../shared/batch/model.js';
+import { advance } from '../../shared/batch/transitions.js';
 import { batchRecord } from '../adapters/meta-store-contract.js';
 import { AwsHarness } from '../support/aws-harness.js';
 import { chatLines, collectResults, submit, upload, waitForBatch, writeJsonl } from '../support/e2e.js';
@@ -312,7 +313,7 @@ describe('the AWS runtime, in-process', () => {
     expect(signals()).toEqual([before[0]! + 1, before[1]]);
 
     // A batch that is no longer running goes on to Finalize.
-    await aws.meta.updateBatch(batch.id, ['cancelling'], { status: 'finalizing' });
+    await advance({ meta: aws.meta, clock: { now: Date.now } }, batch.id, 'finalizing');
     before = signals();
     await aws.invoke('wait-for-chunks', { batchId: batch.id, taskToken: 'token-drain-3', draining: true });
     expect(signals()).toEqual([before[0]! + 1, before[1]]);
@@ -487,7 +488,7 @@ describe('the AWS runtime, in-process', () => {
       // Each try gets as far as finalizing, then dies (as joining huge lines into one string did).
       const restore = breakHandler('finalize', (original) => async (event: any, context: any) => {
         if (event.failure) return original(event, context);
-        await aws.meta.updateBatch(event.batchId, ['in_progress', 'cancelling'], { status: 'finalizing', finalizingAtMs: Date.now() });
+        await advance({ meta: aws.meta, clock: { now: () => Date.now() } }, event.batchId, 'finalizing');
         throw new RangeError('Invalid string length');
       });
       try {

@@ -50,8 +50,8 @@ describe('buildRuntime', () => {
     );
     expect(rt.config.upstream).toMatchObject({ baseUrl: 'https://api.example.com/v1', concurrency: 300 });
     // Validation needs no key: it only asks whether a route serves the model.
-    expect(rt.steps.upstreams.route('glm-4-plus')).toBeDefined();
-    expect(rt.steps.upstreams.route('anything-else')).toBeDefined();
+    expect(rt.domain.steps.upstreams.route('glm-4-plus')).toBeDefined();
+    expect(rt.domain.steps.upstreams.route('anything-else')).toBeDefined();
     expect(secretsMock.calls()).toHaveLength(0);
 
     const { router } = await rt.workerUpstreams();

@@ -9,22 +9,19 @@
 //   batch  pk = BATCH#<id>  gsi1pk = <project>#BATCH  gsi1sk = as for files
 //          the BatchRecord's fields, flat: usage as usageInputTokens, usageCachedTokens,
 //          usageOutputTokens, usageReasoningTokens, usageTotalTokens; doneChunks as a Number Set
-//          (absent while empty); chunkAttempts as a map; errors, metadata and nulls native.
+//          (absent while empty); chunkAttempts as a map; errors, metadata and nulls native;
+//          pendingEvents: the outbox, a list of the status-change events not yet acknowledged, with
+//          outboxPk = EVENTS and outboxSk = <time of the oldest, 15 digits>#<id> while it is not
+//          empty (GSI `outbox`); openPk = OPEN and openSk = <project>#<createdAtMs>#<id> while the
+//          batch is not final (GSI `open`).
 //   upload pk = UPLOAD#<id>                       the UploadRecord; `ttl` a day after it expires;
 //          completingUntilMs: a complete's claim on the join (absent while none holds one);
 //          partBytes: the bytes of the parts recorded so far (absent before the first)
 //   part   pk = UPLOADPART#<uploadId>#<partId>    the UploadPartRecord; same `ttl` as its upload
 //   apikey pk = APIKEY#<sha256 of the key>  gsi1pk = APIKEYS  gsi1sk = as for files
 import type { AttributeValue, CreateTableCommandInput, DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import {
-  DeleteCommand,
-  DynamoDBDocumentClient,
-  GetCommand,
-  PutCommand,
-  QueryCommand,
-  ScanCommand,
-  UpdateCommand,
-} from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { unmarshall } from '@aws-sdk/util-dynamodb';
 import {
   type ApiKeyRecord,
   type BatchRecord,
@@ -37,10 +34,28 @@ import {
   type UploadStatus,
   type UsageTotals,
 } from '../../batch/model.js';
-import type { BatchQuery, DeletedFile, FileQuery, MetaStore, Page, RecordChunkResult } from '../../ports.js';
+import type { BatchEvent } from '../../events/model.js';
+import {
+  type BatchQuery,
+  BatchStatusConflict,
+  type DeletedFile,
+  type FileQuery,
+  type MetaStore,
+  type Page,
+  type PendingEvents,
+  type RecordChunkResult,
+  type StatusChange,
+  type StatusChanges,
+} from '../../ports.js';
 
 export const TTL_ATTRIBUTE = 'ttl';
 export const BY_PROJECT_INDEX = 'byProject';
+/** Sparse: only batches whose outbox holds events have its keys (outboxPk, outboxSk). */
+export const OUTBOX_INDEX = 'outbox';
+/** Sparse: only batches that are not final have its keys (openPk, openSk). */
+export const OPEN_INDEX = 'open';
+const OUTBOX_PARTITION = 'EVENTS';
+const OPEN_PARTITION = 'OPEN';
 
 export function metaTableDefinition(tableName: string): CreateTableCommandInput {
   return {
@@ -50,6 +65,10 @@ export function metaTableDefinition(tableName: string): CreateTableCommandInput 
       { AttributeName: 'pk', AttributeType: 'S' },
       { AttributeName: 'gsi1pk', AttributeType: 'S' },
       { AttributeName: 'gsi1sk', AttributeType: 'S' },
+      { AttributeName: 'outboxPk', AttributeType: 'S' },
+      { AttributeName: 'outboxSk', AttributeType: 'S' },
+      { AttributeName: 'openPk', AttributeType: 'S' },
+      { AttributeName: 'openSk', AttributeType: 'S' },
     ],
     KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }],
     GlobalSecondaryIndexes: [
@@ -58,6 +77,22 @@ export function metaTableDefinition(tableName: string): CreateTableCommandInput 
         KeySchema: [
           { AttributeName: 'gsi1pk', KeyType: 'HASH' },
           { AttributeName: 'gsi1sk', KeyType: 'RANGE' },
+        ],
+        Projection: { ProjectionType: 'ALL' },
+      },
+      {
+        IndexName: OUTBOX_INDEX,
+        KeySchema: [
+          { AttributeName: 'outboxPk', KeyType: 'HASH' },
+          { AttributeName: 'outboxSk', KeyType: 'RANGE' },
+        ],
+        Projection: { ProjectionType: 'ALL' },
+      },
+      {
+        IndexName: OPEN_INDEX,
+        KeySchema: [
+          { AttributeName: 'openPk', KeyType: 'HASH' },
+          { AttributeName: 'openSk', KeyType: 'RANGE' },
         ],
         Projection: { ProjectionType: 'ALL' },
       },
@@ -185,8 +220,16 @@ function toBatchItem(batch: BatchRecord): BatchItem {
     ...usageAttributes(usage),
     // DynamoDB has no empty sets: an absent attribute stands for [].
     doneChunks: doneChunks.length > 0 ? new Set(doneChunks) : undefined,
+    ...(TERMINAL_STATUSES.includes(batch.status) ? {} : openKeys(batch)),
   };
 }
+
+const openKeys = (batch: Pick<BatchRecord, 'id' | 'project' | 'createdAtMs'>) => ({
+  openPk: OPEN_PARTITION,
+  openSk: `${batch.project}#${sortKey(batch.createdAtMs, batch.id)}`,
+});
+
+const outboxSortKey = (event: BatchEvent) => sortKey(event.atMs, event.batchId);
 
 function fromBatchItem(item: Item): BatchRecord {
   const i = item as unknown as BatchItem;
@@ -230,8 +273,21 @@ function fromBatchItem(item: Item): BatchRecord {
   };
 }
 
-/** Fields a status change may not touch: identity, and the chunk bookkeeping owned by recordChunk. */
-const PROTECTED_BATCH_FIELDS = new Set(['id', 'project', 'doneChunks', 'chunkAttempts']);
+/** Fields an update may not touch: identity, the status (transitionBatch's), the chunk bookkeeping (recordChunk's). */
+const PROTECTED_BATCH_FIELDS = new Set(['id', 'project', 'status', 'doneChunks', 'chunkAttempts']);
+
+/** The item attributes an update of these record fields sets. */
+function batchAttributes(id: string, changes: Partial<BatchRecord>): Item {
+  const { usage, ...fields } = changes;
+  const attributes: Item = {};
+  for (const [name, value] of Object.entries(fields)) {
+    if (value !== undefined && !PROTECTED_BATCH_FIELDS.has(name)) attributes[name] = value;
+  }
+  if (usage) Object.assign(attributes, usageAttributes(usage));
+  if (changes.metadata !== undefined) attributes.metadata = metadataAttribute(changes.metadata);
+  if (changes.createdAtMs !== undefined) attributes.gsi1sk = sortKey(changes.createdAtMs, id);
+  return attributes;
+}
 
 function isConditionalCheckFailed(err: unknown): err is Error & { Item?: Record<string, AttributeValue> } {
   return err instanceof Error && err.name === 'ConditionalCheckFailedException';
@@ -397,12 +453,13 @@ export class DynamoMetaStore implements MetaStore {
 
   // Batches
 
-  async createBatch(batch: BatchRecord): Promise<void> {
+  async createBatch(batch: BatchRecord, event?: BatchEvent): Promise<void> {
+    const outbox = event ? { pendingEvents: [event], outboxPk: OUTBOX_PARTITION, outboxSk: outboxSortKey(event) } : {};
     try {
       await this.doc.send(
         new PutCommand({
           TableName: this.tableName,
-          Item: toBatchItem(batch),
+          Item: { ...toBatchItem(batch), ...outbox },
           ConditionExpression: 'attribute_not_exists(pk)',
         }),
       );
@@ -429,22 +486,10 @@ export class DynamoMetaStore implements MetaStore {
     return { items: page.items.map(fromBatchItem), hasMore: page.hasMore };
   }
 
-  async updateBatch(
-    id: string,
-    from: readonly BatchStatus[],
-    changes: Partial<Omit<BatchRecord, 'id' | 'project' | 'doneChunks' | 'chunkAttempts'>>,
-  ): Promise<BatchRecord | undefined> {
+  async updateBatch(id: string, from: readonly BatchStatus[], changes: StatusChanges): Promise<BatchRecord | undefined> {
     if (from.length === 0) return undefined;
 
-    const { usage, ...fields } = changes;
-    const attributes: Item = {};
-    for (const [name, value] of Object.entries(fields)) {
-      if (value !== undefined && !PROTECTED_BATCH_FIELDS.has(name)) attributes[name] = value;
-    }
-    if (usage) Object.assign(attributes, usageAttributes(usage));
-    if (changes.metadata !== undefined) attributes.metadata = metadataAttribute(changes.metadata);
-    if (changes.createdAtMs !== undefined) attributes.gsi1sk = sortKey(changes.createdAtMs, id);
-
+    const attributes = batchAttributes(id, changes);
     if (Object.keys(attributes).length === 0) {
       // Nothing to write: a compare without a set is a consistent read.
       const batch = await this.getBatch(id);
@@ -452,6 +497,99 @@ export class DynamoMetaStore implements MetaStore {
     }
     const item = await this.setWhileStatus(batchKey(id), from, attributes);
     return item ? fromBatchItem(item) : undefined;
+  }
+
+  async transitionBatch(id: string, change: StatusChange): Promise<BatchRecord> {
+    const names: Record<string, string> = { '#status': 'status' };
+    const values: Item = {
+      ':from': change.from,
+      ':to': change.to,
+      ':event': [change.event],
+      ':noEvents': [],
+      ':outboxPk': OUTBOX_PARTITION,
+      ':outboxSk': outboxSortKey(change.event),
+    };
+    const sets = [
+      '#status = :to',
+      // The outbox: the event is stored by the very write that changes the status, so neither can
+      // happen without the other. A batch keeps its place in the outbox index while events wait.
+      'pendingEvents = list_append(if_not_exists(pendingEvents, :noEvents), :event)',
+      'outboxPk = :outboxPk',
+      'outboxSk = if_not_exists(outboxSk, :outboxSk)',
+    ];
+    for (const [name, value] of Object.entries(batchAttributes(id, change.changes))) {
+      names[`#${name}`] = name;
+      values[`:${name}`] = value;
+      sets.push(`#${name} = :${name}`);
+    }
+    const removes = TERMINAL_STATUSES.includes(change.to) ? ' REMOVE openPk, openSk' : '';
+    try {
+      const out = await this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: batchKey(id),
+          UpdateExpression: `SET ${sets.join(', ')}${removes}`,
+          // attribute_exists: an unknown id must not become a bare item. The status compare: of two
+          // racing changes (a cancel and the end of the chunks, two drivers), exactly one wins.
+          ConditionExpression: 'attribute_exists(pk) AND #status = :from',
+          ExpressionAttributeNames: names,
+          ExpressionAttributeValues: values,
+          ReturnValues: 'ALL_NEW',
+          ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+        }),
+      );
+      return fromBatchItem(out.Attributes!);
+    } catch (err) {
+      if (!isConditionalCheckFailed(err)) throw err;
+      // DynamoDB hands back the item that failed the condition; dynalite does not, so read it.
+      const current = err.Item ? fromBatchItem(unmarshall(err.Item)) : await this.getBatch(id);
+      throw new BatchStatusConflict(id, current);
+    }
+  }
+
+  async listPendingEvents(limit: number): Promise<PendingEvents[]> {
+    const out = await this.doc.send(
+      new QueryCommand({
+        TableName: this.tableName,
+        IndexName: OUTBOX_INDEX,
+        KeyConditionExpression: 'outboxPk = :outbox',
+        ExpressionAttributeValues: { ':outbox': OUTBOX_PARTITION },
+        Limit: limit,
+      }),
+    );
+    return (out.Items ?? [])
+      .map((item) => ({ batch: fromBatchItem(item), events: (item.pendingEvents ?? []) as BatchEvent[] }))
+      .filter((pending) => pending.events.length > 0);
+  }
+
+  async ackEvents(batchId: string, eventIds: readonly string[]): Promise<void> {
+    if (eventIds.length === 0) return;
+    const values = Object.fromEntries(eventIds.map((id, i) => [`:id${i}`, id]));
+    const same = eventIds.map((_, i) => `pendingEvents[${i}].id = :id${i}`).join(' AND ');
+    const ack = (update: string, condition: string, extra: Item = {}) =>
+      unlessConditionFails(
+        this.doc.send(
+          new UpdateCommand({
+            TableName: this.tableName,
+            Key: batchKey(batchId),
+            UpdateExpression: update,
+            ConditionExpression: condition,
+            ExpressionAttributeValues: { ...values, ...extra },
+          }),
+        ),
+      );
+    // The outbox holds exactly these: empty it and leave the index. Otherwise events came after
+    // them: remove only these, the oldest. Neither matching means another dispatcher acked them.
+    // attribute_exists first: size() of a missing attribute is simply false in DynamoDB, but moto fails on it.
+    const emptied = await ack(
+      'REMOVE pendingEvents, outboxPk, outboxSk',
+      `attribute_exists(pendingEvents) AND size(pendingEvents) = :count AND ${same}`,
+      {
+        ':count': eventIds.length,
+      },
+    );
+    if (emptied) return;
+    await ack(`REMOVE ${eventIds.map((_, i) => `pendingEvents[${i}]`).join(', ')}`, same);
   }
 
   async recordChunk(batchId: string, outcome: ChunkOutcome): Promise<RecordChunkResult> {
@@ -507,29 +645,24 @@ export class DynamoMetaStore implements MetaStore {
     }
   }
 
-  /**
-   * Only used by the local runtime at start-up, to resume batches after a restart; in AWS the
-   * state machines carry every running batch, so the full-table Scan never runs there.
-   */
-  async listUnfinishedBatches(): Promise<BatchRecord[]> {
-    const terminal = Object.fromEntries(TERMINAL_STATUSES.map((status, i) => [`:terminal${i}`, status]));
+  async listUnfinishedBatches(project?: string): Promise<BatchRecord[]> {
     const batches: BatchRecord[] = [];
     let startKey: Key | undefined;
     do {
       const out = await this.doc.send(
-        new ScanCommand({
+        new QueryCommand({
           TableName: this.tableName,
-          ConsistentRead: true,
-          FilterExpression: `begins_with(pk, :batchPrefix) AND NOT (#status IN (${Object.keys(terminal).join(', ')}))`,
-          ExpressionAttributeNames: { '#status': 'status' },
-          ExpressionAttributeValues: { ':batchPrefix': ITEM_KEY_PREFIXES.batch, ...terminal },
+          IndexName: OPEN_INDEX,
+          KeyConditionExpression: project === undefined ? 'openPk = :open' : 'openPk = :open AND begins_with(openSk, :project)',
+          ExpressionAttributeValues: { ':open': OPEN_PARTITION, ...(project === undefined ? {} : { ':project': `${project}#` }) },
           ExclusiveStartKey: startKey,
         }),
       );
       for (const item of out.Items ?? []) batches.push(fromBatchItem(item));
       startKey = out.LastEvaluatedKey;
     } while (startKey);
-    return batches;
+    // The index is eventually consistent: a batch that just became final may still be in it.
+    return batches.filter((batch) => !TERMINAL_STATUSES.includes(batch.status));
   }
 
   // Uploads

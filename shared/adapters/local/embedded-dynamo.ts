@@ -3,7 +3,7 @@
 // the store does not need.
 import { mkdir } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
-import { CreateTableCommand, DescribeTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { CreateTableCommand, DescribeTableCommand, DynamoDBClient, UpdateTableCommand } from '@aws-sdk/client-dynamodb';
 import dynalite from 'dynalite';
 import { metaTableDefinition } from '../aws/dynamo-meta-store.js';
 
@@ -53,12 +53,38 @@ export async function startEmbeddedDynamo(options: { path?: string; tableName?: 
 }
 
 async function ensureTable(client: DynamoDBClient, tableName: string): Promise<void> {
+  const definition = metaTableDefinition(tableName);
   try {
-    await client.send(new CreateTableCommand(metaTableDefinition(tableName)));
+    await client.send(new CreateTableCommand(definition));
   } catch (err) {
     // The table survives restarts when dynalite keeps its data on disk.
     if (!(err instanceof Error && err.name === 'ResourceInUseException')) throw err;
+    await addMissingIndexes(client, definition);
   }
+  await untilActive(client, tableName);
+}
+
+/**
+ * A table kept on disk by an older version lacks the indexes added since: add them. Items written
+ * before are not in them (an upgrade with batches running resumes only those started after it).
+ */
+async function addMissingIndexes(client: DynamoDBClient, definition: ReturnType<typeof metaTableDefinition>): Promise<void> {
+  const { Table } = await client.send(new DescribeTableCommand({ TableName: definition.TableName }));
+  const present = new Set((Table?.GlobalSecondaryIndexes ?? []).map((index) => index.IndexName));
+  for (const index of definition.GlobalSecondaryIndexes ?? []) {
+    if (present.has(index.IndexName)) continue;
+    await untilActive(client, definition.TableName!);
+    await client.send(
+      new UpdateTableCommand({
+        TableName: definition.TableName,
+        AttributeDefinitions: definition.AttributeDefinitions,
+        GlobalSecondaryIndexUpdates: [{ Create: { IndexName: index.IndexName, KeySchema: index.KeySchema, Projection: index.Projection } }],
+      }),
+    );
+  }
+}
+
+async function untilActive(client: DynamoDBClient, tableName: string): Promise<void> {
   // Even with createTableMs 0, dynalite flips the table to ACTIVE on a later tick.
   for (let tries = 0; tries < 500; tries++) {
     const { Table } = await client.send(new DescribeTableCommand({ TableName: tableName }));

@@ -5,6 +5,7 @@
 // A step that keeps failing is tried `maxStepAttempts` times, as the state machine's Retry does,
 // and then the batch ends `failed` (failBatchStep), as the state machine's Catch does.
 
+import { chunksWait, waitDeadlineMs } from '../../batch/chunks-wait.js';
 import { type BatchRecord, TERMINAL_STATUSES } from '../../batch/model.js';
 import { enqueueStep, failBatchStep, finalizeStep, type StepDeps, validateStep } from '../../batch/steps.js';
 import { errorMessage } from '../../log.js';
@@ -102,7 +103,7 @@ export class LocalLifecycle implements Lifecycle {
           continue;
         case 'in_progress':
         case 'cancelling':
-          if (options.force || batch.doneChunks.length >= batch.chunkCount) {
+          if (options.force || chunksWait(batch) === 'finalize') {
             await finalizeStep(this.deps, batchId);
             continue;
           }
@@ -123,8 +124,7 @@ export class LocalLifecycle implements Lifecycle {
 
   /** The equivalent of the state machine's task-token timeout: finalize even if chunks are missing. */
   private armDrainTimer(batch: BatchRecord): void {
-    const anchor = batch.cancellingAtMs ?? batch.expiresAtMs;
-    const at = anchor + this.options.drainTimeoutMs;
+    const at = waitDeadlineMs(batch, this.options.drainTimeoutMs);
     this.later(batch.id, at - this.deps.clock.now(), () => this.schedule(batch.id, { enqueue: false, force: true }));
   }
 

@@ -12,6 +12,7 @@ import { FsBlobStore } from '../../../shared/adapters/local/fs-blob-store.js';
 import { blobKeys } from '../../../shared/batch/keys.js';
 import type { BatchRecord } from '../../../shared/batch/model.js';
 import { derivedFileId, enqueueStep, finalizeStep, type StepDeps, validateStep } from '../../../shared/batch/steps.js';
+import { advance } from '../../../shared/batch/transitions.js';
 import { RECORD_ERRORS_BYTES } from '../../../shared/input/validation-errors.js';
 import { silentLogger } from '../../../shared/log.js';
 import type { ChunkMessage, Clock, Lifecycle } from '../../../shared/ports.js';
@@ -181,9 +182,10 @@ describe('batch steps and the chunk worker', () => {
     const putFile = meta.putFile.bind(meta);
     vi.spyOn(meta, 'putFile').mockImplementationOnce(async (file) => {
       await putFile(file);
-      await meta.updateBatch(batch.id, ['validating'], { status: 'cancelling', cancellingAtMs: now });
+      await advance({ meta, clock: { now: () => now } }, batch.id, 'cancelling');
     });
-    expect(await validateStep(deps, batch.id)).toBeUndefined();
+    // The cancel moves it on (in AWS the Choice after Validate finalizes a cancelling batch).
+    expect(await validateStep(deps, batch.id)).toBe('cancelling');
     expect(await meta.getBatch(batch.id)).toMatchObject({ status: 'cancelling', errors: null, errorFileId: null });
     const errorFileId = derivedFileId(batch.id, 'error');
     expect(await meta.getFile('p', errorFileId)).toBeUndefined();
@@ -254,7 +256,7 @@ describe('batch steps and the chunk worker', () => {
       await deps.meta.pinFile('p', file.id, completed.id);
       expect(await deps.meta.deleteFile('p', file.id)).toMatchObject({ blobInUse: true });
 
-      await deps.meta.updateBatch(cancelled.id, ['validating'], { status: 'cancelling', cancellingAtMs: now });
+      await advance({ meta: deps.meta, clock: { now: () => now } }, cancelled.id, 'cancelling');
       expect(await validateStep(deps, cancelled.id)).toBe('cancelling');
       expect(await finalizeStep(deps, cancelled.id)).toBe('cancelled');
       expect(await blobExists(file.blobKey)).toBe(true);
@@ -272,7 +274,7 @@ describe('batch steps and the chunk worker', () => {
     await validateStep(deps, batch.id);
     await enqueueStep(deps, batch.id);
     await runChunk(worker(), sent[0]!);
-    await deps.meta.updateBatch(batch.id, ['in_progress'], { status: 'cancelling', cancellingAtMs: now });
+    await advance({ meta: deps.meta, clock: { now: () => now } }, batch.id, 'cancelling');
     // A chunk delivered after the cancel runs nothing.
     await runChunk(worker(), sent[1]!);
     expect(upstreamCalls).toEqual(['a', 'b', 'c']);
@@ -316,7 +318,7 @@ describe('batch steps and the chunk worker', () => {
     await validateStep(deps, batch.id);
     await enqueueStep(deps, batch.id);
     await runChunk(worker(), sent[0]!);
-    await deps.meta.updateBatch(batch.id, ['in_progress'], { status: 'finalizing', finalizingAtMs: now });
+    await advance({ meta: deps.meta, clock: { now: () => now } }, batch.id, 'finalizing');
     expect(await finalizeStep(deps, batch.id)).toBe('completed');
     expect((await readLines((await deps.meta.getBatch(batch.id))!.outputFileId)).length).toBe(2);
   });

@@ -11,6 +11,7 @@ import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../../shared/adapte
 import { FsBlobStore } from '../../../shared/adapters/local/fs-blob-store.js';
 import { blobKeys } from '../../../shared/batch/keys.js';
 import { enqueueStep, finalizeStep, type StepDeps, validateStep } from '../../../shared/batch/steps.js';
+import { advance } from '../../../shared/batch/transitions.js';
 import { silentLogger } from '../../../shared/log.js';
 import type { BlobStore, ChunkMessage, Clock, Lifecycle } from '../../../shared/ports.js';
 import type { Upstream, UpstreamResult } from '../../../shared/upstream/types.js';
@@ -196,7 +197,7 @@ describe('checkpoints', () => {
   ] as const)('finalizes a chunk whose worker died (%s): saved lines kept as they were, only the rest marked %s', async (status, code) => {
     const batchId = await startBatch();
     const crashed = await crashAfter(batchId, 5);
-    if (status === 'cancelled') await deps.meta.updateBatch(batchId, ['in_progress'], { status: 'cancelling', cancellingAtMs: now });
+    if (status === 'cancelled') await advance({ meta: deps.meta, clock: { now: () => now } }, batchId, 'cancelling');
     else now += 120_000;
 
     expect(await finalizeStep(deps, batchId)).toBe(status);

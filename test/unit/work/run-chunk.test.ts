@@ -13,6 +13,7 @@ import { FsBlobStore } from '../../../shared/adapters/local/fs-blob-store.js';
 import { systemClock } from '../../../shared/adapters/local/system-clock.js';
 import { blobKeys } from '../../../shared/batch/keys.js';
 import { enqueueStep, failBatchStep, finalizeStep, type StepDeps, validateStep } from '../../../shared/batch/steps.js';
+import { advance } from '../../../shared/batch/transitions.js';
 import { silentLogger } from '../../../shared/log.js';
 import type { BlobStore, ChunkMessage, Lifecycle } from '../../../shared/ports.js';
 import { HttpUpstream } from '../../../shared/upstream/http-upstream.js';
@@ -260,7 +261,7 @@ describe('the chunk worker, with huge answers and chunks that keep failing', () 
     it('ends a batch whose finalization failed for good failed, without files, with its input let go of and its scratch removed', async () => {
       const batchId = await startBatch(ids(2));
       await runChunk(worker(simRouter()), sent[0]!);
-      await deps.meta.updateBatch(batchId, ['in_progress'], { status: 'finalizing', finalizingAtMs: Date.now() });
+      await advance({ meta: deps.meta, clock: { now: () => Date.now() } }, batchId, 'finalizing');
       const batch = (await deps.meta.getBatch(batchId))!;
       await deps.meta.deleteFile('p', batch.inputFileId);
 

@@ -1,0 +1,103 @@
+// Creating a batch: the one way a batch comes to be, whoever asks (the API, a pipeline run, a retry).
+// The request was checked for shape at the edge; this checks it against what is stored, pins the
+// input file, records the batch with its first event, and starts its lifecycle.
+import { batchEvent } from '../events/model.js';
+import { newBatchId } from '../ids.js';
+import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
+import { releaseInputFile } from './input-file.js';
+import { type BatchRecord, ZERO_USAGE } from './model.js';
+
+export interface CreateBatchRequest {
+  project: string;
+  inputFileId: string;
+  /** As the client wrote it (a /v4 path stays /v4 on the Batch object). */
+  endpoint: string;
+  /** As the client wrote it, already checked (e.g. "24h"); `windowMs` is its length. */
+  completionWindow: string;
+  windowMs: number;
+  metadata: Record<string, string> | null;
+  outputExpiresAfterSeconds: number | null;
+}
+
+export interface CreateDeps {
+  meta: MetaStore;
+  blobs: BlobStore;
+  clock: Pick<Clock, 'now'>;
+  lifecycle: Pick<Lifecycle, 'start'>;
+  onTransition?: (batch: BatchRecord) => void;
+}
+
+/** The input file is not a live file of the project (another project's file looks exactly the same). */
+export class InputFileNotFound extends Error {
+  constructor(readonly fileId: string) {
+    super(`No file found with id '${fileId}'.`);
+    this.name = 'InputFileNotFound';
+  }
+}
+
+/** The input file is not a Batch API input file. */
+export class InputFileNotForBatch extends Error {
+  constructor(
+    readonly fileId: string,
+    readonly purpose: string,
+  ) {
+    super(`The input file must have purpose 'batch'; ${fileId} has purpose '${purpose}'.`);
+    this.name = 'InputFileNotForBatch';
+  }
+}
+
+export async function createBatch(deps: CreateDeps, request: CreateBatchRequest): Promise<BatchRecord> {
+  const { meta, clock } = deps;
+  const input = await meta.getFile(request.project, request.inputFileId);
+  if (!input) throw new InputFileNotFound(request.inputFileId);
+  if (input.purpose !== 'batch') throw new InputFileNotForBatch(input.id, input.purpose);
+  const id = newBatchId();
+  // Keeps the file's bytes for this batch, should the user delete the file before the batch ends.
+  if (!(await meta.pinFile(request.project, input.id, id))) throw new InputFileNotFound(request.inputFileId);
+  const now = clock.now();
+  const batch = newBatchRecord(id, request, now);
+  try {
+    await meta.createBatch(batch, batchEvent(batch, 'validating', null, now));
+  } catch (error) {
+    await releaseInputFile(deps, batch).catch(() => undefined);
+    throw error;
+  }
+  deps.onTransition?.(batch);
+  await deps.lifecycle.start(batch.id);
+  return batch;
+}
+
+function newBatchRecord(id: string, request: CreateBatchRequest, now: number): BatchRecord {
+  return {
+    id,
+    project: request.project,
+    endpoint: request.endpoint,
+    inputFileId: request.inputFileId,
+    completionWindow: request.completionWindow,
+    status: 'validating',
+    model: null,
+    metadata: request.metadata,
+    outputExpiresAfterSeconds: request.outputExpiresAfterSeconds,
+    errors: null,
+    outputFileId: null,
+    errorFileId: null,
+    createdAtMs: now,
+    expiresAtMs: now + request.windowMs,
+    inProgressAtMs: null,
+    finalizingAtMs: null,
+    completedAtMs: null,
+    failedAtMs: null,
+    expiredAtMs: null,
+    cancellingAtMs: null,
+    cancelledAtMs: null,
+    total: 0,
+    completed: 0,
+    failed: 0,
+    unrun: 0,
+    usage: ZERO_USAGE,
+    taskToken: null,
+    chunkCount: 0,
+    doneChunks: [],
+    chunkAttempts: {},
+  };
+}

@@ -1,0 +1,88 @@
+// The one builder of the domain's dependencies. `npm start` (local/service.ts) and the Lambda
+// handlers (functions/runtime.ts) each make their ports (embedded or AWS adapters) and their
+// upstream routers, then call this: what the steps, the chunk worker, the API and the events
+// dispatcher are given, and the rules that tie them together (how long a drain lasts, when the
+// service counts as ready), are written here once.
+import type { ApiDeps } from '../api/app.js';
+import type { StepDeps } from '../batch/steps.js';
+import type { ServiceConfig } from '../config.js';
+import { EventDispatcher, type EventSubscriber } from '../events/dispatcher.js';
+import type { Logger } from '../log.js';
+import type { BlobStore, Clock, Lifecycle, MetaStore, WorkQueue } from '../ports.js';
+import type { ResponseBudget } from '../upstream/response-budget.js';
+import type { UpstreamRouter } from '../upstream/types.js';
+import type { ChunkWorkerDeps } from '../work/run-chunk.js';
+
+export interface Ports {
+  meta: MetaStore;
+  blobs: BlobStore;
+  queue: WorkQueue;
+  clock: Clock;
+  log: Logger;
+}
+
+/** Requests in flight when a window closes or a cancel arrives get one upstream timeout and this to finish. */
+export const DRAIN_MARGIN_MS = 5_000;
+
+export interface ComposeInput {
+  config: ServiceConfig;
+  ports: Ports;
+  /** The router the lifecycle steps ask (validation only asks whether a route serves the model). */
+  upstreams: UpstreamRouter;
+  /** Told after every status change: the runtime drains the events outbox soon. */
+  onTransition?: StepDeps['onTransition'];
+  /** What receives every status-change event (webhooks, EventBridge, pipeline destinations). */
+  subscribers?: readonly EventSubscriber[];
+}
+
+export interface Domain {
+  steps: StepDeps;
+  /** After a cancel, or once the window closed, how long the lifecycle waits for chunks still running. */
+  drainMs: number;
+  events: EventDispatcher;
+  /** The chunk worker's dependencies: its router (with keys) and its budget of answer bytes. */
+  worker(
+    lifecycle: Lifecycle,
+    own: { upstreams: UpstreamRouter; responses: ResponseBudget; log?: Logger; statusPollMs?: number },
+  ): ChunkWorkerDeps;
+  /** The API's dependencies; the runtime adds how keys resolve, downloads and its own request limits. */
+  api(lifecycle: Lifecycle, own: Omit<ApiDeps, keyof Ports | 'lifecycle' | 'limits' | 'ready' | 'onTransition'>): ApiDeps;
+}
+
+export function composeDomain({ config, ports, upstreams, onTransition, subscribers = [] }: ComposeInput): Domain {
+  const steps: StepDeps = {
+    ...ports,
+    upstreams,
+    limits: { maxRequestsPerBatch: config.limits.maxRequestsPerBatch, maxLineBytes: config.limits.maxLineBytes },
+    chunking: config.chunking,
+    onTransition,
+  };
+  return {
+    steps,
+    drainMs: config.upstream.timeoutMs + DRAIN_MARGIN_MS,
+    events: new EventDispatcher({ meta: ports.meta, log: ports.log }, subscribers),
+    worker: (lifecycle, own) => ({
+      meta: ports.meta,
+      blobs: ports.blobs,
+      clock: ports.clock,
+      log: own.log ?? ports.log,
+      lifecycle,
+      upstreams: own.upstreams,
+      responses: own.responses,
+      checkpoints: config.checkpoints,
+      ...(own.statusPollMs === undefined ? {} : { statusPollMs: own.statusPollMs }),
+    }),
+    api: (lifecycle, own) => ({
+      ...ports,
+      ...own,
+      lifecycle,
+      limits: config.limits,
+      onTransition,
+      // Ready when the MetaStore answers: a read of an item that never exists.
+      ready: async () => {
+        await ports.meta.getBatch('batch_healthcheck');
+        return true;
+      },
+    }),
+  };
+}
