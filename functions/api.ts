@@ -29,6 +29,7 @@ function buildApp(rt: Runtime): ApiHandler {
       apiKeys: rt.config.apiKeys,
       resolveApiKey: rt.api.resolveApiKey,
       downloads: rt.api.downloads,
+      prices: rt.api.prices,
       // A complete's claim on an upload lasts as long as this function can run.
       completeLeaseMs: API_TIMEOUT_SECONDS * 1000,
     }),

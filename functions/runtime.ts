@@ -29,7 +29,14 @@ import { composeDomain, type Domain } from '../shared/runtime/compose.js';
 import { awsSubscribers } from '../shared/runtime/subscribers.js';
 import { ResponseBudget } from '../shared/upstream/response-budget.js';
 import { createUpstreamRouter } from '../shared/upstream/router.js';
-import { NamedKeyRouteSchema, parseRoutes, type RouteConfig, resolveRoutes } from '../shared/upstream/routes.js';
+import {
+  NamedKeyRouteSchema,
+  parseRoutes,
+  type RouteConfig,
+  type RoutePrice,
+  resolveRoutes,
+  routePrices,
+} from '../shared/upstream/routes.js';
 import type { UpstreamRouter } from '../shared/upstream/types.js';
 import { CANCEL_ERROR, ENV } from './contract.js';
 import { domainLogger } from './observability.js';
@@ -59,6 +66,7 @@ export interface Runtime {
   api: {
     resolveApiKey: ApiKeyResolver;
     downloads: { redirectAboveBytes: number; urlExpiresInSeconds: number };
+    prices: (model: string) => RoutePrice | undefined;
   };
   /** The container's budget of upstream answer bytes held at once (MAX_INFLIGHT_RESPONSE_BYTES), for the worker. */
   responses: ResponseBudget;
@@ -200,6 +208,8 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
     responses: new ResponseBudget(config.upstream.maxInflightResponseBytes),
     api: {
       resolveApiKey: storedApiKeys(meta, { clock }),
+      // UPSTREAM_CONFIG's routes, whose prices the usage route reads (no key is needed for that).
+      prices: routePrices(routes),
       downloads: {
         redirectAboveBytes: Number(env.DOWNLOAD_REDIRECT_BYTES ?? DEFAULT_REDIRECT_ABOVE_BYTES),
         urlExpiresInSeconds: 300,

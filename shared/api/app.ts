@@ -15,8 +15,10 @@ import { isIdOf, newFileId, randomToken } from '../ids.js';
 import { normalizeEndpoint } from '../input/validate.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
+import type { RoutePrice } from '../upstream/routes.js';
 import type { ApiKeyResolver } from './api-keys.js';
 import { ApiError, badRequest, conflict, internalError, notFound, quoted, tooLarge } from './errors.js';
+import { registerExtensionRoutes } from './extensions.js';
 import { receiveMultipart } from './multipart.js';
 import { listObject, toBatchObject, toFileObject } from './objects.js';
 import { DEFAULT_MAX_JSON_BODY_BYTES, jsonBody, jsonBodyLimit, parse } from './request.js';
@@ -62,6 +64,8 @@ export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeW
   healthDetails?: () => Record<string, number>;
   /** Told after each status change the API makes (a cancel), so that its event goes out soon. */
   onTransition?: (batch: BatchRecord) => void;
+  /** The price of the route that serves a model, when it has one (GET /v1/x/batches/{id}/usage). */
+  prices?: (model: string) => RoutePrice | undefined;
 }
 
 type Env = { Variables: { project: string; requestId: string } };
@@ -236,6 +240,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
   });
 
   registerUploadRoutes(api, deps);
+  registerExtensionRoutes(api, deps);
   app.route('/v1', api);
   app.route('/v4', api);
 

@@ -47,6 +47,9 @@ export function toBatchObject(batch: BatchRecord) {
       total_tokens: batch.usage.totalTokens,
     },
     metadata: batch.metadata,
+    // Extension fields (x_): only on batches that have them, so every other Batch object is OpenAI's shape exactly.
+    ...(batch.retryOf ? { x_retry_of: batch.retryOf } : {}),
+    ...(batch.retriedBy ? { x_retried_by: batch.retriedBy } : {}),
   };
 }
 

@@ -17,6 +17,8 @@ export interface CreateBatchRequest {
   windowMs: number;
   metadata: Record<string, string> | null;
   outputExpiresAfterSeconds: number | null;
+  /** The batch whose failed lines this one runs again (a retry). */
+  retryOf?: string;
 }
 
 export interface CreateDeps {
@@ -99,5 +101,6 @@ function newBatchRecord(id: string, request: CreateBatchRequest, now: number): B
     chunkCount: 0,
     doneChunks: [],
     chunkAttempts: {},
+    ...(request.retryOf ? { retryOf: request.retryOf } : {}),
   };
 }

@@ -123,6 +123,11 @@ export interface BatchRecord {
   chunkCount: number;
   doneChunks: number[];
   chunkAttempts: Record<string, string>;
+
+  /** The batch whose failed lines this batch runs again (POST /v1/x/batches/{id}/retry); absent otherwise. */
+  retryOf?: string;
+  /** The batch made from this one's failed lines, once it is retried. */
+  retriedBy?: string;
 }
 
 export type UploadStatus = 'pending' | 'completed' | 'cancelled' | 'expired';

@@ -10,6 +10,7 @@ import { EventDispatcher, type EventSubscriber } from '../events/dispatcher.js';
 import type { Logger } from '../log.js';
 import type { BlobStore, Clock, Lifecycle, MetaStore, WorkQueue } from '../ports.js';
 import type { ResponseBudget } from '../upstream/response-budget.js';
+import { routePrices } from '../upstream/routes.js';
 import type { UpstreamRouter } from '../upstream/types.js';
 import type { ChunkWorkerDeps } from '../work/run-chunk.js';
 
@@ -74,6 +75,7 @@ export function composeDomain({ config, ports, upstreams, onTransition, subscrib
     }),
     api: (lifecycle, own) => ({
       ...ports,
+      prices: routePrices(config.upstream.routes),
       ...own,
       lifecycle,
       limits: config.limits,

@@ -12,6 +12,7 @@
 import { z } from 'zod';
 
 const positiveInt = z.number().int().positive();
+const price = z.number().nonnegative().finite();
 
 /** A route's fields; in AWS the stack's routes name keys by secret only (NamedKeyRouteSchema). */
 const RouteObject = z
@@ -22,6 +23,15 @@ const RouteObject = z
     maxConcurrency: positiveInt.optional(),
     requestsPerMinute: positiveInt.optional(),
     tokensPerMinute: positiveInt.optional(),
+    // Prices per million tokens, for GET /v1/x/batches/{id}/usage (cached input tokens cost the
+    // input price unless cachedInputPricePerMillion says otherwise); currency defaults to USD.
+    inputPricePerMillion: price.optional(),
+    cachedInputPricePerMillion: price.optional(),
+    outputPricePerMillion: price.optional(),
+    currency: z
+      .string()
+      .regex(/^[A-Z]{3}$/, 'currency must be a three-letter code such as USD')
+      .optional(),
   })
   .strict();
 
@@ -151,4 +161,28 @@ export function routeSelector<T extends { pattern: string }>(routes: readonly T[
     else if (!exact.has(route.pattern)) exact.set(route.pattern, route);
   }
   return (model) => exact.get(model) ?? patterns.find((p) => p.matches(model))?.route;
+}
+
+/** What a route's tokens cost, per million. */
+export interface RoutePrice {
+  inputPerMillion: number;
+  cachedInputPerMillion: number;
+  outputPerMillion: number;
+  currency: string;
+}
+
+/** The price of the route that serves a model, when that route names one (input or output price). */
+export function routePrices(routes: readonly RouteConfig[]): (model: string) => RoutePrice | undefined {
+  const select = routeSelector(routes);
+  return (model) => {
+    const route = select(model);
+    if (!route || (route.inputPricePerMillion === undefined && route.outputPricePerMillion === undefined)) return undefined;
+    const input = route.inputPricePerMillion ?? 0;
+    return {
+      inputPerMillion: input,
+      cachedInputPerMillion: route.cachedInputPricePerMillion ?? input,
+      outputPerMillion: route.outputPricePerMillion ?? 0,
+      currency: route.currency ?? 'USD',
+    };
+  };
 }

@@ -270,6 +270,8 @@ function fromBatchItem(item: Item): BatchRecord {
     chunkCount: i.chunkCount,
     doneChunks: [...(i.doneChunks ?? [])].sort((a, b) => a - b),
     chunkAttempts: i.chunkAttempts ?? {},
+    ...(i.retryOf ? { retryOf: i.retryOf } : {}),
+    ...(i.retriedBy ? { retriedBy: i.retriedBy } : {}),
   };
 }
 
