@@ -9,6 +9,7 @@ import { batchTable, describeBatch, downloadResults, Interrupted, validationErro
 import { baseUrlOf, type ConnectionOptions, DEFAULT_BASE_URL, serviceClient } from './client.js';
 import { csvToJsonl, ENDPOINT_ALIASES, jsonlToCsv } from './csv.js';
 import { describeFailure, EXIT_CODES_HELP, ExitCode, exitCodeOfStatus, TERMINAL_STATUSES } from './exit.js';
+import { eachResult, resultOf, retryBatch, retrySelection } from './extensions.js';
 import { DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, endpointOfFirstLine, uploadInput } from './upload.js';
 
 /** The exit code of the action that ran (commander does not pass on what an action returns). */
@@ -235,6 +236,47 @@ ${EXIT_CODES_HELP}`,
         stdout(`${cancelling.id} ${cancelling.status}`);
         if (!options.wait && !options.output) return ExitCode.ok;
         return waitThenFetch(client, id, options);
+      }),
+    );
+
+  batch
+    .command('retry')
+    .description('run the failed lines of an ended batch again as a new batch (its input built by the service); prints the new batch id')
+    .argument('<id>', 'batch id')
+    .option(
+      '--codes <code...>',
+      'which failed lines: HTTP statuses (429, 5xx) and error codes (batch_expired); default 408 409 429 5xx batch_expired batch_cancelled',
+    )
+    .option('--wait', 'wait for the new batch to end with progress, then download its files (exit code by status)')
+    .option('--output <dir>', 'where --wait writes its files (default: ./NEW_BATCH_ID; implies --wait)')
+    .addOption(pollOption())
+    .action(
+      action(async (id: string, options: CancelFlags & { codes?: string[] }, command: Command) => {
+        const selection = retrySelection(options.codes);
+        const { client } = connection(command);
+        const retry = await retryBatch(client, id, selection);
+        stdout(retry.id);
+        stderr(`${retry.id} retries the failed lines of ${id}`);
+        if (!options.wait && !options.output) return ExitCode.ok;
+        return waitThenFetch(client, retry.id, { pollInterval: options.pollInterval, output: options.output ?? retry.id });
+      }),
+    );
+
+  batch
+    .command('results')
+    .description('print the result lines recorded so far as JSONL (also while the batch runs), or the one of a custom_id')
+    .argument('<id>', 'batch id')
+    .option('--custom-id <custom_id>', 'only the result line of this custom_id')
+    .action(
+      action(async (id: string, options: { customId?: string }, command: Command) => {
+        const { client } = connection(command);
+        if (options.customId !== undefined) {
+          stdout(JSON.stringify(await resultOf(client, id, options.customId)));
+          return ExitCode.ok;
+        }
+        const count = await eachResult(client, id, (line) => stdout(JSON.stringify(line)));
+        stderr(`${count} result lines so far`);
+        return ExitCode.ok;
       }),
     );
 
