@@ -17,6 +17,7 @@ import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
 import type { RoutePrice } from '../upstream/routes.js';
 import type { ApiKeyResolver } from './api-keys.js';
+import { registerConsoleRoutes } from './console.js';
 import { ApiError, badRequest, conflict, internalError, notFound, quoted, tooLarge } from './errors.js';
 import { registerExtensionRoutes } from './extensions.js';
 import { receiveMultipart } from './multipart.js';
@@ -99,6 +100,8 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
     const ready = deps.ready ? await deps.ready().catch(() => false) : true;
     return c.json({ status: ready ? 'ok' : 'unavailable', ...deps.healthDetails?.() }, ready ? 200 : 503);
   });
+
+  registerConsoleRoutes(app);
 
   const api = new Hono<Env>();
   const jsonLimit = jsonBodyLimit(deps.limits.maxJsonBodyBytes ?? DEFAULT_MAX_JSON_BODY_BYTES);
