@@ -443,6 +443,46 @@ describe('the AWS runtime, in-process', () => {
     expect((await other.files.retrieve(theirs.id)).id).toBe(theirs.id);
   });
 
+  it('extension routes over S3 and DynamoDB: results paged and one by custom_id, a retry of the failed lines; the console page', async () => {
+    upstream.configure({
+      failWhen: (_body, { key }) => (key.includes('x-flaky') ? { status: 503, body: { error: { message: 'overloaded' } } } : undefined),
+    });
+    const created = await submit(openai, [
+      ...chatLines(6, { prefix: 'x-ok' }),
+      ...chatLines(2, { prefix: 'x-flaky' }).map((line, i) => ({ ...line, custom_id: `flaky-${i}` })),
+    ]);
+    const batch = await waitForBatch(openai, created.id);
+    upstream.configure({ failWhen: undefined });
+    expect(batch.request_counts).toEqual({ total: 8, completed: 6, failed: 2 });
+    const page = (await openai.get(`/x/batches/${batch.id}/results`, { query: { limit: 5 } })) as {
+      data: { custom_id: string }[];
+      has_more: boolean;
+      next_after: string;
+    };
+    expect(page.data).toHaveLength(5);
+    expect(page.has_more).toBe(true);
+    const rest = (await openai.get(`/x/batches/${batch.id}/results`, { query: { after: page.next_after } })) as {
+      data: { custom_id: string }[];
+    };
+    expect([...page.data, ...rest.data].map((line) => line.custom_id).sort()).toEqual(
+      [...chatLines(6).map((l) => l.custom_id), 'flaky-0', 'flaky-1'].sort(),
+    );
+    expect(await openai.get(`/x/batches/${batch.id}/results`, { query: { custom_id: 'flaky-1' } })).toMatchObject({
+      custom_id: 'flaky-1',
+      response: { status_code: 503 },
+    });
+
+    const retry = (await openai.post(`/x/batches/${batch.id}/retry`, { body: {} })) as { id: string; x_retry_of: string };
+    expect(retry.x_retry_of).toBe(batch.id);
+    const done = await waitForBatch(openai, retry.id);
+    expect(done.request_counts).toEqual({ total: 2, completed: 2, failed: 0 });
+    expect(await openai.batches.retrieve(batch.id)).toMatchObject({ x_retried_by: retry.id });
+
+    const consolePage = await aws.apiFetch('https://api.batch.test/console/');
+    expect(consolePage.status).toBe(200);
+    expect(await consolePage.text()).toContain('API key');
+  });
+
   describe('no failure leaves a batch where nothing moves it', () => {
     /** Wraps a handler for the batches whose id `only` accepts; the original comes back after the test. */
     function breakHandler(name: 'validate' | 'finalize' | 'enqueue', wrap: (original: any) => any) {
