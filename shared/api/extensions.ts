@@ -8,7 +8,7 @@
 import type { Context, Hono } from 'hono';
 import { z } from 'zod';
 import type { BatchRecord } from '../batch/model.js';
-import { findResult, type ResultsCursor, ResultsMoved, resultsPage } from '../batch/results-so-far.js';
+import { BadResultsCursor, findResult, type ResultsCursor, ResultsMoved, resultsPage } from '../batch/results-so-far.js';
 import { RETRIABLE, RetryRefused, type RetrySelection, retryBatch } from '../batch/retry.js';
 import { batchCost } from '../batch/usage.js';
 import { isIdOf } from '../ids.js';
@@ -140,6 +140,7 @@ export function registerExtensionRoutes(api: Hono<Env>, deps: ExtensionDeps): vo
       });
     } catch (error) {
       if (error instanceof ResultsMoved) throw conflict(error.message, 'results_moved');
+      if (error instanceof BadResultsCursor) throw badRequest(error.message, 'after');
       throw error;
     }
   });

@@ -35,6 +35,14 @@ export class ResultsMoved extends Error {
   }
 }
 
+/** A cursor that points where no line starts: not one this service gave. */
+export class BadResultsCursor extends Error {
+  constructor() {
+    super("'after' is not a cursor this service gave: pass the next_after of the previous page.");
+    this.name = 'BadResultsCursor';
+  }
+}
+
 interface Source {
   key: string;
   chunk?: number;
@@ -126,7 +134,14 @@ async function readPage(
   let bytes = 0;
   const take = (line: Buffer) => {
     if (lines.length >= limit || (lines.length > 0 && bytes + line.length > maxBytes)) return false;
-    lines.push(JSON.parse(line.toString('utf8')));
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(line.toString('utf8'));
+    } catch {
+      // Every line we write is JSON: reading from the middle of one means the offset was made up.
+      throw new BadResultsCursor();
+    }
+    lines.push(parsed);
     bytes += line.length;
     return true;
   };
