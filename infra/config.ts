@@ -26,6 +26,12 @@ export interface UpstreamRoute {
   readonly maxConcurrency?: number;
   readonly requestsPerMinute?: number;
   readonly tokensPerMinute?: number;
+  /** Prices per million tokens, for GET /v1/x/batches/{id}/usage (shared/upstream/routes.ts). */
+  readonly inputPricePerMillion?: number;
+  readonly cachedInputPricePerMillion?: number;
+  readonly outputPricePerMillion?: number;
+  /** Three letters; default USD. */
+  readonly currency?: string;
 }
 
 export interface UpstreamRoutes {
@@ -226,6 +232,10 @@ export function routeEntry(route: UpstreamRoute, apiKeySecretId: string | undefi
     ...(route.maxConcurrency !== undefined ? { maxConcurrency: route.maxConcurrency } : {}),
     ...(route.requestsPerMinute !== undefined ? { requestsPerMinute: route.requestsPerMinute } : {}),
     ...(route.tokensPerMinute !== undefined ? { tokensPerMinute: route.tokensPerMinute } : {}),
+    ...(route.inputPricePerMillion !== undefined ? { inputPricePerMillion: route.inputPricePerMillion } : {}),
+    ...(route.cachedInputPricePerMillion !== undefined ? { cachedInputPricePerMillion: route.cachedInputPricePerMillion } : {}),
+    ...(route.outputPricePerMillion !== undefined ? { outputPricePerMillion: route.outputPricePerMillion } : {}),
+    ...(route.currency !== undefined ? { currency: route.currency } : {}),
   };
 }
 

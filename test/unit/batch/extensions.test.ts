@@ -1,5 +1,6 @@
 // The pure rules behind the extension routes: which error lines a retry picks, and what a batch cost.
 import { describe, expect, it } from 'vitest';
+import { routeEntry } from '../../../infra/config.js';
 import { matchesSelection, RETRIABLE } from '../../../shared/batch/retry.js';
 import { batchCost } from '../../../shared/batch/usage.js';
 import { parseRoutes, RoutesError, routePrices } from '../../../shared/upstream/routes.js';
@@ -42,5 +43,18 @@ describe('usage cost', () => {
   it('refuses prices that are not non-negative numbers', () => {
     expect(() => parseRoutes({ m: { baseUrl: 'https://x.test/v1', inputPricePerMillion: -1 } })).toThrow(RoutesError);
     expect(() => parseRoutes({ m: { baseUrl: 'https://x.test/v1', currency: 'dollars' } })).toThrow(RoutesError);
+  });
+
+  it('carries the prices of a deployed route into UPSTREAM_CONFIG', () => {
+    const entry = routeEntry(
+      { baseUrl: 'https://x.test/v1/', inputPricePerMillion: 1, outputPricePerMillion: 4, currency: 'EUR' },
+      'secret',
+    );
+    expect(routePrices(parseRoutes({ m: entry }))('m')).toEqual({
+      inputPerMillion: 1,
+      cachedInputPerMillion: 1,
+      outputPerMillion: 4,
+      currency: 'EUR',
+    });
   });
 });
