@@ -83,7 +83,7 @@ if (!existsSync(CHROMIUM)) {
       });
       const finished = await waitForBatch(alice, (await submit(alice, [...chatLines(3), chatLine('flaky-1', 'FLAKY')])).id);
       upstream.configure({ latencyMs: 400, failWhen: undefined });
-      const running = await submit(alice, chatLines(30, { prefix: 'slow' }));
+      const running = await submit(alice, chatLines(60, { prefix: 'slow' }));
 
       await page.getByLabel('API key').fill('alice-key');
       await page.getByRole('button', { name: 'Sign in' }).click();
