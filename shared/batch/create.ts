@@ -19,6 +19,8 @@ export interface CreateBatchRequest {
   outputExpiresAfterSeconds: number | null;
   /** The batch whose failed lines this one runs again (a retry). */
   retryOf?: string;
+  /** The new batch's id, when the caller derives it (a retry's); otherwise a random one. */
+  id?: string;
 }
 
 export interface CreateDeps {
@@ -53,7 +55,7 @@ export async function createBatch(deps: CreateDeps, request: CreateBatchRequest)
   const input = await meta.getFile(request.project, request.inputFileId);
   if (!input) throw new InputFileNotFound(request.inputFileId);
   if (input.purpose !== 'batch') throw new InputFileNotForBatch(input.id, input.purpose);
-  const id = newBatchId();
+  const id = request.id ?? newBatchId();
   // Keeps the file's bytes for this batch, should the user delete the file before the batch ends.
   if (!(await meta.pinFile(request.project, input.id, id))) throw new InputFileNotFound(request.inputFileId);
   const now = clock.now();

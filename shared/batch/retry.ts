@@ -1,11 +1,12 @@
 // Retrying a batch: a new batch of the lines of an ended batch that landed in its error file
 // (those with chosen error codes or HTTP statuses). Its input is built here, from the original
 // input file read by the chunk plan's byte ranges: the user uploads nothing again. The two batches
-// are linked both ways (retryOf on the new one, retriedBy on the old one).
+// are linked both ways (retryOf on the new one, retriedBy on the old one). A batch has at most one
+// retry (its retry may be retried in turn).
 //
 // What it holds in memory: the custom_ids chosen for the retry (at most the batch's size,
 // MAX_REQUESTS_PER_BATCH); the files themselves stream through, a line at a time.
-import { newFileId } from '../ids.js';
+import { createHash } from 'node:crypto';
 import { readJsonlLines } from '../input/jsonl.js';
 import { isBlankLine, parseRequestLine } from '../input/request-line.js';
 import type { BlobStore, MetaStore } from '../ports.js';
@@ -14,6 +15,17 @@ import { fileRecord } from './files.js';
 import { blobKeys } from './keys.js';
 import { type BatchRecord, TERMINAL_STATUSES } from './model.js';
 import { readPlan } from './steps.js';
+
+/**
+ * The ids of a batch's retry and of its input file depend only on the batch: two retries racing
+ * for one batch make the same file, and only one of them can create the batch (createBatch fails
+ * for an id that exists), so a batch has at most one retry.
+ */
+function derivedId(batchId: string, what: 'retry' | 'retry-input'): string {
+  return createHash('sha256').update(`${batchId}:${what}`).digest('base64url').replace(/[-_]/g, '').slice(0, 24);
+}
+export const retryBatchId = (batchId: string) => `batch_${derivedId(batchId, 'retry')}`;
+const retryInputFileId = (batchId: string) => `file-${derivedId(batchId, 'retry-input')}`;
 
 /** Which error lines run again: a line matches when its error code or its HTTP status is chosen. */
 export interface RetrySelection {
@@ -93,8 +105,14 @@ export async function retryBatch(deps: RetryDeps, batch: BatchRecord, selection:
   if (!TERMINAL_STATUSES.includes(batch.status)) {
     throw new RetryRefused(`Batch ${batch.id} is ${batch.status}: only a batch that has ended can be retried.`, 'batch_not_ended');
   }
-  if (batch.retriedBy) {
-    throw new RetryRefused(`Batch ${batch.id} was already retried by ${batch.retriedBy}: retry that batch instead.`, 'already_retried');
+  const alreadyRetried = (by: string) =>
+    new RetryRefused(`Batch ${batch.id} was already retried by ${by}: retry that batch instead.`, 'already_retried');
+  if (batch.retriedBy) throw alreadyRetried(batch.retriedBy);
+  const retryId = retryBatchId(batch.id);
+  if (await meta.getBatch(retryId)) {
+    // Made by a retry that stopped before it linked the two: the link is made now.
+    await meta.updateBatch(batch.id, TERMINAL_STATUSES, { retriedBy: retryId });
+    throw alreadyRetried(retryId);
   }
   const errorFile = batch.errorFileId ? await meta.getFile(batch.project, batch.errorFileId) : undefined;
   const plan = await readPlan(blobs, batch.id);
@@ -112,7 +130,7 @@ export async function retryBatch(deps: RetryDeps, batch: BatchRecord, selection:
     throw new RetryRefused(`No line of batch ${batch.id}'s error file has one of the chosen error codes or statuses.`, 'nothing_to_retry');
   }
 
-  const id = newFileId();
+  const id = retryInputFileId(batch.id);
   const { bytes } = await blobs.put(blobKeys.file(id), chosenRequestLines(blobs, plan, chosen));
   const input = fileRecord(
     { id, project: batch.project, filename: `${batch.id}_retry.jsonl`, purpose: 'batch', bytes, expiresAfterSeconds: null },
@@ -120,6 +138,7 @@ export async function retryBatch(deps: RetryDeps, batch: BatchRecord, selection:
   );
   await meta.putFile(input);
   const retry = await createBatch(deps, {
+    id: retryId,
     project: batch.project,
     inputFileId: input.id,
     endpoint: batch.endpoint,
@@ -128,8 +147,11 @@ export async function retryBatch(deps: RetryDeps, batch: BatchRecord, selection:
     metadata: batch.metadata,
     outputExpiresAfterSeconds: batch.outputExpiresAfterSeconds,
     retryOf: batch.id,
+  }).catch(async (error: unknown) => {
+    // Another retry of this batch, racing this one, created it first.
+    if (await meta.getBatch(retryId)) throw alreadyRetried(retryId);
+    throw error;
   });
-  // Two retries racing past the check above both run; the link names the later one.
   await meta.updateBatch(batch.id, TERMINAL_STATUSES, { retriedBy: retry.id });
   return retry;
 }

@@ -92,7 +92,12 @@ describe('extension routes (/v1/x/)', () => {
 
     upstream.configure({ failWhen: undefined });
     upstream.reset();
-    const retry = (await alice.post(`/x/batches/${first.id}/retry`, { body: {} })) as XBatch;
+    // Two retries at once: one batch is made, the other is told it exists.
+    const racing = await Promise.allSettled([0, 1].map(() => alice.post(`/x/batches/${first.id}/retry`, { body: {} })));
+    const made = racing.filter((outcome) => outcome.status === 'fulfilled');
+    expect(made).toHaveLength(1);
+    expect(racing.find((outcome) => outcome.status === 'rejected')).toMatchObject({ reason: { status: 409, code: 'already_retried' } });
+    const retry = (made[0] as PromiseFulfilledResult<XBatch>).value;
     expect(retry.id).not.toBe(first.id);
     expect(retry.x_retry_of).toBe(first.id);
     expect(retry.input_file_id).not.toBe(first.input_file_id);
