@@ -10,9 +10,9 @@ import { DynamoMetaStore } from '../../../shared/adapters/aws/dynamo-meta-store.
 import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../../shared/adapters/local/embedded-dynamo.js';
 import { FsBlobStore } from '../../../shared/adapters/local/fs-blob-store.js';
 import { createApiApp } from '../../../shared/api/app.js';
-import { uploadSweeper } from '../../../shared/api/upload-sweep.js';
-import { MAX_PART_BYTES } from '../../../shared/api/uploads.js';
 import type { Clock } from '../../../shared/ports.js';
+import { MAX_PART_BYTES } from '../../../shared/uploads/model.js';
+import { uploadSweeper } from '../../../shared/uploads/sweep.js';
 
 const HOUR = 3_600_000;
 

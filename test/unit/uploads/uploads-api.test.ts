@@ -11,8 +11,8 @@ import { DynamoMetaStore } from '../../../shared/adapters/aws/dynamo-meta-store.
 import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../../shared/adapters/local/embedded-dynamo.js';
 import { FsBlobStore } from '../../../shared/adapters/local/fs-blob-store.js';
 import { createApiApp } from '../../../shared/api/app.js';
-import { DEFAULT_COMPLETE_LEASE_MS, MAX_PART_BYTES } from '../../../shared/api/uploads.js';
 import type { BlobStore, ByteRange, Clock } from '../../../shared/ports.js';
+import { DEFAULT_COMPLETE_LEASE_MS, MAX_PART_BYTES } from '../../../shared/uploads/model.js';
 import { CORPUS, CORPUS_LIMITS } from '../../fixtures/bad/generate.js';
 
 describe('Uploads routes', () => {
