@@ -35,8 +35,24 @@ export interface UploadLimits {
   maxRequestsPerBatch?: number;
 }
 
+/** What the Uploads domain needs of the MetaStore: its uploads and parts, and the File it makes. */
+export type UploadMeta = Pick<
+  MetaStore,
+  | 'createUpload'
+  | 'getUpload'
+  | 'updateUpload'
+  | 'claimUploadCompletion'
+  | 'releaseUploadCompletion'
+  | 'addUploadPartBytes'
+  | 'putUploadPart'
+  | 'getUploadPart'
+  | 'putFile'
+  | 'getFile'
+  | 'deleteFile'
+>;
+
 export interface UploadDeps {
-  meta: MetaStore;
+  meta: UploadMeta;
   blobs: BlobStore;
   clock: Clock;
   limits: UploadLimits;

@@ -6,27 +6,25 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DynamoMetaStore } from '../../../shared/adapters/aws/dynamo-meta-store.js';
-import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../../shared/adapters/local/embedded-dynamo.js';
 import { FsBlobStore } from '../../../shared/adapters/local/fs-blob-store.js';
 import { createApiApp } from '../../../shared/api/app.js';
 import type { Clock } from '../../../shared/ports.js';
 import { MAX_PART_BYTES } from '../../../shared/uploads/model.js';
 import { uploadSweeper } from '../../../shared/uploads/sweep.js';
+import { MemoryMetaStore } from '../../support/memory-stores.js';
 
 const HOUR = 3_600_000;
 
 describe('upload bounds and the sweep', () => {
-  let dynamo: EmbeddedDynamo;
   let dir: string;
   let blobs: FsBlobStore;
-  let meta: DynamoMetaStore;
+  let meta: MemoryMetaStore;
   let now = Date.UTC(2026, 11, 1);
   const clock: Clock = { now: () => now, sleep: async () => undefined };
   const logged: string[] = [];
   const appWith = (maxFileBytes: number) =>
     createApiApp({
-      meta,
+      meta: meta.asMetaStore(),
       blobs,
       lifecycle: { start: async () => undefined, allChunksDone: async () => undefined, cancelled: async () => undefined },
       clock,
@@ -37,14 +35,12 @@ describe('upload bounds and the sweep', () => {
   let app: ReturnType<typeof createApiApp>;
 
   beforeAll(async () => {
-    dynamo = await startEmbeddedDynamo({ tableName: `bounds-${process.pid}-${Date.now()}` });
     dir = await mkdtemp(path.join(os.tmpdir(), 'upload-bounds-'));
     blobs = new FsBlobStore(dir);
-    meta = new DynamoMetaStore({ client: dynamo.client, tableName: dynamo.tableName, now: () => now });
+    meta = new MemoryMetaStore(() => now);
     app = appWith(1_000_000);
   });
   afterAll(async () => {
-    await dynamo?.close();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
