@@ -1,5 +1,11 @@
 // The MetaStore on DynamoDB: one table, used in AWS and locally against dynalite.
 //
+// Why one file of this size: one class implements the whole port over one table, and each method is
+// one conditional write whose condition is read beside the item layout below; the contract suites
+// (test/adapters/meta-store-contract.ts) hold it to the port as a whole. The seam for a split is per
+// item kind (files, batches and their outbox, uploads, api keys: each a store over the same table and
+// helpers), to be taken once the rooms that are adding item kinds (events, pipelines) have landed.
+//
 // Item layout (partition key `pk` only; GSI `byProject` on gsi1pk/gsi1sk lists a project's objects):
 //   file   pk = FILE#<id>   gsi1pk = <project>#FILE   gsi1sk = <createdAtMs, 15 digits>#<id>
 //          the FileRecord's fields; expiresAtMs absent when null; `ttl` (seconds) when it expires;
