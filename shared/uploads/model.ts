@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import type { UploadRecord } from '../batch/model.js';
 import type { UploadCheckLimits } from '../input/upload-check.js';
-import type { BlobStore, Clock, MetaStore } from '../ports.js';
+import { type BlobStore, type Clock, type MetaStore, StatusConflict } from '../ports.js';
 
 /** An upload takes parts for an hour after its creation. */
 export const UPLOAD_LIFETIME_MS = 3_600_000;
@@ -89,17 +89,13 @@ export function uploadFileId(uploadId: string): string {
   return `file-${digest.slice(0, 24)}`;
 }
 
-/**
- * A compare-and-set on an upload's status lost: it is no longer pending. `current` is the upload as
- * it is now (undefined when it is gone).
- */
-export class UploadStatusConflict extends Error {
+/** A compare-and-set on an upload's status lost: it is no longer pending. */
+export class UploadStatusConflict extends StatusConflict<UploadRecord> {
   constructor(
     readonly uploadId: string,
-    readonly current: UploadRecord | undefined,
+    current: UploadRecord | undefined,
   ) {
-    super(current ? `upload ${uploadId} is ${current.status}` : `upload ${uploadId} does not exist`);
-    this.name = 'UploadStatusConflict';
+    super('upload', uploadId, current);
   }
 }
 

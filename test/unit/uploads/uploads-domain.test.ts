@@ -8,17 +8,7 @@ import type { Clock } from '../../../shared/ports.js';
 import { addUploadPart, type ReceivedPart } from '../../../shared/uploads/add-part.js';
 import { completeUpload } from '../../../shared/uploads/complete.js';
 import { cancelUpload, createUpload } from '../../../shared/uploads/create.js';
-import {
-  UploadMd5Mismatch,
-  UploadNotPending,
-  UploadOverAnnounced,
-  UploadPartEmpty,
-  UploadPartsRefused,
-  UploadPartTooLarge,
-  UploadSizeMismatch,
-  UploadSizeRefused,
-  UploadStillCompleting,
-} from '../../../shared/uploads/errors.js';
+import * as refusals from '../../../shared/uploads/errors.js';
 import { leavePending, MAX_PART_BYTES, type UploadDeps, UploadStatusConflict, uploadKeys } from '../../../shared/uploads/model.js';
 import { uploadSweeper } from '../../../shared/uploads/sweep.js';
 import { MemoryBlobStore, MemoryMetaStore } from '../../support/memory-stores.js';
@@ -74,9 +64,9 @@ describe('the Uploads domain', () => {
     expect(await meta.getUpload('alpha', created.id)).toEqual(created);
     expect(await meta.getUpload('beta', created.id)).toBeUndefined();
 
-    expect(await refusal(upload(0))).toBeInstanceOf(UploadSizeRefused);
+    expect(await refusal(upload(0))).toBeInstanceOf(refusals.UploadSizeRefused);
     const over = await refusal(upload(10_001));
-    expect(over).toBeInstanceOf(UploadSizeRefused);
+    expect(over).toBeInstanceOf(refusals.UploadSizeRefused);
     expect(over).toMatchObject({ bytes: 10_001, limit: 10_000 });
     expect(meta.uploads.size).toBe(1);
   });
@@ -88,9 +78,9 @@ describe('the Uploads domain', () => {
     expect(await blobs.list(uploadKeys.parts(created.id))).toEqual([part.blobKey]);
 
     const over = await refusal(addUploadPart(deps, created, sending('x'.repeat(41))));
-    expect(over).toBeInstanceOf(UploadOverAnnounced);
-    expect((over as UploadOverAnnounced).upload.partBytes).toBe(60);
-    expect(await refusal(addUploadPart(deps, created, sending('')))).toBeInstanceOf(UploadPartEmpty);
+    expect(over).toBeInstanceOf(refusals.UploadOverAnnounced);
+    expect((over as refusals.UploadOverAnnounced).upload.partBytes).toBe(60);
+    expect(await refusal(addUploadPart(deps, created, sending('')))).toBeInstanceOf(refusals.UploadPartEmpty);
     expect(await blobs.list(uploadKeys.parts(created.id))).toEqual([part.blobKey]);
     expect((await meta.getUpload('alpha', created.id))?.partBytes).toBe(60);
   });
@@ -102,7 +92,7 @@ describe('the Uploads domain', () => {
       await store((async function* () {})());
       return { bytes: maxBytes, truncated: true };
     };
-    expect(await refusal(addUploadPart(deps, created, receivedBig))).toBeInstanceOf(UploadPartTooLarge);
+    expect(await refusal(addUploadPart(deps, created, receivedBig))).toBeInstanceOf(refusals.UploadPartTooLarge);
     expect(await blobs.list(uploadKeys.parts(created.id))).toEqual([]);
   });
 
@@ -111,8 +101,8 @@ describe('the Uploads domain', () => {
     await addUploadPart(deps, created, sending(LINE));
     now += HOUR;
     const expired = await refusal(addUploadPart(deps, created, sending(LINE)));
-    expect(expired).toBeInstanceOf(UploadNotPending);
-    expect((expired as UploadNotPending).upload.status).toBe('expired');
+    expect(expired).toBeInstanceOf(refusals.UploadNotPending);
+    expect((expired as refusals.UploadNotPending).upload.status).toBe('expired');
     expect((expired as Error).message).toContain('an upload lasts an hour');
     expect((await meta.getUpload('alpha', created.id))?.status).toBe('expired');
     expect(await blobs.list(uploadKeys.parts(created.id))).toEqual([]);
@@ -141,14 +131,14 @@ describe('the Uploads domain', () => {
     const created = await upload(LINE.length * 2);
     const part = await addUploadPart(deps, created, sending(LINE));
     const short = await refusal(completeUpload(deps, created, { partIds: [part.id] }));
-    expect(short).toBeInstanceOf(UploadSizeMismatch);
+    expect(short).toBeInstanceOf(refusals.UploadSizeMismatch);
     expect(short).toMatchObject({ bytes: LINE.length, upload: { id: created.id } });
-    expect(await refusal(completeUpload(deps, created, { partIds: [part.id, part.id] }))).toBeInstanceOf(UploadPartsRefused);
-    expect(await refusal(completeUpload(deps, created, { partIds: ['part_nothere'] }))).toBeInstanceOf(UploadPartsRefused);
+    expect(await refusal(completeUpload(deps, created, { partIds: [part.id, part.id] }))).toBeInstanceOf(refusals.UploadPartsRefused);
+    expect(await refusal(completeUpload(deps, created, { partIds: ['part_nothere'] }))).toBeInstanceOf(refusals.UploadPartsRefused);
 
     const other = await addUploadPart(deps, created, sending(LINE));
     const wrong = await refusal(completeUpload(deps, created, { partIds: [part.id, other.id], md5: '0'.repeat(32) }));
-    expect(wrong).toBeInstanceOf(UploadMd5Mismatch);
+    expect(wrong).toBeInstanceOf(refusals.UploadMd5Mismatch);
     expect(meta.files.size).toBe(0);
     expect(blobs.objects.size).toBe(2);
     const current = await meta.getUpload('alpha', created.id);
@@ -157,13 +147,13 @@ describe('the Uploads domain', () => {
     expect(current?.completingUntilMs).toBeUndefined();
   });
 
-  it('answers UploadStillCompleting while another complete holds the claim past the wait', async () => {
+  it('answers refusals.UploadStillCompleting while another complete holds the claim past the wait', async () => {
     const created = await upload(LINE.length);
     const part = await addUploadPart(deps, created, sending(LINE));
     await meta.claimUploadCompletion(created.id, now, now + 60_000);
     const waiting = await refusal(completeUpload({ ...deps, completeWaitMs: 2_000 }, created, { partIds: [part.id] }));
-    expect(waiting).toBeInstanceOf(UploadStillCompleting);
-    expect((waiting as UploadStillCompleting).upload.id).toBe(created.id);
+    expect(waiting).toBeInstanceOf(refusals.UploadStillCompleting);
+    expect((waiting as refusals.UploadStillCompleting).upload.id).toBe(created.id);
   });
 
   it('cancels a pending upload (again is harmless), not a completed one', async () => {
@@ -178,8 +168,8 @@ describe('the Uploads domain', () => {
     const part = await addUploadPart(deps, done, sending(LINE));
     await completeUpload(deps, done, { partIds: [part.id] });
     const refused = await refusal(cancelUpload(deps, done));
-    expect(refused).toBeInstanceOf(UploadNotPending);
-    expect((refused as UploadNotPending).upload.status).toBe('completed');
+    expect(refused).toBeInstanceOf(refusals.UploadNotPending);
+    expect((refused as refusals.UploadNotPending).upload.status).toBe('completed');
   });
 
   it('raises UploadStatusConflict with the current record when a status change loses', async () => {
