@@ -26,11 +26,9 @@ import {
   checkLimits,
   DEFAULT_COMPLETE_LEASE_MS,
   DEFAULT_COMPLETE_WAIT_MS,
-  deleteParts,
   expireIfDue,
-  leavePending,
+  finishPending,
   type UploadDeps,
-  UploadStatusConflict,
   uploadFileId,
 } from './model.js';
 
@@ -161,19 +159,13 @@ async function joinClaimed(deps: UploadDeps, upload: UploadRecord, request: Comp
     clock.now(),
   );
   await meta.putFile(file);
-  try {
-    const completed = await leavePending(meta, upload, { status: 'completed', fileId });
-    await deleteParts(blobs, upload.id);
-    return completed;
-  } catch (error) {
-    if (!(error instanceof UploadStatusConflict)) throw error;
+  return finishPending(deps, upload, { status: 'completed', fileId }, async (current = upload) => {
     // Another complete won (same file id: its file is this one), or a cancel did.
-    const current = error.current ?? upload;
     if (current.status === 'completed' && current.fileId === fileId) return current;
     const deleted = await meta.deleteFile(upload.project, fileId);
     if (!deleted?.blobInUse) await blobs.delete([file.blobKey]);
     throw new UploadNotPending(current, 'it cannot be completed');
-  }
+  });
 }
 
 /** The part records of these ids, in order; throws UploadPartsRefused for one the upload does not have. */

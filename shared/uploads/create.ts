@@ -3,15 +3,7 @@
 import type { UploadRecord } from '../batch/model.js';
 import { newUploadId } from '../ids.js';
 import { UploadNotPending, UploadSizeRefused } from './errors.js';
-import {
-  deleteParts,
-  expireIfDue,
-  leavePending,
-  MAX_UPLOAD_BYTES,
-  UPLOAD_LIFETIME_MS,
-  type UploadDeps,
-  UploadStatusConflict,
-} from './model.js';
+import { expireIfDue, finishPending, MAX_UPLOAD_BYTES, UPLOAD_LIFETIME_MS, type UploadDeps } from './model.js';
 
 export interface NewUpload {
   project: string;
@@ -49,14 +41,8 @@ export async function cancelUpload(deps: Pick<UploadDeps, 'meta' | 'blobs' | 'cl
   const upload = await expireIfDue(deps, found);
   if (upload.status === 'cancelled') return upload;
   if (upload.status !== 'pending') throw new UploadNotPending(upload, 'it cannot be cancelled');
-  try {
-    const cancelled = await leavePending(deps.meta, upload, { status: 'cancelled' });
-    await deleteParts(deps.blobs, upload.id);
-    return cancelled;
-  } catch (error) {
-    if (!(error instanceof UploadStatusConflict)) throw error;
-    const current = error.current ?? upload;
+  return finishPending(deps, upload, { status: 'cancelled' }, (current = upload) => {
     if (current.status === 'cancelled') return current;
     throw new UploadNotPending(current, 'it cannot be cancelled');
-  }
+  });
 }

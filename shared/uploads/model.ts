@@ -115,18 +115,31 @@ export async function deleteParts(blobs: Pick<BlobStore, 'list' | 'delete'>, upl
   await blobs.delete(await blobs.list(uploadKeys.parts(uploadId))).catch(() => undefined);
 }
 
-/** The upload as it is now: a pending upload that has outlived its hour is recorded as expired, and its parts go. */
-export async function expireIfDue(
-  deps: { meta: Pick<MetaStore, 'updateUpload' | 'getUpload'>; blobs: Pick<BlobStore, 'list' | 'delete'>; clock: Pick<Clock, 'now'> },
+type Stores = { meta: Pick<MetaStore, 'updateUpload' | 'getUpload'>; blobs: Pick<BlobStore, 'list' | 'delete'> };
+
+/**
+ * The upload leaves pending for good and its parts go. When another change got there first, answers
+ * what `lost` makes of the upload as it is now (undefined: gone), which may be to throw a refusal.
+ */
+export async function finishPending(
+  deps: Stores,
   upload: UploadRecord,
+  changes: Parameters<typeof leavePending>[2],
+  lost: (current: UploadRecord | undefined) => UploadRecord | Promise<UploadRecord>,
 ): Promise<UploadRecord> {
-  if (effectiveStatus(upload, deps.clock.now()) !== 'expired' || upload.status === 'expired') return upload;
+  let finished: UploadRecord;
   try {
-    const expired = await leavePending(deps.meta, upload, { status: 'expired' });
-    await deleteParts(deps.blobs, upload.id);
-    return expired;
+    finished = await leavePending(deps.meta, upload, changes);
   } catch (error) {
-    if (error instanceof UploadStatusConflict) return error.current ?? upload;
+    if (error instanceof UploadStatusConflict) return lost(error.current);
     throw error;
   }
+  await deleteParts(deps.blobs, upload.id);
+  return finished;
+}
+
+/** The upload as it is now: a pending upload that has outlived its hour is recorded as expired, and its parts go. */
+export async function expireIfDue(deps: Stores & { clock: Pick<Clock, 'now'> }, upload: UploadRecord): Promise<UploadRecord> {
+  if (effectiveStatus(upload, deps.clock.now()) !== 'expired' || upload.status === 'expired') return upload;
+  return finishPending(deps, upload, { status: 'expired' }, (current) => current ?? upload);
 }

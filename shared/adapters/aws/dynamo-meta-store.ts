@@ -63,46 +63,29 @@ export const OPEN_INDEX = 'open';
 const OUTBOX_PARTITION = 'EVENTS';
 const OPEN_PARTITION = 'OPEN';
 
+/** A global secondary index on two string attributes, projecting the whole item. */
+const globalIndex = (IndexName: string, hash: string, range: string) => ({
+  IndexName,
+  KeySchema: [
+    { AttributeName: hash, KeyType: 'HASH' as const },
+    { AttributeName: range, KeyType: 'RANGE' as const },
+  ],
+  Projection: { ProjectionType: 'ALL' as const },
+});
+
 export function metaTableDefinition(tableName: string): CreateTableCommandInput {
+  const indexes = [
+    globalIndex(BY_PROJECT_INDEX, 'gsi1pk', 'gsi1sk'),
+    globalIndex(OUTBOX_INDEX, 'outboxPk', 'outboxSk'),
+    globalIndex(OPEN_INDEX, 'openPk', 'openSk'),
+  ];
+  const keys = ['pk', ...indexes.flatMap((index) => index.KeySchema.map((key) => key.AttributeName))];
   return {
     TableName: tableName,
     BillingMode: 'PAY_PER_REQUEST',
-    AttributeDefinitions: [
-      { AttributeName: 'pk', AttributeType: 'S' },
-      { AttributeName: 'gsi1pk', AttributeType: 'S' },
-      { AttributeName: 'gsi1sk', AttributeType: 'S' },
-      { AttributeName: 'outboxPk', AttributeType: 'S' },
-      { AttributeName: 'outboxSk', AttributeType: 'S' },
-      { AttributeName: 'openPk', AttributeType: 'S' },
-      { AttributeName: 'openSk', AttributeType: 'S' },
-    ],
+    AttributeDefinitions: keys.map((AttributeName) => ({ AttributeName, AttributeType: 'S' as const })),
     KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }],
-    GlobalSecondaryIndexes: [
-      {
-        IndexName: BY_PROJECT_INDEX,
-        KeySchema: [
-          { AttributeName: 'gsi1pk', KeyType: 'HASH' },
-          { AttributeName: 'gsi1sk', KeyType: 'RANGE' },
-        ],
-        Projection: { ProjectionType: 'ALL' },
-      },
-      {
-        IndexName: OUTBOX_INDEX,
-        KeySchema: [
-          { AttributeName: 'outboxPk', KeyType: 'HASH' },
-          { AttributeName: 'outboxSk', KeyType: 'RANGE' },
-        ],
-        Projection: { ProjectionType: 'ALL' },
-      },
-      {
-        IndexName: OPEN_INDEX,
-        KeySchema: [
-          { AttributeName: 'openPk', KeyType: 'HASH' },
-          { AttributeName: 'openSk', KeyType: 'RANGE' },
-        ],
-        Projection: { ProjectionType: 'ALL' },
-      },
-    ],
+    GlobalSecondaryIndexes: indexes,
   };
 }
 
