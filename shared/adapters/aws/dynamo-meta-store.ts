@@ -185,17 +185,8 @@ function toFileItem(file: FileRecord): FileItem {
 }
 
 function fromFileItem(item: Item): FileRecord {
-  const i = item as unknown as FileItem;
-  return {
-    id: i.id,
-    project: i.project,
-    filename: i.filename,
-    purpose: i.purpose,
-    bytes: i.bytes,
-    createdAtMs: i.createdAtMs,
-    expiresAtMs: i.expiresAtMs ?? null,
-    blobKey: i.blobKey,
-  };
+  const { id, project, filename, purpose, bytes, createdAtMs, expiresAtMs, blobKey } = item as unknown as FileItem;
+  return { id, project, filename, purpose, bytes, createdAtMs, expiresAtMs: expiresAtMs ?? null, blobKey };
 }
 
 function toBatchItem(batch: BatchRecord): BatchItem {
