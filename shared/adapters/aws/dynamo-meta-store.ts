@@ -626,23 +626,25 @@ export class DynamoMetaStore implements MetaStore {
   }
 
   async listUnfinishedBatches(project?: string): Promise<BatchRecord[]> {
-    const batches: BatchRecord[] = [];
+    const items = await this.queryAll({
+      IndexName: OPEN_INDEX,
+      KeyConditionExpression: project === undefined ? 'openPk = :open' : 'openPk = :open AND begins_with(openSk, :project)',
+      ExpressionAttributeValues: { ':open': OPEN_PARTITION, ...(project === undefined ? {} : { ':project': `${project}#` }) },
+    });
+    // The index is eventually consistent: a batch that just became final may still be in it.
+    return items.map(fromBatchItem).filter((batch) => !TERMINAL_STATUSES.includes(batch.status));
+  }
+
+  /** Every item a query finds, page after page (for the short lists: unfinished batches, api keys). */
+  private async queryAll(query: Omit<ConstructorParameters<typeof QueryCommand>[0], 'TableName' | 'ExclusiveStartKey'>): Promise<Item[]> {
+    const items: Item[] = [];
     let startKey: Key | undefined;
     do {
-      const out = await this.doc.send(
-        new QueryCommand({
-          TableName: this.tableName,
-          IndexName: OPEN_INDEX,
-          KeyConditionExpression: project === undefined ? 'openPk = :open' : 'openPk = :open AND begins_with(openSk, :project)',
-          ExpressionAttributeValues: { ':open': OPEN_PARTITION, ...(project === undefined ? {} : { ':project': `${project}#` }) },
-          ExclusiveStartKey: startKey,
-        }),
-      );
-      for (const item of out.Items ?? []) batches.push(fromBatchItem(item));
+      const out = await this.doc.send(new QueryCommand({ TableName: this.tableName, ...query, ExclusiveStartKey: startKey }));
+      items.push(...(out.Items ?? []));
       startKey = out.LastEvaluatedKey;
     } while (startKey);
-    // The index is eventually consistent: a batch that just became final may still be in it.
-    return batches.filter((batch) => !TERMINAL_STATUSES.includes(batch.status));
+    return items;
   }
 
   // Uploads
@@ -768,24 +770,14 @@ export class DynamoMetaStore implements MetaStore {
   }
 
   async listApiKeys(project?: string): Promise<ApiKeyRecord[]> {
-    const keys: ApiKeyRecord[] = [];
-    let startKey: Key | undefined;
-    do {
-      const out = await this.doc.send(
-        new QueryCommand({
-          TableName: this.tableName,
-          IndexName: BY_PROJECT_INDEX,
-          KeyConditionExpression: 'gsi1pk = :gsi1pk',
-          FilterExpression: project === undefined ? undefined : '#project = :project',
-          ExpressionAttributeNames: project === undefined ? undefined : { '#project': 'project' },
-          ExpressionAttributeValues: { ':gsi1pk': API_KEYS_INDEX_KEY, ...(project === undefined ? {} : { ':project': project }) },
-          ExclusiveStartKey: startKey,
-        }),
-      );
-      keys.push(...(out.Items ?? []).map(fromApiKeyItem));
-      startKey = out.LastEvaluatedKey;
-    } while (startKey);
-    return keys;
+    const items = await this.queryAll({
+      IndexName: BY_PROJECT_INDEX,
+      KeyConditionExpression: 'gsi1pk = :gsi1pk',
+      FilterExpression: project === undefined ? undefined : '#project = :project',
+      ExpressionAttributeNames: project === undefined ? undefined : { '#project': 'project' },
+      ExpressionAttributeValues: { ':gsi1pk': API_KEYS_INDEX_KEY, ...(project === undefined ? {} : { ':project': project }) },
+    });
+    return items.map(fromApiKeyItem);
   }
 
   async revokeApiKey(keyHash: string, atMs: number): Promise<ApiKeyRecord | undefined> {
