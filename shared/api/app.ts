@@ -16,7 +16,6 @@ import { isIdOf, newFileId, randomToken } from '../ids.js';
 import { normalizeEndpoint } from '../input/validate.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
-import type { UploadDeps } from '../uploads/model.js';
 import type { ApiKeyResolver } from './api-keys.js';
 import { ApiError, badRequest, conflict, internalError, notFound, quoted, tooLarge } from './errors.js';
 import { receiveMultipart } from './multipart.js';
@@ -30,7 +29,7 @@ import {
   listFilesQuery,
   parseCompletionWindow,
 } from './schemas.js';
-import { batchFileCheck, registerUploadRoutes } from './uploads.js';
+import { batchFileCheck, registerUploadRoutes, type UploadDeps } from './uploads.js';
 
 export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeWaitMs'> {
   meta: MetaStore;

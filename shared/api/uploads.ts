@@ -38,6 +38,8 @@ import { toFileObject } from './objects.js';
 import { DEFAULT_MAX_JSON_BODY_BYTES, jsonBody, jsonBodyLimit, parse } from './request.js';
 import { fileExpiresAfter } from './schemas.js';
 
+export type { UploadDeps };
+
 export interface UploadRouteDeps extends UploadDeps {
   limits: UploadLimits & { maxJsonBodyBytes?: number };
 }
