@@ -11,6 +11,7 @@ import { createApiApp } from '../../../shared/api/app.js';
 import type { Clock } from '../../../shared/ports.js';
 import { MAX_PART_BYTES } from '../../../shared/uploads/model.js';
 import { uploadSweeper } from '../../../shared/uploads/sweep.js';
+import { postTo } from '../../support/api-request.js';
 import { MemoryMetaStore } from '../../support/memory-stores.js';
 
 const HOUR = 3_600_000;
@@ -44,17 +45,7 @@ describe('upload bounds and the sweep', () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  const post = async (url: string, body?: unknown, on = app) => {
-    const response = await on.request(url, {
-      method: 'POST',
-      ...(body instanceof FormData
-        ? { body }
-        : body === undefined
-          ? {}
-          : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
-    });
-    return { status: response.status, body: (await response.json()) as any };
-  };
+  const post = (url: string, body?: unknown, on = app) => postTo(on, url, body);
   const part = (bytes: number) => {
     const form = new FormData();
     form.set('data', new Blob([new Uint8Array(bytes).fill(0x20)]), 'part');

@@ -12,6 +12,7 @@ import { createApiApp } from '../../../shared/api/app.js';
 import type { BlobStore, ByteRange, Clock } from '../../../shared/ports.js';
 import { DEFAULT_COMPLETE_LEASE_MS, MAX_PART_BYTES } from '../../../shared/uploads/model.js';
 import { CORPUS, CORPUS_LIMITS } from '../../fixtures/bad/generate.js';
+import { postTo } from '../../support/api-request.js';
 import { MemoryMetaStore } from '../../support/memory-stores.js';
 
 describe('Uploads routes', () => {
@@ -70,17 +71,7 @@ describe('Uploads routes', () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  const post = async (url: string, body?: unknown, on = app) => {
-    const response = await on.request(url, {
-      method: 'POST',
-      ...(body instanceof FormData
-        ? { body }
-        : body === undefined
-          ? {}
-          : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
-    });
-    return { status: response.status, body: (await response.json()) as any };
-  };
+  const post = (url: string, body?: unknown, on = app) => postTo(on, url, body);
   const part = (data: Uint8Array<ArrayBuffer> | string) => {
     const form = new FormData();
     form.set('data', new Blob([data]), 'part');
