@@ -16,6 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { logger } from '../functions/observability.js';
+import { fileRecord } from '../shared/batch/files.js';
 import { blobKeys } from '../shared/batch/keys.js';
 import { newFileId } from '../shared/ids.js';
 import { AwsHarness, type FunctionName } from '../test/support/aws-harness.js';
@@ -123,17 +124,12 @@ async function main() {
       // either way its bytes go to S3 in parts, as here.
       fileId = newFileId();
       const { bytes } = await aws.blobs.put(blobKeys.file(fileId), createReadStream(input));
-      const now = Date.now();
-      await aws.meta.putFile({
-        id: fileId,
-        project: 'cost',
-        filename: 'input.jsonl',
-        purpose: 'batch',
-        bytes,
-        createdAtMs: now,
-        expiresAtMs: now + 86_400_000,
-        blobKey: blobKeys.file(fileId),
-      });
+      await aws.meta.putFile(
+        fileRecord(
+          { id: fileId, project: 'cost', filename: 'input.jsonl', purpose: 'batch', bytes, expiresAfterSeconds: 86_400 },
+          Date.now(),
+        ),
+      );
     }
     const created = await openai.batches.create({ input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' });
     let batch = created;

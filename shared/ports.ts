@@ -29,16 +29,27 @@ export class BlobNotFoundError extends Error {
 }
 
 /**
- * A compare-and-set on a batch's status lost: the batch is no longer in the status the change was
- * made from. `current` is the batch as it is now (undefined when it does not exist).
+ * A compare-and-set on a record's status lost: the record is no longer in the status the change was
+ * made from. `current` is the record as it is now (undefined when it does not exist).
  */
-export class BatchStatusConflict extends Error {
+export class StatusConflict<R extends { status: string }> extends Error {
+  constructor(
+    kind: string,
+    id: string,
+    readonly current: R | undefined,
+  ) {
+    super(current ? `${kind} ${id} is ${current.status}` : `${kind} ${id} does not exist`);
+    this.name = new.target.name;
+  }
+}
+
+/** A compare-and-set on a batch's status lost (MetaStore.transitionBatch). */
+export class BatchStatusConflict extends StatusConflict<BatchRecord> {
   constructor(
     readonly batchId: string,
-    readonly current: BatchRecord | undefined,
+    current: BatchRecord | undefined,
   ) {
-    super(current ? `batch ${batchId} is ${current.status}` : `batch ${batchId} does not exist`);
-    this.name = 'BatchStatusConflict';
+    super('batch', batchId, current);
   }
 }
 

@@ -12,7 +12,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 import { BY_PROJECT_INDEX, ITEM_KEY_PREFIXES, type ItemKind } from '../../shared/adapters/aws/dynamo-meta-store.js';
 
-/** The bucket's top-level prefixes (shared/batch/keys.ts, shared/api/uploads.ts). */
+/** The bucket's top-level prefixes (shared/batch/keys.ts, shared/uploads/model.ts). */
 export const BUCKET_PREFIXES = {
   /** Input, output and error files. */
   files: 'files/',

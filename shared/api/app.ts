@@ -8,6 +8,7 @@ import { type Context, Hono } from 'hono';
 import { z } from 'zod';
 import { BatchNotCancellable, cancelBatch } from '../batch/cancel.js';
 import { createBatch, InputFileNotForBatch, InputFileNotFound } from '../batch/create.js';
+import { fileRecord } from '../batch/files.js';
 import { blobKeys } from '../batch/keys.js';
 import type { BatchRecord, FileRecord } from '../batch/model.js';
 import { attachmentDisposition, filenameProblem } from '../filenames.js';
@@ -70,8 +71,6 @@ export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeW
 }
 
 type Env = { Variables: { project: string; requestId: string } };
-
-const BATCH_FILE_RETENTION_SECONDS = 30 * 24 * 3600;
 
 export function createApiApp(deps: ApiDeps): Hono<Env> {
   const { meta, blobs, clock } = deps;
@@ -139,17 +138,10 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
         throw badRequest(`This service stores Batch API input files: purpose must be 'batch', not '${quoted(purpose)}'.`, 'purpose');
       if (form.file.bytes === 0) throw badRequest('The file is empty.', 'file', 'empty_file');
       const expiresAfterSeconds = parseFormExpiry(form.fields);
-      const now = clock.now();
-      const file: FileRecord = {
-        id,
-        project,
-        filename: form.file.filename,
-        purpose,
-        bytes: form.file.bytes,
-        createdAtMs: now,
-        expiresAtMs: now + (expiresAfterSeconds ?? BATCH_FILE_RETENTION_SECONDS) * 1000,
-        blobKey,
-      };
+      const file = fileRecord(
+        { id, project, filename: form.file.filename, purpose, bytes: form.file.bytes, expiresAfterSeconds: expiresAfterSeconds ?? null },
+        clock.now(),
+      );
       await meta.putFile(file);
       return c.json(toFileObject(file));
     } catch (error) {

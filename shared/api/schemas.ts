@@ -1,5 +1,6 @@
 // zod schemas of what clients send. Messages are written for the person reading the error.
 import { z } from 'zod';
+import { DEFAULT_FILE_RETENTION_SECONDS } from '../batch/files.js';
 import { type IdKind, isIdOf } from '../ids.js';
 import { quoted } from './errors.js';
 
@@ -21,7 +22,8 @@ const expiresAfter = z.object(
       .number({ error: 'seconds must be a number' })
       .int('seconds must be a whole number')
       .min(3600, 'seconds must be at least 3600 (1 hour)')
-      .max(2_592_000, 'seconds must be at most 2592000 (30 days)'),
+      // The longest a file may live is the lifetime it has when nobody names one.
+      .max(DEFAULT_FILE_RETENTION_SECONDS, `seconds must be at most ${DEFAULT_FILE_RETENTION_SECONDS} (30 days)`),
   },
   { error: 'must be an object with anchor and seconds' },
 );

@@ -1,5 +1,11 @@
 // The MetaStore on DynamoDB: one table, used in AWS and locally against dynalite.
 //
+// Why one file of this size: one class implements the whole port over one table, and each method is
+// one conditional write whose condition is read beside the item layout below; the contract suites
+// (test/adapters/meta-store-contract.ts) hold it to the port as a whole. The seam for a split is per
+// item kind (files, batches and their outbox, uploads, api keys: each a store over the same table and
+// helpers), to be taken once the rooms that are adding item kinds (events, pipelines) have landed.
+//
 // Item layout (partition key `pk` only; GSI `byProject` on gsi1pk/gsi1sk lists a project's objects):
 //   file   pk = FILE#<id>   gsi1pk = <project>#FILE   gsi1sk = <createdAtMs, 15 digits>#<id>
 //          the FileRecord's fields; expiresAtMs absent when null; `ttl` (seconds) when it expires;
@@ -57,46 +63,29 @@ export const OPEN_INDEX = 'open';
 const OUTBOX_PARTITION = 'EVENTS';
 const OPEN_PARTITION = 'OPEN';
 
+/** A global secondary index on two string attributes, projecting the whole item. */
+const globalIndex = (IndexName: string, hash: string, range: string) => ({
+  IndexName,
+  KeySchema: [
+    { AttributeName: hash, KeyType: 'HASH' as const },
+    { AttributeName: range, KeyType: 'RANGE' as const },
+  ],
+  Projection: { ProjectionType: 'ALL' as const },
+});
+
 export function metaTableDefinition(tableName: string): CreateTableCommandInput {
+  const indexes = [
+    globalIndex(BY_PROJECT_INDEX, 'gsi1pk', 'gsi1sk'),
+    globalIndex(OUTBOX_INDEX, 'outboxPk', 'outboxSk'),
+    globalIndex(OPEN_INDEX, 'openPk', 'openSk'),
+  ];
+  const keys = ['pk', ...indexes.flatMap((index) => index.KeySchema.map((key) => key.AttributeName))];
   return {
     TableName: tableName,
     BillingMode: 'PAY_PER_REQUEST',
-    AttributeDefinitions: [
-      { AttributeName: 'pk', AttributeType: 'S' },
-      { AttributeName: 'gsi1pk', AttributeType: 'S' },
-      { AttributeName: 'gsi1sk', AttributeType: 'S' },
-      { AttributeName: 'outboxPk', AttributeType: 'S' },
-      { AttributeName: 'outboxSk', AttributeType: 'S' },
-      { AttributeName: 'openPk', AttributeType: 'S' },
-      { AttributeName: 'openSk', AttributeType: 'S' },
-    ],
+    AttributeDefinitions: keys.map((AttributeName) => ({ AttributeName, AttributeType: 'S' as const })),
     KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }],
-    GlobalSecondaryIndexes: [
-      {
-        IndexName: BY_PROJECT_INDEX,
-        KeySchema: [
-          { AttributeName: 'gsi1pk', KeyType: 'HASH' },
-          { AttributeName: 'gsi1sk', KeyType: 'RANGE' },
-        ],
-        Projection: { ProjectionType: 'ALL' },
-      },
-      {
-        IndexName: OUTBOX_INDEX,
-        KeySchema: [
-          { AttributeName: 'outboxPk', KeyType: 'HASH' },
-          { AttributeName: 'outboxSk', KeyType: 'RANGE' },
-        ],
-        Projection: { ProjectionType: 'ALL' },
-      },
-      {
-        IndexName: OPEN_INDEX,
-        KeySchema: [
-          { AttributeName: 'openPk', KeyType: 'HASH' },
-          { AttributeName: 'openSk', KeyType: 'RANGE' },
-        ],
-        Projection: { ProjectionType: 'ALL' },
-      },
-    ],
+    GlobalSecondaryIndexes: indexes,
   };
 }
 
@@ -196,17 +185,8 @@ function toFileItem(file: FileRecord): FileItem {
 }
 
 function fromFileItem(item: Item): FileRecord {
-  const i = item as unknown as FileItem;
-  return {
-    id: i.id,
-    project: i.project,
-    filename: i.filename,
-    purpose: i.purpose,
-    bytes: i.bytes,
-    createdAtMs: i.createdAtMs,
-    expiresAtMs: i.expiresAtMs ?? null,
-    blobKey: i.blobKey,
-  };
+  const { id, project, filename, purpose, bytes, createdAtMs, expiresAtMs, blobKey } = item as unknown as FileItem;
+  return { id, project, filename, purpose, bytes, createdAtMs, expiresAtMs: expiresAtMs ?? null, blobKey };
 }
 
 function toBatchItem(batch: BatchRecord): BatchItem {
@@ -648,23 +628,25 @@ export class DynamoMetaStore implements MetaStore {
   }
 
   async listUnfinishedBatches(project?: string): Promise<BatchRecord[]> {
-    const batches: BatchRecord[] = [];
+    const items = await this.queryAll({
+      IndexName: OPEN_INDEX,
+      KeyConditionExpression: project === undefined ? 'openPk = :open' : 'openPk = :open AND begins_with(openSk, :project)',
+      ExpressionAttributeValues: { ':open': OPEN_PARTITION, ...(project === undefined ? {} : { ':project': `${project}#` }) },
+    });
+    // The index is eventually consistent: a batch that just became final may still be in it.
+    return items.map(fromBatchItem).filter((batch) => !TERMINAL_STATUSES.includes(batch.status));
+  }
+
+  /** Every item a query finds, page after page (for the short lists: unfinished batches, api keys). */
+  private async queryAll(query: Omit<ConstructorParameters<typeof QueryCommand>[0], 'TableName' | 'ExclusiveStartKey'>): Promise<Item[]> {
+    const items: Item[] = [];
     let startKey: Key | undefined;
     do {
-      const out = await this.doc.send(
-        new QueryCommand({
-          TableName: this.tableName,
-          IndexName: OPEN_INDEX,
-          KeyConditionExpression: project === undefined ? 'openPk = :open' : 'openPk = :open AND begins_with(openSk, :project)',
-          ExpressionAttributeValues: { ':open': OPEN_PARTITION, ...(project === undefined ? {} : { ':project': `${project}#` }) },
-          ExclusiveStartKey: startKey,
-        }),
-      );
-      for (const item of out.Items ?? []) batches.push(fromBatchItem(item));
+      const out = await this.doc.send(new QueryCommand({ TableName: this.tableName, ...query, ExclusiveStartKey: startKey }));
+      items.push(...(out.Items ?? []));
       startKey = out.LastEvaluatedKey;
     } while (startKey);
-    // The index is eventually consistent: a batch that just became final may still be in it.
-    return batches.filter((batch) => !TERMINAL_STATUSES.includes(batch.status));
+    return items;
   }
 
   // Uploads
@@ -790,24 +772,14 @@ export class DynamoMetaStore implements MetaStore {
   }
 
   async listApiKeys(project?: string): Promise<ApiKeyRecord[]> {
-    const keys: ApiKeyRecord[] = [];
-    let startKey: Key | undefined;
-    do {
-      const out = await this.doc.send(
-        new QueryCommand({
-          TableName: this.tableName,
-          IndexName: BY_PROJECT_INDEX,
-          KeyConditionExpression: 'gsi1pk = :gsi1pk',
-          FilterExpression: project === undefined ? undefined : '#project = :project',
-          ExpressionAttributeNames: project === undefined ? undefined : { '#project': 'project' },
-          ExpressionAttributeValues: { ':gsi1pk': API_KEYS_INDEX_KEY, ...(project === undefined ? {} : { ':project': project }) },
-          ExclusiveStartKey: startKey,
-        }),
-      );
-      keys.push(...(out.Items ?? []).map(fromApiKeyItem));
-      startKey = out.LastEvaluatedKey;
-    } while (startKey);
-    return keys;
+    const items = await this.queryAll({
+      IndexName: BY_PROJECT_INDEX,
+      KeyConditionExpression: 'gsi1pk = :gsi1pk',
+      FilterExpression: project === undefined ? undefined : '#project = :project',
+      ExpressionAttributeNames: project === undefined ? undefined : { '#project': 'project' },
+      ExpressionAttributeValues: { ':gsi1pk': API_KEYS_INDEX_KEY, ...(project === undefined ? {} : { ':project': project }) },
+    });
+    return items.map(fromApiKeyItem);
   }
 
   async revokeApiKey(keyHash: string, atMs: number): Promise<ApiKeyRecord | undefined> {

@@ -6,27 +6,26 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DynamoMetaStore } from '../../../shared/adapters/aws/dynamo-meta-store.js';
-import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../../shared/adapters/local/embedded-dynamo.js';
 import { FsBlobStore } from '../../../shared/adapters/local/fs-blob-store.js';
 import { createApiApp } from '../../../shared/api/app.js';
-import { uploadSweeper } from '../../../shared/api/upload-sweep.js';
-import { MAX_PART_BYTES } from '../../../shared/api/uploads.js';
 import type { Clock } from '../../../shared/ports.js';
+import { MAX_PART_BYTES } from '../../../shared/uploads/model.js';
+import { uploadSweeper } from '../../../shared/uploads/sweep.js';
+import { postTo } from '../../support/api-request.js';
+import { MemoryMetaStore } from '../../support/memory-stores.js';
 
 const HOUR = 3_600_000;
 
 describe('upload bounds and the sweep', () => {
-  let dynamo: EmbeddedDynamo;
   let dir: string;
   let blobs: FsBlobStore;
-  let meta: DynamoMetaStore;
+  let meta: MemoryMetaStore;
   let now = Date.UTC(2026, 11, 1);
   const clock: Clock = { now: () => now, sleep: async () => undefined };
   const logged: string[] = [];
   const appWith = (maxFileBytes: number) =>
     createApiApp({
-      meta,
+      meta: meta.asMetaStore(),
       blobs,
       lifecycle: { start: async () => undefined, allChunksDone: async () => undefined, cancelled: async () => undefined },
       clock,
@@ -37,28 +36,16 @@ describe('upload bounds and the sweep', () => {
   let app: ReturnType<typeof createApiApp>;
 
   beforeAll(async () => {
-    dynamo = await startEmbeddedDynamo({ tableName: `bounds-${process.pid}-${Date.now()}` });
     dir = await mkdtemp(path.join(os.tmpdir(), 'upload-bounds-'));
     blobs = new FsBlobStore(dir);
-    meta = new DynamoMetaStore({ client: dynamo.client, tableName: dynamo.tableName, now: () => now });
+    meta = new MemoryMetaStore(() => now);
     app = appWith(1_000_000);
   });
   afterAll(async () => {
-    await dynamo?.close();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  const post = async (url: string, body?: unknown, on = app) => {
-    const response = await on.request(url, {
-      method: 'POST',
-      ...(body instanceof FormData
-        ? { body }
-        : body === undefined
-          ? {}
-          : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
-    });
-    return { status: response.status, body: (await response.json()) as any };
-  };
+  const post = (url: string, body?: unknown, on = app) => postTo(on, url, body);
   const part = (bytes: number) => {
     const form = new FormData();
     form.set('data', new Blob([new Uint8Array(bytes).fill(0x20)]), 'part');

@@ -7,16 +7,15 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { DynamoMetaStore } from '../../../shared/adapters/aws/dynamo-meta-store.js';
-import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../../shared/adapters/local/embedded-dynamo.js';
 import { FsBlobStore } from '../../../shared/adapters/local/fs-blob-store.js';
 import { createApiApp } from '../../../shared/api/app.js';
-import { DEFAULT_COMPLETE_LEASE_MS, MAX_PART_BYTES } from '../../../shared/api/uploads.js';
 import type { BlobStore, ByteRange, Clock } from '../../../shared/ports.js';
+import { DEFAULT_COMPLETE_LEASE_MS, MAX_PART_BYTES } from '../../../shared/uploads/model.js';
 import { CORPUS, CORPUS_LIMITS } from '../../fixtures/bad/generate.js';
+import { postTo } from '../../support/api-request.js';
+import { MemoryMetaStore } from '../../support/memory-stores.js';
 
 describe('Uploads routes', () => {
-  let dynamo: EmbeddedDynamo;
   let dir: string;
   let blobs: FsBlobStore;
   let now = Date.UTC(2026, 10, 1);
@@ -34,7 +33,7 @@ describe('Uploads routes', () => {
   /** Joins of the parts (the store's concat), each through `aroundConcat` when a test sets it. */
   let concats = 0;
   let aroundConcat: ((join: () => Promise<{ bytes: number }>) => Promise<{ bytes: number }>) | undefined;
-  let meta: DynamoMetaStore;
+  let meta: MemoryMetaStore;
   let app: ReturnType<typeof createApiApp>;
   /** The reads of the store: [key, range] each. */
   const reads: Array<[string, ByteRange | undefined]> = [];
@@ -51,7 +50,7 @@ describe('Uploads routes', () => {
       },
     });
     return createApiApp({
-      meta,
+      meta: meta.asMetaStore(),
       blobs: counted,
       lifecycle: { start: async () => undefined, allChunksDone: async () => undefined, cancelled: async () => undefined },
       clock,
@@ -62,29 +61,17 @@ describe('Uploads routes', () => {
   };
 
   beforeAll(async () => {
-    dynamo = await startEmbeddedDynamo({ tableName: `uploads-${process.pid}-${Date.now()}` });
     dir = await mkdtemp(path.join(os.tmpdir(), 'uploads-api-'));
     blobs = new FsBlobStore(dir);
     // The store judges files live by the same clock as the routes.
-    meta = new DynamoMetaStore({ client: dynamo.client, tableName: dynamo.tableName, now: () => now });
+    meta = new MemoryMetaStore(() => now);
     app = appWith({ maxFileBytes: 200 * 1024 * 1024, maxLineBytes: 1_000_000, maxRequestsPerBatch: 10 });
   });
   afterAll(async () => {
-    await dynamo?.close();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  const post = async (url: string, body?: unknown, on = app) => {
-    const response = await on.request(url, {
-      method: 'POST',
-      ...(body instanceof FormData
-        ? { body }
-        : body === undefined
-          ? {}
-          : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
-    });
-    return { status: response.status, body: (await response.json()) as any };
-  };
+  const post = (url: string, body?: unknown, on = app) => postTo(on, url, body);
   const part = (data: Uint8Array<ArrayBuffer> | string) => {
     const form = new FormData();
     form.set('data', new Blob([data]), 'part');

@@ -14,7 +14,7 @@
 import type { UploadRecord } from '../batch/model.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, Clock, MetaStore } from '../ports.js';
-import { uploadKeys } from './uploads.js';
+import { leavePending, UploadStatusConflict, uploadKeys } from './model.js';
 
 export interface UploadSweepDeps {
   meta: Pick<MetaStore, 'getUpload' | 'getUploadPart' | 'updateUpload'>;
@@ -63,9 +63,13 @@ export function uploadSweeper(deps: UploadSweepDeps) {
     if (upload.status !== 'pending') return true;
     if (clock.now() < upload.expiresAtMs) return false;
     // Expired untouched: recorded as the routes would, unless a complete got there first.
-    if (await meta.updateUpload(upload.id, ['pending'], { status: 'expired' })) return true;
-    const current = await meta.getUpload(upload.project, upload.id);
-    return current !== undefined && current.status !== 'pending';
+    try {
+      await leavePending(meta, upload, { status: 'expired' });
+      return true;
+    } catch (error) {
+      if (!(error instanceof UploadStatusConflict)) throw error;
+      return error.current !== undefined && error.current.status !== 'pending';
+    }
   }
 
   return {
