@@ -166,14 +166,27 @@ export class CheckpointWriter {
     });
   }
 
-  /** Stops: waits for the writes in progress; lines still pending are left to the chunk's result. */
-  async close(): Promise<void> {
+  /**
+   * Stops: waits for the writes in progress; lines still pending are left to the chunk's result.
+   * With `flush` (the chunk is handed back unfinished, so no result will hold them), the lines
+   * still pending are stored first, in one last checkpoint; it rejects when that cannot be stored.
+   */
+  async close(options: { flush?: boolean } = {}): Promise<void> {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     await Promise.all([...this.writing]);
-    this.settle(this.pending.splice(0));
+    const lines = this.pending.splice(0);
     this.pendingBytes = 0;
+    try {
+      if (options.flush && lines.length > 0) {
+        const key = blobKeys.checkpoint(this.batchId, this.index, this.attempt, this.seq++);
+        await this.deps.blobs.put(key, linesBody(lines.map((pending) => pending.line)));
+        this.keys.push(key);
+      }
+    } finally {
+      this.settle(lines);
+    }
   }
 
   private settle(lines: PendingLine[]): void {
