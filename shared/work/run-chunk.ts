@@ -34,7 +34,7 @@ import { type ChunkRequest, readChunkRequests } from '../input/chunk-reader.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, ChunkMessage, Clock, Lifecycle, MetaStore, WorkQueue } from '../ports.js';
 import type { ResponseBudget } from '../upstream/response-budget.js';
-import type { UpstreamRouter } from '../upstream/types.js';
+import type { UpstreamResult, UpstreamRouter } from '../upstream/types.js';
 import {
   type CheckpointedLine,
   type CheckpointOptions,
@@ -188,7 +188,13 @@ export async function runChunk(deps: ChunkWorkerDeps, message: ChunkMessage, lim
     }
 
     const watch = watchForStop(deps, batch);
-    const checkpoints = new CheckpointWriter({ blobs, clock, log }, batchId, chunk.index, attempt, checkpointOptions(deps));
+    // Requests of this run on the wire (from the moment an attempt may start until its answer):
+    // the checkpoints keep pace with them, so a crash redoes little more than what was in flight.
+    let onWire = 0;
+    const checkpoints = new CheckpointWriter({ blobs, clock, log }, batchId, chunk.index, attempt, {
+      ...checkpointOptions(deps),
+      inFlight: () => onWire,
+    });
     // A line that cannot be stored fails the run: nothing more is sent for it.
     let storeFailed = false;
     const time = deadlineWatch(deps, limits.deadlineMs);
@@ -200,10 +206,27 @@ export async function runChunk(deps: ChunkWorkerDeps, message: ChunkMessage, lim
       // Held from the answer's first byte until the result object and the checkpoint have the line.
       const lease = deps.responses?.lease();
       let holders: Promise<unknown>[] = [];
+      let started = false;
+      const mayStartThis = () => {
+        const may = mayStart();
+        if (may && !started) {
+          started = true;
+          onWire += 1;
+        }
+        return may;
+      };
       try {
-        const answer = upstream
-          ? await upstream.send({ url: request.url, body: request.body }, { deadlineMs, mayStart, lease, signal: time.signal })
-          : { kind: 'error' as const, code: 'model_not_found', message: `No upstream serves the model ${batch.model}.` };
+        let answer: UpstreamResult | undefined;
+        try {
+          answer = upstream
+            ? await upstream.send(
+                { url: request.url, body: request.body },
+                { deadlineMs, mayStart: mayStartThis, lease, signal: time.signal },
+              )
+            : { kind: 'error' as const, code: 'model_not_found', message: `No upstream serves the model ${batch.model}.` };
+        } finally {
+          if (started) onWire -= 1;
+        }
         if ((!answer || answer.unfinished) && !watch.reason() && time.outOfTime()) {
           // This run ran out of time for it: the next delivery sends it.
           left += 1;
