@@ -227,8 +227,9 @@ export async function runChunk(deps: ChunkWorkerDeps, message: ChunkMessage, lim
         } finally {
           if (started) onWire -= 1;
         }
-        if ((!answer || answer.unfinished) && !watch.reason() && time.outOfTime()) {
-          // This run ran out of time for it: the next delivery sends it.
+        // Not run, or retrying cut short, while the batch goes on: when this run's own stop comes
+        // before the window's end, it was this run that ran out of time, and the next delivery sends it.
+        if ((!answer || answer.unfinished) && !watch.reason() && time.stopAtMs < batch.expiresAtMs) {
           left += 1;
           return;
         }

@@ -350,6 +350,36 @@ describe('the chunk worker, with huge answers and chunks that keep failing', () 
       expect(await finishedIds(batchId)).toEqual(ids(6).sort());
     });
 
+    it('hands back a request whose retry would come after the run stops starting, rather than call it expired', async () => {
+      let failures = 0;
+      sim.configure({
+        failWhen: (_body, { key }) =>
+          key === 'r1' && failures++ === 0
+            ? { status: 503, body: { error: { message: 'busy' } }, headers: { 'retry-after': '5' } }
+            : undefined,
+      });
+      const batchId = await startBatch(ids(3));
+      const upstream = new HttpUpstream({
+        baseUrl: sim.baseURL,
+        apiKey: undefined,
+        concurrency: 4,
+        timeoutMs: 10_000,
+        maxAttempts: 3,
+        clock: systemClock,
+      });
+      const startedAt = Date.now();
+      const run = worker({ route: () => upstream }, { queue: queue(), upstreamTimeoutMs: 10_000 });
+      expect(await runChunk(run, sent[0]!, { deadlineMs: startedAt + 3_000 })).toBe('handed_back');
+      // It did not wait out the 5 s Retry-After.
+      expect(Date.now() - startedAt).toBeLessThan(2_000);
+      expect(await runChunk(worker({ route: () => upstream }), sent[1]!)).toBe('done');
+      expect(sim.stats().callsByCustomKey.get('r1')).toBe(2);
+      const done = (await deps.meta.getBatch(batchId))!;
+      expect(await finalizeStep(deps, batchId)).toBe('completed');
+      expect((await deps.meta.getBatch(batchId))!).toMatchObject({ completed: 3, failed: 0 });
+      expect(done.doneChunks).toEqual([0]);
+    });
+
     it('counts a run that finished nothing in its time as a failed delivery, and hands nothing back', async () => {
       sim.configure({ hangRate: 1 });
       const batchId = await startBatch(ids(3));
