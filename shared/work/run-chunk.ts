@@ -267,17 +267,21 @@ export async function runChunk(deps: ChunkWorkerDeps, message: ChunkMessage, lim
     };
 
     let handingBack = false;
+    let ran = false;
     try {
       // Every request settles before the run ends, so nothing of it goes on in the background.
       const outcomes = await Promise.allSettled(toRun.map(runOne));
       const rejected = outcomes.find((outcome) => outcome.status === 'rejected');
       if (rejected) throw rejected.reason;
+      ran = true;
       handingBack = left > 0;
     } finally {
       watch.stop();
       time.stop();
       // Handing back, every finished line must be in a checkpoint: no result of this run will hold it.
-      await checkpoints.close({ flush: handingBack });
+      // A run that failed keeps what it finished for the next delivery too, if the store lets it.
+      if (ran) await checkpoints.close({ flush: handingBack });
+      else await checkpoints.close({ flush: true }).catch(() => undefined);
     }
     if (handingBack) {
       if (answered === 0) {

@@ -201,6 +201,29 @@ describe('the chunk worker, with huge answers and chunks that keep failing', () 
     expect(await deps.meta.getInputFile('p', done.inputFileId)).toBeDefined();
   });
 
+  it('keeps what a failed run finished for the next delivery, even lines its checkpoints had not yet stored', async () => {
+    const batchId = await startBatch(ids(3));
+    let checkpointPuts = 0;
+    // The chunk's result objects cannot be stored, and the first checkpoint write fails too.
+    const broken: BlobStore = Object.create(deps.blobs, {
+      put: {
+        value: (key: string, body: Parameters<BlobStore['put']>[1]) => {
+          if (key.includes('/chunks/0.')) return Promise.reject(new Error('SlowDown'));
+          if (key.includes('/ckpt-') && checkpointPuts++ === 0) return Promise.reject(new Error('SlowDown'));
+          return deps.blobs.put(key, body);
+        },
+      },
+    });
+    const failing = { ...worker(simRouter(), { checkpoints: { intervalMs: 60_000, maxLines: 500 } }), blobs: broken };
+    await expect(runChunk(failing, sent[0]!)).rejects.toThrow('SlowDown');
+    expect(sim.stats().requests).toBe(3);
+    expect(await runChunk(worker(simRouter()), sent[0]!)).toBe('done');
+    // Nothing was sent again.
+    expect(sim.stats().requests).toBe(3);
+    expect(await finalizeStep(deps, batchId)).toBe('completed');
+    expect((await linesOf((await deps.meta.getBatch(batchId))!.outputFileId)).map((l) => l.customId).sort()).toEqual(ids(3));
+  });
+
   it('names every unanswered line of a given-up chunk chunk_failed in the error file', async () => {
     const batchId = await startBatch(ids(4), 2);
     await runChunk(worker(simRouter()), sent[0]!);
