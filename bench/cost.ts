@@ -19,6 +19,7 @@ import { logger } from '../functions/observability.js';
 import { fileRecord } from '../shared/batch/files.js';
 import { blobKeys } from '../shared/batch/keys.js';
 import { newFileId } from '../shared/ids.js';
+import { DEFAULT_CHECKPOINTS } from '../shared/work/checkpoints.js';
 import { AwsHarness, type FunctionName } from '../test/support/aws-harness.js';
 
 const PRICE = {
@@ -55,6 +56,9 @@ const S3_PUT_CLASS = new Set([
   'CopyObject',
 ]);
 const S3_FREE = new Set(['DeleteObjects', 'DeleteObject', 'AbortMultipartUpload']);
+
+/** Checkpoint objects the run stored (S3 PutObject under a chunk's ckpt- keys). */
+let checkpointPuts = 0;
 
 const { values } = parseArgs({
   options: {
@@ -93,6 +97,9 @@ async function main() {
   const inputBytes = (await stat(input)).size;
 
   const aws = await AwsHarness.start({
+    onAwsCall: (call) => {
+      if (call.service === 'S3' && call.command === 'PutObject' && String(call.input.Key).includes('/ckpt-')) checkpointPuts += 1;
+    },
     env: {
       CHUNK_MAX_REQUESTS: String(CHUNK),
       CHUNK_MAX_BYTES: String(64 * 1024 * 1024),
@@ -272,8 +279,48 @@ function report(aws: AwsHarness, run: { batchStatus: string; wallMs: number; log
     });
     console.log(`  ${String(memory).padStart(4)} MB: ${cells.join('   ')}`);
   }
+  reportCheckpoints(perMillion);
   console.log('\nNot per request, so not above: custom metrics ($0.30 per metric-month), alarms, the dashboard, the event');
   console.log("source mapping's idle long polls of SQS (~$0.25/month), S3 and DynamoDB storage, data transfer out.");
 }
 
 await main();
+
+/**
+ * What the checkpoint cadence costs, and what a crash then redoes. The run above uses
+ * batch-test-model, which answers at once, so its checkpoints are not those of a real upstream:
+ * here they are modelled. A chunk with C requests in flight at latency L finishes C / L lines a
+ * second; a checkpoint is written once half as many lines wait as are in flight, or once the
+ * interval has passed, or once CHECKPOINT_LINES wait, whichever comes first. A crash redoes the
+ * requests in flight and the lines not yet saved (at most one checkpoint's worth).
+ */
+function reportCheckpoints(perMillion: number) {
+  const { intervalMs, maxLines } = DEFAULT_CHECKPOINTS;
+  /** Lines a checkpoint holds, now and with the cadence before (every 2 s or 500 lines). */
+  const linesPerCheckpoint = (inFlight: number, latencyS: number, rule: 'now' | 'before') => {
+    const perSecond = inFlight / latencyS;
+    if (rule === 'before') return Math.min(500, Math.max(1, perSecond * 2));
+    return Math.min(maxLines, Math.ceil(inFlight / 2), Math.max(1, perSecond * (intervalMs / 1000)));
+  };
+  console.log(
+    `\nCheckpoints per 1M requests (S3 PutObject; DynamoDB writes none: a chunk's outcome is one conditional UpdateItem, ${(1_000_000 / CHUNK).toFixed(0)} per 1M)`,
+  );
+  console.log(
+    `  this run: ${checkpointPuts} checkpoint PUTs (${(checkpointPuts * perMillion).toFixed(0)} per 1M; batch-test-model answers at once)`,
+  );
+  console.log(
+    `  modelled: now a checkpoint every ${intervalMs / 1000} s, ${maxLines} lines or half the chunk's requests in flight; before every 2 s or 500 lines`,
+  );
+  for (const latencyS of [...new Set([LATENCY_S, 0.02])]) {
+    for (const inFlight of [...new Set([16, 64, IN_FLIGHT])].sort((a, b) => a - b)) {
+      const c = Math.min(inFlight, CHUNK);
+      const cells = (['now', 'before'] as const).map((rule) => {
+        const lines = linesPerCheckpoint(c, latencyS, rule);
+        const puts = 1_000_000 / lines;
+        const redo = c + Math.ceil(lines);
+        return `${rule} ${puts.toFixed(0).padStart(7)} PUTs $${(puts * PRICE.s3Put).toFixed(4)}, a crash redoes ≤ ${String(redo).padStart(4)} (${(redo / c).toFixed(1)}×)`;
+      });
+      console.log(`  ${String(latencyS * 1000).padStart(5)} ms, ${String(c).padStart(3)} in flight: ${cells.join('   ')}`);
+    }
+  }
+}

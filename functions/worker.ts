@@ -3,7 +3,9 @@
 // SQS delivers them again after the visibility timeout. On the last receive before the dead-letter
 // queue, a chunk that fails again is given up instead: its lines are recorded as failed and the
 // batch goes on to end failed, rather than wait for its window. A chunk delivered twice is recorded
-// once (shared/work/run-chunk.ts).
+// once (shared/work/run-chunk.ts). The run is bounded by the invocation's remaining time: a chunk
+// not finished well before Lambda's timeout is checkpointed and sent back to the queue as a new
+// message (due in a second, not counted as a failed receive), and its next run resumes from there.
 import sqsPartialBatchFailure from '@middy/sqs-partial-batch-failure';
 import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { errorMessage } from '../shared/log.js';
@@ -25,17 +27,20 @@ function parseMessage(record: SQSRecord): ChunkMessage {
 
 export const handler = shapedLambdaHandler<SQSEvent, SQSBatchResponse, PromiseSettledResult<void>[]>(
   'worker',
-  async (event) => {
+  async (event, context) => {
     const rt = await runtime();
     const { router, meter } = await rt.workerUpstreams();
     // No upstream key reaches a log line (an error message could carry one).
     const log = redactingLogger(rt.log, router.redactor ?? noRedaction);
     const deps = rt.domain.worker(rt.lifecycle, { upstreams: router, responses: rt.responses, log, statusPollMs: WORKER_STATUS_POLL_MS });
+    // The invocation's end, by the domain's clock: the chunk is handed back before it.
+    const deadlineMs = deps.clock.now() + context.getRemainingTimeInMillis();
     let givenUp = 0;
+    let handedBack = 0;
     const run = async (record: SQSRecord) => {
       const message = parseMessage(record);
       try {
-        await runChunk(deps, message);
+        if ((await runChunk(deps, message, { deadlineMs })) === 'handed_back') handedBack += 1;
       } catch (error) {
         if (receives(record) < CHUNK_MAX_RECEIVES) throw error;
         await giveUpChunk(deps, message, error);
@@ -50,6 +55,7 @@ export const handler = shapedLambdaHandler<SQSEvent, SQSBatchResponse, PromiseSe
     m.addMetric('ChunksRun', MetricUnit.Count, event.Records.length - failed);
     if (failed > 0) m.addMetric('ChunksFailed', MetricUnit.Count, failed);
     if (givenUp > 0) m.addMetric('ChunksGivenUp', MetricUnit.Count, givenUp);
+    if (handedBack > 0) m.addMetric('ChunksHandedBack', MetricUnit.Count, handedBack);
     addUpstreamMetrics(m, meter.take());
     return outcomes;
   },

@@ -238,7 +238,11 @@ export interface ChunkMessage {
 
 /** At-least-once delivery of chunk messages: SQS in AWS, an in-process queue locally. */
 export interface WorkQueue {
-  enqueue(messages: ChunkMessage[]): Promise<void>;
+  /**
+   * `delayMs`: the messages become deliverable only after this long (SQS's DelaySeconds, in whole
+   * seconds up to 15 minutes): a worker hands a chunk it ran out of time for back this way.
+   */
+  enqueue(messages: ChunkMessage[], options?: { delayMs?: number }): Promise<void>;
 }
 
 /** The batch's state machine: Step Functions in AWS, a local driver of the same steps. */

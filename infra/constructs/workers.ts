@@ -91,6 +91,8 @@ export class Workers extends Construct {
     });
     grantAccess(this.worker.function, props.storage, FUNCTION_ACCESS.worker);
     for (const secret of props.upstreamSecrets) secret.grantRead(this.worker.function);
+    // A chunk the worker runs out of time for goes back on the queue as a new message.
+    this.queue.grantSendMessages(this.worker.function);
 
     this.worker.function.addEventSource(
       new lambdaEventSources.SqsEventSource(this.queue, {

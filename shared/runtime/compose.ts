@@ -71,6 +71,9 @@ export function composeDomain({ config, ports, upstreams, onTransition, subscrib
       upstreams: own.upstreams,
       responses: own.responses,
       checkpoints: config.checkpoints,
+      // A run with a deadline hands what it ran out of time for back to the queue.
+      queue: ports.queue,
+      upstreamTimeoutMs: config.upstream.timeoutMs,
       ...(own.statusPollMs === undefined ? {} : { statusPollMs: own.statusPollMs }),
     }),
     api: (lifecycle, own) => ({

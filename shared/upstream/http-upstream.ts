@@ -70,8 +70,8 @@ interface Answer {
 /** Reads the body of an answer with this status: the transport hands it the body stream. */
 type BodyReader = (status: number, header: Answer['header'], body: AsyncIterable<Uint8Array>) => Promise<Omit<Answer, 'status' | 'header'>>;
 
-/** Posts a JSON payload; throws UpstreamTimeout when no answer came within the timeout. */
-type Transport = (url: string, payload: string, read: BodyReader) => Promise<Answer>;
+/** Posts a JSON payload; throws UpstreamTimeout when no answer came within the timeout. `signal` aborts it. */
+type Transport = (url: string, payload: string, read: BodyReader, signal: AbortSignal | undefined) => Promise<Answer>;
 
 class UpstreamTimeout extends Error {
   override name = 'UpstreamTimeout';
@@ -88,9 +88,9 @@ function undiciTransport(baseUrl: string, headers: Record<string, string>, timeo
   // origin lookup. Connections are not capped here: the route's slots cap requests in flight.
   const { origin } = new URL(baseUrl);
   const pool = new Pool(origin, { keepAliveTimeout: 30_000, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
-  return async (url, payload, read) => {
+  return async (url, payload, read, signal) => {
     try {
-      const response = await pool.request({ method: 'POST', path: url.slice(origin.length), headers, body: payload });
+      const response = await pool.request({ method: 'POST', path: url.slice(origin.length), headers, body: payload, signal });
       const header = (name: string) => {
         const value = response.headers[name];
         return Array.isArray(value) ? value[0] : value;
@@ -107,10 +107,15 @@ function undiciTransport(baseUrl: string, headers: Record<string, string>, timeo
 }
 
 function fetchTransport(fetchFn: typeof fetch, headers: Record<string, string>, timeoutMs: number): Transport {
-  return async (url, payload, read) => {
+  return async (url, payload, read, signal) => {
     const timeout = AbortSignal.timeout(timeoutMs);
     try {
-      const response = await fetchFn(url, { method: 'POST', headers, body: payload, signal: timeout });
+      const response = await fetchFn(url, {
+        method: 'POST',
+        headers,
+        body: payload,
+        signal: signal ? AbortSignal.any([timeout, signal]) : timeout,
+      });
       const header = (name: string) => response.headers.get(name) ?? undefined;
       const body = await read(response.status, header, response.body ?? emptyBody());
       return { status: response.status, header, ...body };
@@ -183,15 +188,17 @@ export class HttpUpstream implements Upstream {
 
   async send(request: UpstreamRequest, options: SendOptions): Promise<UpstreamResult | undefined> {
     const { clock, maxAttempts } = this.options;
-    const mayStart = () => options.mayStart() && clock.now() < options.deadlineMs;
+    const mayStart = () => !options.signal?.aborted && options.mayStart() && clock.now() < options.deadlineMs;
     const url = this.options.baseUrl + request.url.replace(/^\/v1(?=\/)/, '');
     const payload = JSON.stringify(request.body);
     const estimate = this.rate ? estimateTokens(request.body) : 0;
     let last: UpstreamResult | undefined;
     for (let attempt = 1; ; attempt++) {
-      const outcome = await this.attemptWithinLimits(url, payload, estimate, mayStart, attempt > 1, options.lease);
+      const outcome = await this.attemptWithinLimits(url, payload, estimate, mayStart, attempt > 1, options.lease, options.signal);
       // Stopped before this attempt could start: what came before it is not a final answer.
       if (!outcome) return last && { ...last, unfinished: true };
+      // Aborted on the wire before it answered: not a final answer either.
+      if (options.signal?.aborted && outcome.result.kind === 'error') return { ...outcome.result, unfinished: true };
       last = outcome.result;
       if (!outcome.retryable || attempt >= maxAttempts) return last;
       const wait = outcome.retryAfterMs ?? this.backoff(attempt);
@@ -218,6 +225,7 @@ export class HttpUpstream implements Upstream {
     mayStart: () => boolean,
     retry: boolean,
     lease: ResponseLease | undefined,
+    signal: AbortSignal | undefined,
   ): Promise<AttemptOutcome | undefined> {
     const { clock } = this.options;
     const permit: Permit = await this.slots.acquire(retry);
@@ -231,8 +239,10 @@ export class HttpUpstream implements Upstream {
         return undefined;
       }
       const started = clock.now();
-      const outcome = await this.attempt(url, payload, lease);
+      const outcome = await this.attempt(url, payload, lease, signal);
       const { result } = outcome;
+      // An attempt aborted before it answered says nothing about the upstream's load.
+      if (signal?.aborted && result.kind === 'error') return outcome;
       sample = {
         latencyMs: clock.now() - started,
         outcome: result.kind === 'error' ? 'error' : OVERLOAD_STATUS(result.statusCode) ? 'overload' : 'ok',
@@ -244,10 +254,15 @@ export class HttpUpstream implements Upstream {
     }
   }
 
-  private async attempt(url: string, payload: string, lease: ResponseLease | undefined): Promise<AttemptOutcome> {
+  private async attempt(
+    url: string,
+    payload: string,
+    lease: ResponseLease | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<AttemptOutcome> {
     const redact = this.options.redactor ?? noRedaction;
     try {
-      const answer = await this.transport(url, payload, (status, header, body) => this.readBody(status, header, body, lease));
+      const answer = await this.transport(url, payload, (status, header, body) => this.readBody(status, header, body, lease), signal);
       if (answer.cut && !RETRYABLE_STATUS(answer.status)) {
         const limit = this.options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
         return {

@@ -26,6 +26,11 @@ export interface SendOptions {
    * (once the result line is written). Without one, answers are only bounded by MAX_RESPONSE_BYTES.
    */
   lease?: ResponseLease;
+  /**
+   * Aborts the attempt on the wire (the worker's invocation is about to end): the answer is then
+   * `unfinished` (or undefined when no attempt had answered before), and no further attempt starts.
+   */
+  signal?: AbortSignal;
 }
 
 export interface Upstream {

@@ -23,6 +23,12 @@ export interface CheckpointOptions {
   maxBytes?: number;
   /** Checkpoint writes of one chunk in flight at once (default 4): a slow write does not hold the next back. */
   maxWrites?: number;
+  /**
+   * The chunk's requests on the wire now. A checkpoint is written sooner once half as many lines
+   * wait (at least one): a crash then costs the requests in flight, and at most half as many again
+   * of lines finished but not yet saved, whatever the interval, at one write per that many lines.
+   */
+  inFlight?: () => number;
 }
 
 export const DEFAULT_CHECKPOINTS: CheckpointOptions = { intervalMs: 2_000, maxLines: 500 };
@@ -116,6 +122,16 @@ export function summarize(lines: Iterable<CheckpointedLine>): { completed: numbe
   return { completed, failed, usage };
 }
 
+/** Lines of a small checkpoint go as one buffer (a store may write it at once), larger ones as a stream. */
+const WHOLE_CHECKPOINT_BYTES = 256 * 1024;
+
+function checkpointBody(lines: PendingLine[]): Uint8Array | AsyncIterable<Uint8Array> {
+  let bytes = 0;
+  for (const pending of lines) bytes += pending.line.length;
+  if (bytes > WHOLE_CHECKPOINT_BYTES) return linesBody(lines.map((pending) => pending.line));
+  return Buffer.concat(lines.map((pending) => (typeof pending.line === 'string' ? Buffer.from(pending.line) : pending.line)));
+}
+
 interface PendingLine {
   line: string | Uint8Array;
   /** Settles the promise add() returned. */
@@ -124,8 +140,8 @@ interface PendingLine {
 
 /**
  * Saves a running chunk's finished lines in small steps: a write starts once `maxLines` lines (or
- * `maxBytes` of them) wait, or `intervalMs` has passed since the previous one started, with at
- * most `maxWrites` in flight. A failed write keeps its lines for the next one: checkpoints only
+ * `maxBytes` of them, or half as many as the chunk has requests in flight) wait, or `intervalMs`
+ * has passed since the previous one started, with at most `maxWrites` in flight. A failed write keeps its lines for the next one: checkpoints only
  * save work, they never decide an outcome.
  */
 export class CheckpointWriter {
@@ -166,14 +182,27 @@ export class CheckpointWriter {
     });
   }
 
-  /** Stops: waits for the writes in progress; lines still pending are left to the chunk's result. */
-  async close(): Promise<void> {
+  /**
+   * Stops: waits for the writes in progress; lines still pending are left to the chunk's result.
+   * With `flush` (the chunk is handed back unfinished, so no result will hold them), the lines
+   * still pending are stored first, in one last checkpoint; it rejects when that cannot be stored.
+   */
+  async close(options: { flush?: boolean } = {}): Promise<void> {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     await Promise.all([...this.writing]);
-    this.settle(this.pending.splice(0));
+    const lines = this.pending.splice(0);
     this.pendingBytes = 0;
+    try {
+      if (options.flush && lines.length > 0) {
+        const key = blobKeys.checkpoint(this.batchId, this.index, this.attempt, this.seq++);
+        await this.deps.blobs.put(key, checkpointBody(lines));
+        this.keys.push(key);
+      }
+    } finally {
+      this.settle(lines);
+    }
   }
 
   private settle(lines: PendingLine[]): void {
@@ -185,7 +214,9 @@ export class CheckpointWriter {
     const now = this.deps.clock.now();
     const dueInMs = Math.max(this.lastWriteAt + this.options.intervalMs, this.notBefore) - now;
     const enough =
-      this.pending.length >= this.options.maxLines || this.pendingBytes >= (this.options.maxBytes ?? DEFAULT_MAX_PENDING_BYTES);
+      this.pending.length >= this.options.maxLines ||
+      this.pendingBytes >= (this.options.maxBytes ?? DEFAULT_MAX_PENDING_BYTES) ||
+      (this.options.inFlight !== undefined && this.pending.length >= Math.max(1, Math.ceil(this.options.inFlight() / 2)));
     if (dueInMs <= 0 || (enough && now >= this.notBefore)) {
       if (this.timer) clearTimeout(this.timer);
       this.timer = undefined;
@@ -207,7 +238,7 @@ export class CheckpointWriter {
     const key = blobKeys.checkpoint(this.batchId, this.index, this.attempt, this.seq++);
     this.lastWriteAt = this.deps.clock.now();
     const write: Promise<void> = this.deps.blobs
-      .put(key, linesBody(lines.map((pending) => pending.line)))
+      .put(key, checkpointBody(lines))
       .then(
         () => {
           this.keys.push(key);

@@ -7,6 +7,12 @@
 // the result exactly once. A chunk that fails on every delivery is given up (giveUpChunk): its
 // lines are recorded as they stand and the batch ends `failed`, never redelivered for ever.
 //
+// A run with a deadline (a Lambda invocation's end) stops starting requests a third of its time
+// before it (at most one upstream timeout: requests already started can still finish), aborts what
+// is still on the wire a reserve before it, checkpoints what finished, and hands the rest back: the
+// chunk goes back on the queue, due in a second, as a new message (so it does not count as a failed
+// receive), and that delivery resumes from the checkpoints.
+//
 // Memory: a line is held from its answer's first byte until its result object and its checkpoint
 // have taken it, and those bytes count against the process's in-flight budget (a lease per
 // request), so a chunk of huge answers holds no more than the budget, whatever its size.
@@ -26,9 +32,9 @@ import {
 import { newAttemptId } from '../ids.js';
 import { type ChunkRequest, readChunkRequests } from '../input/chunk-reader.js';
 import { errorMessage, type Logger } from '../log.js';
-import type { BlobStore, ChunkMessage, Clock, Lifecycle, MetaStore } from '../ports.js';
+import type { BlobStore, ChunkMessage, Clock, Lifecycle, MetaStore, WorkQueue } from '../ports.js';
 import type { ResponseBudget } from '../upstream/response-budget.js';
-import type { UpstreamRouter } from '../upstream/types.js';
+import type { UpstreamResult, UpstreamRouter } from '../upstream/types.js';
 import {
   type CheckpointedLine,
   type CheckpointOptions,
@@ -56,6 +62,41 @@ export interface ChunkWorkerDeps {
    * every chunk it runs. Without one, answers are bounded only one by one (MAX_RESPONSE_BYTES).
    */
   responses?: ResponseBudget;
+  /** Where a chunk that ran out of time goes back (needed only by runs with a deadline). */
+  queue?: WorkQueue;
+  /** UPSTREAM_TIMEOUT: the longest a request already on the wire may need to finish. */
+  upstreamTimeoutMs?: number;
+}
+
+/** What bounds one run of a chunk: in AWS, the Lambda invocation's end; locally nothing. */
+export interface RunLimits {
+  /** When the run must be over (epoch ms, by the worker's clock). */
+  deadlineMs?: number;
+}
+
+/** `done`: the chunk's outcome was recorded (or had nothing to do); `handed_back`: it was queued again, to go on from its checkpoints. */
+export type RunOutcome = 'done' | 'handed_back';
+
+/** Kept before the deadline for checkpointing and handing back: at most this, at most a tenth of the time left. */
+export const HAND_BACK_RESERVE_MS = 15_000;
+/** A chunk handed back is delivered again after this long. */
+export const HAND_BACK_DELAY_MS = 1_000;
+
+/** A run that ran out of time without finishing a single request: counted as a failed delivery, not handed back. */
+export class ChunkOutOfTime extends Error {
+  override name = 'ChunkOutOfTime';
+}
+
+/**
+ * When a run with this deadline stops starting requests, and when it aborts those still on the
+ * wire: the last third of the time left before the reserve (at most one upstream timeout) is for
+ * requests already started to finish.
+ */
+export function handBackTimes(nowMs: number, deadlineMs: number, upstreamTimeoutMs: number): { stopAtMs: number; abortAtMs: number } {
+  const left = Math.max(0, deadlineMs - nowMs);
+  const abortAtMs = deadlineMs - Math.min(HAND_BACK_RESERVE_MS, left / 10);
+  const drainMs = Math.min(upstreamTimeoutMs, Math.max(0, abortAtMs - nowMs) / 3);
+  return { stopAtMs: abortAtMs - drainMs, abortAtMs };
 }
 
 const RUNNING: readonly BatchStatus[] = ['in_progress', 'cancelling'];
@@ -114,11 +155,11 @@ async function stillToRun(deps: ChunkWorkerDeps, message: ChunkMessage): Promise
   return undefined;
 }
 
-export async function runChunk(deps: ChunkWorkerDeps, message: ChunkMessage): Promise<void> {
+export async function runChunk(deps: ChunkWorkerDeps, message: ChunkMessage, limits: RunLimits = {}): Promise<RunOutcome> {
   const { blobs, clock, log } = deps;
   const { batchId, chunk } = message;
   const batch = await stillToRun(deps, message);
-  if (!batch) return;
+  if (!batch) return 'done';
 
   const [requests, savedKeys] = await Promise.all([
     readChunkRequests(blobs, message.inputBlobKey, chunk),
@@ -130,6 +171,9 @@ export async function runChunk(deps: ChunkWorkerDeps, message: ChunkMessage): Pr
   let completed = 0;
   let failed = 0;
   let unrun = 0;
+  /** Lines this run answered (and checkpointed), and requests it left for the next delivery. */
+  let answered = 0;
+  let left = 0;
   let usage: UsageTotals;
   try {
     // What earlier runs finished counts in this run's outcome, as if this run had done it.
@@ -144,19 +188,51 @@ export async function runChunk(deps: ChunkWorkerDeps, message: ChunkMessage): Pr
     }
 
     const watch = watchForStop(deps, batch);
-    const checkpoints = new CheckpointWriter({ blobs, clock, log }, batchId, chunk.index, attempt, checkpointOptions(deps));
+    // Requests of this run on the wire (from the moment an attempt may start until its answer):
+    // the checkpoints keep pace with them, so a crash redoes little more than what was in flight.
+    let onWire = 0;
+    const checkpoints = new CheckpointWriter({ blobs, clock, log }, batchId, chunk.index, attempt, {
+      ...checkpointOptions(deps),
+      inFlight: () => onWire,
+    });
     // A line that cannot be stored fails the run: nothing more is sent for it.
     let storeFailed = false;
-    const mayStart = () => !storeFailed && !watch.reason();
+    const time = deadlineWatch(deps, limits.deadlineMs);
+    const mayStart = () => !storeFailed && !watch.reason() && !time.outOfTime();
+    // Nothing starts after the window closes, nor after this run must stop starting requests.
+    const deadlineMs = Math.min(batch.expiresAtMs, time.stopAtMs);
 
     const runOne = async (request: ChunkRequest) => {
       // Held from the answer's first byte until the result object and the checkpoint have the line.
       const lease = deps.responses?.lease();
       let holders: Promise<unknown>[] = [];
+      let started = false;
+      const mayStartThis = () => {
+        const may = mayStart();
+        if (may && !started) {
+          started = true;
+          onWire += 1;
+        }
+        return may;
+      };
       try {
-        const answer = upstream
-          ? await upstream.send({ url: request.url, body: request.body }, { deadlineMs: batch.expiresAtMs, mayStart, lease })
-          : { kind: 'error' as const, code: 'model_not_found', message: `No upstream serves the model ${batch.model}.` };
+        let answer: UpstreamResult | undefined;
+        try {
+          answer = upstream
+            ? await upstream.send(
+                { url: request.url, body: request.body },
+                { deadlineMs, mayStart: mayStartThis, lease, signal: time.signal },
+              )
+            : { kind: 'error' as const, code: 'model_not_found', message: `No upstream serves the model ${batch.model}.` };
+        } finally {
+          if (started) onWire -= 1;
+        }
+        // Not run, or retrying cut short, while the batch goes on: when this run's own stop comes
+        // before the window's end, it was this run that ran out of time, and the next delivery sends it.
+        if ((!answer || answer.unfinished) && !watch.reason() && time.stopAtMs < batch.expiresAtMs) {
+          left += 1;
+          return;
+        }
         let line: string;
         let success = false;
         if (!answer) {
@@ -178,6 +254,7 @@ export async function runChunk(deps: ChunkWorkerDeps, message: ChunkMessage): Pr
         const bytes = line.length >= PIECE_BYTES ? Buffer.from(line) : line;
         // Lines that never ran are not checkpointed: a later run tries them again.
         const checkpointed = upstream && answer && !answer.unfinished ? checkpoints.add(bytes) : undefined;
+        if (checkpointed) answered += 1;
         const written = result.write(bytes, success);
         holders = [written, ...(checkpointed ? [checkpointed] : [])];
         await written;
@@ -189,14 +266,32 @@ export async function runChunk(deps: ChunkWorkerDeps, message: ChunkMessage): Pr
       }
     };
 
+    let handingBack = false;
+    let ran = false;
     try {
       // Every request settles before the run ends, so nothing of it goes on in the background.
       const outcomes = await Promise.allSettled(toRun.map(runOne));
       const rejected = outcomes.find((outcome) => outcome.status === 'rejected');
       if (rejected) throw rejected.reason;
+      ran = true;
+      handingBack = left > 0;
     } finally {
       watch.stop();
-      await checkpoints.close();
+      time.stop();
+      // Handing back, every finished line must be in a checkpoint: no result of this run will hold it.
+      // A run that failed keeps what it finished for the next delivery too, if the store lets it.
+      if (ran) await checkpoints.close({ flush: handingBack });
+      else await checkpoints.close({ flush: true }).catch(() => undefined);
+    }
+    if (handingBack) {
+      if (answered === 0) {
+        throw new ChunkOutOfTime(`chunk ${chunk.index} ran out of time before any of its ${toRun.length} remaining requests finished`);
+      }
+      if (!deps.queue) throw new Error('a chunk ran out of time, and this worker has no queue to hand it back to');
+      await discard(deps, result, new Error('handed back'));
+      await deps.queue.enqueue([message], { delayMs: HAND_BACK_DELAY_MS });
+      log.log('info', 'chunk handed back before the deadline', { batchId, chunk: chunk.index, answered, left });
+      return 'handed_back';
     }
     await result.end();
     await recordResult(deps, message, result, [...savedKeys, ...checkpoints.keys], {
@@ -207,6 +302,7 @@ export async function runChunk(deps: ChunkWorkerDeps, message: ChunkMessage): Pr
       unrun,
       usage,
     });
+    return 'done';
   } catch (error) {
     await discard(deps, result, error);
     throw error;
@@ -321,6 +417,29 @@ async function recordResult(
 
 function errorName(error: unknown): string {
   return error instanceof Error ? error.name : 'unknown error';
+}
+
+/**
+ * The run's own deadline: past `stopAtMs` no request starts; at `abortAtMs` the signal aborts the
+ * requests still on the wire. Without a deadline, neither ever comes.
+ */
+function deadlineWatch(deps: ChunkWorkerDeps, deadlineMs: number | undefined) {
+  const abort = new AbortController();
+  if (deadlineMs === undefined) {
+    return { stopAtMs: Infinity, signal: undefined, outOfTime: () => false, stop: () => {} };
+  }
+  const now = deps.clock.now();
+  const { stopAtMs, abortAtMs } = handBackTimes(now, deadlineMs, deps.upstreamTimeoutMs ?? Infinity);
+  const stopped = new AbortController();
+  void deps.clock.sleep(abortAtMs - now, stopped.signal).then(() => {
+    if (!stopped.signal.aborted) abort.abort(new ChunkOutOfTime('the run is out of time'));
+  });
+  return {
+    stopAtMs,
+    signal: abort.signal,
+    outOfTime: () => abort.signal.aborted || deps.clock.now() >= stopAtMs,
+    stop: () => stopped.abort(),
+  };
 }
 
 /**

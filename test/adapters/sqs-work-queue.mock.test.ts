@@ -34,6 +34,14 @@ describe('SqsWorkQueue', () => {
     for (const call of calls) expect(new Set(call.Entries!.map((e) => e.Id)).size).toBe(call.Entries!.length);
   });
 
+  it('sends a delay in whole seconds, at most 15 minutes', async () => {
+    sqs.on(SendMessageBatchCommand).resolves({ Successful: [], Failed: [] });
+    await queue.enqueue([message(0)], { delayMs: 1_200 });
+    await queue.enqueue([message(1)], { delayMs: 3_600_000 });
+    const entries = sqs.commandCalls(SendMessageBatchCommand).flatMap((c) => c.args[0].input.Entries!);
+    expect(entries.map((e) => e.DelaySeconds)).toEqual([2, 900]);
+  });
+
   it('sends nothing for no messages', async () => {
     await queue.enqueue([]);
     expect(sqs.calls()).toHaveLength(0);

@@ -71,6 +71,20 @@ export function workQueueContract(name: string, setup: () => Promise<WorkQueueSe
       expect(await env.deadLetters()).not.toContainEqual(m);
     });
 
+    it('delivers a message enqueued with a delay only once the delay has passed', async () => {
+      const batchId = `batch_${randomUUID().slice(0, 8)}`;
+      const m = message(batchId, 0);
+      const sentAt = Date.now();
+      let deliveredAt = 0;
+      behaviour.set(batchId, () => {
+        deliveredAt ||= Date.now();
+      });
+      await env.queue.enqueue([m], { delayMs: 1_000 });
+      await until(() => deliveries.has(key(m)), 'delivered after its delay');
+      expect(deliveredAt - sentAt).toBeGreaterThanOrEqual(900);
+      expect(deliveries.get(key(m))![0]).toEqual(m);
+    });
+
     it('parks a message that keeps failing after a bounded number of deliveries', async () => {
       const batchId = `batch_${randomUUID().slice(0, 8)}`;
       behaviour.set(batchId, () => {

@@ -124,6 +124,13 @@ describe('workers', () => {
     expect(main.Properties.VisibilityTimeout).toBeGreaterThanOrEqual(VISIBILITY_TIMEOUT_FACTOR * worker.properties.Timeout);
   });
 
+  it('lets the worker send to the chunk queue, to hand back a chunk it ran out of time for', () => {
+    const [mainId] = Object.entries(template.findResources('AWS::SQS::Queue')).find(([, q]) => q.Properties.RedrivePolicy)!;
+    const senders = policyStatements(template).filter(({ statement }) => [statement.Action].flat().includes('sqs:SendMessage'));
+    const worker = senders.find((s) => /Worker/.test(s.source));
+    expect(worker?.statement.Resource).toEqual({ 'Fn::GetAtt': [mainId, 'Arn'] });
+  });
+
   it('feeds the worker one chunk at a time, with MaximumConcurrency and ReportBatchItemFailures', () => {
     const worker = functionByDescription('Chunk worker');
     template.resourceCountIs('AWS::Lambda::EventSourceMapping', 1);

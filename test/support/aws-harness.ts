@@ -84,6 +84,8 @@ export interface HarnessOptions {
   maxReceiveCount?: number;
   /** Called for every delivery: 'lose-ack' drops the worker's acknowledgement, 'duplicate' also delivers a concurrent copy. */
   onDelivery?: (message: ChunkMessage, receiveCount: number) => 'lose-ack' | 'duplicate' | undefined;
+  /** Lambda timeouts by function (ms; default 15 minutes): what the context's getRemainingTimeInMillis counts down from. */
+  functionTimeoutMs?: Partial<Record<FunctionName, number>>;
   /** Multiplies the state machine's wait timeouts (waitSeconds, drainSeconds), so a test can reach them. */
   waitTimeoutScale?: number;
   /** Wraps the S3 client (fault injection). */
@@ -120,6 +122,7 @@ export class AwsHarness {
   readonly blobs: S3BlobStore;
   /** The Lambda handlers by function; a test may wrap one to inject a fault. */
   handlers: Partial<Record<FunctionName, Handler>> = {};
+  private readonly timeouts: Partial<Record<FunctionName, number>>;
 
   private constructor(
     private readonly dynamo: EmbeddedDynamo,
@@ -128,6 +131,7 @@ export class AwsHarness {
     private readonly mocks: { restore(): void },
     s3Client: S3Client,
   ) {
+    this.timeouts = options.functionTimeoutMs ?? {};
     this.meta = new DynamoMetaStore({ client: dynamo.client, tableName: dynamo.tableName });
     this.blobs = new S3BlobStore({ client: s3Client, bucket: s3.bucket });
     this.sfn = new StepFunctionsStandIn(this, options.waitTimeoutScale ?? 1);
@@ -227,7 +231,7 @@ export class AwsHarness {
     if (!handler) throw new Error(`no handler ${name}`);
     const started = performance.now();
     try {
-      return (await invoking.run(name, () => handler(event, lambdaContext(name, started)))) as R;
+      return (await invoking.run(name, () => handler(event, lambdaContext(name, started, this.timeouts[name])))) as R;
     } finally {
       const stats = this.invocations.get(name) ?? { count: 0, totalMs: 0 };
       stats.count += 1;
@@ -556,13 +560,14 @@ export class SqsStandIn {
     return `${this.queued.size} messages queued, ${this.running.size} worker invocations running`;
   }
 
-  sendMessageBatch(entries: { Id?: string; MessageBody?: string }[]) {
+  sendMessageBatch(entries: { Id?: string; MessageBody?: string; DelaySeconds?: number }[]) {
     this.harness.tally('SQS.SendMessageBatch');
     if (entries.length > 10) throw new Error('SendMessageBatch takes at most 10 entries');
     const now = Date.now();
     for (const entry of entries) {
       const messageId = randomUUID();
-      this.queued.set(messageId, { messageId, body: entry.MessageBody!, receiveCount: 0, visibleAtMs: now, sentAtMs: now });
+      const visibleAtMs = now + (entry.DelaySeconds ?? 0) * 1_000;
+      this.queued.set(messageId, { messageId, body: entry.MessageBody!, receiveCount: 0, visibleAtMs, sentAtMs: now });
     }
     this.pump();
     return { Successful: entries.map((e) => ({ Id: e.Id!, MessageId: randomUUID(), MD5OfMessageBody: '' })), Failed: [] };

@@ -6,6 +6,8 @@ import { SendMessageBatchCommand, type SendMessageBatchRequestEntry, type SQSCli
 import type { ChunkMessage, WorkQueue } from '../../ports.js';
 
 export const SQS_BATCH_SIZE = 10;
+/** SQS's longest DelaySeconds. */
+const MAX_DELAY_SECONDS = 900;
 
 export interface SqsWorkQueueOptions {
   client: SQSClient;
@@ -28,11 +30,14 @@ export class SqsWorkQueue implements WorkQueue {
     this.sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
   }
 
-  async enqueue(messages: ChunkMessage[]): Promise<void> {
+  async enqueue(messages: ChunkMessage[], options: { delayMs?: number } = {}): Promise<void> {
+    const delay = options.delayMs ? { DelaySeconds: Math.min(MAX_DELAY_SECONDS, Math.ceil(options.delayMs / 1_000)) } : {};
     const groups: SendMessageBatchRequestEntry[][] = [];
     for (let i = 0; i < messages.length; i += SQS_BATCH_SIZE) {
       // Entry ids only need to be unique within one call.
-      groups.push(messages.slice(i, i + SQS_BATCH_SIZE).map((message, j) => ({ Id: String(i + j), MessageBody: JSON.stringify(message) })));
+      groups.push(
+        messages.slice(i, i + SQS_BATCH_SIZE).map((message, j) => ({ Id: String(i + j), MessageBody: JSON.stringify(message), ...delay })),
+      );
     }
     let next = 0;
     const lane = async () => {

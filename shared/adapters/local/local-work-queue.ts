@@ -14,7 +14,7 @@ export interface DeliveryInfo {
   last: boolean;
 }
 
-export type ChunkHandler = (message: ChunkMessage, delivery: DeliveryInfo) => Promise<void>;
+export type ChunkHandler = (message: ChunkMessage, delivery: DeliveryInfo) => Promise<unknown>;
 
 interface Delivery {
   message: ChunkMessage;
@@ -37,7 +37,16 @@ export class LocalWorkQueue implements WorkQueue {
 
   constructor(private readonly options: LocalWorkQueueOptions) {}
 
-  async enqueue(messages: ChunkMessage[]): Promise<void> {
+  async enqueue(messages: ChunkMessage[], options: { delayMs?: number } = {}): Promise<void> {
+    if (options.delayMs) {
+      if (this.stopped) return;
+      const timer = setTimeout(() => {
+        this.delayed.delete(timer);
+        void this.enqueue(messages);
+      }, options.delayMs);
+      this.delayed.add(timer);
+      return;
+    }
     for (const message of messages) this.waiting.push({ message, receives: 0 });
     this.pump();
   }

@@ -224,10 +224,11 @@ describe('checkpoints', () => {
     let failNext = true;
     let release: (() => void) | undefined;
     const blobs = {
-      put: async (_key: string, body: AsyncIterable<Uint8Array>) => {
-        // The lines come as a stream, never joined: read them as the store would.
+      put: async (_key: string, body: Uint8Array | AsyncIterable<Uint8Array>) => {
+        // A small checkpoint comes whole; a large one as a stream, never joined: read them as the store would.
         let text = '';
-        for await (const piece of body) text += Buffer.from(piece).toString('utf8');
+        if (body instanceof Uint8Array) text = Buffer.from(body).toString('utf8');
+        else for await (const piece of body) text += Buffer.from(piece).toString('utf8');
         puts.push(text.split('\n').filter(Boolean));
         await new Promise<void>((resolve) => (release = resolve));
         if (failNext) {
@@ -265,5 +266,35 @@ describe('checkpoints', () => {
     await second; // a line is let go of once a checkpoint holding it is stored
     await writer.close();
     expect(writer.keys).toEqual(['batches/b/chunks/0/ckpt-x-000001.jsonl']);
+  });
+
+  it('writes once half as many lines wait as the chunk has requests in flight, whatever the interval', async () => {
+    const puts: string[][] = [];
+    const blobs = {
+      put: async (_key: string, body: Uint8Array) => {
+        puts.push(Buffer.from(body).toString('utf8').split('\n').filter(Boolean));
+        return { bytes: body.length };
+      },
+    } as unknown as BlobStore;
+    const settle = () => new Promise((resolve) => setImmediate(resolve));
+    let inFlight = 8;
+    const writer = new CheckpointWriter({ blobs, clock: { now: () => 0, sleep: async () => {} }, log: silentLogger }, 'b', 0, 'x', {
+      intervalMs: 60_000,
+      maxLines: 500,
+      inFlight: () => inFlight,
+    });
+    for (const n of [1, 2, 3]) void writer.add(`${n}\n`);
+    await settle();
+    expect(puts).toEqual([]);
+    void writer.add('4\n');
+    await settle();
+    expect(puts).toEqual([['1', '2', '3', '4']]);
+    // The chunk's last requests: one in flight, so every line is saved as it comes.
+    inFlight = 1;
+    void writer.add('5\n');
+    await settle();
+    expect(puts.at(-1)).toEqual(['5']);
+    await writer.close();
+    expect(writer.keys).toHaveLength(2);
   });
 });

@@ -19,7 +19,7 @@ import type { BlobStore, ChunkMessage, Lifecycle } from '../../../shared/ports.j
 import { HttpUpstream } from '../../../shared/upstream/http-upstream.js';
 import { ResponseBudget } from '../../../shared/upstream/response-budget.js';
 import type { Upstream, UpstreamRouter } from '../../../shared/upstream/types.js';
-import { type ChunkWorkerDeps, giveUpChunk, runChunk } from '../../../shared/work/run-chunk.js';
+import { ChunkOutOfTime, type ChunkWorkerDeps, giveUpChunk, handBackTimes, runChunk } from '../../../shared/work/run-chunk.js';
 import { batchRecord, fileRecord } from '../../adapters/meta-store-contract.js';
 import { startUpstreamSim, type UpstreamSim } from '../../support/upstream-sim.js';
 
@@ -54,7 +54,7 @@ describe('the chunk worker, with huge answers and chunks that keep failing', () 
     dir = await mkdtemp(path.join(os.tmpdir(), 'run-chunk-'));
     sent = [];
     doneSignals = [];
-    sim.configure({ answerBytes: undefined, failWhen: undefined });
+    sim.configure({ answerBytes: undefined, failWhen: undefined, latencyMs: 0, hangRate: 0 });
     sim.reset();
     deps = {
       meta: new DynamoMetaStore({ client: dynamo.client, tableName: dynamo.tableName }),
@@ -201,6 +201,29 @@ describe('the chunk worker, with huge answers and chunks that keep failing', () 
     expect(await deps.meta.getInputFile('p', done.inputFileId)).toBeDefined();
   });
 
+  it('keeps what a failed run finished for the next delivery, even lines its checkpoints had not yet stored', async () => {
+    const batchId = await startBatch(ids(3));
+    let checkpointPuts = 0;
+    // The chunk's result objects cannot be stored, and the first checkpoint write fails too.
+    const broken: BlobStore = Object.create(deps.blobs, {
+      put: {
+        value: (key: string, body: Parameters<BlobStore['put']>[1]) => {
+          if (key.includes('/chunks/0.')) return Promise.reject(new Error('SlowDown'));
+          if (key.includes('/ckpt-') && checkpointPuts++ === 0) return Promise.reject(new Error('SlowDown'));
+          return deps.blobs.put(key, body);
+        },
+      },
+    });
+    const failing = { ...worker(simRouter(), { checkpoints: { intervalMs: 60_000, maxLines: 500 } }), blobs: broken };
+    await expect(runChunk(failing, sent[0]!)).rejects.toThrow('SlowDown');
+    expect(sim.stats().requests).toBe(3);
+    expect(await runChunk(worker(simRouter()), sent[0]!)).toBe('done');
+    // Nothing was sent again.
+    expect(sim.stats().requests).toBe(3);
+    expect(await finalizeStep(deps, batchId)).toBe('completed');
+    expect((await linesOf((await deps.meta.getBatch(batchId))!.outputFileId)).map((l) => l.customId).sort()).toEqual(ids(3));
+  });
+
   it('names every unanswered line of a given-up chunk chunk_failed in the error file', async () => {
     const batchId = await startBatch(ids(4), 2);
     await runChunk(worker(simRouter()), sent[0]!);
@@ -271,6 +294,125 @@ describe('the chunk worker, with huge answers and chunks that keep failing', () 
       expect(failed.errors).toMatchObject([{ code: 'finalization_failed' }]);
       expect(await deps.meta.getInputFile('p', batch.inputFileId)).toBeUndefined();
       expect(await deps.blobs.list(`batches/${batchId}/`)).toEqual([]);
+    });
+  });
+
+  describe('a run with a deadline (a Lambda invocation)', () => {
+    const queue = () => ({ enqueue: async (messages: ChunkMessage[]) => void sent.push(...messages) });
+
+    /** Every custom_id of the finished batch, from its output and error files. */
+    async function finishedIds(batchId: string): Promise<string[]> {
+      expect(await finalizeStep(deps, batchId)).toBe('completed');
+      const done = (await deps.meta.getBatch(batchId))!;
+      return [...(await linesOf(done.outputFileId)), ...(await linesOf(done.errorFileId))].map((l) => l.customId).sort();
+    }
+
+    it('stops starting requests a third of the time before the deadline, at most one upstream timeout, and keeps a reserve', () => {
+      // A 15-minute invocation with a 10-minute upstream timeout: 15 s reserve, then 295 s to drain.
+      expect(handBackTimes(0, 900_000, 600_000)).toEqual({ stopAtMs: 590_000, abortAtMs: 885_000 });
+      // A short upstream timeout leaves more time to start requests.
+      expect(handBackTimes(0, 900_000, 60_000)).toEqual({ stopAtMs: 825_000, abortAtMs: 885_000 });
+      expect(handBackTimes(0, 1_000, 600_000)).toEqual({ stopAtMs: 600, abortAtMs: 900 });
+    });
+
+    it('finishes what it started before the deadline, hands the rest back, and the next delivery runs only the rest', async () => {
+      sim.configure({ latencyMs: 250 });
+      const batchId = await startBatch(ids(24));
+      const first = sent[0]!;
+      const startedAt = Date.now();
+      // 4 in flight, 250 ms each: about 12 requests start before the run stops starting at ~0.9 s.
+      const run = worker(simRouter({ concurrency: 4 }), { queue: queue(), upstreamTimeoutMs: 10_000 });
+      expect(await runChunk(run, first, { deadlineMs: startedAt + 1_500 })).toBe('handed_back');
+      expect(Date.now() - startedAt).toBeLessThan(1_500);
+      // Handed back as the same chunk, and not recorded.
+      expect(sent).toHaveLength(2);
+      expect(sent[1]).toEqual(first);
+      expect((await deps.meta.getBatch(batchId))!.doneChunks).toEqual([]);
+      const afterFirst = sim.stats().requests;
+      expect(afterFirst).toBeGreaterThan(0);
+      expect(afterFirst).toBeLessThan(24);
+      // Every request that started also finished: none was cut off, none is sent again.
+      expect(sim.stats().byStatus['200']).toBe(afterFirst);
+
+      sim.configure({ latencyMs: 0 });
+      expect(await runChunk(worker(simRouter()), sent[1]!)).toBe('done');
+      expect(sim.stats().requests).toBe(24);
+      expect([...sim.stats().callsByCustomKey.values()].every((n) => n === 1)).toBe(true);
+      expect(doneSignals).toEqual([batchId]);
+      expect(await finishedIds(batchId)).toEqual(ids(24).sort());
+    });
+
+    it('aborts a request it can no longer wait for, and the next delivery sends it again', async () => {
+      const batchId = await startBatch(ids(6));
+      const hung = new Set(['r2']);
+      let calls = 0;
+      // r2 never answers while it is hung, until its signal aborts it.
+      const upstream: Upstream = {
+        async send(request, { mayStart, signal }) {
+          if (!mayStart()) return undefined;
+          calls += 1;
+          const key = (request.body.messages as { content: string }[])[0]!.content;
+          if (hung.has(key)) {
+            await new Promise((resolve) => signal?.addEventListener('abort', resolve, { once: true }));
+            return { kind: 'error', code: 'upstream_unreachable', message: 'aborted', unfinished: true };
+          }
+          return { kind: 'response', statusCode: 200, requestId: `req_${key}`, body: { id: key } };
+        },
+      };
+      const startedAt = Date.now();
+      const run = worker({ route: () => upstream }, { queue: queue(), upstreamTimeoutMs: 600_000 });
+      expect(await runChunk(run, sent[0]!, { deadlineMs: startedAt + 1_000 })).toBe('handed_back');
+      // Aborted at the reserve before the deadline (a tenth of the time left).
+      expect(Date.now() - startedAt).toBeGreaterThanOrEqual(850);
+      expect(Date.now() - startedAt).toBeLessThan(1_000);
+      expect(calls).toBe(6);
+
+      hung.clear();
+      expect(await runChunk(worker({ route: () => upstream }), sent[1]!)).toBe('done');
+      expect(calls).toBe(7);
+      expect(await finishedIds(batchId)).toEqual(ids(6).sort());
+    });
+
+    it('hands back a request whose retry would come after the run stops starting, rather than call it expired', async () => {
+      let failures = 0;
+      sim.configure({
+        failWhen: (_body, { key }) =>
+          key === 'r1' && failures++ === 0
+            ? { status: 503, body: { error: { message: 'busy' } }, headers: { 'retry-after': '5' } }
+            : undefined,
+      });
+      const batchId = await startBatch(ids(3));
+      const upstream = new HttpUpstream({
+        baseUrl: sim.baseURL,
+        apiKey: undefined,
+        concurrency: 4,
+        timeoutMs: 10_000,
+        maxAttempts: 3,
+        clock: systemClock,
+      });
+      const startedAt = Date.now();
+      const run = worker({ route: () => upstream }, { queue: queue(), upstreamTimeoutMs: 10_000 });
+      expect(await runChunk(run, sent[0]!, { deadlineMs: startedAt + 3_000 })).toBe('handed_back');
+      // It did not wait out the 5 s Retry-After.
+      expect(Date.now() - startedAt).toBeLessThan(2_000);
+      expect(await runChunk(worker({ route: () => upstream }), sent[1]!)).toBe('done');
+      expect(sim.stats().callsByCustomKey.get('r1')).toBe(2);
+      const done = (await deps.meta.getBatch(batchId))!;
+      expect(await finalizeStep(deps, batchId)).toBe('completed');
+      expect((await deps.meta.getBatch(batchId))!).toMatchObject({ completed: 3, failed: 0 });
+      expect(done.doneChunks).toEqual([0]);
+    });
+
+    it('counts a run that finished nothing in its time as a failed delivery, and hands nothing back', async () => {
+      sim.configure({ hangRate: 1 });
+      const batchId = await startBatch(ids(3));
+      const run = worker(simRouter(), { queue: queue(), upstreamTimeoutMs: 10_000 });
+      await expect(runChunk(run, sent[0]!, { deadlineMs: Date.now() + 600 })).rejects.toThrow(ChunkOutOfTime);
+      expect(sent).toHaveLength(1);
+      expect(sim.stats().byStatus.hang).toBe(3);
+      sim.configure({ hangRate: 0 });
+      expect(await runChunk(worker(simRouter()), sent[0]!)).toBe('done');
+      expect(await finishedIds(batchId)).toEqual(ids(3).sort());
     });
   });
 });
