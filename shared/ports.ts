@@ -12,6 +12,7 @@ import type {
   UploadStatus,
 } from './batch/model.js';
 import type { BatchEvent } from './events/model.js';
+import type { WebhookDeliveryRecord, WebhookEndpointRecord } from './events/webhook-model.js';
 
 /** A byte range; `end` is exclusive. */
 export interface ByteRange {
@@ -100,6 +101,24 @@ export interface FileQuery {
 export interface BatchQuery {
   limit: number;
   after?: string;
+}
+
+export interface WebhookEndpointQuery {
+  limit: number;
+  /** The id of the last endpoint of the previous page. */
+  after?: string;
+}
+
+/** What an update of an endpoint may change (identity and creation never). */
+export type WebhookEndpointChanges = Partial<
+  Pick<WebhookEndpointRecord, 'name' | 'url' | 'eventTypes' | 'secret' | 'previousSecret' | 'previousSecretExpiresAtMs' | 'updatedAtMs'>
+>;
+
+/** What an attempt that failed leaves on its delivery. */
+export interface DeliveryRetry {
+  attempts: number;
+  nextAttemptAtMs: number;
+  lastError: string;
 }
 
 export interface DeletedFile {
@@ -209,6 +228,32 @@ export interface MetaStore {
   putUploadPart(part: UploadPartRecord): Promise<void>;
   /** A part of this upload, or undefined. */
   getUploadPart(uploadId: string, partId: string): Promise<UploadPartRecord | undefined>;
+
+  /** Stores a new endpoint; fails if the id exists. */
+  createWebhookEndpoint(endpoint: WebhookEndpointRecord): Promise<void>;
+  /** An endpoint of this project, or undefined (another project's endpoint looks missing). */
+  getWebhookEndpoint(project: string, id: string): Promise<WebhookEndpointRecord | undefined>;
+  /** Newest first. */
+  listWebhookEndpoints(project: string, query: WebhookEndpointQuery): Promise<Page<WebhookEndpointRecord>>;
+  /** Applies `changes` to an endpoint of this project; undefined when it has none with this id. */
+  updateWebhookEndpoint(project: string, id: string, changes: WebhookEndpointChanges): Promise<WebhookEndpointRecord | undefined>;
+  /** Deletes an endpoint of this project and answers it; undefined when it has none with this id. */
+  deleteWebhookEndpoint(project: string, id: string): Promise<WebhookEndpointRecord | undefined>;
+
+  /** Records a delivery in the delivery outbox; false (and nothing changes) when its id is there already. */
+  putWebhookDelivery(delivery: WebhookDeliveryRecord): Promise<boolean>;
+  getWebhookDelivery(id: string): Promise<WebhookDeliveryRecord | undefined>;
+  /** Deliveries due at `nowMs` (nextAttemptAtMs <= nowMs), the longest due first, up to `limit`. */
+  listDueWebhookDeliveries(nowMs: number, limit: number): Promise<WebhookDeliveryRecord[]>;
+  /**
+   * Claims a due delivery for one attempt until `untilMs`: only while it is still due at `nowMs`,
+   * so two senders never make the same attempt. Returns it as claimed, or undefined.
+   */
+  claimWebhookDelivery(id: string, nowMs: number, untilMs: number): Promise<WebhookDeliveryRecord | undefined>;
+  /** Records a failed attempt and when the next is due. */
+  retryWebhookDelivery(id: string, retry: DeliveryRetry): Promise<void>;
+  /** Removes a delivery that arrived or was given up (again is harmless). */
+  finishWebhookDelivery(id: string): Promise<void>;
 
   putApiKey(key: ApiKeyRecord): Promise<void>;
   /** The key with this hash, revoked or not, or undefined. */

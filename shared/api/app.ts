@@ -29,6 +29,7 @@ import {
   parseCompletionWindow,
 } from './schemas.js';
 import { batchFileCheck, registerUploadRoutes, type UploadDeps } from './uploads.js';
+import { registerWebhookRoutes, type WebhookApiDeps } from './webhooks.js';
 
 export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeWaitMs'> {
   meta: MetaStore;
@@ -62,6 +63,8 @@ export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeW
   healthDetails?: () => Record<string, number>;
   /** Told after each status change the API makes (a cancel), so that its event goes out soon. */
   onTransition?: (batch: BatchRecord) => void;
+  /** The webhook endpoints API (shared/api/webhooks.ts); unset, its routes answer 404. */
+  webhooks?: WebhookApiDeps['webhooks'];
 }
 
 type Env = { Variables: { project: string; requestId: string } };
@@ -236,6 +239,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
   });
 
   registerUploadRoutes(api, deps);
+  if (deps.webhooks) registerWebhookRoutes(api, { ...deps, webhooks: deps.webhooks });
   app.route('/v1', api);
   app.route('/v4', api);
 
