@@ -243,8 +243,11 @@ export interface MetaStore {
   /** Records a delivery in the delivery outbox; false (and nothing changes) when its id is there already. */
   putWebhookDelivery(delivery: WebhookDeliveryRecord): Promise<boolean>;
   getWebhookDelivery(id: string): Promise<WebhookDeliveryRecord | undefined>;
-  /** Deliveries due at `nowMs` (nextAttemptAtMs <= nowMs), the longest due first, up to `limit`. */
-  listDueWebhookDeliveries(nowMs: number, limit: number): Promise<WebhookDeliveryRecord[]>;
+  /**
+   * Deliveries due at `nowMs` (nextAttemptAtMs <= nowMs), the longest due first, up to `limit`;
+   * `after`: the last delivery of the previous page, to read on past it.
+   */
+  listDueWebhookDeliveries(nowMs: number, limit: number, after?: WebhookDeliveryRecord): Promise<WebhookDeliveryRecord[]>;
   /**
    * Claims a due delivery for one attempt until `untilMs`: only while it is still due at `nowMs`,
    * so two senders never make the same attempt. Returns it as claimed, or undefined.

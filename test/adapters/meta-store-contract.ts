@@ -875,6 +875,23 @@ export function metaStoreContract(name: string, setup: () => Promise<MetaStoreSe
         expect(await store.getWebhookDelivery(d.id)).toBeUndefined();
       });
 
+      it('pages through the due deliveries with a cursor', async () => {
+        const t = 3_000_000 + Math.floor(Math.random() * 1_000_000) * 10;
+        const made = [0, 1, 2].map((i) => delivery({ nextAttemptAtMs: t + i, createdAtMs: t }));
+        for (const d of made) await store.putWebhookDelivery(d);
+        const ids = new Set(made.map((d) => d.id));
+        const seen: string[] = [];
+        let after: WebhookDeliveryRecord | undefined;
+        for (let page = 0; page < 1000; page++) {
+          const due = await store.listDueWebhookDeliveries(t + 2, 2, after);
+          if (due.length === 0) break;
+          seen.push(...due.map((d) => d.id).filter((id) => ids.has(id)));
+          after = due.at(-1);
+        }
+        expect(seen).toEqual(made.map((d) => d.id));
+        for (const d of made) await store.finishWebhookDelivery(d.id);
+      });
+
       it('keeps the events outbox and the delivery outbox apart', async () => {
         const d = delivery({ nextAttemptAtMs: 50, createdAtMs: 50 });
         await store.putWebhookDelivery(d);

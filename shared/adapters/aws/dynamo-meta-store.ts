@@ -864,7 +864,7 @@ export class DynamoMetaStore implements MetaStore {
     return item ? fromWebhookDeliveryItem(item) : undefined;
   }
 
-  async listDueWebhookDeliveries(nowMs: number, limit: number): Promise<WebhookDeliveryRecord[]> {
+  async listDueWebhookDeliveries(nowMs: number, limit: number, after?: WebhookDeliveryRecord): Promise<WebhookDeliveryRecord[]> {
     const out = await this.doc.send(
       new QueryCommand({
         TableName: this.tableName,
@@ -873,6 +873,8 @@ export class DynamoMetaStore implements MetaStore {
         KeyConditionExpression: 'outboxPk = :deliveries AND outboxSk <= :due',
         ExpressionAttributeValues: { ':deliveries': DELIVERIES_PARTITION, ':due': `${String(nowMs).padStart(15, '0')}#~` },
         Limit: limit,
+        // A GSI's start key holds the table key and the index key, all known from the record.
+        ExclusiveStartKey: after && { ...webhookDeliveryKey(after.id), ...deliveryOutboxKeys(after.nextAttemptAtMs, after.id) },
       }),
     );
     // The index is eventually consistent: the claim checks again on the item itself.
