@@ -296,3 +296,22 @@ export interface Clock {
   now(): number;
   sleep(ms: number, signal?: AbortSignal): Promise<void>;
 }
+
+/** One status change as the event bus carries it (EventBridge in AWS; nothing locally). */
+export interface BusEvent {
+  /** The batch event's id, so that a consumer tells a repeat apart. */
+  id: string;
+  atMs: number;
+  detail: Record<string, unknown>;
+}
+
+/** Publishes status changes for anything in the account to route (EventBridge rules). */
+export interface EventBus {
+  publish(events: readonly BusEvent[]): Promise<void>;
+}
+
+/** Where webhook deliveries wait for their sender in AWS (an SQS queue feeding the delivery function). */
+export interface DeliveryQueue {
+  /** Asks for an attempt at each delivery at `atMs` or soon after (a queue may cap how far ahead). */
+  schedule(deliveries: readonly { id: string; atMs: number }[], nowMs: number): Promise<void>;
+}
