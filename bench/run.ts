@@ -19,6 +19,7 @@ import { startUpstreamSim } from '../test/support/upstream-sim.js';
 import { bigScenarios } from './scenarios/big.js';
 import { faultScenarios } from './scenarios/faults.js';
 import { hugeAnswerScenarios } from './scenarios/huge-answers.js';
+import { webhookScenarios } from './scenarios/webhooks.js';
 
 // ---------------------------------------------------------------------------------------------
 // Reusable pieces
@@ -302,6 +303,7 @@ export const scenarios: Record<string, Scenario> = {
   ...faultScenarios,
   ...bigScenarios,
   ...hugeAnswerScenarios,
+  ...webhookScenarios,
 };
 
 // ---------------------------------------------------------------------------------------------

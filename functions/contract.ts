@@ -10,6 +10,8 @@ export const HANDLERS = {
   waitForChunks: 'functions/wait-for-chunks.ts',
   finalize: 'functions/finalize.ts',
   worker: 'functions/worker.ts',
+  events: 'functions/events.ts',
+  webhookDelivery: 'functions/webhook-delivery.ts',
 } as const;
 
 /**
@@ -29,6 +31,10 @@ export const ENV = {
   upstreamConfig: 'UPSTREAM_CONFIG',
   /** Secrets Manager ARN of the default upstream's API key. */
   upstreamSecretArn: 'UPSTREAM_SECRET_ARN',
+  /** The EventBridge bus status changes go to ('default' or the stack's bus); unset: none are published. */
+  eventBusName: 'EVENT_BUS_NAME',
+  /** The SQS queue feeding the webhook delivery function; unset: no webhook deliveries are recorded. */
+  webhookQueueUrl: 'WEBHOOK_QUEUE_URL',
   /** The same limits as the local runtime (MIN_COMPLETION_WINDOW, MAX_FILE_BYTES, ...), as strings. */
   limitsPrefix: '',
 } as const;

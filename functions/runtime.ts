@@ -10,21 +10,24 @@
 // come from UPSTREAM_BASE_URL and UPSTREAM_SECRET_ARN. A secret holds the key as plain text, or
 // JSON with an "apiKey" field. Keys are never inlined.
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { SFNClient } from '@aws-sdk/client-sfn';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { z } from 'zod';
 import { DynamoMetaStore } from '../shared/adapters/aws/dynamo-meta-store.js';
+import { EventBridgeBus } from '../shared/adapters/aws/eventbridge-bus.js';
 import { S3BlobStore } from '../shared/adapters/aws/s3-blob-store.js';
 import { secretsManagerResolver } from '../shared/adapters/aws/secrets-manager.js';
 import { SfnLifecycle } from '../shared/adapters/aws/sfn-lifecycle.js';
+import { SqsDeliveryQueue } from '../shared/adapters/aws/sqs-delivery-queue.js';
 import { SqsWorkQueue } from '../shared/adapters/aws/sqs-work-queue.js';
 import { systemClock } from '../shared/adapters/local/system-clock.js';
 import { type ApiKeyResolver, storedApiKeys } from '../shared/api/api-keys.js';
 import { loadConfig, type ServiceConfig } from '../shared/config.js';
 import type { Logger } from '../shared/log.js';
-import type { Clock, WorkQueue } from '../shared/ports.js';
+import type { Clock, DeliveryQueue, WorkQueue } from '../shared/ports.js';
 import { composeDomain, type Domain } from '../shared/runtime/compose.js';
 import { awsSubscribers } from '../shared/runtime/subscribers.js';
 import { ResponseBudget } from '../shared/upstream/response-budget.js';
@@ -48,6 +51,7 @@ export interface AwsClients {
   sqs: SQSClient;
   sfn: SFNClient;
   secrets: SecretsManagerClient;
+  eventBridge: EventBridgeClient;
 }
 
 export interface Runtime {
@@ -56,6 +60,8 @@ export interface Runtime {
   blobs: S3BlobStore;
   queue: WorkQueue;
   lifecycle: SfnLifecycle;
+  /** The queue of webhook delivery attempts, where the stack made one (WEBHOOK_QUEUE_URL). */
+  deliveryQueue: DeliveryQueue | undefined;
   clock: Clock;
   log: Logger;
   /**
@@ -155,6 +161,7 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
     sqs: given.sqs ?? new SQSClient({}),
     sfn: given.sfn ?? new SFNClient({}),
     secrets: given.secrets ?? new SecretsManagerClient({}),
+    eventBridge: given.eventBridge ?? new EventBridgeClient({}),
   };
   const clock = systemClock;
   const log = domainLogger();
@@ -164,6 +171,11 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
   const queue: WorkQueue = queueUrl ? new SqsWorkQueue({ client: clients.sqs, queueUrl }) : missing('WorkQueue', ENV.queueUrl);
   // Signals need only a task token; starting an execution needs the state machine's ARN.
   const lifecycle = new SfnLifecycle({ client: clients.sfn, stateMachineArn: env[ENV.stateMachineArn], meta, cancelError: CANCEL_ERROR });
+
+  const busName = env[ENV.eventBusName];
+  const bus = busName ? new EventBridgeBus({ client: clients.eventBridge, busName }) : undefined;
+  const webhookQueueUrl = env[ENV.webhookQueueUrl];
+  const deliveryQueue = webhookQueueUrl ? new SqsDeliveryQueue({ client: clients.sqs, queueUrl: webhookQueueUrl }) : undefined;
 
   const routerConfig = (apiKeys: { defaultKey: string | undefined; routes: Awaited<ReturnType<typeof resolveRoutes>> }) => ({
     ...config.upstream,
@@ -181,7 +193,7 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
     config,
     ports: { meta, blobs, queue, clock, log },
     upstreams: createUpstreamRouter(routerConfig({ defaultKey: undefined, routes: keylessRoutes }), clock, log),
-    subscribers: awsSubscribers(),
+    subscribers: awsSubscribers({ meta, clock, bus, deliveries: deliveryQueue }),
   });
 
   let worker: Promise<{ router: UpstreamRouter; meter: UpstreamMeter }> | undefined;
@@ -202,6 +214,7 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
     blobs,
     queue,
     lifecycle,
+    deliveryQueue,
     clock,
     log,
     domain,

@@ -1,11 +1,13 @@
 // The whole service as one construct, for a team that wants it inside a stack of its own;
 // BatchServiceStack (batch-service-stack.ts) is this construct alone in a stack.
 import { CfnOutput, RemovalPolicy } from 'aws-cdk-lib';
+import * as cloudwatchActions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import { Construct } from 'constructs';
 import { ENV } from '../functions/contract.js';
 import { loadConfig } from '../shared/config.js';
 import { type BatchServiceProps, checkProps, DEFAULTS, limitsEnvironment } from './config.js';
 import { Api } from './constructs/api.js';
+import { Events } from './constructs/events.js';
 import { Lifecycle } from './constructs/lifecycle.js';
 import { Monitoring } from './constructs/monitoring.js';
 import { Schedules } from './constructs/schedules.js';
@@ -30,6 +32,7 @@ export class BatchService extends Construct {
   readonly api: Api;
   readonly schedules: Schedules | undefined;
   readonly monitoring: Monitoring;
+  readonly events: Events;
 
   constructor(scope: Construct, id: string, props: BatchServiceConstructProps = {}) {
     super(scope, id);
@@ -80,6 +83,13 @@ export class BatchService extends Construct {
       reservedConcurrency: props.apiReservedConcurrency === undefined ? DEFAULTS.apiReservedConcurrency : props.apiReservedConcurrency,
     });
 
+    this.events = new Events(this, 'Events', {
+      storage: this.storage,
+      environment,
+      logRetentionDays,
+      eventBus: props.eventBus ?? DEFAULTS.eventBus,
+    });
+
     this.schedules =
       props.schedules && props.schedules.length > 0
         ? new Schedules(this, 'Schedules', {
@@ -102,12 +112,17 @@ export class BatchService extends Construct {
         waitForChunks: this.lifecycle.waitForChunks,
         finalize: this.lifecycle.finalize,
         worker: this.workers.worker,
+        events: this.events.dispatcher,
+        webhookDelivery: this.events.delivery,
         ...(this.schedules ? { scheduledSubmit: this.schedules.submitter } : {}),
       },
       metricsNamespace,
       alarmEmail: props.alarmEmail,
       scheduledSubmit: this.schedules?.submitter,
     });
+
+    this.events.deadLetterAlarm.addAlarmAction(new cloudwatchActions.SnsAction(this.monitoring.topic));
+    this.events.deadLetterAlarm.addOkAction(new cloudwatchActions.SnsAction(this.monitoring.topic));
 
     const output = (name: string, value: string, description: string) =>
       new CfnOutput(this, name, { key: `${prefix}${name}`, value, description });
@@ -118,6 +133,8 @@ export class BatchService extends Construct {
     output('ChunkQueueUrl', this.workers.queue.queueUrl, 'SQS queue of chunk messages');
     output('DeadLetterQueueUrl', this.workers.deadLetterQueue.queueUrl, 'Chunks that failed 5 deliveries');
     output('AlarmTopicArn', this.monitoring.topic.topicArn, 'SNS topic of the alarms: subscribe to hear about them');
+    output('WebhookQueueUrl', this.events.webhookQueue.queueUrl, 'SQS queue of webhook delivery attempts');
+    output('EventBusName', this.events.busName ?? 'none', 'EventBridge bus of the Batch Status Change events');
     output('DashboardName', this.monitoring.dashboard.dashboardName, 'CloudWatch dashboard of the service');
 
     checkEnvironmentSizes(this, Object.keys(props.upstream?.routes ?? {}).length + (props.upstream?.default ? 1 : 0));

@@ -64,6 +64,12 @@ export const LIMIT_NAMES = [
   'MAX_INFLIGHT_RESPONSE_BYTES',
   /** Downloads larger than this answer 307 to a presigned S3 URL (the API Lambda's answer is capped at 6 MB). */
   'DOWNLOAD_REDIRECT_BYTES',
+  /** Webhook deliveries (shared/config.ts): private receivers allowed, one attempt's timeout, the retries. */
+  'WEBHOOK_ALLOW_PRIVATE_URLS',
+  'WEBHOOK_TIMEOUT',
+  'WEBHOOK_RETRY_BASE',
+  'WEBHOOK_RETRY_FOR',
+  'WEBHOOK_MAX_ENDPOINTS',
 ] as const;
 export type LimitName = (typeof LIMIT_NAMES)[number];
 export type Limits = Partial<Record<LimitName, string | number>>;
@@ -116,6 +122,12 @@ export interface BatchServiceProps {
   readonly apiReservedConcurrency?: number | null;
   /** CloudWatch namespace of the handlers' metrics (POWERTOOLS_METRICS_NAMESPACE). @default 'BatchService' */
   readonly metricsNamespace?: string;
+  /**
+   * Where every batch status change is published (source `batch-service`, detail-type `Batch
+   * Status Change`): the account's `default` bus, a bus the stack creates (`stack`), or nowhere
+   * (`none`). @default 'default'
+   */
+  readonly eventBus?: 'default' | 'stack' | 'none';
 }
 
 export const DEFAULTS = {
@@ -126,6 +138,7 @@ export const DEFAULTS = {
   completionWindow: '24h',
   apiThrottle: { rateLimit: 100, burstLimit: 200 },
   apiReservedConcurrency: 50,
+  eventBus: 'default',
 } as const;
 
 /** Throws a ConfigError that names every problem, so a typo stops synth instead of a deployed service. */
@@ -152,6 +165,9 @@ export function checkProps(props: BatchServiceProps): void {
   const reserved = props.apiReservedConcurrency === undefined ? DEFAULTS.apiReservedConcurrency : props.apiReservedConcurrency;
   if (reserved !== null && !(Number.isInteger(reserved) && reserved >= 1)) {
     problems.push(`apiReservedConcurrency must be a whole number of 1 or more, or null, not ${reserved}`);
+  }
+  if (props.eventBus !== undefined && !['default', 'stack', 'none'].includes(props.eventBus)) {
+    problems.push(`eventBus must be 'default', 'stack' or 'none', not ${JSON.stringify(props.eventBus)}`);
   }
   for (const name of Object.keys(props.limits ?? {})) {
     if (!(LIMIT_NAMES as readonly string[]).includes(name)) problems.push(`limits.${name} is not one of ${LIMIT_NAMES.join(', ')}`);

@@ -14,6 +14,7 @@ import { LocalWorkQueue } from '../shared/adapters/local/local-work-queue.js';
 import { systemClock } from '../shared/adapters/local/system-clock.js';
 import { createApiApp } from '../shared/api/app.js';
 import { ConfigError, type ServiceConfig } from '../shared/config.js';
+import { type DeliveryPump, newDeliveryStats, startDeliveryPump } from '../shared/events/deliveries.js';
 import { type EventPump, startEventPump } from '../shared/events/dispatcher.js';
 import { errorMessage, type Logger } from '../shared/log.js';
 import { composeDomain } from '../shared/runtime/compose.js';
@@ -35,6 +36,9 @@ export interface RunningService {
 
 /** How often the events outbox is drained whatever happens (a change made just before a crash waits this long at most). */
 const EVENT_SWEEP_MS = 5_000;
+/** Webhook attempts in flight at once, and to one endpoint. */
+const WEBHOOK_CONCURRENCY = 32;
+const WEBHOOK_PER_ENDPOINT = 4;
 
 export interface ServiceOptions {
   /** Counts /healthz shows beside its status (main.ts: errors the process guard caught). */
@@ -70,13 +74,29 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
   });
   // The pump drains the events outbox soon after each status change, and every few seconds.
   let pump: EventPump | undefined;
+  let deliveryPump: DeliveryPump | undefined;
   const domain = composeDomain({
     config,
     ports: { meta, blobs, queue, clock, log },
     upstreams,
     onTransition: () => pump?.notify(),
-    subscribers: localSubscribers(),
+    subscribers: localSubscribers({ meta, clock, onDeliveries: () => deliveryPump?.notify() }),
   });
+  // Webhook deliveries recorded by the subscriber (and any left by an earlier run) go out from here.
+  const deliveryStats = newDeliveryStats();
+  deliveryPump = startDeliveryPump(
+    {
+      meta,
+      clock,
+      log,
+      sender: domain.webhookSender,
+      retry: { baseMs: config.webhooks.retryBaseMs, forMs: config.webhooks.retryForMs },
+      // An attempt lasts at most the timeout: a claim lapses soon after a sender died holding it.
+      claimMs: config.webhooks.timeoutMs + 5_000,
+      stats: deliveryStats,
+    },
+    { meta, intervalMs: config.webhooks.pollIntervalMs, concurrency: WEBHOOK_CONCURRENCY, perEndpoint: WEBHOOK_PER_ENDPOINT },
+  );
   pump = startEventPump(domain.events, { intervalMs: EVENT_SWEEP_MS, log });
   const lifecycle = new LocalLifecycle(domain.steps, { drainTimeoutMs: domain.drainMs });
   const worker = domain.worker(lifecycle, { upstreams, responses });
@@ -104,7 +124,12 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
       apiKeys: config.apiKeys,
       // No gateway cuts a request short here: a claim lasts as long as the largest join may take.
       completeLeaseMs: DEFAULT_COMPLETE_LEASE_MS,
-      healthDetails: options.healthDetails,
+      healthDetails: () => ({
+        ...options.healthDetails?.(),
+        webhooks_delivered: deliveryStats.delivered,
+        webhooks_retried: deliveryStats.retried,
+        webhooks_given_up: deliveryStats.givenUp,
+      }),
     }),
   );
 
@@ -141,6 +166,7 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
       await lifecycle.stop();
       await queue.stop();
       await pump?.stop();
+      await deliveryPump?.stop();
       await dynamo.close();
     },
   };

@@ -67,6 +67,12 @@ const EnvSchema = z.object({
   CHUNK_MAX_BYTES: positiveInt.default(4 * 1024 * 1024),
   LOCAL_WORKERS: positiveInt.default(4),
   UPLOAD_SWEEP_INTERVAL: duration.default('10m'),
+  WEBHOOK_ALLOW_PRIVATE_URLS: z.enum(['true', 'false'], { error: "must be 'true' or 'false'" }).default('false'),
+  WEBHOOK_TIMEOUT: duration.default('10s'),
+  WEBHOOK_RETRY_BASE: duration.default('5s'),
+  WEBHOOK_RETRY_FOR: duration.default('72h'),
+  WEBHOOK_MAX_ENDPOINTS: positiveInt.default(20),
+  WEBHOOK_POLL_INTERVAL: duration.default('1s'),
 });
 
 export interface ServiceConfig {
@@ -108,6 +114,19 @@ export interface ServiceConfig {
   localWorkers: number;
   /** `npm start` deletes the parts of uploads that expired or were cancelled this often (and at start-up). */
   uploadSweepIntervalMs: number;
+  webhooks: {
+    /** WEBHOOK_ALLOW_PRIVATE_URLS: receivers on loopback and private addresses, and http://, are allowed. */
+    allowPrivateUrls: boolean;
+    /** One attempt's time to connect and answer. */
+    timeoutMs: number;
+    /** The wait before the first retry; it doubles with each further one (with jitter). */
+    retryBaseMs: number;
+    /** After this long since the event, a delivery that keeps failing is given up. */
+    retryForMs: number;
+    maxEndpointsPerProject: number;
+    /** `npm start` looks for due deliveries this often (and at once after an event). */
+    pollIntervalMs: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -174,5 +193,13 @@ export function loadConfig(
     chunking: { maxRequests: e.CHUNK_MAX_REQUESTS, maxBytes: e.CHUNK_MAX_BYTES },
     localWorkers: e.LOCAL_WORKERS,
     uploadSweepIntervalMs: parseDuration(e.UPLOAD_SWEEP_INTERVAL)!,
+    webhooks: {
+      allowPrivateUrls: e.WEBHOOK_ALLOW_PRIVATE_URLS === 'true',
+      timeoutMs: parseDuration(e.WEBHOOK_TIMEOUT)!,
+      retryBaseMs: parseDuration(e.WEBHOOK_RETRY_BASE)!,
+      retryForMs: parseDuration(e.WEBHOOK_RETRY_FOR)!,
+      maxEndpointsPerProject: e.WEBHOOK_MAX_ENDPOINTS,
+      pollIntervalMs: parseDuration(e.WEBHOOK_POLL_INTERVAL)!,
+    },
   };
 }

@@ -30,6 +30,7 @@ export const newRequestLineId = () => `batch_req_${randomToken()}`;
 export const newAttemptId = () => randomToken(12);
 export const newUploadId = () => `upload_${randomToken()}`;
 export const newUploadPartId = () => `part_${randomToken()}`;
+export const newWebhookEndpointId = () => `whe_${randomToken()}`;
 
 /**
  * The shapes of the ids this service hands out: random ones (above) and derived ones (a batch's
@@ -42,6 +43,7 @@ const ID_SHAPES = {
   batch: /^batch_[A-Za-z0-9]{24}$/,
   upload: /^upload_[A-Za-z0-9]{24}$/,
   part: /^part_[A-Za-z0-9]{24}$/,
+  webhook_endpoint: /^whe_[A-Za-z0-9]{24}$/,
 } as const;
 
 export type IdKind = keyof typeof ID_SHAPES;

@@ -12,6 +12,7 @@ import type {
   UploadStatus,
 } from './batch/model.js';
 import type { BatchEvent } from './events/model.js';
+import type { WebhookDeliveryRecord, WebhookEndpointRecord } from './events/webhook-model.js';
 
 /** A byte range; `end` is exclusive. */
 export interface ByteRange {
@@ -111,6 +112,24 @@ export interface FileQuery {
 export interface BatchQuery {
   limit: number;
   after?: string;
+}
+
+export interface WebhookEndpointQuery {
+  limit: number;
+  /** The id of the last endpoint of the previous page. */
+  after?: string;
+}
+
+/** What an update of an endpoint may change (identity and creation never). */
+export type WebhookEndpointChanges = Partial<
+  Pick<WebhookEndpointRecord, 'name' | 'url' | 'eventTypes' | 'secret' | 'previousSecret' | 'previousSecretExpiresAtMs' | 'updatedAtMs'>
+>;
+
+/** What an attempt that failed leaves on its delivery. */
+export interface DeliveryRetry {
+  attempts: number;
+  nextAttemptAtMs: number;
+  lastError: string;
 }
 
 export interface DeletedFile {
@@ -221,6 +240,35 @@ export interface MetaStore {
   /** A part of this upload, or undefined. */
   getUploadPart(uploadId: string, partId: string): Promise<UploadPartRecord | undefined>;
 
+  /** Stores a new endpoint; fails if the id exists. */
+  createWebhookEndpoint(endpoint: WebhookEndpointRecord): Promise<void>;
+  /** An endpoint of this project, or undefined (another project's endpoint looks missing). */
+  getWebhookEndpoint(project: string, id: string): Promise<WebhookEndpointRecord | undefined>;
+  /** Newest first. */
+  listWebhookEndpoints(project: string, query: WebhookEndpointQuery): Promise<Page<WebhookEndpointRecord>>;
+  /** Applies `changes` to an endpoint of this project; undefined when it has none with this id. */
+  updateWebhookEndpoint(project: string, id: string, changes: WebhookEndpointChanges): Promise<WebhookEndpointRecord | undefined>;
+  /** Deletes an endpoint of this project and answers it; undefined when it has none with this id. */
+  deleteWebhookEndpoint(project: string, id: string): Promise<WebhookEndpointRecord | undefined>;
+
+  /** Records a delivery in the delivery outbox; false (and nothing changes) when its id is there already. */
+  putWebhookDelivery(delivery: WebhookDeliveryRecord): Promise<boolean>;
+  getWebhookDelivery(id: string): Promise<WebhookDeliveryRecord | undefined>;
+  /**
+   * Deliveries due at `nowMs` (nextAttemptAtMs <= nowMs), the longest due first, up to `limit`;
+   * `after`: the last delivery of the previous page, to read on past it.
+   */
+  listDueWebhookDeliveries(nowMs: number, limit: number, after?: WebhookDeliveryRecord): Promise<WebhookDeliveryRecord[]>;
+  /**
+   * Claims a due delivery for one attempt until `untilMs`: only while it is still due at `nowMs`,
+   * so two senders never make the same attempt. Returns it as claimed, or undefined.
+   */
+  claimWebhookDelivery(id: string, nowMs: number, untilMs: number): Promise<WebhookDeliveryRecord | undefined>;
+  /** Records a failed attempt and when the next is due. */
+  retryWebhookDelivery(id: string, retry: DeliveryRetry): Promise<void>;
+  /** Removes a delivery that arrived or was given up (again is harmless). */
+  finishWebhookDelivery(id: string): Promise<void>;
+
   putApiKey(key: ApiKeyRecord): Promise<void>;
   /** The key with this hash, revoked or not, or undefined. */
   getApiKey(keyHash: string): Promise<ApiKeyRecord | undefined>;
@@ -262,4 +310,23 @@ export interface Clock {
   /** Milliseconds since the epoch. */
   now(): number;
   sleep(ms: number, signal?: AbortSignal): Promise<void>;
+}
+
+/** One status change as the event bus carries it (EventBridge in AWS; nothing locally). */
+export interface BusEvent {
+  /** The batch event's id, so that a consumer tells a repeat apart. */
+  id: string;
+  atMs: number;
+  detail: Record<string, unknown>;
+}
+
+/** Publishes status changes for anything in the account to route (EventBridge rules). */
+export interface EventBus {
+  publish(events: readonly BusEvent[]): Promise<void>;
+}
+
+/** Where webhook deliveries wait for their sender in AWS (an SQS queue feeding the delivery function). */
+export interface DeliveryQueue {
+  /** Asks for an attempt at each delivery at `atMs` or soon after (a queue may cap how far ahead). */
+  schedule(deliveries: readonly { id: string; atMs: number }[], nowMs: number): Promise<void>;
 }

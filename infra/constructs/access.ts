@@ -10,7 +10,7 @@
 import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
-import { BY_PROJECT_INDEX, ITEM_KEY_PREFIXES, type ItemKind } from '../../shared/adapters/aws/dynamo-meta-store.js';
+import { BY_PROJECT_INDEX, ITEM_KEY_PREFIXES, type ItemKind, OUTBOX_INDEX } from '../../shared/adapters/aws/dynamo-meta-store.js';
 
 /** The bucket's top-level prefixes (shared/batch/keys.ts, shared/uploads/model.ts). */
 export const BUCKET_PREFIXES = {
@@ -41,6 +41,8 @@ export interface TableAccess {
   readonly delete?: readonly ItemKind[];
   /** Query on the byProject index (lists a project's files and batches). */
   readonly queryByProject?: boolean;
+  /** Query on the outbox index (the status-change events and the webhook deliveries waiting). */
+  readonly queryOutbox?: boolean;
 }
 
 export interface FunctionAccess {
@@ -55,9 +57,9 @@ export const FUNCTION_ACCESS = {
     bucket: { read: ['files', 'uploads'], write: ['files', 'uploads'], delete: ['files', 'uploads'], list: ['uploads'] },
     // Reads API keys to authenticate; never writes or deletes one.
     table: {
-      read: ['file', 'batch', 'upload', 'uploadPart', 'apiKey'],
-      write: ['file', 'batch', 'upload', 'uploadPart'],
-      delete: ['file'],
+      read: ['file', 'batch', 'upload', 'uploadPart', 'apiKey', 'webhookEndpoint'],
+      write: ['file', 'batch', 'upload', 'uploadPart', 'webhookEndpoint'],
+      delete: ['file', 'webhookEndpoint'],
       queryByProject: true,
     },
   },
@@ -90,6 +92,22 @@ export const FUNCTION_ACCESS = {
     // Creates a batch as POST /v1/batches does: reads and pins the input file, writes the batch.
     bucket: {},
     table: { read: ['file', 'batch'], write: ['file', 'batch'] },
+  },
+  events: {
+    // Drains the outbox (acknowledging a batch's events), records webhook deliveries for the
+    // project's endpoints, and finds the overdue ones.
+    bucket: {},
+    table: {
+      read: ['batch', 'webhookEndpoint', 'webhookDelivery'],
+      write: ['batch', 'webhookDelivery'],
+      queryByProject: true,
+      queryOutbox: true,
+    },
+  },
+  webhookDelivery: {
+    // One attempt: claims the delivery, reads its endpoint's URL and secrets, records the outcome.
+    bucket: {},
+    table: { read: ['webhookDelivery', 'webhookEndpoint'], write: ['webhookDelivery'], delete: ['webhookDelivery'] },
   },
 } as const satisfies Record<string, FunctionAccess>;
 
@@ -140,6 +158,11 @@ export function grantTableAccess(grantee: iam.IGrantable, table: dynamodb.ITable
         actions: ['dynamodb:Query'],
         resources: [`${table.tableArn}/index/${BY_PROJECT_INDEX}`],
       }),
+    );
+  }
+  if (access.queryOutbox) {
+    grantee.grantPrincipal.addToPrincipalPolicy(
+      new iam.PolicyStatement({ actions: ['dynamodb:Query'], resources: [`${table.tableArn}/index/${OUTBOX_INDEX}`] }),
     );
   }
 }

@@ -33,6 +33,7 @@ import {
   parseCompletionWindow,
 } from './schemas.js';
 import { batchFileCheck, registerUploadRoutes, type UploadDeps } from './uploads.js';
+import { registerWebhookRoutes, type WebhookApiDeps } from './webhooks.js';
 
 export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeWaitMs'> {
   meta: MetaStore;
@@ -68,6 +69,8 @@ export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeW
   onTransition?: (batch: BatchRecord) => void;
   /** The price of the route that serves a model, when it has one (GET /v1/x/batches/{id}/usage). */
   prices?: (model: string) => RoutePrice | undefined;
+  /** The webhook endpoints API (shared/api/webhooks.ts); unset, its routes answer 404. */
+  webhooks?: WebhookApiDeps['webhooks'];
 }
 
 type Env = { Variables: { project: string; requestId: string } };
@@ -236,6 +239,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
 
   registerUploadRoutes(api, deps);
   registerExtensionRoutes(api, deps);
+  if (deps.webhooks) registerWebhookRoutes(api, { ...deps, webhooks: deps.webhooks });
   app.route('/v1', api);
   app.route('/v4', api);
 

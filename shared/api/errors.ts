@@ -30,7 +30,7 @@ export function quoted(text: string): string {
   return text.length > 64 ? `${text.slice(0, 64)}…` : text;
 }
 
-export const notFound = (what: 'file' | 'batch' | 'upload', id: string, param: string | null = null) =>
+export const notFound = (what: 'file' | 'batch' | 'upload' | 'webhook endpoint', id: string, param: string | null = null) =>
   new ApiError(404, `No ${what} found with id '${quoted(id)}'.`, 'invalid_request_error', param, 'not_found');
 
 export const conflict = (message: string, code: string | null = null) => new ApiError(409, message, 'invalid_request_error', null, code);

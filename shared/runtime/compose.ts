@@ -7,6 +7,7 @@ import type { ApiDeps } from '../api/app.js';
 import type { StepDeps } from '../batch/steps.js';
 import type { ServiceConfig } from '../config.js';
 import { EventDispatcher, type EventSubscriber } from '../events/dispatcher.js';
+import { httpWebhookSender, type WebhookSender } from '../events/webhook-sender.js';
 import type { Logger } from '../log.js';
 import type { BlobStore, Clock, Lifecycle, MetaStore, WorkQueue } from '../ports.js';
 import type { ResponseBudget } from '../upstream/response-budget.js';
@@ -41,13 +42,15 @@ export interface Domain {
   /** After a cancel, or once the window closed, how long the lifecycle waits for chunks still running. */
   drainMs: number;
   events: EventDispatcher;
+  /** Sends signed webhook requests (deliveries, and the API's test), under the URL policy. */
+  webhookSender: WebhookSender;
   /** The chunk worker's dependencies: its router (with keys) and its budget of answer bytes. */
   worker(
     lifecycle: Lifecycle,
     own: { upstreams: UpstreamRouter; responses: ResponseBudget; log?: Logger; statusPollMs?: number },
   ): ChunkWorkerDeps;
   /** The API's dependencies; the runtime adds how keys resolve, downloads and its own request limits. */
-  api(lifecycle: Lifecycle, own: Omit<ApiDeps, keyof Ports | 'lifecycle' | 'limits' | 'ready' | 'onTransition'>): ApiDeps;
+  api(lifecycle: Lifecycle, own: Omit<ApiDeps, keyof Ports | 'lifecycle' | 'limits' | 'ready' | 'onTransition' | 'webhooks'>): ApiDeps;
 }
 
 export function composeDomain({ config, ports, upstreams, onTransition, subscribers = [] }: ComposeInput): Domain {
@@ -58,8 +61,13 @@ export function composeDomain({ config, ports, upstreams, onTransition, subscrib
     chunking: config.chunking,
     onTransition,
   };
+  const webhookSender = httpWebhookSender({
+    timeoutMs: config.webhooks.timeoutMs,
+    policy: { allowPrivate: config.webhooks.allowPrivateUrls },
+  });
   return {
     steps,
+    webhookSender,
     drainMs: config.upstream.timeoutMs + DRAIN_MARGIN_MS,
     events: new EventDispatcher({ meta: ports.meta, log: ports.log }, subscribers),
     worker: (lifecycle, own) => ({
@@ -83,6 +91,11 @@ export function composeDomain({ config, ports, upstreams, onTransition, subscrib
       lifecycle,
       limits: config.limits,
       onTransition,
+      webhooks: {
+        policy: { allowPrivate: config.webhooks.allowPrivateUrls },
+        sender: webhookSender,
+        maxEndpointsPerProject: config.webhooks.maxEndpointsPerProject,
+      },
       // Ready when the MetaStore answers: a read of an item that never exists.
       ready: async () => {
         await ports.meta.getBatch('batch_healthcheck');

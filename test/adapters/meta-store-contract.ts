@@ -12,7 +12,8 @@ import {
   ZERO_USAGE,
 } from '../../shared/batch/model.js';
 import { batchEvent } from '../../shared/events/model.js';
-import { newBatchId, newFileId } from '../../shared/ids.js';
+import { newSigningSecret, type WebhookDeliveryRecord, type WebhookEndpointRecord } from '../../shared/events/webhook-model.js';
+import { newBatchId, newFileId, newWebhookEndpointId } from '../../shared/ids.js';
 import { BatchStatusConflict, type MetaStore } from '../../shared/ports.js';
 
 const HOUR = 3_600_000;
@@ -54,6 +55,22 @@ export function batchRecord(overrides: Partial<BatchRecord> = {}): BatchRecord {
     chunkCount: 0,
     doneChunks: [],
     chunkAttempts: {},
+    ...overrides,
+  };
+}
+
+export function webhookEndpointRecord(overrides: Partial<WebhookEndpointRecord> = {}): WebhookEndpointRecord {
+  return {
+    id: newWebhookEndpointId(),
+    project: uid('proj'),
+    name: 'receiver',
+    url: 'https://hooks.example.com/batch',
+    eventTypes: ['batch.completed'],
+    secret: newSigningSecret(),
+    previousSecret: null,
+    previousSecretExpiresAtMs: null,
+    createdAtMs: Date.now(),
+    updatedAtMs: Date.now(),
     ...overrides,
   };
 }
@@ -759,6 +776,128 @@ export function metaStoreContract(name: string, setup: () => Promise<MetaStoreSe
         expect(await store.revokeApiKey(a.keyHash, 5_000)).toEqual({ ...a, revokedAtMs: 5_000 });
         expect((await store.revokeApiKey(a.keyHash, 9_000))!.revokedAtMs).toBe(5_000);
         expect(await store.revokeApiKey('no-such-hash', 1)).toBeUndefined();
+      });
+    });
+
+    describe('webhook endpoints', () => {
+      it('stores, lists newest first with a cursor, updates and deletes endpoints of one project', async () => {
+        const project = uid('proj');
+        const base = Date.now() - HOUR;
+        const endpoints = Array.from({ length: 5 }, (_, i) => webhookEndpointRecord({ project, createdAtMs: base + i * 1000 }));
+        for (const endpoint of endpoints) await store.createWebhookEndpoint(endpoint);
+        await store.createWebhookEndpoint(webhookEndpointRecord()); // another project's
+        await expect(store.createWebhookEndpoint(endpoints[0]!)).rejects.toThrow();
+
+        expect(await store.getWebhookEndpoint(project, endpoints[2]!.id)).toEqual(endpoints[2]);
+        const first = await store.listWebhookEndpoints(project, { limit: 3 });
+        expect(first.items.map((e) => e.id)).toEqual([endpoints[4]!.id, endpoints[3]!.id, endpoints[2]!.id]);
+        expect(first.hasMore).toBe(true);
+        const second = await store.listWebhookEndpoints(project, { limit: 3, after: endpoints[2]!.id });
+        expect(second.items.map((e) => e.id)).toEqual([endpoints[1]!.id, endpoints[0]!.id]);
+        expect(second.hasMore).toBe(false);
+
+        const updated = await store.updateWebhookEndpoint(project, endpoints[0]!.id, {
+          name: 'renamed',
+          eventTypes: ['batch.failed', 'batch.expired'],
+          previousSecret: endpoints[0]!.secret,
+          previousSecretExpiresAtMs: 5_000,
+          updatedAtMs: 9_000,
+        });
+        expect(updated).toEqual({
+          ...endpoints[0],
+          name: 'renamed',
+          eventTypes: ['batch.failed', 'batch.expired'],
+          previousSecret: endpoints[0]!.secret,
+          previousSecretExpiresAtMs: 5_000,
+          updatedAtMs: 9_000,
+        });
+        expect(await store.updateWebhookEndpoint(project, newWebhookEndpointId(), { name: 'x' })).toBeUndefined();
+
+        expect(await store.deleteWebhookEndpoint(project, endpoints[1]!.id)).toEqual(endpoints[1]);
+        expect(await store.deleteWebhookEndpoint(project, endpoints[1]!.id)).toBeUndefined();
+        expect(await store.getWebhookEndpoint(project, endpoints[1]!.id)).toBeUndefined();
+      });
+
+      it("answers another project's endpoint as missing, for every operation", async () => {
+        const endpoint = webhookEndpointRecord();
+        await store.createWebhookEndpoint(endpoint);
+        const other = uid('proj');
+        expect(await store.getWebhookEndpoint(other, endpoint.id)).toBeUndefined();
+        expect((await store.listWebhookEndpoints(other, { limit: 10 })).items).toEqual([]);
+        expect((await store.listWebhookEndpoints(other, { limit: 10, after: endpoint.id })).items).toEqual([]);
+        expect(await store.updateWebhookEndpoint(other, endpoint.id, { name: 'taken' })).toBeUndefined();
+        expect(await store.deleteWebhookEndpoint(other, endpoint.id)).toBeUndefined();
+        expect(await store.getWebhookEndpoint(endpoint.project, endpoint.id)).toEqual(endpoint);
+      });
+    });
+
+    describe('webhook deliveries', () => {
+      const delivery = (overrides: Partial<WebhookDeliveryRecord> = {}): WebhookDeliveryRecord => ({
+        id: `whd_${randomUUID().replaceAll('-', '').slice(0, 24)}`,
+        project: uid('proj'),
+        endpointId: newWebhookEndpointId(),
+        eventId: 'evt_1',
+        eventType: 'batch.completed',
+        payload: '{"id":"evt_1"}',
+        attempts: 0,
+        nextAttemptAtMs: 1_000,
+        createdAtMs: 1_000,
+        lastError: null,
+        ...overrides,
+      });
+
+      it('records a delivery once, lists it when due, claims it once, retries and finishes it', async () => {
+        // Times far in the past, apart from any other test's deliveries.
+        const t = 1_000_000 + Math.floor(Math.random() * 1_000_000) * 10;
+        const d = delivery({ nextAttemptAtMs: t, createdAtMs: t });
+        expect(await store.putWebhookDelivery(d)).toBe(true);
+        expect(await store.putWebhookDelivery({ ...d, payload: 'other' })).toBe(false);
+        expect(await store.getWebhookDelivery(d.id)).toEqual(d);
+
+        expect((await store.listDueWebhookDeliveries(t - 1, 1000)).map((x) => x.id)).not.toContain(d.id);
+        expect((await store.listDueWebhookDeliveries(t, 1000)).map((x) => x.id)).toContain(d.id);
+
+        const claims = await race([() => store.claimWebhookDelivery(d.id, t, t + 5), () => store.claimWebhookDelivery(d.id, t, t + 5)]);
+        expect(claims.filter(Boolean)).toHaveLength(1);
+        expect(claims.find(Boolean)!.nextAttemptAtMs).toBe(t + 5);
+        // Claimed: not due again until the claim lapses.
+        expect(await store.claimWebhookDelivery(d.id, t + 1, t + 10)).toBeUndefined();
+
+        await store.retryWebhookDelivery(d.id, { attempts: 1, nextAttemptAtMs: t + 3, lastError: 'HTTP 503' });
+        expect(await store.getWebhookDelivery(d.id)).toEqual({ ...d, attempts: 1, nextAttemptAtMs: t + 3, lastError: 'HTTP 503' });
+        expect((await store.listDueWebhookDeliveries(t + 3, 1000)).map((x) => x.id)).toContain(d.id);
+
+        await store.finishWebhookDelivery(d.id);
+        await store.finishWebhookDelivery(d.id);
+        expect(await store.getWebhookDelivery(d.id)).toBeUndefined();
+        expect(await store.claimWebhookDelivery(d.id, t + 100, t + 200)).toBeUndefined();
+        await store.retryWebhookDelivery(d.id, { attempts: 2, nextAttemptAtMs: t + 9, lastError: 'late' });
+        expect(await store.getWebhookDelivery(d.id)).toBeUndefined();
+      });
+
+      it('pages through the due deliveries with a cursor', async () => {
+        const t = 3_000_000 + Math.floor(Math.random() * 1_000_000) * 10;
+        const made = [0, 1, 2].map((i) => delivery({ nextAttemptAtMs: t + i, createdAtMs: t }));
+        for (const d of made) await store.putWebhookDelivery(d);
+        const ids = new Set(made.map((d) => d.id));
+        const seen: string[] = [];
+        let after: WebhookDeliveryRecord | undefined;
+        for (let page = 0; page < 1000; page++) {
+          const due = await store.listDueWebhookDeliveries(t + 2, 2, after);
+          if (due.length === 0) break;
+          seen.push(...due.map((d) => d.id).filter((id) => ids.has(id)));
+          after = due.at(-1);
+        }
+        expect(seen).toEqual(made.map((d) => d.id));
+        for (const d of made) await store.finishWebhookDelivery(d.id);
+      });
+
+      it('keeps the events outbox and the delivery outbox apart', async () => {
+        const d = delivery({ nextAttemptAtMs: 50, createdAtMs: 50 });
+        await store.putWebhookDelivery(d);
+        const pending = await store.listPendingEvents(1000);
+        expect(pending.map((p) => p.batch.id)).not.toContain(d.id);
+        await store.finishWebhookDelivery(d.id);
       });
     });
   });

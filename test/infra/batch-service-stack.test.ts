@@ -101,25 +101,36 @@ describe('storage', () => {
 });
 
 describe('workers', () => {
-  it('encrypts both queues, refuses plain HTTP, and redrives to the dead-letter queue after 5 receives', () => {
+  /** The queue feeding this function (its event source mapping's EventSourceArn). */
+  function queueFeeding(functionId: string) {
+    const mapping = Object.values(template.findResources('AWS::Lambda::EventSourceMapping')).find(
+      (m) => m.Properties.FunctionName.Ref === functionId,
+    )!;
+    const [queueId] = mapping.Properties.EventSourceArn['Fn::GetAtt'];
+    return template.findResources('AWS::SQS::Queue')[queueId]!;
+  }
+
+  it('encrypts every queue (chunks, webhooks, their dead-letter queues), refuses plain HTTP, and redrives after 5 receives', () => {
     const queues = template.findResources('AWS::SQS::Queue');
-    expect(Object.keys(queues)).toHaveLength(2);
+    expect(Object.keys(queues)).toHaveLength(4);
     for (const queue of Object.values(queues)) expect(queue.Properties.SqsManagedSseEnabled).toBe(true);
-    const [dlqId] = Object.entries(queues).find(([, q]) => !q.Properties.RedrivePolicy)!;
-    const main = Object.values(queues).find((q) => q.Properties.RedrivePolicy)!;
-    expect(main.Properties.RedrivePolicy).toEqual({
-      deadLetterTargetArn: { 'Fn::GetAtt': [dlqId, 'Arn'] },
+    const chunks = queueFeeding(functionByDescription('Chunk worker').id);
+    const deadLetters = Object.entries(queues).filter(([, q]) => !q.Properties.RedrivePolicy);
+    expect(deadLetters).toHaveLength(2);
+    expect(chunks.Properties.RedrivePolicy).toEqual({
+      deadLetterTargetArn: { 'Fn::GetAtt': [expect.stringMatching(/DeadLetterQueue/), 'Arn'] },
       maxReceiveCount: MAX_RECEIVE_COUNT,
     });
+    expect(deadLetters.map(([id]) => id)).toContain(chunks.Properties.RedrivePolicy.deadLetterTargetArn['Fn::GetAtt'][0]);
     const tlsOnly = Object.values(template.findResources('AWS::SQS::QueuePolicy')).filter((p) =>
       p.Properties.PolicyDocument.Statement.some((s: any) => s.Effect === 'Deny' && s.Condition?.Bool?.['aws:SecureTransport'] === 'false'),
     );
-    expect(tlsOnly).toHaveLength(2);
+    expect(tlsOnly).toHaveLength(4);
   });
 
   it('sets the visibility timeout to at least six times the worker timeout', () => {
     const worker = functionByDescription('Chunk worker');
-    const main = Object.values(template.findResources('AWS::SQS::Queue')).find((q) => q.Properties.RedrivePolicy)!;
+    const main = queueFeeding(worker.id);
     expect(worker.properties.Timeout).toBe(15 * 60);
     expect(main.Properties.VisibilityTimeout).toBeGreaterThanOrEqual(VISIBILITY_TIMEOUT_FACTOR * worker.properties.Timeout);
   });
@@ -133,7 +144,8 @@ describe('workers', () => {
 
   it('feeds the worker one chunk at a time, with MaximumConcurrency and ReportBatchItemFailures', () => {
     const worker = functionByDescription('Chunk worker');
-    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 1);
+    // The chunk worker's, and the webhook delivery function's.
+    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 2);
     template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
       FunctionName: { Ref: worker.id },
       BatchSize: 1,

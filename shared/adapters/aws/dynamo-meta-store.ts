@@ -25,6 +25,11 @@
 //          partBytes: the bytes of the parts recorded so far (absent before the first)
 //   part   pk = UPLOADPART#<uploadId>#<partId>    the UploadPartRecord; same `ttl` as its upload
 //   apikey pk = APIKEY#<sha256 of the key>  gsi1pk = APIKEYS  gsi1sk = as for files
+//   webhook endpoint  pk = WEBHOOK#<id>  gsi1pk = <project>#WEBHOOK  gsi1sk = as for files
+//          the WebhookEndpointRecord (its signing secrets included: deliveries are signed with them)
+//   webhook delivery  pk = WEBHOOKDELIVERY#<id>  outboxPk = DELIVERIES  outboxSk = <nextAttemptAtMs,
+//          15 digits>#<id> (the delivery outbox shares the GSI `outbox` with the events outbox, in
+//          its own partition): the WebhookDeliveryRecord, until it arrives or is given up
 import type { AttributeValue, CreateTableCommandInput, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DeleteCommand, DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
@@ -41,10 +46,12 @@ import {
   type UsageTotals,
 } from '../../batch/model.js';
 import type { BatchEvent } from '../../events/model.js';
+import type { WebhookDeliveryRecord, WebhookEndpointRecord } from '../../events/webhook-model.js';
 import {
   type BatchQuery,
   BatchStatusConflict,
   type DeletedFile,
+  type DeliveryRetry,
   type FileQuery,
   type MetaStore,
   type Page,
@@ -52,6 +59,8 @@ import {
   type RecordChunkResult,
   type StatusChange,
   type StatusChanges,
+  type WebhookEndpointChanges,
+  type WebhookEndpointQuery,
 } from '../../ports.js';
 
 export const TTL_ATTRIBUTE = 'ttl';
@@ -61,6 +70,7 @@ export const OUTBOX_INDEX = 'outbox';
 /** Sparse: only batches that are not final have its keys (openPk, openSk). */
 export const OPEN_INDEX = 'open';
 const OUTBOX_PARTITION = 'EVENTS';
+const DELIVERIES_PARTITION = 'DELIVERIES';
 const OPEN_PARTITION = 'OPEN';
 
 /** A global secondary index on two string attributes, projecting the whole item. */
@@ -102,6 +112,8 @@ export const ITEM_KEY_PREFIXES = {
   upload: 'UPLOAD#',
   uploadPart: 'UPLOADPART#',
   apiKey: 'APIKEY#',
+  webhookEndpoint: 'WEBHOOK#',
+  webhookDelivery: 'WEBHOOKDELIVERY#',
 } as const;
 export type ItemKind = keyof typeof ITEM_KEY_PREFIXES;
 
@@ -110,6 +122,8 @@ const batchKey = (id: string) => ({ pk: `${ITEM_KEY_PREFIXES.batch}${id}` });
 const uploadKey = (id: string) => ({ pk: `${ITEM_KEY_PREFIXES.upload}${id}` });
 const uploadPartKey = (uploadId: string, partId: string) => ({ pk: `${ITEM_KEY_PREFIXES.uploadPart}${uploadId}#${partId}` });
 const apiKeyKey = (keyHash: string) => ({ pk: `${ITEM_KEY_PREFIXES.apiKey}${keyHash}` });
+const webhookEndpointKey = (id: string) => ({ pk: `${ITEM_KEY_PREFIXES.webhookEndpoint}${id}` });
+const webhookDeliveryKey = (id: string) => ({ pk: `${ITEM_KEY_PREFIXES.webhookDelivery}${id}` });
 const API_KEYS_INDEX_KEY = 'APIKEYS';
 /** Upload records outlive their hour by a day, so a late complete or retrieve still gets a clear answer. */
 const UPLOAD_RECORD_GRACE_SECONDS = 24 * 3600;
@@ -748,6 +762,150 @@ export class DynamoMetaStore implements MetaStore {
     } as UploadPartRecord;
   }
 
+  // Webhook endpoints
+
+  async createWebhookEndpoint(endpoint: WebhookEndpointRecord): Promise<void> {
+    await this.doc.send(
+      new PutCommand({
+        TableName: this.tableName,
+        Item: {
+          ...webhookEndpointKey(endpoint.id),
+          gsi1pk: `${endpoint.project}#WEBHOOK`,
+          gsi1sk: sortKey(endpoint.createdAtMs, endpoint.id),
+          ...endpoint,
+        },
+        ConditionExpression: 'attribute_not_exists(pk)',
+      }),
+    );
+  }
+
+  async getWebhookEndpoint(project: string, id: string): Promise<WebhookEndpointRecord | undefined> {
+    const item = await this.getItem(webhookEndpointKey(id));
+    return item && item.project === project ? fromWebhookEndpointItem(item) : undefined;
+  }
+
+  async listWebhookEndpoints(project: string, query: WebhookEndpointQuery): Promise<Page<WebhookEndpointRecord>> {
+    const start = await this.cursorKey(query.after === undefined ? undefined : webhookEndpointKey(query.after), project);
+    if (start === null) return { items: [], hasMore: false };
+    const page = await this.queryByProject({ gsi1pk: `${project}#WEBHOOK`, ascending: false, limit: query.limit, startKey: start });
+    return { items: page.items.map(fromWebhookEndpointItem), hasMore: page.hasMore };
+  }
+
+  async updateWebhookEndpoint(project: string, id: string, changes: WebhookEndpointChanges): Promise<WebhookEndpointRecord | undefined> {
+    const entries = Object.entries(changes).filter(([, value]) => value !== undefined);
+    if (entries.length === 0) return this.getWebhookEndpoint(project, id);
+    const out = await unlessConditionFails(
+      this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: webhookEndpointKey(id),
+          UpdateExpression: `SET ${entries.map(([name]) => `#${name} = :${name}`).join(', ')}`,
+          // Another project's endpoint fails like a missing one, and no bare item is ever created.
+          ConditionExpression: '#project = :project',
+          ExpressionAttributeNames: { '#project': 'project', ...Object.fromEntries(entries.map(([name]) => [`#${name}`, name])) },
+          ExpressionAttributeValues: { ':project': project, ...Object.fromEntries(entries.map(([name, value]) => [`:${name}`, value])) },
+          ReturnValues: 'ALL_NEW',
+        }),
+      ),
+    );
+    return out?.Attributes ? fromWebhookEndpointItem(out.Attributes) : undefined;
+  }
+
+  async deleteWebhookEndpoint(project: string, id: string): Promise<WebhookEndpointRecord | undefined> {
+    const out = await unlessConditionFails(
+      this.doc.send(
+        new DeleteCommand({
+          TableName: this.tableName,
+          Key: webhookEndpointKey(id),
+          ConditionExpression: '#project = :project',
+          ExpressionAttributeNames: { '#project': 'project' },
+          ExpressionAttributeValues: { ':project': project },
+          ReturnValues: 'ALL_OLD',
+        }),
+      ),
+    );
+    return out?.Attributes ? fromWebhookEndpointItem(out.Attributes) : undefined;
+  }
+
+  // Webhook deliveries
+
+  async putWebhookDelivery(delivery: WebhookDeliveryRecord): Promise<boolean> {
+    const out = await unlessConditionFails(
+      this.doc.send(
+        new PutCommand({
+          TableName: this.tableName,
+          Item: { ...webhookDeliveryKey(delivery.id), ...deliveryOutboxKeys(delivery.nextAttemptAtMs, delivery.id), ...delivery },
+          // The same event taken again (the events outbox delivers at least once) is one delivery.
+          ConditionExpression: 'attribute_not_exists(pk)',
+        }),
+      ),
+    );
+    return out !== undefined;
+  }
+
+  async getWebhookDelivery(id: string): Promise<WebhookDeliveryRecord | undefined> {
+    const item = await this.getItem(webhookDeliveryKey(id));
+    return item ? fromWebhookDeliveryItem(item) : undefined;
+  }
+
+  async listDueWebhookDeliveries(nowMs: number, limit: number, after?: WebhookDeliveryRecord): Promise<WebhookDeliveryRecord[]> {
+    const out = await this.doc.send(
+      new QueryCommand({
+        TableName: this.tableName,
+        IndexName: OUTBOX_INDEX,
+        // '~' sorts after every id character: every delivery due at nowMs itself is included.
+        KeyConditionExpression: 'outboxPk = :deliveries AND outboxSk <= :due',
+        ExpressionAttributeValues: { ':deliveries': DELIVERIES_PARTITION, ':due': `${String(nowMs).padStart(15, '0')}#~` },
+        Limit: limit,
+        // A GSI's start key holds the table key and the index key, all known from the record.
+        ExclusiveStartKey: after && { ...webhookDeliveryKey(after.id), ...deliveryOutboxKeys(after.nextAttemptAtMs, after.id) },
+      }),
+    );
+    // The index is eventually consistent: the claim checks again on the item itself.
+    return (out.Items ?? []).map(fromWebhookDeliveryItem);
+  }
+
+  async claimWebhookDelivery(id: string, nowMs: number, untilMs: number): Promise<WebhookDeliveryRecord | undefined> {
+    const out = await unlessConditionFails(
+      this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: webhookDeliveryKey(id),
+          UpdateExpression: 'SET nextAttemptAtMs = :until, outboxSk = :sk',
+          // Due, and so not claimed by another sender (a claim moves nextAttemptAtMs to its end);
+          // a missing delivery (arrived, given up) has no nextAttemptAtMs.
+          ConditionExpression: 'nextAttemptAtMs <= :now',
+          ExpressionAttributeValues: { ':until': untilMs, ':sk': deliveryOutboxKeys(untilMs, id).outboxSk, ':now': nowMs },
+          ReturnValues: 'ALL_NEW',
+        }),
+      ),
+    );
+    return out?.Attributes ? fromWebhookDeliveryItem(out.Attributes) : undefined;
+  }
+
+  async retryWebhookDelivery(id: string, retry: DeliveryRetry): Promise<void> {
+    await unlessConditionFails(
+      this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: webhookDeliveryKey(id),
+          UpdateExpression: 'SET attempts = :attempts, nextAttemptAtMs = :next, outboxSk = :sk, lastError = :error',
+          ConditionExpression: 'attribute_exists(pk)',
+          ExpressionAttributeValues: {
+            ':attempts': retry.attempts,
+            ':next': retry.nextAttemptAtMs,
+            ':sk': deliveryOutboxKeys(retry.nextAttemptAtMs, id).outboxSk,
+            ':error': retry.lastError,
+          },
+        }),
+      ),
+    );
+  }
+
+  async finishWebhookDelivery(id: string): Promise<void> {
+    await this.doc.send(new DeleteCommand({ TableName: this.tableName, Key: webhookDeliveryKey(id) }));
+  }
+
   // API keys
 
   async putApiKey(key: ApiKeyRecord): Promise<void> {
@@ -921,6 +1079,40 @@ function fromUploadItem(item: Item): UploadRecord {
     fileId: i.fileId ?? null,
     ...(i.completingUntilMs !== undefined && { completingUntilMs: i.completingUntilMs }),
     ...(i.partBytes !== undefined && { partBytes: i.partBytes }),
+  };
+}
+
+const deliveryOutboxKeys = (atMs: number, id: string) => ({ outboxPk: DELIVERIES_PARTITION, outboxSk: sortKey(atMs, id) });
+
+function fromWebhookEndpointItem(item: Item): WebhookEndpointRecord {
+  const i = item as unknown as WebhookEndpointRecord;
+  return {
+    id: i.id,
+    project: i.project,
+    name: i.name,
+    url: i.url,
+    eventTypes: [...i.eventTypes],
+    secret: i.secret,
+    previousSecret: i.previousSecret ?? null,
+    previousSecretExpiresAtMs: i.previousSecretExpiresAtMs ?? null,
+    createdAtMs: i.createdAtMs,
+    updatedAtMs: i.updatedAtMs,
+  };
+}
+
+function fromWebhookDeliveryItem(item: Item): WebhookDeliveryRecord {
+  const i = item as unknown as WebhookDeliveryRecord;
+  return {
+    id: i.id,
+    project: i.project,
+    endpointId: i.endpointId,
+    eventId: i.eventId,
+    eventType: i.eventType,
+    payload: i.payload,
+    attempts: i.attempts,
+    nextAttemptAtMs: i.nextAttemptAtMs,
+    createdAtMs: i.createdAtMs,
+    lastError: i.lastError ?? null,
   };
 }
 

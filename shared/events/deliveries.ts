@@ -1,0 +1,267 @@
+// Webhook deliveries: from a batch's status-change event to a signed request its project's
+// endpoints answered 2xx, at least once, surviving restarts.
+//
+//   event (outbox) ─ webhookSubscriber ─> one delivery record per subscribed endpoint (MetaStore)
+//   due delivery ─ attemptDelivery ─> claim ─> sign + POST ─> 2xx: removed
+//                                                           └> otherwise: retried later, or given up
+//
+// A failed attempt (non-2xx, timeout, refused connection, a blocked address) is retried after an
+// exponential backoff with jitter (RETRY_BASE, doubling, capped at MAX_RETRY_DELAY_MS), for
+// WEBHOOK_RETRY_FOR (72 h) since the delivery was recorded; then it is given up, logged and counted.
+// Each attempt is signed anew (webhook-timestamp is the attempt's), with the endpoint's secrets as
+// they are then; a deleted endpoint's deliveries are dropped.
+//
+// Who attempts: `npm start`'s delivery pump (startDeliveryPump), and in AWS the delivery Lambda fed
+// by an SQS queue (functions/webhook-delivery.ts). A claim (a compare-and-set that moves the
+// delivery's due time to the claim's end) keeps two senders from making one attempt twice; a
+// sender that dies mid-attempt leaves a claim that lapses, and the delivery is due again.
+import pLimit from 'p-limit';
+import type { BatchRecord } from '../batch/model.js';
+import { errorMessage, type Logger } from '../log.js';
+import type { Clock, MetaStore } from '../ports.js';
+import type { EventSubscriber } from './dispatcher.js';
+import type { BatchEvent } from './model.js';
+import {
+  deliveryId,
+  signingSecrets,
+  type WebhookDeliveryRecord,
+  type WebhookEndpointRecord,
+  webhookEventPayload,
+} from './webhook-model.js';
+import type { WebhookSender } from './webhook-sender.js';
+
+/** No wait between two attempts is longer than this. */
+export const MAX_RETRY_DELAY_MS = 3 * 3_600_000;
+
+export interface RetryPolicy {
+  baseMs: number;
+  forMs: number;
+}
+
+/** The wait after the `attempts`-th failed attempt: base·2^(attempts-1), capped, with jitter in [½, 1]. */
+export function retryDelayMs(attempts: number, policy: RetryPolicy, random: () => number = Math.random): number {
+  const full = Math.min(policy.baseMs * 2 ** Math.min(attempts - 1, 40), MAX_RETRY_DELAY_MS);
+  return Math.round(full * (0.5 + random() / 2));
+}
+
+/** Endpoints of the project that want this event type. */
+async function subscribedEndpoints(meta: Pick<MetaStore, 'listWebhookEndpoints'>, project: string, type: string) {
+  const endpoints: WebhookEndpointRecord[] = [];
+  let after: string | undefined;
+  for (;;) {
+    const page = await meta.listWebhookEndpoints(project, { limit: 100, ...(after === undefined ? {} : { after }) });
+    endpoints.push(...page.items.filter((endpoint) => endpoint.eventTypes.includes(type)));
+    if (!page.hasMore || page.items.length === 0) return endpoints;
+    after = page.items.at(-1)!.id;
+  }
+}
+
+export interface WebhookSubscriberDeps {
+  meta: Pick<MetaStore, 'listWebhookEndpoints' | 'putWebhookDelivery'>;
+  clock: Clock;
+  /**
+   * Told of the deliveries an event made (again when the event is taken again): locally the pump
+   * looks at once; in AWS each goes on the delivery queue. A failure leaves the event in its outbox.
+   */
+  onDeliveries?: (deliveries: WebhookDeliveryRecord[]) => Promise<void> | void;
+}
+
+/** The events subscriber that records a delivery for each endpoint subscribed to the event's type. */
+export function webhookSubscriber(deps: WebhookSubscriberDeps): EventSubscriber {
+  return {
+    name: 'webhooks',
+    async handle(event: BatchEvent, _batch: BatchRecord): Promise<void> {
+      const endpoints = await subscribedEndpoints(deps.meta, event.project, event.type);
+      if (endpoints.length === 0) return;
+      const now = deps.clock.now();
+      const payload = webhookEventPayload(event);
+      const deliveries = endpoints.map(
+        (endpoint): WebhookDeliveryRecord => ({
+          id: deliveryId(event.id, endpoint.id),
+          project: event.project,
+          endpointId: endpoint.id,
+          eventId: event.id,
+          eventType: event.type,
+          payload,
+          attempts: 0,
+          nextAttemptAtMs: now,
+          createdAtMs: now,
+          lastError: null,
+        }),
+      );
+      // A repeat of the event finds its deliveries there already: putWebhookDelivery changes nothing.
+      for (const delivery of deliveries) await deps.meta.putWebhookDelivery(delivery);
+      await deps.onDeliveries?.(deliveries);
+    },
+  };
+}
+
+export interface DeliveryStats {
+  delivered: number;
+  retried: number;
+  givenUp: number;
+  dropped: number;
+}
+
+export const newDeliveryStats = (): DeliveryStats => ({ delivered: 0, retried: 0, givenUp: 0, dropped: 0 });
+
+export interface DeliveryDeps {
+  meta: Pick<
+    MetaStore,
+    'claimWebhookDelivery' | 'getWebhookDelivery' | 'getWebhookEndpoint' | 'retryWebhookDelivery' | 'finishWebhookDelivery'
+  >;
+  clock: Clock;
+  log: Logger;
+  sender: WebhookSender;
+  retry: RetryPolicy;
+  /** How long a claim holds: longer than one attempt can take. */
+  claimMs: number;
+  stats?: DeliveryStats;
+  random?: () => number;
+}
+
+export type AttemptOutcome =
+  | { outcome: 'delivered' | 'given_up' | 'dropped' | 'missing' }
+  /** `retry`: failed, due again at `nextAttemptAtMs`. `not_due`: not due yet, or another sender holds it. */
+  | { outcome: 'retry' | 'not_due'; nextAttemptAtMs: number };
+
+/** One attempt at one delivery, if it is due. */
+export async function attemptDelivery(deps: DeliveryDeps, id: string): Promise<AttemptOutcome> {
+  const { meta, clock, log } = deps;
+  const startedAt = clock.now();
+  const delivery = await meta.claimWebhookDelivery(id, startedAt, startedAt + deps.claimMs);
+  if (!delivery) {
+    const current = await meta.getWebhookDelivery(id);
+    return current ? { outcome: 'not_due', nextAttemptAtMs: current.nextAttemptAtMs } : { outcome: 'missing' };
+  }
+  const fields = { deliveryId: delivery.id, endpointId: delivery.endpointId, eventId: delivery.eventId, type: delivery.eventType };
+  const endpoint = await meta.getWebhookEndpoint(delivery.project, delivery.endpointId);
+  if (!endpoint) {
+    await meta.finishWebhookDelivery(delivery.id);
+    if (deps.stats) deps.stats.dropped++;
+    log.log('info', 'webhook delivery dropped: its endpoint was deleted', fields);
+    return { outcome: 'dropped' };
+  }
+  const now = clock.now();
+  const answer = await deps.sender.send(
+    endpoint.url,
+    signingSecrets(endpoint, now),
+    { id: delivery.eventId, payload: delivery.payload },
+    now,
+  );
+  const attempts = delivery.attempts + 1;
+  if (answer.ok) {
+    await meta.finishWebhookDelivery(delivery.id);
+    if (deps.stats) deps.stats.delivered++;
+    log.log('info', 'webhook delivered', { ...fields, attempts, status: answer.status });
+    return { outcome: 'delivered' };
+  }
+  const error = answer.error ?? 'failed';
+  const next = clock.now() + retryDelayMs(attempts, deps.retry, deps.random);
+  if (next > delivery.createdAtMs + deps.retry.forMs) {
+    await meta.finishWebhookDelivery(delivery.id);
+    if (deps.stats) deps.stats.givenUp++;
+    log.log('error', 'webhook delivery given up', { ...fields, attempts, error, metric: 'WebhookDeliveriesGivenUp' });
+    return { outcome: 'given_up' };
+  }
+  await meta.retryWebhookDelivery(delivery.id, { attempts, nextAttemptAtMs: next, lastError: error });
+  if (deps.stats) deps.stats.retried++;
+  log.log('warn', 'webhook delivery failed; it will be retried', { ...fields, attempts, error, retryInMs: next - clock.now() });
+  return { outcome: 'retry', nextAttemptAtMs: next };
+}
+
+export interface DeliveryPumpOptions {
+  intervalMs: number;
+  /** Attempts in flight at once, over all endpoints. */
+  concurrency: number;
+  /** Attempts in flight at once to one endpoint: a slow or dead receiver holds at most this many. */
+  perEndpoint: number;
+  meta: Pick<MetaStore, 'listDueWebhookDeliveries'>;
+}
+
+/** Pages of due deliveries looked through per round, so that one endpoint's backlog cannot hide another's. */
+const PAGES_PER_ROUND = 20;
+const PAGE = 100;
+
+/**
+ * `npm start`'s sender: every `intervalMs` (and at once when told), attempts the due deliveries,
+ * with a bound in flight overall and per endpoint.
+ */
+export function startDeliveryPump(deps: DeliveryDeps, options: DeliveryPumpOptions) {
+  const limit = pLimit(options.concurrency);
+  const inFlight = new Set<string>();
+  const perEndpoint = new Map<string, number>();
+  const running = new Set<Promise<unknown>>();
+  let stopped = false;
+  let scanning: Promise<void> | undefined;
+  let again = false;
+
+  const start = (delivery: WebhookDeliveryRecord) => {
+    inFlight.add(delivery.id);
+    perEndpoint.set(delivery.endpointId, (perEndpoint.get(delivery.endpointId) ?? 0) + 1);
+    const attempt = limit(() => attemptDelivery(deps, delivery.id))
+      .catch((error: unknown) =>
+        deps.log.log('warn', 'webhook delivery attempt failed', { deliveryId: delivery.id, error: errorMessage(error) }),
+      )
+      .finally(() => {
+        inFlight.delete(delivery.id);
+        const left = (perEndpoint.get(delivery.endpointId) ?? 1) - 1;
+        if (left > 0) perEndpoint.set(delivery.endpointId, left);
+        else perEndpoint.delete(delivery.endpointId);
+        running.delete(attempt);
+        // A slot came free: there may be more due.
+        if (!stopped) scan();
+      });
+    running.add(attempt);
+  };
+
+  async function round(): Promise<void> {
+    let after: WebhookDeliveryRecord | undefined;
+    const now = deps.clock.now();
+    for (let page = 0; page < PAGES_PER_ROUND; page++) {
+      if (stopped || inFlight.size >= options.concurrency) return;
+      const due = await options.meta.listDueWebhookDeliveries(now, PAGE, after);
+      for (const delivery of due) {
+        if (stopped || inFlight.size >= options.concurrency) return;
+        if (inFlight.has(delivery.id) || (perEndpoint.get(delivery.endpointId) ?? 0) >= options.perEndpoint) continue;
+        start(delivery);
+      }
+      if (due.length < PAGE) return;
+      after = due.at(-1);
+    }
+  }
+
+  function scan(): void {
+    if (stopped) return;
+    if (scanning) {
+      again = true;
+      return;
+    }
+    scanning = round()
+      .catch((error: unknown) => deps.log.log('warn', 'webhook delivery scan failed', { error: errorMessage(error) }))
+      .finally(() => {
+        scanning = undefined;
+        if (again) {
+          again = false;
+          scan();
+        }
+      });
+  }
+
+  const timer = setInterval(scan, options.intervalMs);
+  timer.unref();
+  scan();
+  return {
+    notify(): void {
+      scan();
+    },
+    async stop(): Promise<void> {
+      stopped = true;
+      clearInterval(timer);
+      await scanning;
+      await Promise.allSettled([...running]);
+    },
+  };
+}
+
+export type DeliveryPump = ReturnType<typeof startDeliveryPump>;
