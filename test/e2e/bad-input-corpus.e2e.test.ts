@@ -310,7 +310,13 @@ describe('the multipart corpus', () => {
     expect(objects.map((e) => e.name).sort()).toEqual([...storedIds].sort());
 
     const health = await fetch(`${service.origin}/healthz`);
-    expect(await health.json()).toEqual({ status: 'ok', escaped_errors: 0 });
+    expect(await health.json()).toEqual({
+      status: 'ok',
+      escaped_errors: 0,
+      webhooks_delivered: 0,
+      webhooks_retried: 0,
+      webhooks_given_up: 0,
+    });
     const lines = service.logs().split('\n').filter(Boolean);
     for (const line of lines) expect(() => JSON.parse(line), line).not.toThrow();
     expect(service.logs()).not.toMatch(/\n\s+at /);

@@ -75,7 +75,13 @@ describe('the HTTP edge under abuse', () => {
   const healthy = async () => {
     const health = await fetch(`${service.origin}/healthz`);
     expect(health.status).toBe(200);
-    expect(await health.json()).toEqual({ status: 'ok', escaped_errors: 0 });
+    expect(await health.json()).toEqual({
+      status: 'ok',
+      escaped_errors: 0,
+      webhooks_delivered: 0,
+      webhooks_retried: 0,
+      webhooks_given_up: 0,
+    });
   };
   const multipartHead = (route: string, contentLength: number) =>
     `POST ${route} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer alice-key\r\nContent-Type: multipart/form-data; boundary=zz\r\nContent-Length: ${contentLength}\r\n\r\n`;
