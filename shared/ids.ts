@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
 
@@ -31,6 +31,15 @@ export const newAttemptId = () => randomToken(12);
 export const newUploadId = () => `upload_${randomToken()}`;
 export const newUploadPartId = () => `part_${randomToken()}`;
 export const newWebhookEndpointId = () => `whe_${randomToken()}`;
+
+/**
+ * An id that depends only on `seed` (a step that runs twice, a repeated request, makes the same
+ * one): `prefix` and 24 letters or digits of the seed's SHA-256, the shape of the random ones.
+ */
+export function derivedId(prefix: string, seed: string): string {
+  const digest = createHash('sha256').update(seed).digest('base64url').replace(/[-_]/g, '');
+  return `${prefix}${digest.slice(0, 24)}`;
+}
 
 /**
  * The shapes of the ids this service hands out: random ones (above) and derived ones (a batch's

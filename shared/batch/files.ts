@@ -1,6 +1,6 @@
 // The File records the service makes: uploaded input files and the files a batch produces (its
 // output file, its error file), built in one place so that their fields and lifetimes agree.
-import { createHash } from 'node:crypto';
+import { derivedId } from '../ids.js';
 import { blobKeys } from './keys.js';
 import type { BatchRecord, FileRecord } from './model.js';
 
@@ -34,8 +34,7 @@ export type BatchFileKind = 'output' | 'error';
 
 /** An id that depends only on the batch, so a step that runs twice makes the same file. */
 export function derivedFileId(batchId: string, kind: BatchFileKind): string {
-  const digest = createHash('sha256').update(`${batchId}:${kind}`).digest('base64url').replace(/[-_]/g, '');
-  return `file-${digest.slice(0, 24)}`;
+  return derivedId('file-', `${batchId}:${kind}`);
 }
 
 /** The record of a batch's output or error file, living as long as the batch's output_expires_after says. */

@@ -6,7 +6,7 @@
 //
 // What it holds in memory: the custom_ids chosen for the retry (at most the batch's size,
 // MAX_REQUESTS_PER_BATCH); the files themselves stream through, a line at a time.
-import { createHash } from 'node:crypto';
+import { derivedId } from '../ids.js';
 import { readJsonlLines } from '../input/jsonl.js';
 import { isBlankLine, parseRequestLine } from '../input/request-line.js';
 import type { BlobStore, MetaStore } from '../ports.js';
@@ -21,11 +21,8 @@ import { readPlan } from './steps.js';
  * for one batch make the same file, and only one of them can create the batch (createBatch fails
  * for an id that exists), so a batch has at most one retry.
  */
-function derivedId(batchId: string, what: 'retry' | 'retry-input'): string {
-  return createHash('sha256').update(`${batchId}:${what}`).digest('base64url').replace(/[-_]/g, '').slice(0, 24);
-}
-export const retryBatchId = (batchId: string) => `batch_${derivedId(batchId, 'retry')}`;
-const retryInputFileId = (batchId: string) => `file-${derivedId(batchId, 'retry-input')}`;
+export const retryBatchId = (batchId: string) => derivedId('batch_', `${batchId}:retry`);
+const retryInputFileId = (batchId: string) => derivedId('file-', `${batchId}:retry-input`);
 
 /** Which error lines run again: a line matches when its error code or its HTTP status is chosen. */
 export interface RetrySelection {

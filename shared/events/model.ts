@@ -4,8 +4,9 @@
 // event, and no event can exist for a change that did not happen. Subscribers (webhook endpoints,
 // EventBridge, pipeline destinations) receive them at least once, in order per batch, and tell
 // repeats apart by the event's id.
-import { createHash } from 'node:crypto';
+
 import type { BatchStatus } from '../batch/model.js';
+import { derivedId } from '../ids.js';
 
 /** The event types, as OpenAI names its batch webhook events (`batch.completed`, ...), one per status. */
 export const BATCH_EVENT_TYPES = [
@@ -38,8 +39,7 @@ export function eventTypeOf(status: BatchStatus): BatchEventType {
 
 /** A batch enters each status at most once (the transitions table has no cycle), so this id is unique. */
 export function batchEventId(batchId: string, status: BatchStatus): string {
-  const digest = createHash('sha256').update(`event:${batchId}:${status}`).digest('base64url').replace(/[-_]/g, '');
-  return `evt_${digest.slice(0, 24)}`;
+  return derivedId('evt_', `event:${batchId}:${status}`);
 }
 
 export function batchEvent(

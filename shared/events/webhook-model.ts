@@ -7,7 +7,8 @@
 //
 // A delivery is one event for one endpoint: a durable record in the MetaStore (the delivery
 // outbox) from the moment the event is taken until a receiver answered 2xx or the retries ran out.
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { derivedId } from '../ids.js';
 import { BATCH_EVENT_TYPES, type BatchEvent } from './model.js';
 
 export interface WebhookEndpointRecord {
@@ -58,8 +59,7 @@ export const newSigningSecret = () => `whsec_${randomBytes(32).toString('base64'
 export const secretHint = (secret: string) => `whsec_****${secret.slice(-4)}`;
 
 export function deliveryId(eventId: string, endpointId: string): string {
-  const digest = createHash('sha256').update(`delivery:${eventId}:${endpointId}`).digest('base64url').replace(/[-_]/g, '');
-  return `whd_${digest.slice(0, 24)}`;
+  return derivedId('whd_', `delivery:${eventId}:${endpointId}`);
 }
 
 /** OpenAI's event object: `{id, object: "event", type, created_at, data: {id}}`. */

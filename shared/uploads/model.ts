@@ -9,8 +9,9 @@
 //
 // Parts are accepted only while the upload is pending; an expired, cancelled or completed upload's
 // parts are deleted (at once, or by the sweep after a crash).
-import { createHash } from 'node:crypto';
+
 import type { UploadRecord } from '../batch/model.js';
+import { derivedId } from '../ids.js';
 import type { UploadCheckLimits } from '../input/upload-check.js';
 import { type BlobStore, type Clock, type MetaStore, StatusConflict } from '../ports.js';
 
@@ -85,8 +86,7 @@ export function effectiveStatus(upload: UploadRecord, nowMs: number): UploadReco
 
 /** The file id of an upload's File: the same on every try, so a repeated complete makes one file. */
 export function uploadFileId(uploadId: string): string {
-  const digest = createHash('sha256').update(`upload:${uploadId}`).digest('base64url').replace(/[-_]/g, '');
-  return `file-${digest.slice(0, 24)}`;
+  return derivedId('file-', `upload:${uploadId}`);
 }
 
 /** A compare-and-set on an upload's status lost: it is no longer pending. */
