@@ -9,7 +9,7 @@ import { type CheckpointedLine, checkpointLines, listCheckpoints, summarize } fr
 import { linesBody } from '../work/line-writer.js';
 import { type BatchFileKind, batchFileRecord, derivedFileId } from './files.js';
 import { releaseInputFile } from './input-file.js';
-import { blobKeys } from './keys.js';
+import { blobKeys, recordedChunkObjects } from './keys.js';
 import { type BatchRecord, type BatchStatus, type ChunkPlanEntry, TERMINAL_STATUSES, ZERO_USAGE } from './model.js';
 import { addUsage, type UnrunReason, unrunLine } from './results.js';
 import { readPlan, type StepDeps } from './steps.js';
@@ -36,7 +36,6 @@ export async function finalizeStep(deps: StepDeps, batchId: string): Promise<Bat
   const failing = !cancelled && (batch.errors?.length ?? 0) > 0;
   const reason: UnrunReason = cancelled ? 'batch_cancelled' : failing ? 'batch_failed' : 'batch_expired';
   const [plan, checkpoints] = await Promise.all([readPlan(blobs, batchId), listCheckpoints(blobs, batchId)]);
-  const done = new Set(batch.doneChunks);
   const outputParts: string[] = [];
   const errorParts: string[] = [];
   const scratch: string[] = [...checkpoints.values()].flat();
@@ -44,10 +43,10 @@ export async function finalizeStep(deps: StepDeps, batchId: string): Promise<Bat
   // Lines of unrecorded chunks taken from their checkpoints: not in the batch's counts yet.
   let recovered = { completed: 0, failed: 0, usage: ZERO_USAGE };
   for (const chunk of plan?.chunks ?? []) {
-    const attempt = batch.chunkAttempts[String(chunk.index)];
-    if (done.has(chunk.index) && attempt) {
-      outputParts.push(blobKeys.chunkOutput(batchId, chunk.index, attempt));
-      errorParts.push(blobKeys.chunkErrors(batchId, chunk.index, attempt));
+    const recorded = recordedChunkObjects(batch, chunk.index);
+    if (recorded) {
+      outputParts.push(recorded.output);
+      errorParts.push(recorded.errors);
       continue;
     }
     const requests = await readChunkRequests(blobs, plan!.inputBlobKey, chunk);

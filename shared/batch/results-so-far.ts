@@ -9,7 +9,7 @@
 import { readJsonlLines } from '../input/jsonl.js';
 import { isBlankLine } from '../input/request-line.js';
 import { BlobNotFoundError, type BlobStore, type MetaStore } from '../ports.js';
-import { blobKeys } from './keys.js';
+import { recordedChunkObjects } from './keys.js';
 import { type BatchRecord, TERMINAL_STATUSES } from './model.js';
 
 /** Where a page stopped. `c`: reading recorded chunks (`done` read whole); `f`: reading the ended batch's files. */
@@ -73,11 +73,11 @@ async function fileSources(deps: ResultsDeps, batch: BatchRecord): Promise<Sourc
 /** The objects of the recorded chunks, by chunk index: output, then errors. */
 function chunkSources(batch: BatchRecord): Source[] {
   return batch.doneChunks.flatMap((chunk) => {
-    const attempt = batch.chunkAttempts[String(chunk)];
-    if (!attempt) return [];
+    const recorded = recordedChunkObjects(batch, chunk);
+    if (!recorded) return [];
     return [
-      { key: blobKeys.chunkOutput(batch.id, chunk, attempt), chunk, kind: 'o' as const },
-      { key: blobKeys.chunkErrors(batch.id, chunk, attempt), chunk, kind: 'e' as const },
+      { key: recorded.output, chunk, kind: 'o' as const },
+      { key: recorded.errors, chunk, kind: 'e' as const },
     ];
   });
 }
