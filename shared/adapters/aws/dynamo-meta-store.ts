@@ -513,11 +513,10 @@ export class DynamoMetaStore implements MetaStore {
       'outboxPk = :outboxPk',
       'outboxSk = if_not_exists(outboxSk, :outboxSk)',
     ];
-    for (const [name, value] of Object.entries(batchAttributes(id, change.changes))) {
-      names[`#${name}`] = name;
-      values[`:${name}`] = value;
-      sets.push(`#${name} = :${name}`);
-    }
+    const changed = setClauses(batchAttributes(id, change.changes));
+    Object.assign(names, changed.names);
+    Object.assign(values, changed.values);
+    sets.push(...changed.sets);
     const removes = TERMINAL_STATUSES.includes(change.to) ? ' REMOVE openPk, openSk' : '';
     try {
       const out = await this.doc.send(
@@ -792,18 +791,18 @@ export class DynamoMetaStore implements MetaStore {
   }
 
   async updateWebhookEndpoint(project: string, id: string, changes: WebhookEndpointChanges): Promise<WebhookEndpointRecord | undefined> {
-    const entries = Object.entries(changes).filter(([, value]) => value !== undefined);
-    if (entries.length === 0) return this.getWebhookEndpoint(project, id);
+    const changed = setClauses(Object.fromEntries(Object.entries(changes).filter(([, value]) => value !== undefined)));
+    if (changed.sets.length === 0) return this.getWebhookEndpoint(project, id);
     const out = await unlessConditionFails(
       this.doc.send(
         new UpdateCommand({
           TableName: this.tableName,
           Key: webhookEndpointKey(id),
-          UpdateExpression: `SET ${entries.map(([name]) => `#${name} = :${name}`).join(', ')}`,
+          UpdateExpression: `SET ${changed.sets.join(', ')}`,
           // Another project's endpoint fails like a missing one, and no bare item is ever created.
           ConditionExpression: '#project = :project',
-          ExpressionAttributeNames: { '#project': 'project', ...Object.fromEntries(entries.map(([name]) => [`#${name}`, name])) },
-          ExpressionAttributeValues: { ':project': project, ...Object.fromEntries(entries.map(([name, value]) => [`:${name}`, value])) },
+          ExpressionAttributeNames: { '#project': 'project', ...changed.names },
+          ExpressionAttributeValues: { ':project': project, ...changed.values },
           ReturnValues: 'ALL_NEW',
         }),
       ),
@@ -965,15 +964,9 @@ export class DynamoMetaStore implements MetaStore {
    */
   private async setWhileStatus(key: Key, from: readonly string[], attributes: Item): Promise<Item | undefined> {
     const fromValues = Object.fromEntries(from.map((status, i) => [`:from${i}`, status]));
-    const names: Record<string, string> = { '#status': 'status' };
-    const values: Item = { ...fromValues };
-    const sets: string[] = [];
-    for (const [name, value] of Object.entries(attributes)) {
-      // Every name is a placeholder: several of ours (status, total) are DynamoDB reserved words.
-      names[`#${name}`] = name;
-      values[`:${name}`] = value;
-      sets.push(`#${name} = :${name}`);
-    }
+    const changed = setClauses(attributes);
+    const names: Record<string, string> = { '#status': 'status', ...changed.names };
+    const values: Item = { ...fromValues, ...changed.values };
     const condition = [
       // Without it, UpdateItem would create a bare item for an unknown id.
       'attribute_exists(pk)',
@@ -985,7 +978,7 @@ export class DynamoMetaStore implements MetaStore {
         new UpdateCommand({
           TableName: this.tableName,
           Key: key,
-          UpdateExpression: `SET ${sets.join(', ')}`,
+          UpdateExpression: `SET ${changed.sets.join(', ')}`,
           ConditionExpression: condition,
           ExpressionAttributeNames: names,
           ExpressionAttributeValues: values,
@@ -1140,6 +1133,22 @@ function failureReason(state: ChunkState | undefined, index: number): 'missing' 
   // Status is no longer in_progress or cancelling (statuses never move back, so nothing else
   // can have failed the condition).
   return 'closed';
+}
+
+/**
+ * `#name = :name` for each attribute, with its placeholders: every name is one, since several of
+ * ours (status, total) are DynamoDB reserved words.
+ */
+function setClauses(attributes: Item): { sets: string[]; names: Record<string, string>; values: Item } {
+  const names: Record<string, string> = {};
+  const values: Item = {};
+  const sets: string[] = [];
+  for (const [name, value] of Object.entries(attributes)) {
+    names[`#${name}`] = name;
+    values[`:${name}`] = value;
+    sets.push(`#${name} = :${name}`);
+  }
+  return { sets, names, values };
 }
 
 function prefixKeys(values: object): Item {
