@@ -17,6 +17,7 @@ import type { RoutePrice } from '../upstream/routes.js';
 import { ApiError, badRequest, conflict, notFound, quoted } from './errors.js';
 import { toBatchObject } from './objects.js';
 import { DEFAULT_MAX_JSON_BODY_BYTES, jsonBody, jsonBodyLimit, parse } from './request.js';
+import { pageLimit } from './schemas.js';
 
 type Env = { Variables: { project: string; requestId: string } };
 
@@ -50,12 +51,7 @@ const retryBody = z
   .strict();
 
 const resultsQuery = z.object({
-  limit: z.coerce
-    .number({ error: 'limit must be a number' })
-    .int('limit must be a whole number')
-    .min(1, 'limit must be at least 1')
-    .max(1000, 'limit must be at most 1000')
-    .default(100),
+  limit: pageLimit(1_000, 100),
   after: z.string().min(1).max(16_384).optional(),
   custom_id: z.string().min(1).max(4096).optional(),
 });

@@ -101,7 +101,8 @@ export function parseCompletionWindow(window: string): number | undefined {
   return unit !== 'h' && ms >= WINDOW_UNIT_MS.h ? undefined : ms;
 }
 
-const limit = (max: number, fallback: number) =>
+/** A list route's `limit`: a whole number from 1 to `max`, `fallback` when absent. */
+export const pageLimit = (max: number, fallback: number) =>
   z.coerce
     .number({ error: 'limit must be a number' })
     .int('limit must be a whole number')
@@ -110,12 +111,12 @@ const limit = (max: number, fallback: number) =>
     .default(fallback);
 
 export const listBatchesQuery = z.object({
-  limit: limit(100, 20),
+  limit: pageLimit(100, 20),
   after: z.string().min(1).optional(),
 });
 
 export const listFilesQuery = z.object({
-  limit: limit(10_000, 10_000),
+  limit: pageLimit(10_000, 10_000),
   after: z.string().min(1).optional(),
   order: z.enum(['asc', 'desc'], { error: "order must be 'asc' or 'desc'" }).default('desc'),
   purpose: z.string().min(1).optional(),

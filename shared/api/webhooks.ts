@@ -29,6 +29,7 @@ import type { Clock, MetaStore } from '../ports.js';
 import { ApiError, badRequest, notFound, quoted } from './errors.js';
 import { listObject } from './objects.js';
 import { DEFAULT_MAX_JSON_BODY_BYTES, jsonBodyLimit, parse } from './request.js';
+import { pageLimit } from './schemas.js';
 
 export interface WebhookApiDeps {
   meta: MetaStore;
@@ -83,12 +84,7 @@ const testSchema = z.object(
   { error: 'the body must be a JSON object' },
 );
 const listQuery = z.object({
-  limit: z.coerce
-    .number({ error: 'limit must be a number' })
-    .int('limit must be a whole number')
-    .min(1, 'limit must be at least 1')
-    .max(100, 'limit must be at most 100')
-    .default(20),
+  limit: pageLimit(100, 20),
   after: z.string().min(1).optional(),
 });
 
