@@ -92,6 +92,16 @@ async function waitThenFetch(client: OpenAI, id: string, options: { pollInterval
   return exitCodeOfStatus(batch.status);
 }
 
+/** After a new batch (submit, retry): --wait, or --output which implies it, follows it to its end into ./ID by default. */
+async function followIfAsked(
+  client: OpenAI,
+  id: string,
+  options: { wait?: boolean; output?: string; pollInterval: number },
+): Promise<number> {
+  if (!options.wait && !options.output) return ExitCode.ok;
+  return waitThenFetch(client, id, { pollInterval: options.pollInterval, output: options.output ?? id });
+}
+
 function program(): Command {
   const batch = new Command('batch')
     .description('Submit, watch and download batches of an OpenAI-compatible Batch API, and convert CSV to and from JSONL.')
@@ -159,8 +169,7 @@ ${EXIT_CODES_HELP}`,
           throw error;
         }
         stdout(created.id);
-        if (!options.wait && !options.output) return ExitCode.ok;
-        return waitThenFetch(client, created.id, { pollInterval: options.pollInterval, output: options.output ?? created.id });
+        return followIfAsked(client, created.id, options);
       }),
     );
 
@@ -257,8 +266,7 @@ ${EXIT_CODES_HELP}`,
         const retry = await retryBatch(client, id, selection);
         stdout(retry.id);
         stderr(`${retry.id} retries the failed lines of ${id}`);
-        if (!options.wait && !options.output) return ExitCode.ok;
-        return waitThenFetch(client, retry.id, { pollInterval: options.pollInterval, output: options.output ?? retry.id });
+        return followIfAsked(client, retry.id, options);
       }),
     );
 
