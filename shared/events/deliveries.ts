@@ -15,7 +15,6 @@
 // by an SQS queue (functions/webhook-delivery.ts). A claim (a compare-and-set that moves the
 // delivery's due time to the claim's end) keeps two senders from making one attempt twice; a
 // sender that dies mid-attempt leaves a claim that lapses, and the delivery is due again.
-import pLimit from 'p-limit';
 import type { BatchRecord } from '../batch/model.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { Clock, MetaStore } from '../ports.js';
@@ -188,7 +187,7 @@ const PAGE = 100;
  * with a bound in flight overall and per endpoint.
  */
 export function startDeliveryPump(deps: DeliveryDeps, options: DeliveryPumpOptions) {
-  const limit = pLimit(options.concurrency);
+  // Attempts start only while fewer than `concurrency` are in flight (round), so this set is the bound.
   const inFlight = new Set<string>();
   const perEndpoint = new Map<string, number>();
   const running = new Set<Promise<unknown>>();
@@ -199,7 +198,7 @@ export function startDeliveryPump(deps: DeliveryDeps, options: DeliveryPumpOptio
   const start = (delivery: WebhookDeliveryRecord) => {
     inFlight.add(delivery.id);
     perEndpoint.set(delivery.endpointId, (perEndpoint.get(delivery.endpointId) ?? 0) + 1);
-    const attempt = limit(() => attemptDelivery(deps, delivery.id))
+    const attempt = attemptDelivery(deps, delivery.id)
       .catch((error: unknown) =>
         deps.log.log('warn', 'webhook delivery attempt failed', { deliveryId: delivery.id, error: errorMessage(error) }),
       )
