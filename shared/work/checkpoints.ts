@@ -141,8 +141,8 @@ interface PendingLine {
 /**
  * Saves a running chunk's finished lines in small steps: a write starts once `maxLines` lines (or
  * `maxBytes` of them, or half as many as the chunk has requests in flight) wait, or `intervalMs`
- * has passed since the previous one started, with at most `maxWrites` in flight. A failed write keeps its lines for the next one: checkpoints only
- * save work, they never decide an outcome.
+ * has passed since the previous one started, with at most `maxWrites` in flight. A failed write
+ * keeps its lines for the next one: checkpoints only save work, they never decide an outcome.
  */
 export class CheckpointWriter {
   private pending: PendingLine[] = [];

@@ -424,10 +424,10 @@ function errorName(error: unknown): string {
  * requests still on the wire. Without a deadline, neither ever comes.
  */
 function deadlineWatch(deps: ChunkWorkerDeps, deadlineMs: number | undefined) {
-  const abort = new AbortController();
   if (deadlineMs === undefined) {
     return { stopAtMs: Infinity, signal: undefined, outOfTime: () => false, stop: () => {} };
   }
+  const abort = new AbortController();
   const now = deps.clock.now();
   const { stopAtMs, abortAtMs } = handBackTimes(now, deadlineMs, deps.upstreamTimeoutMs ?? Infinity);
   const stopped = new AbortController();
