@@ -46,6 +46,10 @@ export class Storage extends Construct {
       objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
       versioned: false,
       removalPolicy: props.removalPolicy,
+      // The console fetches a large download through the API's redirect to a presigned URL: the
+      // browser reads that answer only if the bucket allows cross-origin GETs. Any origin may, since
+      // the URL's signature is the whole of the access (no cookies, no other method).
+      cors: [{ allowedMethods: [s3.HttpMethods.GET], allowedOrigins: ['*'], maxAge: 3600 }],
       lifecycleRules: [
         // A multipart upload that never completed (a finalizer or an upload that died) costs
         // storage while invisible: abort it.

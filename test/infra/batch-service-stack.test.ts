@@ -67,6 +67,12 @@ describe('storage', () => {
     });
   });
 
+  it("lets a browser read a presigned download (the console's large files): GET only, from any origin", () => {
+    template.hasResourceProperties('AWS::S3::Bucket', {
+      CorsConfiguration: { CorsRules: [{ AllowedMethods: ['GET'], AllowedOrigins: ['*'], MaxAge: 3600 }] },
+    });
+  });
+
   it('expires temporary objects: incomplete multipart uploads, upload parts, batch scratch', () => {
     const rules = Object.values(template.findResources('AWS::S3::Bucket'))[0]!.Properties.LifecycleConfiguration.Rules as any[];
     expect(rules).toContainEqual(
