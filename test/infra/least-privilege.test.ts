@@ -160,12 +160,14 @@ describe('every call the handlers make is allowed to the function that makes it'
     });
     expect((await waitForBatch(openai, bad.id)).status).toBe('failed');
 
-    // A cancelled batch, drained.
-    upstream.configure({ latencyMs: 300 });
+    // A cancelled batch, drained. Half its requests hang (until UPSTREAM_TIMEOUT), so it cannot
+    // end before the cancel however fast the others are.
+    upstream.configure({ latencyMs: 10, hangRate: 0.5, seed: 7 });
     const cancelled = await submit(openai, chatLines(16, { prefix: 'cancel' }));
     await waitForBatch(openai, cancelled.id, (b) => b.status === 'in_progress' && (b.request_counts?.completed ?? 0) > 0);
     await openai.batches.cancel(cancelled.id);
     expect((await waitForBatch(openai, cancelled.id)).status).toBe('cancelled');
+    upstream.configure({ hangRate: 0 });
 
     // A batch whose window passes.
     upstream.configure({ hangRate: 1 });

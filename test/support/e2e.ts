@@ -64,6 +64,9 @@ export async function waitForBatch(
   for (;;) {
     const batch = await openai.batches.retrieve(id);
     if (until(batch)) return batch;
+    // An ended batch changes no more: waiting on would only reach the timeout.
+    if (TERMINAL.includes(batch.status))
+      throw new Error(`batch ${id} ended ${batch.status} without meeting the wait: ${JSON.stringify(batch.request_counts)}`);
     if (Date.now() > deadline)
       throw new Error(`batch ${id} still ${batch.status} after ${timeoutMs} ms: ${JSON.stringify(batch.request_counts)}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
