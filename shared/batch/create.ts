@@ -6,7 +6,7 @@ import { newBatchId } from '../ids.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
 import { releaseInputFile } from './input-file.js';
-import { type BatchRecord, ZERO_USAGE } from './model.js';
+import { type BatchDialect, type BatchRecord, ZERO_USAGE } from './model.js';
 
 export interface CreateBatchRequest {
   project: string;
@@ -22,6 +22,8 @@ export interface CreateBatchRequest {
   retryOf?: string;
   /** The new batch's id, when the caller derives it (a retry's); otherwise a random one. */
   id?: string;
+  dialect?: BatchDialect;
+  autoDeleteInputFile?: boolean;
 }
 
 export interface CreateDeps {
@@ -115,5 +117,7 @@ function newBatchRecord(id: string, request: CreateBatchRequest, now: number): B
     doneChunks: [],
     chunkAttempts: {},
     ...(request.retryOf ? { retryOf: request.retryOf } : {}),
+    ...(request.dialect ? { dialect: request.dialect } : {}),
+    ...(request.autoDeleteInputFile ? { autoDeleteInputFile: true } : {}),
   };
 }
