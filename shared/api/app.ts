@@ -23,6 +23,7 @@ import { ApiError, badRequest, conflict, internalError, notFound, quoted, tooLar
 import { registerExtensionRoutes } from './extensions.js';
 import { receiveMultipart } from './multipart.js';
 import { listObject, toBatchObject, toFileObject } from './objects.js';
+import { type PipelineApiDeps, registerPipelineRoutes } from './pipelines.js';
 import { DEFAULT_MAX_JSON_BODY_BYTES, jsonBody, jsonBodyLimit, parse } from './request.js';
 import {
   BATCH_ENDPOINTS,
@@ -71,6 +72,8 @@ export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeW
   prices?: (model: string) => RoutePrice | undefined;
   /** The webhook endpoints API (shared/api/webhooks.ts); unset, its routes answer 404. */
   webhooks?: WebhookApiDeps['webhooks'];
+  /** Pipelines (shared/api/pipelines.ts); unset, their routes answer 404. */
+  pipelines?: PipelineApiDeps['pipelines'];
 }
 
 type Env = { Variables: { project: string; requestId: string } };
@@ -240,6 +243,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
   registerUploadRoutes(api, deps);
   registerExtensionRoutes(api, deps);
   if (deps.webhooks) registerWebhookRoutes(api, { ...deps, webhooks: deps.webhooks });
+  if (deps.pipelines) registerPipelineRoutes(api, { ...deps, pipelines: deps.pipelines });
   app.route('/v1', api);
   app.route('/v4', api);
 
