@@ -89,7 +89,7 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
     subscribers: localSubscribers({
       meta,
       clock,
-      onDeliveries: () => deliveryPump?.notify(),
+      onDeliveries: (deliveries) => deliveryPump?.offer(deliveries),
       ...(pipelineDefinitions.length > 0
         ? {
             destinations: {

@@ -5,7 +5,7 @@ import { batchEvent } from '../events/model.js';
 import { newBatchId } from '../ids.js';
 import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
 import { releaseInputFile } from './input-file.js';
-import { type BatchRecord, ZERO_USAGE } from './model.js';
+import { type BatchDialect, type BatchRecord, ZERO_USAGE } from './model.js';
 
 export interface CreateBatchRequest {
   project: string;
@@ -21,6 +21,8 @@ export interface CreateBatchRequest {
   retryOf?: string;
   /** The new batch's id, when the caller derives it (a retry's); otherwise a random one. */
   id?: string;
+  dialect?: BatchDialect;
+  autoDeleteInputFile?: boolean;
 }
 
 export interface CreateDeps {
@@ -104,5 +106,7 @@ function newBatchRecord(id: string, request: CreateBatchRequest, now: number): B
     doneChunks: [],
     chunkAttempts: {},
     ...(request.retryOf ? { retryOf: request.retryOf } : {}),
+    ...(request.dialect ? { dialect: request.dialect } : {}),
+    ...(request.autoDeleteInputFile ? { autoDeleteInputFile: true } : {}),
   };
 }

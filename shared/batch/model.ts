@@ -80,6 +80,9 @@ export interface ChunkOutcome {
   usage: UsageTotals;
 }
 
+/** The API dialect a batch was created through (shared/api/dialects); absent for OpenAI's. */
+export type BatchDialect = 'zhipu' | 'dashscope' | 'melious';
+
 export interface BatchRecord {
   id: string;
   project: string;
@@ -128,6 +131,11 @@ export interface BatchRecord {
   retryOf?: string;
   /** The batch made from this one's failed lines, once it is retried. */
   retriedBy?: string;
+
+  /** Melious's batches end with one output file holding every row (shared/batch/one-file.ts). */
+  dialect?: BatchDialect;
+  /** Zhipu's `auto_delete_input_file`: the input file is deleted once the batch is final. */
+  autoDeleteInputFile?: boolean;
 }
 
 export type UploadStatus = 'pending' | 'completed' | 'cancelled' | 'expired';
