@@ -6,7 +6,7 @@ import type { CreateBatchRequest } from '../../batch/create.js';
 import type { BatchDialect, BatchRecord } from '../../batch/model.js';
 import type { BatchFilter } from '../../ports.js';
 import { toBatchObject } from '../objects.js';
-import { BATCH_ENDPOINTS } from '../schemas.js';
+import { DASHSCOPE_ENDPOINTS, dashScopeListFilter } from './dashscope.js';
 
 /** A Batch object on the wire: OpenAI's fields, renamed or reshaped by a dialect. */
 export type WireBatch = { id: string } & Record<string, unknown>;
@@ -25,11 +25,12 @@ export interface Dialect {
   listFilter(query: Record<string, string>): BatchFilter | undefined;
 }
 
+/** OpenAI's, with DashScope's dry run and list filters, which conflict with nothing of OpenAI's. */
 export const openAiDialect: Dialect = {
   name: 'openai',
   basePaths: ['/v1'],
-  endpoints: BATCH_ENDPOINTS,
+  endpoints: DASHSCOPE_ENDPOINTS,
   batchObject: toBatchObject,
   createOptions: () => ({}),
-  listFilter: () => undefined,
+  listFilter: dashScopeListFilter,
 };
