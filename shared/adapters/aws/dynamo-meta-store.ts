@@ -70,7 +70,8 @@ export const BY_PROJECT_INDEX = 'byProject';
 export const OUTBOX_INDEX = 'outbox';
 /** Sparse: only batches that are not final have its keys (openPk, openSk). */
 export const OPEN_INDEX = 'open';
-const OUTBOX_PARTITION = 'EVENTS';
+/** The outbox index's one partition: an item holds these keys exactly while its outbox has events. */
+export const OUTBOX_PARTITION = 'EVENTS';
 const DELIVERIES_PARTITION = 'DELIVERIES';
 const OPEN_PARTITION = 'OPEN';
 
@@ -115,6 +116,8 @@ export const ITEM_KEY_PREFIXES = {
   apiKey: 'APIKEY#',
   webhookEndpoint: 'WEBHOOK#',
   webhookDelivery: 'WEBHOOKDELIVERY#',
+  /** shared/adapters/aws/dynamo-pipeline-runs.ts */
+  pipelineRun: 'PIPELINERUN#',
 } as const;
 export type ItemKind = keyof typeof ITEM_KEY_PREFIXES;
 
