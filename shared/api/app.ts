@@ -31,6 +31,7 @@ import {
   listBatchesQuery,
   listFilesQuery,
   parseCompletionWindow,
+  requestedPriority,
 } from './schemas.js';
 import { batchFileCheck, registerUploadRoutes, type UploadDeps } from './uploads.js';
 import { registerWebhookRoutes, type WebhookApiDeps } from './webhooks.js';
@@ -210,6 +211,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
         windowMs,
         metadata: body.metadata ?? null,
         outputExpiresAfterSeconds: body.output_expires_after?.seconds ?? null,
+        priority: requestedPriority(body),
       });
       return c.json(toBatchObject(batch));
     } catch (error) {

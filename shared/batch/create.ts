@@ -4,6 +4,7 @@
 import { batchEvent } from '../events/model.js';
 import { newBatchId } from '../ids.js';
 import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
+import type { Priority } from '../schedule/fair-queue.js';
 import { releaseInputFile } from './input-file.js';
 import { type BatchRecord, ZERO_USAGE } from './model.js';
 
@@ -21,6 +22,8 @@ export interface CreateBatchRequest {
   retryOf?: string;
   /** The new batch's id, when the caller derives it (a retry's); otherwise a random one. */
   id?: string;
+  /** Its share of the project's turns; absent: normal. */
+  priority?: Priority;
 }
 
 export interface CreateDeps {
@@ -104,5 +107,6 @@ function newBatchRecord(id: string, request: CreateBatchRequest, now: number): B
     doneChunks: [],
     chunkAttempts: {},
     ...(request.retryOf ? { retryOf: request.retryOf } : {}),
+    ...(request.priority && request.priority !== 'normal' ? { priority: request.priority } : {}),
   };
 }
