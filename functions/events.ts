@@ -1,7 +1,9 @@
-// The events function, on a one-minute schedule: drains the status-change outbox to the
-// subscribers (EventBridge, webhook deliveries onto their queue), and puts back on the queue any
-// delivery that is overdue (its message was lost, or its sender died holding it): a repeat is
-// harmless, an attempt is claimed once (shared/events/deliveries.ts).
+// The events function, invoked by the table's stream when a batch's outbox holds events (what the
+// stream records say is not needed: the drain reads the outbox) and on a one-minute schedule:
+// drains the status-change outbox to the subscribers (EventBridge, webhook deliveries onto their
+// queue), and puts back on the queue any delivery that is overdue (its message was lost, or its
+// sender died holding it): a repeat is harmless, an attempt is claimed once
+// (shared/events/deliveries.ts).
 import type { WebhookDeliveryRecord } from '../shared/events/webhook-model.js';
 import { lambdaHandler, MetricUnit, metrics } from './observability.js';
 import { runtime } from './runtime.js';

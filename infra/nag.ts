@@ -22,13 +22,13 @@ export const JUSTIFIED_WILDCARDS: readonly { finding: RegExp; reason: string }[]
   {
     finding: /^Resource::\*$/,
     reason:
-      'Only on the state machine role, for X-Ray (PutTraceSegments, PutTelemetryRecords, GetSampling*) and CloudWatch Logs delivery (CreateLogDelivery and friends), none of which support resource-level permissions.',
+      'For X-Ray (PutTraceSegments, PutTelemetryRecords, GetSampling*) and CloudWatch Logs delivery (CreateLogDelivery and friends) on the state machine role, and dynamodb:ListStreams for a function the table stream invokes (CDK grants the stream itself by ARN): none of these support resource-level permissions.',
   },
 ];
 
 /** The Resource::* pattern is accepted only for these actions; anything else with Resource::* is left to fail. */
 const RESOURCE_STAR_ACTIONS =
-  /^(xray:(PutTraceSegments|PutTelemetryRecords|GetSamplingRules|GetSamplingTargets)|logs:(CreateLogDelivery|GetLogDelivery|UpdateLogDelivery|DeleteLogDelivery|ListLogDeliveries|PutResourcePolicy|DescribeResourcePolicies|DescribeLogGroups))$/;
+  /^(dynamodb:ListStreams|xray:(PutTraceSegments|PutTelemetryRecords|GetSamplingRules|GetSamplingTargets)|logs:(CreateLogDelivery|GetLogDelivery|UpdateLogDelivery|DeleteLogDelivery|ListLogDeliveries|PutResourcePolicy|DescribeResourcePolicies|DescribeLogGroups))$/;
 
 interface Statement {
   Effect?: string;

@@ -80,7 +80,7 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
     ports: { meta, blobs, queue, clock, log },
     upstreams,
     onTransition: () => pump?.notify(),
-    subscribers: localSubscribers({ meta, clock, onDeliveries: () => deliveryPump?.notify() }),
+    subscribers: localSubscribers({ meta, clock, onDeliveries: (deliveries) => deliveryPump?.offer(deliveries) }),
   });
   // Webhook deliveries recorded by the subscriber (and any left by an earlier run) go out from here.
   const deliveryStats = newDeliveryStats();

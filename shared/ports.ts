@@ -110,9 +110,24 @@ export interface FileQuery {
   after?: string;
 }
 
+/** Which of a project's batches a list answers (DashScope's list filters); every field narrows it. */
+export interface BatchFilter {
+  /** Created at or after this instant. */
+  createdAfterMs?: number;
+  /** Created at or before this instant. */
+  createdBeforeMs?: number;
+  /** In one of these statuses. */
+  statuses?: readonly BatchStatus[];
+  /** Reading one of these input files. */
+  inputFileIds?: readonly string[];
+  /** Whose metadata value under `key` contains `text` (case-sensitive). */
+  metadataContains?: { key: string; text: string };
+}
+
 export interface BatchQuery {
   limit: number;
   after?: string;
+  filter?: BatchFilter;
 }
 
 export interface WebhookEndpointQuery {

@@ -3,6 +3,7 @@
 // how long the batches took each time (their own throughput must not drop with deliveries going
 // out) and, with the endpoint, when the last delivery arrived, how far behind the last batch's end,
 // and that every delivery verifies with client.webhooks.unwrap.
+import { createReadStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -25,22 +26,26 @@ async function webhooks(options: BenchOptions, cleanup: Cleanup): Promise<void> 
   cleanup.add('upstream sim', () => sim.close());
   const receiver = await startWebhookReceiver();
   cleanup.add('webhook receiver', () => receiver.close());
-  const service = await startServiceProcess({
-    asNpmStart: true,
-    env: { UPSTREAM_BASE_URL: sim.baseURL, UPSTREAM_CONCURRENCY: String(options.concurrency), WEBHOOK_ALLOW_PRIVATE_URLS: 'true' },
-  });
-  cleanup.add('service process', () => service.removeDataDir());
-  const client = new OpenAI({ baseURL: service.baseURL, apiKey: 'bench', maxRetries: 2 });
-
   const tempDir = await mkdtemp(path.join(os.tmpdir(), 'batch-bench-'));
   cleanup.add('temp dir', () => rm(tempDir, { recursive: true, force: true }));
   const filePath = path.join(tempDir, 'requests.jsonl');
   await writeRequestsFile(filePath, LINES_PER_BATCH);
-  const { createReadStream } = await import('node:fs');
-  const file = await client.files.create({ file: createReadStream(filePath), purpose: 'batch' });
 
-  /** Creates n batches over the one file, then waits until all are final; answers the wall time and their ids. */
-  async function round(label: string): Promise<{ wallMs: number; ids: Set<string>; endedAtMs: number }> {
+  /**
+   * One `npm start` of its own per round (so that neither round finds the other's batches in its
+   * store): n batches over one file, then waits until all are final.
+   */
+  async function round(label: string, withEndpoint: boolean) {
+    const service = await startServiceProcess({
+      asNpmStart: true,
+      env: { UPSTREAM_BASE_URL: sim.baseURL, UPSTREAM_CONCURRENCY: String(options.concurrency), WEBHOOK_ALLOW_PRIVATE_URLS: 'true' },
+    });
+    cleanup.add(`service process (${label})`, () => service.removeDataDir());
+    const client = new OpenAI({ baseURL: service.baseURL, apiKey: 'bench', maxRetries: 2 });
+    const file = await client.files.create({ file: createReadStream(filePath), purpose: 'batch' });
+    const endpoint = withEndpoint
+      ? await client.webhooks.create({ name: 'bench', url: receiver.url, event_types: ['batch.completed'] })
+      : undefined;
     console.error(`[webhooks] ${label}: creating ${n} batches ...`);
     const started = performance.now();
     const limit = pLimit(16);
@@ -64,20 +69,21 @@ async function webhooks(options: BenchOptions, cleanup: Cleanup): Promise<void> 
       if (Date.now() > deadline) throw new Error(`${open} batches still open after ${options.timeoutMs} ms`);
       await new Promise((resolve) => setTimeout(resolve, 250));
     }
-    return { wallMs: performance.now() - started, ids, endedAtMs: Date.now() };
+    const wallMs = performance.now() - started;
+    // The round with an endpoint runs on until its deliveries arrived; the other frees the machine now.
+    if (!withEndpoint) await service.removeDataDir();
+    return { wallMs, ids, endedAtMs: Date.now(), client, endpoint };
   }
 
-  const without = await round('without an endpoint');
-  const endpoint = await client.webhooks.create({ name: 'bench', url: receiver.url, event_types: ['batch.completed'] });
-  receiver.received.length = 0;
-  const withHook = await round('with an endpoint');
+  const without = await round('without an endpoint', false);
+  const withHook = await round('with an endpoint', true);
   const ours = () => receiver.received.filter((r) => withHook.ids.has(JSON.parse(r.body).data?.id));
   await receiver.waitFor(() => new Set(ours().map((r) => r.headers['webhook-id'])).size >= n, options.timeoutMs);
   const deliveries = ours();
   const lastArrival = Math.max(...deliveries.map((r) => r.atMs));
   let verified = 0;
   for (const request of deliveries) {
-    await client.webhooks.unwrap(request.body, request.headers as Record<string, string>, endpoint.signing_secret);
+    await withHook.client.webhooks.unwrap(request.body, request.headers as Record<string, string>, withHook.endpoint!.signing_secret);
     verified++;
   }
   const unique = new Set(deliveries.map((r) => r.headers['webhook-id'])).size;

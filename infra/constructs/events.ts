@@ -1,6 +1,8 @@
 // Status-change events and webhook deliveries in AWS:
-//   - the events function, every minute: drains the outbox to EventBridge (the default bus or the
-//     stack's own) and records webhook deliveries onto their queue; puts overdue deliveries back;
+//   - the events function: drains the outbox to EventBridge (the default bus or the stack's own) and
+//     records webhook deliveries onto their queue, as soon as the table's stream shows a batch with
+//     events in its outbox (about a second after the change), and every minute in case a stream
+//     invocation failed; the minute's run also puts overdue deliveries back on the queue;
 //   - the webhook queue (one message per attempt, delayed until due) with its dead-letter queue and
 //     an alarm on it, feeding the delivery function, which alone calls receivers: the API never
 //     waits on one (except POST /webhook_endpoints/{id}/test, which is a request to do just that).
@@ -9,10 +11,12 @@ import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as eventTargets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as lambdaEventSources from 'aws-cdk-lib/aws-lambda-event-sources';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { ENV, HANDLERS } from '../../functions/contract.js';
+import { OUTBOX_PARTITION } from '../../shared/adapters/aws/dynamo-meta-store.js';
 import { BUS_SOURCE } from '../../shared/events/bus.js';
 import { FUNCTION_ACCESS, grantAccess } from './access.js';
 import { ServiceFunction } from './service-function.js';
@@ -87,6 +91,23 @@ export class Events extends Construct {
         }),
       );
     }
+    // A write that leaves events in a batch's outbox (a status change; any later write while they
+    // wait) starts a drain. Lambda's reads of the stream cost nothing, and other writes are filtered
+    // out before any invocation. A failing drain is not retried here: the minute's run takes it.
+    this.dispatcher.function.addEventSource(
+      new lambdaEventSources.DynamoEventSource(props.storage.table, {
+        startingPosition: lambda.StartingPosition.LATEST,
+        batchSize: 100,
+        maxBatchingWindow: Duration.seconds(1),
+        retryAttempts: 0,
+        filters: [
+          lambda.FilterCriteria.filter({
+            eventName: lambda.FilterRule.or('INSERT', 'MODIFY'),
+            dynamodb: { NewImage: { outboxPk: { S: lambda.FilterRule.isEqual(OUTBOX_PARTITION) } } },
+          }),
+        ],
+      }),
+    );
     new events.Rule(this, 'DrainSchedule', {
       description: 'Drain the status-change outbox every minute',
       schedule: events.Schedule.rate(Duration.minutes(1)),

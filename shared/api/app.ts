@@ -1,7 +1,8 @@
 // The OpenAI-compatible HTTP surface, as a Hono app: a function from a web Request to a web
 // Response, hosted by the local server (local/) and, in AWS, by the API Lambda. Routes are the
-// same under /v1 (OpenAI) and /v4 (Zhipu). Cross-cutting concerns (request ids, keys, the error
-// envelope) are middleware, so each route reads as what it does.
+// same under every dialect's base path (shared/api/dialects: OpenAI /v1, Zhipu /v4, DashScope
+// /compatible-mode/v1, Melious /melious/v1); the dialect maps names and shapes. Cross-cutting
+// concerns (request ids, keys, the error envelope) are middleware, so each route reads as what it does.
 
 import { Readable } from 'node:stream';
 import { type Context, Hono } from 'hono';
@@ -19,13 +20,13 @@ import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
 import type { RoutePrice } from '../upstream/routes.js';
 import type { ApiKeyResolver } from './api-keys.js';
 import { registerConsoleRoutes } from './console.js';
+import { DIALECTS, dialectOf } from './dialects/index.js';
 import { ApiError, badRequest, conflict, internalError, notFound, quoted, tooLarge } from './errors.js';
 import { registerExtensionRoutes } from './extensions.js';
 import { receiveMultipart } from './multipart.js';
-import { listObject, toBatchObject, toFileObject } from './objects.js';
+import { listObject, toFileObject } from './objects.js';
 import { DEFAULT_MAX_JSON_BODY_BYTES, jsonBody, jsonBodyLimit, parse } from './request.js';
 import {
-  BATCH_ENDPOINTS,
   createBatchSchema,
   fileExpiresAfter,
   listBatchesQuery,
@@ -194,13 +195,16 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
 
   api.post('/batches', jsonLimit, async (c) => {
     const project = c.get('project');
-    const body = parse(createBatchSchema, await jsonBody(c));
-    if (!(BATCH_ENDPOINTS as readonly string[]).includes(normalizeEndpoint(body.endpoint))) {
+    const raw = await jsonBody(c);
+    const body = parse(createBatchSchema, raw);
+    const dialect = dialectOf(c.req.path);
+    if (!dialect.endpoints.includes(normalizeEndpoint(body.endpoint))) {
       throw badRequest(
-        `endpoint must be one of ${BATCH_ENDPOINTS.join(', ')} (or the same under /v4), not '${quoted(body.endpoint)}'.`,
+        `endpoint must be one of ${dialect.endpoints.join(', ')} (or the same under /v4), not '${quoted(body.endpoint)}'.`,
         'endpoint',
       );
     }
+    const options = dialect.createOptions(raw as Record<string, unknown>);
     const windowMs = completionWindowMs(body.completion_window, deps.limits);
     try {
       const batch = await createBatch(deps, {
@@ -212,8 +216,9 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
         metadata: body.metadata ?? null,
         outputExpiresAfterSeconds: body.output_expires_after?.seconds ?? null,
         priority: requestedPriority(body),
+        ...options,
       });
-      return c.json(toBatchObject(batch));
+      return c.json(dialect.batchObject(batch));
     } catch (error) {
       if (error instanceof InputFileNotFound) throw notFound('file', body.input_file_id, 'input_file_id');
       if (error instanceof InputFileNotForBatch) throw badRequest(error.message, 'input_file_id');
@@ -224,15 +229,17 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
   api.get('/batches', async (c) => {
     const query = parse(listBatchesQuery, c.req.query());
     if (query.after !== undefined && !isIdOf('batch', query.after)) return c.json(listObject([], false));
-    const page = await meta.listBatches(c.get('project'), query);
-    return c.json(listObject(page.items.map(toBatchObject), page.hasMore));
+    const dialect = dialectOf(c.req.path);
+    const filter = dialect.listFilter(c.req.query());
+    const page = await meta.listBatches(c.get('project'), { ...query, ...(filter ? { filter } : {}) });
+    return c.json(listObject(page.items.map(dialect.batchObject), page.hasMore));
   });
 
-  api.get('/batches/:id', async (c) => c.json(toBatchObject(await batchOf(c))));
+  api.get('/batches/:id', async (c) => c.json(dialectOf(c.req.path).batchObject(await batchOf(c))));
 
   api.post('/batches/:id/cancel', async (c) => {
     try {
-      return c.json(toBatchObject(await cancelBatch(deps, await batchOf(c))));
+      return c.json(dialectOf(c.req.path).batchObject(await cancelBatch(deps, await batchOf(c))));
     } catch (error) {
       if (error instanceof BatchNotCancellable) throw conflict(error.message, 'batch_not_cancellable');
       throw error;
@@ -242,8 +249,8 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
   registerUploadRoutes(api, deps);
   registerExtensionRoutes(api, deps);
   if (deps.webhooks) registerWebhookRoutes(api, { ...deps, webhooks: deps.webhooks });
-  app.route('/v1', api);
-  app.route('/v4', api);
+  // Each dialect's base paths reach the same routes; the dialect they came by maps the answers.
+  for (const base of DIALECTS.flatMap((dialect) => dialect.basePaths)) app.route(base, api);
 
   /** The route's id, or 404 at once for one that cannot be ours (storage is not asked). */
   function ourId(c: Context<Env>, kind: 'file' | 'batch'): string {

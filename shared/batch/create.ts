@@ -6,7 +6,7 @@ import { newBatchId } from '../ids.js';
 import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
 import type { Priority } from '../schedule/fair-queue.js';
 import { releaseInputFile } from './input-file.js';
-import { type BatchRecord, ZERO_USAGE } from './model.js';
+import { type BatchDialect, type BatchRecord, ZERO_USAGE } from './model.js';
 
 export interface CreateBatchRequest {
   project: string;
@@ -24,6 +24,8 @@ export interface CreateBatchRequest {
   id?: string;
   /** Its share of the project's turns; absent: normal. */
   priority?: Priority;
+  dialect?: BatchDialect;
+  autoDeleteInputFile?: boolean;
 }
 
 export interface CreateDeps {
@@ -108,5 +110,7 @@ function newBatchRecord(id: string, request: CreateBatchRequest, now: number): B
     chunkAttempts: {},
     ...(request.retryOf ? { retryOf: request.retryOf } : {}),
     ...(request.priority && request.priority !== 'normal' ? { priority: request.priority } : {}),
+    ...(request.dialect ? { dialect: request.dialect } : {}),
+    ...(request.autoDeleteInputFile ? { autoDeleteInputFile: true } : {}),
   };
 }

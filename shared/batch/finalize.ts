@@ -3,6 +3,7 @@
 // worker had checkpointed (output or error, as they were, counted now); each of its other lines
 // goes to the error file as batch_cancelled, batch_failed or batch_expired, so every custom_id
 // appears exactly once. Nothing joins a chunk's lines: every object is written as a stream of lines.
+// A Melious batch gets one output file holding both (one-file.ts).
 import { readChunkRequests } from '../input/chunk-reader.js';
 import { BatchStatusConflict } from '../ports.js';
 import { type CheckpointedLine, checkpointLines, listCheckpoints, summarize } from '../work/checkpoints.js';
@@ -11,6 +12,7 @@ import { type BatchFileKind, batchFileRecord, derivedFileId } from './files.js';
 import { releaseInputFile } from './input-file.js';
 import { blobKeys, recordedChunkObjects } from './keys.js';
 import { type BatchRecord, type BatchStatus, type ChunkPlanEntry, TERMINAL_STATUSES, ZERO_USAGE } from './model.js';
+import { oneFileParts } from './one-file.js';
 import { addUsage, type UnrunReason, unrunLine } from './results.js';
 import { readPlan, type StepDeps } from './steps.js';
 import { advance, transition } from './transitions.js';
@@ -63,10 +65,18 @@ export async function finalizeStep(deps: StepDeps, batchId: string): Promise<Bat
     unrun += requests.length - finished.size;
   }
 
-  const [outputFileId, errorFileId] = await Promise.all([
-    assemble(deps, batch, 'output', outputParts),
-    assemble(deps, batch, 'error', errorParts),
-  ]);
+  let outputFileId: string | null;
+  let errorFileId: string | null = null;
+  if (batch.dialect === 'melious') {
+    const one = await oneFileParts(blobs, outputParts, errorParts, (index) => blobKeys.oneFilePart(batchId, index));
+    scratch.push(...one.written);
+    outputFileId = await assemble(deps, batch, 'output', one.parts);
+  } else {
+    [outputFileId, errorFileId] = await Promise.all([
+      assemble(deps, batch, 'output', outputParts),
+      assemble(deps, batch, 'error', errorParts),
+    ]);
+  }
 
   const totalUnrun = batch.unrun + unrun;
   const status: BatchStatus = cancelled ? 'cancelled' : failing ? 'failed' : totalUnrun > 0 ? 'expired' : 'completed';

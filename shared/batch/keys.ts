@@ -9,6 +9,8 @@ export const blobKeys = {
   unrunErrors: (batchId: string, index: number) => `batches/${batchId}/unrun/${index}.jsonl`,
   /** Finished lines of an unrecorded chunk that finalization took from its checkpoints. */
   recoveredOutput: (batchId: string, index: number) => `batches/${batchId}/unrun/${index}.output.jsonl`,
+  /** An error part rewritten as a part of a one-file batch's output (shared/batch/one-file.ts). */
+  oneFilePart: (batchId: string, index: number) => `batches/${batchId}/one-file/${index}.jsonl`,
   /** Every checkpoint of every chunk of a batch starts with this. */
   checkpointsOfBatch: (batchId: string) => `batches/${batchId}/chunks/`,
   checkpointsOfChunk: (batchId: string, index: number) => `batches/${batchId}/chunks/${index}/`,

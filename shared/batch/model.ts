@@ -81,6 +81,9 @@ export interface ChunkOutcome {
   usage: UsageTotals;
 }
 
+/** The API dialect a batch was created through (shared/api/dialects); absent for OpenAI's. */
+export type BatchDialect = 'zhipu' | 'dashscope' | 'melious';
+
 export interface BatchRecord {
   id: string;
   project: string;
@@ -138,6 +141,10 @@ export interface BatchRecord {
   route?: string;
   /** When it took its project's quota and its chunks started to run; absent while it waits for quota. */
   admittedAtMs?: number;
+  /** Melious's batches end with one output file holding every row (shared/batch/one-file.ts). */
+  dialect?: BatchDialect;
+  /** Zhipu's `auto_delete_input_file`: the input file is deleted once the batch is final. */
+  autoDeleteInputFile?: boolean;
 }
 
 export type UploadStatus = 'pending' | 'completed' | 'cancelled' | 'expired';

@@ -178,22 +178,43 @@ export interface DeliveryPumpOptions {
   meta: Pick<MetaStore, 'listDueWebhookDeliveries'>;
 }
 
-/** Pages of due deliveries looked through per round, so that one endpoint's backlog cannot hide another's. */
-const PAGES_PER_ROUND = 20;
+/** Pages of due deliveries looked through per scan, so that one endpoint's backlog cannot hide another's. */
+const PAGES_PER_SCAN = 20;
 const PAGE = 100;
+/** Due deliveries held in memory, waiting for a free slot of their endpoint. */
+const BUFFER_LIMIT = PAGES_PER_SCAN * PAGE;
 
 /**
- * `npm start`'s sender: every `intervalMs` (and at once when told), attempts the due deliveries,
- * with a bound in flight overall and per endpoint.
+ * `npm start`'s sender: attempts due deliveries with a bound in flight overall and per endpoint,
+ * taking turns between endpoints. Deliveries it is told of (`offer`) and those a scan of the store
+ * finds (every `intervalMs`, for retries and what an earlier run left) wait in a bounded buffer, so
+ * a finished attempt starts the next without reading the store again: a backlog of n deliveries
+ * for one endpoint costs n attempts, not n scans of the backlog.
  */
 export function startDeliveryPump(deps: DeliveryDeps, options: DeliveryPumpOptions) {
-  // Attempts start only while fewer than `concurrency` are in flight (round), so this set is the bound.
+  // Attempts start only while fewer than `concurrency` are in flight (dispatch), so this set is the bound.
   const inFlight = new Set<string>();
   const perEndpoint = new Map<string, number>();
+  /** Due deliveries by endpoint, in the order the endpoints take turns (one starts, it goes last). */
+  const waiting = new Map<string, WebhookDeliveryRecord[]>();
+  const buffered = new Set<string>();
+  /** The store may hold due deliveries the buffer had no room for. */
+  let storeHasMore = false;
   const running = new Set<Promise<unknown>>();
   let stopped = false;
   let scanning: Promise<void> | undefined;
   let again = false;
+
+  /** Buffers a due delivery; false when the buffer is full. */
+  const hold = (delivery: WebhookDeliveryRecord): boolean => {
+    if (inFlight.has(delivery.id) || buffered.has(delivery.id)) return true;
+    if (buffered.size >= BUFFER_LIMIT) return false;
+    buffered.add(delivery.id);
+    const queue = waiting.get(delivery.endpointId);
+    if (queue) queue.push(delivery);
+    else waiting.set(delivery.endpointId, [delivery]);
+    return true;
+  };
 
   const start = (delivery: WebhookDeliveryRecord) => {
     inFlight.add(delivery.id);
@@ -208,26 +229,48 @@ export function startDeliveryPump(deps: DeliveryDeps, options: DeliveryPumpOptio
         if (left > 0) perEndpoint.set(delivery.endpointId, left);
         else perEndpoint.delete(delivery.endpointId);
         running.delete(attempt);
-        // A slot came free: there may be more due.
-        if (!stopped) scan();
+        if (stopped) return;
+        dispatch();
+        if (buffered.size === 0 && storeHasMore) scan();
       });
     running.add(attempt);
   };
 
-  async function round(): Promise<void> {
+  /** Starts buffered deliveries while slots are free, one endpoint's turn after another's. */
+  function dispatch(): void {
+    let started = true;
+    while (started && !stopped && inFlight.size < options.concurrency) {
+      started = false;
+      for (const [endpointId, queue] of waiting) {
+        if (inFlight.size >= options.concurrency) return;
+        if ((perEndpoint.get(endpointId) ?? 0) >= options.perEndpoint) continue;
+        const delivery = queue.shift()!;
+        buffered.delete(delivery.id);
+        waiting.delete(endpointId);
+        if (queue.length > 0) waiting.set(endpointId, queue);
+        start(delivery);
+        started = true;
+      }
+    }
+  }
+
+  async function scanStore(): Promise<void> {
     let after: WebhookDeliveryRecord | undefined;
     const now = deps.clock.now();
-    for (let page = 0; page < PAGES_PER_ROUND; page++) {
-      if (stopped || inFlight.size >= options.concurrency) return;
+    storeHasMore = false;
+    for (let page = 0; page < PAGES_PER_SCAN && !stopped; page++) {
       const due = await options.meta.listDueWebhookDeliveries(now, PAGE, after);
       for (const delivery of due) {
-        if (stopped || inFlight.size >= options.concurrency) return;
-        if (inFlight.has(delivery.id) || (perEndpoint.get(delivery.endpointId) ?? 0) >= options.perEndpoint) continue;
-        start(delivery);
+        if (!hold(delivery)) {
+          storeHasMore = true;
+          break;
+        }
       }
-      if (due.length < PAGE) return;
+      dispatch();
+      if (storeHasMore || due.length < PAGE) return;
       after = due.at(-1);
     }
+    storeHasMore = !stopped;
   }
 
   function scan(): void {
@@ -236,7 +279,7 @@ export function startDeliveryPump(deps: DeliveryDeps, options: DeliveryPumpOptio
       again = true;
       return;
     }
-    scanning = round()
+    scanning = scanStore()
       .catch((error: unknown) => deps.log.log('warn', 'webhook delivery scan failed', { error: errorMessage(error) }))
       .finally(() => {
         scanning = undefined;
@@ -247,10 +290,20 @@ export function startDeliveryPump(deps: DeliveryDeps, options: DeliveryPumpOptio
       });
   }
 
-  const timer = setInterval(scan, options.intervalMs);
+  // A full buffer is work enough: the timer looks at the store again once there is room.
+  const timer = setInterval(() => {
+    if (buffered.size < BUFFER_LIMIT) scan();
+  }, options.intervalMs);
   timer.unref();
   scan();
   return {
+    /** New deliveries, due now: they go out without a scan of the store. */
+    offer(deliveries: readonly WebhookDeliveryRecord[]): void {
+      if (stopped) return;
+      for (const delivery of deliveries) if (!hold(delivery)) storeHasMore = true;
+      dispatch();
+    },
+    /** Looks through the store at once. */
     notify(): void {
       scan();
     },

@@ -30,6 +30,14 @@ export function upstreamKeyRedactor(config: Pick<DefaultRouteConfig, 'apiKey' | 
   return keyRedactor([config.apiKey, ...(config.routes ?? []).map((route) => route.apiKey)]);
 }
 
+/** Melious's flavor suffix: a model named `glm-4.7:batch` may have a route of its own (a pattern such as `*:batch`). */
+export const FLAVOR_SUFFIX = ':batch';
+
+/** The model without its flavor suffix, whose route serves it when no route names the flavored name. */
+export function withoutFlavor(model: string): string {
+  return model.endsWith(FLAVOR_SUFFIX) && model.length > FLAVOR_SUFFIX.length ? model.slice(0, -FLAVOR_SUFFIX.length) : model;
+}
+
 /**
  * `batch-test-model` is answered in-process; every other model goes to its route, else to the
  * default upstream when one is configured. Each route is one HttpUpstream, built once: its limits
@@ -73,7 +81,11 @@ export function createUpstreamRouter(config: DefaultRouteConfig, clock: Clock, l
     : undefined;
   return {
     redactor,
-    route: (model): Upstream | undefined => (model === TEST_MODEL ? testModelUpstream : (select(model)?.upstream ?? defaultRoute)),
+    route: (model): Upstream | undefined => {
+      const unflavored = withoutFlavor(model);
+      if (unflavored === TEST_MODEL) return testModelUpstream;
+      return select(model)?.upstream ?? (unflavored === model ? undefined : select(unflavored)?.upstream) ?? defaultRoute;
+    },
     status: () => [...routes.map((r) => r.upstream), ...(defaultRoute ? [defaultRoute] : [])].map((upstream) => upstream.status()),
   };
 }

@@ -449,3 +449,43 @@ describe('upload completion claims', () => {
     expect(await store.getUpload('proj_1', 'upload_1')).not.toHaveProperty('completingUntilMs');
   });
 });
+
+describe('filtered batch lists (DashScope)', () => {
+  it('bounds the creation time in the key condition and filters the rest, reading a bounded number of items', async () => {
+    const page = { Items: [], ScannedCount: 200, LastEvaluatedKey: { pk: 'x', gsi1pk: 'proj_1#BATCH', gsi1sk: 'y' } };
+    ddb.on(QueryCommand).resolves(page);
+    const listed = await store.listBatches('proj_1', {
+      limit: 10,
+      filter: {
+        createdAfterMs: 1_000,
+        createdBeforeMs: 2_000,
+        statuses: ['completed', 'failed'],
+        inputFileIds: ['file_a'],
+        metadataContains: { key: 'ds_name', text: 'weekly' },
+      },
+    });
+    const calls = ddb.commandCalls(QueryCommand);
+    expect(calls[0]!.args[0].input).toEqual({
+      TableName: TABLE,
+      IndexName: 'byProject',
+      KeyConditionExpression: 'gsi1pk = :gsi1pk AND gsi1sk BETWEEN :from AND :to',
+      FilterExpression: '#status IN (:status0, :status1) AND inputFileId IN (:input0) AND contains(#metadata.#metadataKey, :metadataText)',
+      ExpressionAttributeNames: { '#status': 'status', '#metadata': 'metadata', '#metadataKey': 'ds_name' },
+      ExpressionAttributeValues: {
+        ':gsi1pk': 'proj_1#BATCH',
+        ':from': '000000000001000#',
+        ':to': '000000000002000#~',
+        ':status0': 'completed',
+        ':status1': 'failed',
+        ':input0': 'file_a',
+        ':metadataText': 'weekly',
+      },
+      ScanIndexForward: false,
+      Limit: 200,
+      ExclusiveStartKey: undefined,
+    });
+    // 2,000 items read, none matched: the answer says there is more rather than reading on.
+    expect(calls).toHaveLength(10);
+    expect(listed).toEqual({ items: [], hasMore: true });
+  });
+});

@@ -14,7 +14,7 @@ import {
 import { batchEvent } from '../../shared/events/model.js';
 import { newSigningSecret, type WebhookDeliveryRecord, type WebhookEndpointRecord } from '../../shared/events/webhook-model.js';
 import { newBatchId, newFileId, newWebhookEndpointId } from '../../shared/ids.js';
-import { BatchStatusConflict, type MetaStore } from '../../shared/ports.js';
+import { type BatchFilter, BatchStatusConflict, type MetaStore } from '../../shared/ports.js';
 
 const HOUR = 3_600_000;
 
@@ -399,6 +399,12 @@ export function metaStoreContract(name: string, setup: () => Promise<MetaStoreSe
         expect(await store.getBatch(uid('batch'))).toBeUndefined();
       });
 
+      it("keeps a batch's dialect and auto-delete flag", async () => {
+        const batch = batchRecord({ dialect: 'melious', autoDeleteInputFile: true });
+        await store.createBatch(batch);
+        expect(await store.getBatch(batch.id)).toEqual(batch);
+      });
+
       it('refuses to create a batch twice', async () => {
         const batch = batchRecord();
         await store.createBatch(batch);
@@ -419,6 +425,47 @@ export function metaStoreContract(name: string, setup: () => Promise<MetaStoreSe
         const second = await store.listBatches(project, { limit: 3, after: first.items.at(-1)!.id });
         expect(second.items.map((b) => b.id)).toEqual(newestFirst.slice(3));
         expect(second.hasMore).toBe(false);
+      });
+
+      it('filters a list by creation time, status, input file and a metadata substring, with pages', async () => {
+        const project = uid('proj');
+        const base = Date.UTC(2026, 0, 1);
+        const name = (ds_name: string) => Object.assign(Object.create(null), { ds_name });
+        const fileA = uid('file');
+        const batches = [
+          batchRecord({ project, createdAtMs: base, status: 'completed', metadata: name('weekly report') }),
+          batchRecord({ project, createdAtMs: base + 1_000, status: 'failed', inputFileId: fileA, metadata: name('daily') }),
+          batchRecord({ project, createdAtMs: base + 2_000, status: 'completed', inputFileId: fileA, metadata: name('Weekly Report') }),
+          batchRecord({ project, createdAtMs: base + 3_000, status: 'in_progress', metadata: null }),
+          batchRecord({ project, createdAtMs: base + 4_000, status: 'completed', metadata: name('my weekly job') }),
+        ];
+        for (const batch of batches) await store.createBatch(batch);
+        await store.createBatch(batchRecord({ createdAtMs: base + 2_000, status: 'completed', inputFileId: fileA }));
+        const ids = (page: { items: BatchRecord[] }) => page.items.map((b) => b.id);
+        const of = (...indexes: number[]) => indexes.map((i) => batches[i]!.id);
+        const list = (filter: BatchFilter, limit = 10, after?: string) =>
+          store.listBatches(project, { limit, filter, ...(after ? { after } : {}) });
+
+        expect(ids(await list({ createdAfterMs: base + 1_000, createdBeforeMs: base + 3_000 }))).toEqual(of(3, 2, 1));
+        expect(ids(await list({ createdAfterMs: base + 3_500 }))).toEqual(of(4));
+        expect(ids(await list({ createdBeforeMs: base + 999 }))).toEqual(of(0));
+        expect(ids(await list({ statuses: ['completed', 'failed'] }))).toEqual(of(4, 2, 1, 0));
+        expect(ids(await list({ inputFileIds: [fileA, uid('file')] }))).toEqual(of(2, 1));
+        expect(ids(await list({ metadataContains: { key: 'ds_name', text: 'weekly' } }))).toEqual(of(4, 0));
+        expect(
+          ids(await list({ statuses: ['completed'], metadataContains: { key: 'ds_name', text: 'eekly' }, createdBeforeMs: base + 2_000 })),
+        ).toEqual(of(2, 0));
+        expect(ids(await list({ statuses: ['expired'] }))).toEqual([]);
+
+        const first = await list({ statuses: ['completed'] }, 2);
+        expect(ids(first)).toEqual(of(4, 2));
+        expect(first.hasMore).toBe(true);
+        const second = await list({ statuses: ['completed'] }, 2, first.items.at(-1)!.id);
+        expect(ids(second)).toEqual(of(0));
+        expect(second.hasMore).toBe(false);
+        // A cursor above the time range starts at the range's top; one below it ends the list.
+        expect(ids(await list({ createdBeforeMs: base + 1_000 }, 10, batches[4]!.id))).toEqual(of(1, 0));
+        expect(await list({ createdAfterMs: base + 3_000 }, 10, batches[1]!.id)).toEqual({ items: [], hasMore: false });
       });
 
       it('updates while the status is one of those given, leaving the status alone', async () => {

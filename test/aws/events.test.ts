@@ -175,6 +175,18 @@ describe('events and webhook deliveries in AWS', () => {
     );
   });
 
+  it("drains when invoked by the table's stream (a record of a batch with events in its outbox)", async () => {
+    const batch = await runBatch(`proj_${randomUUID().slice(0, 8)}`, ['failed']);
+    const record = {
+      eventName: 'MODIFY',
+      eventSource: 'aws:dynamodb',
+      dynamodb: { Keys: { pk: { S: `BATCH#${batch.id}` } }, NewImage: { outboxPk: { S: 'EVENTS' } }, StreamViewType: 'NEW_AND_OLD_IMAGES' },
+    };
+    const result = await eventsHandler({ Records: [record] }, context('events'));
+    expect(result.acknowledged).toBeGreaterThanOrEqual(2);
+    expect((await meta.listPendingEvents(1000)).map((p) => p.batch.id)).not.toContain(batch.id);
+  });
+
   it('keeps the events in the outbox when EventBridge refuses an entry, and puts them on the next run', async () => {
     const project = `proj_${randomUUID().slice(0, 8)}`;
     const batch = await runBatch(project, ['failed']);

@@ -150,8 +150,8 @@ describe('workers', () => {
 
   it('feeds the worker one chunk at a time, with MaximumConcurrency and ReportBatchItemFailures', () => {
     const worker = functionByDescription('Chunk worker');
-    // The chunk worker's, and the webhook delivery function's.
-    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 2);
+    // The chunk worker's, the webhook delivery function's, and the table stream's to the events function.
+    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 3);
     template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
       FunctionName: { Ref: worker.id },
       BatchSize: 1,

@@ -1,4 +1,4 @@
-// The events construct on the synthesized template: the drain schedule, EventBridge (default bus
+// The events construct on the synthesized template: the drain schedule and stream trigger, EventBridge (default bus
 // or the stack's own, PutEvents only for our source), the webhook queue with its dead-letter queue
 // and alarm, and the delivery function fed by it.
 import { Match, type Template } from 'aws-cdk-lib/assertions';
@@ -44,6 +44,26 @@ describe('events construct', () => {
     expect(putEvents.Condition).toEqual({ StringEquals: { 'events:source': 'batch-service' } });
     expect(JSON.stringify(putEvents.Resource)).toContain('event-bus/default');
     template.resourceCountIs('AWS::Events::EventBus', 0);
+  });
+
+  it("drains at once when the table's stream shows a batch with events in its outbox, and only then", () => {
+    const dispatcher = fn('Status-change events');
+    const table = Object.entries(template.findResources('AWS::DynamoDB::Table'))[0]!;
+    expect(table[1].Properties.StreamSpecification).toEqual({ StreamViewType: 'NEW_AND_OLD_IMAGES' });
+    const mapping = Object.values(template.findResources('AWS::Lambda::EventSourceMapping')).find(
+      (m) => m.Properties.FunctionName.Ref === dispatcher.id,
+    )!;
+    expect(mapping.Properties).toMatchObject({
+      EventSourceArn: { 'Fn::GetAtt': [table[0], 'StreamArn'] },
+      StartingPosition: 'LATEST',
+      MaximumRetryAttempts: 0,
+      MaximumBatchingWindowInSeconds: 1,
+    });
+    const [filter] = mapping.Properties.FilterCriteria.Filters;
+    expect(JSON.parse(filter.Pattern)).toEqual({
+      eventName: ['INSERT', 'MODIFY'],
+      dynamodb: { NewImage: { outboxPk: { S: ['EVENTS'] } } },
+    });
   });
 
   it('feeds the delivery function from the webhook queue, which redrives to a dead-letter queue with an alarm', () => {

@@ -62,6 +62,7 @@ import {
   type WebhookEndpointChanges,
   type WebhookEndpointQuery,
 } from '../../ports.js';
+import { batchFilterQuery, cursorInRange, FILTERED_PAGE_SIZE, MAX_FILTERED_READS } from './batch-filter.js';
 
 export const TTL_ATTRIBUTE = 'ttl';
 export const BY_PROJECT_INDEX = 'byProject';
@@ -69,7 +70,8 @@ export const BY_PROJECT_INDEX = 'byProject';
 export const OUTBOX_INDEX = 'outbox';
 /** Sparse: only batches that are not final have its keys (openPk, openSk). */
 export const OPEN_INDEX = 'open';
-const OUTBOX_PARTITION = 'EVENTS';
+/** The outbox index's one partition: an item holds these keys exactly while its outbox has events. */
+export const OUTBOX_PARTITION = 'EVENTS';
 const DELIVERIES_PARTITION = 'DELIVERIES';
 const OPEN_PARTITION = 'OPEN';
 
@@ -270,6 +272,8 @@ function fromBatchItem(item: Item): BatchRecord {
     ...(i.estimatedTokens !== undefined ? { estimatedTokens: i.estimatedTokens } : {}),
     ...(i.route !== undefined ? { route: i.route } : {}),
     ...(i.admittedAtMs !== undefined ? { admittedAtMs: i.admittedAtMs } : {}),
+    ...(i.dialect ? { dialect: i.dialect } : {}),
+    ...(i.autoDeleteInputFile ? { autoDeleteInputFile: true } : {}),
   };
 }
 
@@ -475,13 +479,22 @@ export class DynamoMetaStore implements MetaStore {
   }
 
   async listBatches(project: string, query: BatchQuery): Promise<Page<BatchRecord>> {
-    const start = await this.cursorKey(query.after === undefined ? undefined : batchKey(query.after), project);
+    let start = await this.cursorKey(query.after === undefined ? undefined : batchKey(query.after), project);
     if (start === null) return { items: [], hasMore: false };
+    const { range, filter } = query.filter ? batchFilterQuery(query.filter) : {};
+    if (start && range) {
+      // DynamoDB refuses a start key outside the key condition's range.
+      const place = cursorInRange(String(start.gsi1sk), range);
+      if (place === 'empty') return { items: [], hasMore: false };
+      if (place === 'top') start = undefined;
+    }
     const page = await this.queryByProject({
       gsi1pk: `${project}#BATCH`,
       ascending: false,
       limit: query.limit,
       startKey: start,
+      ...(range ? { range } : {}),
+      ...(filter ? { filter, pageSize: FILTERED_PAGE_SIZE, maxItemsRead: MAX_FILTERED_READS } : {}),
     });
     return { items: page.items.map(fromBatchItem), hasMore: page.hasMore };
   }
@@ -1024,34 +1037,47 @@ export class DynamoMetaStore implements MetaStore {
     return { pk: item.pk, gsi1pk: item.gsi1pk, gsi1sk: item.gsi1sk };
   }
 
-  /** Reads pages of the byProject index until `limit` items plus one (to know hasMore) pass the filter. */
+  /**
+   * Reads pages of the byProject index until `limit` items plus one (to know hasMore) pass the
+   * filter, or `maxItemsRead` items were read (hasMore then says whether more remain unread).
+   */
   private async queryByProject(params: {
     gsi1pk: string;
     ascending: boolean;
     limit: number;
     startKey: Key | undefined;
-    filter?: { expression: string; values: Item };
+    /** gsi1sk BETWEEN from AND to. */
+    range?: { from: string; to: string };
+    filter?: { expression: string; values: Item; names?: Record<string, string> };
+    /** Items a query page reads (default limit + 1). */
+    pageSize?: number;
+    maxItemsRead?: number;
   }): Promise<Page<Item>> {
     const items: Item[] = [];
     let startKey = params.startKey;
+    let read = 0;
+    const rangeValues = params.range ? { ':from': params.range.from, ':to': params.range.to } : {};
     do {
       const out = await this.doc.send(
         new QueryCommand({
           TableName: this.tableName,
           IndexName: BY_PROJECT_INDEX,
-          KeyConditionExpression: 'gsi1pk = :gsi1pk',
+          KeyConditionExpression: params.range ? 'gsi1pk = :gsi1pk AND gsi1sk BETWEEN :from AND :to' : 'gsi1pk = :gsi1pk',
           FilterExpression: params.filter?.expression,
-          ExpressionAttributeValues: { ':gsi1pk': params.gsi1pk, ...params.filter?.values },
+          // DynamoDB refuses an empty map of names.
+          ExpressionAttributeNames: Object.keys(params.filter?.names ?? {}).length > 0 ? params.filter?.names : undefined,
+          ExpressionAttributeValues: { ':gsi1pk': params.gsi1pk, ...rangeValues, ...params.filter?.values },
           ScanIndexForward: params.ascending,
           // Limit counts items read before the filter; the loop reads on until enough pass it.
-          Limit: params.limit + 1,
+          Limit: params.pageSize ?? params.limit + 1,
           ExclusiveStartKey: startKey,
         }),
       );
       items.push(...(out.Items ?? []));
+      read += out.ScannedCount ?? out.Items?.length ?? 0;
       startKey = out.LastEvaluatedKey;
-    } while (startKey && items.length <= params.limit);
-    return { items: items.slice(0, params.limit), hasMore: items.length > params.limit };
+    } while (startKey && items.length <= params.limit && (params.maxItemsRead === undefined || read < params.maxItemsRead));
+    return { items: items.slice(0, params.limit), hasMore: items.length > params.limit || startKey !== undefined };
   }
 
   private async chunkState(batchId: string): Promise<ChunkState | undefined> {

@@ -132,8 +132,63 @@ describe('webhook deliveries', () => {
     const deadline = Date.now() + 5_000;
     while (delivered.length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
     expect(delivered).toEqual([healthy.event.id]);
-    // The stuck receiver holds no more than its share.
+    // The stuck receiver holds no more than its share (its second attempt may still be claiming).
+    while (hanging < 2 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    await new Promise((resolve) => setTimeout(resolve, 100));
     expect(hanging).toBe(2);
     void pump.stop();
+  });
+  it("sends one endpoint's backlog reading the store about once per page, not once per attempt", async () => {
+    const endpoint = webhookEndpointRecord({ eventTypes: ['batch.completed'] });
+    await meta.createWebhookEndpoint(endpoint);
+    const events = new Set<string>();
+    for (let i = 0; i < 250; i++) {
+      const batch = batchRecord({ project: endpoint.project, status: 'completed' });
+      const event = batchEvent(batch, 'completed', 'finalizing', now);
+      events.add(event.id);
+      await webhookSubscriber({ meta, clock }).handle(event, batch);
+    }
+    let reads = 0;
+    const counted = {
+      listDueWebhookDeliveries: (...args: Parameters<DynamoMetaStore['listDueWebhookDeliveries']>) => (
+        reads++, meta.listDueWebhookDeliveries(...args)
+      ),
+    };
+    const delivered = new Set<string>();
+    const sender: WebhookSender = { send: async (_u, _s, message) => (delivered.add(message.id), { ok: true, status: 200 }) };
+    // The timer never fires within the test: every read is the pump's own.
+    const pump = startDeliveryPump(deps(sender), { meta: counted, intervalMs: 600_000, concurrency: 8, perEndpoint: 2 });
+    const deadline = Date.now() + 20_000;
+    const ours = () => [...delivered].filter((id) => events.has(id)).length;
+    while (ours() < 250 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    await pump.stop();
+    // (Deliveries earlier tests left due go out too, within the same pages.)
+    expect(ours()).toBe(250);
+    expect(reads).toBeLessThanOrEqual(4);
+  });
+
+  it('sends the deliveries it is offered without reading the store', async () => {
+    let reads = 0;
+    const counted = {
+      listDueWebhookDeliveries: (...args: Parameters<DynamoMetaStore['listDueWebhookDeliveries']>) => (
+        reads++, meta.listDueWebhookDeliveries(...args)
+      ),
+    };
+    const delivered: string[] = [];
+    const sender: WebhookSender = { send: async (_u, _s, message) => (delivered.push(message.id), { ok: true, status: 200 }) };
+    const pump = startDeliveryPump(deps(sender), { meta: counted, intervalMs: 600_000, concurrency: 8, perEndpoint: 2 });
+    while (reads === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const readsAtStart = reads;
+    const endpoint = webhookEndpointRecord({ eventTypes: ['batch.completed'] });
+    await meta.createWebhookEndpoint(endpoint);
+    const batch = batchRecord({ project: endpoint.project, status: 'completed' });
+    const event = batchEvent(batch, 'completed', 'finalizing', now);
+    await webhookSubscriber({ meta, clock, onDeliveries: (recorded) => pump.offer(recorded) }).handle(event, batch);
+    const deadline = Date.now() + 5_000;
+    while (!delivered.includes(event.id) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    await pump.stop();
+    expect(delivered).toContain(event.id);
+    expect(reads).toBe(readsAtStart);
   });
 });
