@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { type ServerType, serve } from '@hono/node-server';
 import { DynamoMetaStore } from '../shared/adapters/aws/dynamo-meta-store.js';
+import { DynamoPipelineRunStore } from '../shared/adapters/aws/dynamo-pipeline-runs.js';
 import { startEmbeddedDynamo } from '../shared/adapters/local/embedded-dynamo.js';
 import { FsBlobStore } from '../shared/adapters/local/fs-blob-store.js';
 import { LocalLifecycle } from '../shared/adapters/local/local-lifecycle.js';
@@ -27,6 +28,7 @@ import { createUpstreamRouter, upstreamKeyRedactor } from '../shared/upstream/ro
 import { RoutesError, resolveRoutes } from '../shared/upstream/routes.js';
 import { giveUpChunk, runChunk } from '../shared/work/run-chunk.js';
 import { answerClientErrors } from './guards.js';
+import { loadPipelinesFile, localPipelines } from './pipelines.js';
 
 export interface RunningService {
   url: string;
@@ -54,11 +56,15 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
   );
   // No upstream key reaches a log line, whoever writes it.
   const log = redactingLogger(serviceLog, upstreamKeyRedactor({ apiKey: config.upstream.apiKey, routes }));
+  const pipelineDefinitions = config.pipelinesFile ? loadPipelinesFile(config.pipelinesFile) : [];
   await mkdir(config.dataDir, { recursive: true });
   const dynamo = await startEmbeddedDynamo({ path: join(config.dataDir, 'meta') });
   const meta = new DynamoMetaStore({ client: dynamo.client, tableName: dynamo.tableName });
   const blobs = new FsBlobStore(join(config.dataDir, 'blobs'));
   const clock = systemClock;
+  // Pipelines read their sources from and write their results to folders under DATA_DIR.
+  const runs = new DynamoPipelineRunStore({ client: dynamo.client, tableName: dynamo.tableName });
+  const pipelineObjects = new FsBlobStore(config.dataDir);
   const upstreams = createUpstreamRouter({ ...config.upstream, routes }, clock, log);
   // One budget of answer bytes for every chunk this process runs.
   const responses = new ResponseBudget(config.upstream.maxInflightResponseBytes);
@@ -80,7 +86,24 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
     ports: { meta, blobs, queue, clock, log },
     upstreams,
     onTransition: () => pump?.notify(),
-    subscribers: localSubscribers({ meta, clock, onDeliveries: (deliveries) => deliveryPump?.offer(deliveries) }),
+    subscribers: localSubscribers({
+      meta,
+      clock,
+      onDeliveries: (deliveries) => deliveryPump?.offer(deliveries),
+      ...(pipelineDefinitions.length > 0
+        ? {
+            destinations: {
+              blobs,
+              runs,
+              clock,
+              log,
+              objects: () => pipelineObjects,
+              // The run shows delivery_failed at /v1/x/pipelines/{name}/runs; the log says so as an error.
+              deadLetters: { park: async (message) => log.log('error', 'pipeline results could not be written', message) },
+            },
+          }
+        : {}),
+    }),
   });
   // Webhook deliveries recorded by the subscriber (and any left by an earlier run) go out from here.
   const deliveryStats = newDeliveryStats();
@@ -100,6 +123,22 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
   pump = startEventPump(domain.events, { intervalMs: EVENT_SWEEP_MS, log });
   const lifecycle = new LocalLifecycle(domain.steps, { drainTimeoutMs: domain.drainMs });
   const worker = domain.worker(lifecycle, { upstreams, responses });
+  const pipelines = localPipelines({
+    pipelines: pipelineDefinitions,
+    dataDir: config.dataDir,
+    log,
+    deps: {
+      meta,
+      blobs,
+      runs,
+      clock,
+      lifecycle,
+      log,
+      objects: () => pipelineObjects,
+      limits: config.limits,
+      onTransition: () => pump?.notify(),
+    },
+  });
   queue.start(async (message, delivery) => {
     try {
       await runChunk(worker, message);
@@ -124,6 +163,7 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
       apiKeys: config.apiKeys,
       // No gateway cuts a request short here: a claim lasts as long as the largest join may take.
       completeLeaseMs: DEFAULT_COMPLETE_LEASE_MS,
+      pipelines: { definitions: pipelineDefinitions, runs, start: pipelines.start },
       healthDetails: () => ({
         ...options.healthDetails?.(),
         webhooks_delivered: deliveryStats.delivered,
@@ -155,12 +195,14 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
   const port = (server.address() as AddressInfo).port;
   const resumed = await lifecycle.resume();
   if (resumed > 0) log.log('info', 'resumed unfinished batches', { batches: resumed });
+  await pipelines.run();
 
   return {
     url: `http://${config.host}:${port}`,
     port,
     async stop() {
       clearInterval(sweepTimer);
+      await pipelines.stop();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await sweeping;
       await lifecycle.stop();

@@ -74,12 +74,15 @@ const EnvSchema = z.object({
   WEBHOOK_RETRY_FOR: duration.default('72h'),
   WEBHOOK_MAX_ENDPOINTS: positiveInt.default(20),
   WEBHOOK_POLL_INTERVAL: duration.default('1s'),
+  PIPELINES: z.string().min(1).optional(),
 });
 
 export interface ServiceConfig {
   host: string;
   port: number;
   dataDir: string;
+  /** PIPELINES: the path of the pipelines file `npm start` runs (shared/pipelines/config.ts); unset, none. */
+  pipelinesFile: string | undefined;
   /** Bearer key → project. Undefined: the service runs open, as the single project `default`. */
   apiKeys: Map<string, string> | undefined;
   upstream: {
@@ -170,6 +173,7 @@ export function loadConfig(
     host: e.HOST,
     port: e.PORT,
     dataDir: e.DATA_DIR,
+    pipelinesFile: e.PIPELINES,
     apiKeys: e.API_KEYS,
     upstream: {
       baseUrl: e.UPSTREAM_BASE_URL?.replace(/\/+$/, ''),

@@ -13,6 +13,7 @@ import type {
 } from './batch/model.js';
 import type { BatchEvent } from './events/model.js';
 import type { WebhookDeliveryRecord, WebhookEndpointRecord } from './events/webhook-model.js';
+import type { PipelineRunRecord, RunStatus } from './pipelines/model.js';
 import type { Priority } from './schedule/fair-queue.js';
 
 /** A byte range; `end` is exclusive. */
@@ -348,4 +349,29 @@ export interface EventBus {
 export interface DeliveryQueue {
   /** Asks for an attempt at each delivery at `atMs` or soon after (a queue may cap how far ahead). */
   schedule(deliveries: readonly { id: string; atMs: number }[], nowMs: number): Promise<void>;
+}
+
+/** Pipeline runs (shared/pipelines): DynamoDB in AWS (and locally on the embedded DynamoDB), beside the MetaStore's items. */
+export interface PipelineRunStore {
+  /** Records a new run; answers the run already recorded under its id instead (and writes nothing) when there is one. */
+  createRun(run: PipelineRunRecord): Promise<{ created: true; run: PipelineRunRecord } | { created: false; run: PipelineRunRecord }>;
+  getRun(id: string): Promise<PipelineRunRecord | undefined>;
+  /**
+   * Takes over an importing run whose claim lapsed at `nowMs` (its importer died), claiming it until
+   * `untilMs`; undefined when the run is not importing or its claim still holds.
+   */
+  takeOverRun(id: string, nowMs: number, untilMs: number): Promise<PipelineRunRecord | undefined>;
+  /** Applies `changes` only while the run's status is one of `from`; undefined when it is not. */
+  updateRun(id: string, from: readonly RunStatus[], changes: PipelineRunChanges): Promise<PipelineRunRecord | undefined>;
+  /** A pipeline's runs, newest first; `after`: the last run id of the previous page. */
+  listRuns(project: string, pipeline: string, query: { limit: number; after?: string }): Promise<Page<PipelineRunRecord>>;
+}
+
+export type PipelineRunChanges = Partial<
+  Pick<PipelineRunRecord, 'status' | 'batchId' | 'inputFileId' | 'error' | 'claimUntilMs' | 'deliveryAttempts' | 'updatedAtMs'>
+>;
+
+/** Where a pipeline's destination writes that failed every retry are parked for an operator (SQS with an alarm in AWS). */
+export interface DeadLetters {
+  park(message: Record<string, unknown>): Promise<void>;
 }

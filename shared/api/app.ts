@@ -25,6 +25,7 @@ import { ApiError, badRequest, conflict, internalError, notFound, quoted, tooLar
 import { registerExtensionRoutes } from './extensions.js';
 import { receiveMultipart } from './multipart.js';
 import { listObject, toFileObject } from './objects.js';
+import { type PipelineApiDeps, registerPipelineRoutes } from './pipelines.js';
 import { DEFAULT_MAX_JSON_BODY_BYTES, jsonBody, jsonBodyLimit, parse } from './request.js';
 import {
   createBatchSchema,
@@ -73,6 +74,8 @@ export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeW
   prices?: (model: string) => RoutePrice | undefined;
   /** The webhook endpoints API (shared/api/webhooks.ts); unset, its routes answer 404. */
   webhooks?: WebhookApiDeps['webhooks'];
+  /** Pipelines (shared/api/pipelines.ts); unset, their routes answer 404. */
+  pipelines?: PipelineApiDeps['pipelines'];
 }
 
 type Env = { Variables: { project: string; requestId: string } };
@@ -249,6 +252,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
   registerUploadRoutes(api, deps);
   registerExtensionRoutes(api, deps);
   if (deps.webhooks) registerWebhookRoutes(api, { ...deps, webhooks: deps.webhooks });
+  if (deps.pipelines) registerPipelineRoutes(api, { ...deps, pipelines: deps.pipelines });
   // Each dialect's base paths reach the same routes; the dialect they came by maps the answers.
   for (const base of DIALECTS.flatMap((dialect) => dialect.basePaths)) app.route(base, api);
 

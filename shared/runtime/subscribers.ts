@@ -4,15 +4,20 @@
 import { eventBusSubscriber } from '../events/bus.js';
 import { type WebhookSubscriberDeps, webhookSubscriber } from '../events/deliveries.js';
 import type { EventSubscriber } from '../events/dispatcher.js';
+import { type DestinationDeps, destinationSubscriber } from '../pipelines/destinations.js';
 import type { DeliveryQueue, EventBus } from '../ports.js';
 
-/** `npm start`'s subscribers: webhook deliveries, which its delivery pump sends. */
-export function localSubscribers(deps: WebhookSubscriberDeps): EventSubscriber[] {
-  return [webhookSubscriber(deps)];
+/**
+ * `npm start`'s subscribers: pipeline destinations (when there are pipelines), then webhook
+ * deliveries, which its delivery pump sends. Destinations come first: a batch's results are in its
+ * destination by the time a receiver hears that it ended.
+ */
+export function localSubscribers(deps: WebhookSubscriberDeps & { destinations?: DestinationDeps }): EventSubscriber[] {
+  return [...(deps.destinations ? [destinationSubscriber(deps.destinations)] : []), webhookSubscriber(deps)];
 }
 
 /**
- * The Lambda runtime's subscribers: EventBridge (every status change), and webhook deliveries,
+ * The Lambda runtime's subscribers: pipeline destinations (where the function has pipelines), EventBridge (every status change), and webhook deliveries,
  * recorded and put on the delivery queue for the delivery function (the API never sends them).
  */
 export function awsSubscribers(deps: {
@@ -20,9 +25,12 @@ export function awsSubscribers(deps: {
   clock: WebhookSubscriberDeps['clock'];
   bus?: EventBus;
   deliveries?: DeliveryQueue;
+  /** Pipeline destinations, first (see localSubscribers). */
+  destinations?: DestinationDeps;
 }): EventSubscriber[] {
   const { bus, deliveries } = deps;
   return [
+    ...(deps.destinations ? [destinationSubscriber(deps.destinations)] : []),
     ...(bus ? [eventBusSubscriber(bus)] : []),
     ...(deliveries
       ? [

@@ -116,6 +116,8 @@ export const ITEM_KEY_PREFIXES = {
   apiKey: 'APIKEY#',
   webhookEndpoint: 'WEBHOOK#',
   webhookDelivery: 'WEBHOOKDELIVERY#',
+  /** shared/adapters/aws/dynamo-pipeline-runs.ts */
+  pipelineRun: 'PIPELINERUN#',
 } as const;
 export type ItemKind = keyof typeof ITEM_KEY_PREFIXES;
 
