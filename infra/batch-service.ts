@@ -11,6 +11,7 @@ import { Events } from './constructs/events.js';
 import { Lifecycle } from './constructs/lifecycle.js';
 import { Monitoring } from './constructs/monitoring.js';
 import { Schedules } from './constructs/schedules.js';
+import { StartSweep } from './constructs/start-sweep.js';
 import { Storage } from './constructs/storage.js';
 import { UpstreamSecrets } from './constructs/upstream-secrets.js';
 import { Workers } from './constructs/workers.js';
@@ -31,6 +32,7 @@ export class BatchService extends Construct {
   readonly lifecycle: Lifecycle;
   readonly api: Api;
   readonly schedules: Schedules | undefined;
+  readonly startSweep: StartSweep;
   readonly monitoring: Monitoring;
   readonly events: Events;
 
@@ -49,7 +51,7 @@ export class BatchService extends Construct {
     this.upstream = new UpstreamSecrets(this, 'Upstream', props.upstream ?? {}, prefix);
 
     // What every handler is told (functions/contract.ts ENV). STATE_MACHINE_ARN goes only to the
-    // functions that signal or start executions: api, worker, wait-for-chunks, scheduled-submit.
+    // functions that signal or start executions: api, worker, wait-for-chunks, scheduled-submit, start-sweep.
     const environment: Record<string, string> = {
       [ENV.tableName]: this.storage.table.tableName,
       [ENV.bucketName]: this.storage.bucket.bucketName,
@@ -83,6 +85,13 @@ export class BatchService extends Construct {
       reservedConcurrency: props.apiReservedConcurrency === undefined ? DEFAULTS.apiReservedConcurrency : props.apiReservedConcurrency,
     });
 
+    this.startSweep = new StartSweep(this, 'StartSweep', {
+      storage: this.storage,
+      stateMachine: this.lifecycle.stateMachine,
+      environment,
+      logRetentionDays,
+    });
+
     this.events = new Events(this, 'Events', {
       storage: this.storage,
       environment,
@@ -114,6 +123,7 @@ export class BatchService extends Construct {
         worker: this.workers.worker,
         events: this.events.dispatcher,
         webhookDelivery: this.events.delivery,
+        startSweep: this.startSweep.sweeper,
         ...(this.schedules ? { scheduledSubmit: this.schedules.submitter } : {}),
       },
       metricsNamespace,

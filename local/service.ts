@@ -14,6 +14,7 @@ import { LocalLifecycle } from '../shared/adapters/local/local-lifecycle.js';
 import { LocalWorkQueue } from '../shared/adapters/local/local-work-queue.js';
 import { systemClock } from '../shared/adapters/local/system-clock.js';
 import { createApiApp } from '../shared/api/app.js';
+import { sweepUnstartedBatches } from '../shared/batch/start-sweep.js';
 import { ConfigError, type ServiceConfig } from '../shared/config.js';
 import { type DeliveryPump, newDeliveryStats, startDeliveryPump } from '../shared/events/deliveries.js';
 import { type EventPump, startEventPump } from '../shared/events/dispatcher.js';
@@ -188,6 +189,17 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
   }, config.uploadSweepIntervalMs);
   sweepTimer.unref();
 
+  // Batches left validating with nothing driving them (a crash between a create and its start).
+  let startSweeping: Promise<unknown> | undefined;
+  const startSweepTimer = setInterval(() => {
+    startSweeping ??= sweepUnstartedBatches({ ...domain.steps, lifecycle }, config.startSweep)
+      .catch((error: unknown) => log.log('warn', 'start sweep failed', { error: errorMessage(error) }))
+      .finally(() => {
+        startSweeping = undefined;
+      });
+  }, config.startSweep.intervalMs);
+  startSweepTimer.unref();
+
   const server = await new Promise<ServerType>((resolve) => {
     const started = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, () => resolve(started));
   });
@@ -202,9 +214,11 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
     port,
     async stop() {
       clearInterval(sweepTimer);
+      clearInterval(startSweepTimer);
       await pipelines.stop();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await sweeping;
+      await startSweeping;
       await lifecycle.stop();
       await queue.stop();
       await pump?.stop();

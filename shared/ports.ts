@@ -313,9 +313,15 @@ export interface WorkQueue {
   enqueue(messages: ChunkMessage[], options?: { delayMs?: number }): Promise<void>;
 }
 
+/**
+ * What drives a batch, as its Lifecycle sees it: `running` (an execution, or the local driver, holds
+ * it), `ended` (its execution is over), `none` (never started, or its start was lost).
+ */
+export type LifecycleState = 'running' | 'ended' | 'none';
+
 /** The batch's state machine: Step Functions in AWS, a local driver of the same steps. */
 export interface Lifecycle {
-  /** Starts validating a newly created batch. */
+  /** Starts validating a newly created batch. Idempotent: a second start is the same execution. */
   start(batchId: string): Promise<void>;
   /** The last chunk's outcome has been recorded. */
   allChunksDone(batchId: string): Promise<void>;
@@ -324,6 +330,8 @@ export interface Lifecycle {
    * so the signal goes to the wait that was current then, never to one that started after it.
    */
   cancelled(batch: BatchRecord): Promise<void>;
+  /** Whether anything drives the batch: the start sweep starts again a `validating` batch that has nothing. */
+  state(batchId: string): Promise<LifecycleState>;
 }
 
 export interface Clock {

@@ -25,7 +25,9 @@ import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { GetSecretValueCommand, ResourceNotFoundException, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import {
+  DescribeExecutionCommand,
   ExecutionAlreadyExists,
+  ExecutionDoesNotExist,
   SendTaskFailureCommand,
   SendTaskSuccessCommand,
   SFNClient,
@@ -52,7 +54,7 @@ import { apiKeyRecord, newApiKey } from '../../shared/api/api-keys.js';
 import type { ChunkMessage } from '../../shared/ports.js';
 import { type LocalS3, startLocalS3 } from './s3.js';
 
-export const FUNCTIONS = ['api', 'validate', 'enqueue', 'wait-for-chunks', 'finalize', 'worker'] as const;
+export const FUNCTIONS = ['api', 'validate', 'enqueue', 'wait-for-chunks', 'finalize', 'worker', 'start-sweep'] as const;
 export type FunctionName = (typeof FUNCTIONS)[number];
 
 type Handler = (event: any, context: Context) => Promise<any>;
@@ -161,6 +163,7 @@ export class AwsHarness {
 
     const [sfnMock, sqsMock, secretsMock] = mocks;
     sfnMock.on(StartExecutionCommand).callsFake(async (input) => harness.sfn.startExecution(input.name!, input.input!));
+    sfnMock.on(DescribeExecutionCommand).callsFake(async (input) => harness.sfn.describeExecution(input.executionArn!));
     sfnMock.on(SendTaskSuccessCommand).callsFake(async (input) => harness.sfn.taskResponse(input.taskToken!, { ok: true }));
     sfnMock
       .on(SendTaskFailureCommand)
@@ -190,6 +193,7 @@ export class AwsHarness {
       import('../../functions/wait-for-chunks.js'),
       import('../../functions/finalize.js'),
       import('../../functions/worker.js'),
+      import('../../functions/start-sweep.js'),
     ]);
     FUNCTIONS.forEach((name, i) => {
       harness.handlers[name] = modules[i]!.handler as unknown as Handler;
@@ -385,6 +389,9 @@ export class StepFunctionsStandIn {
   /** States entered, per execution. */
   readonly paths = new Map<string, string[]>();
   running = 0;
+  /** While set, StartExecution fails with this error (Step Functions throttling or down). */
+  refuseStarts: Error | undefined;
+  private readonly ended = new Set<string>();
   private readonly waiting = new Map<string, (outcome: TaskOutcome | 'timeout') => void>();
   private readonly finishedTokens = new Set<string>();
   private stopped = false;
@@ -397,13 +404,23 @@ export class StepFunctionsStandIn {
 
   startExecution(name: string, input: string) {
     this.harness.tally('StepFunctions.StartExecution');
+    if (this.refuseStarts) throw this.refuseStarts;
     if (this.executions.has(name)) throw new ExecutionAlreadyExists({ message: `Execution Already Exists: '${name}'`, $metadata: {} });
     this.running += 1;
     const run = this.run(name, JSON.parse(input) as { batchId: string }).finally(() => {
       this.running -= 1;
+      this.ended.add(name);
     });
     this.executions.set(name, run);
     return { executionArn: `${STATE_MACHINE_ARN.replace(':stateMachine:', ':execution:')}:${name}`, startDate: new Date() };
+  }
+
+  describeExecution(executionArn: string) {
+    this.harness.tally('StepFunctions.DescribeExecution');
+    const name = executionArn.split(':').at(-1)!;
+    if (!this.executions.has(name))
+      throw new ExecutionDoesNotExist({ message: `Execution Does Not Exist: '${executionArn}'`, $metadata: {} });
+    return { executionArn, status: this.ended.has(name) ? ('SUCCEEDED' as const) : ('RUNNING' as const) };
   }
 
   taskResponse(token: string, outcome: TaskOutcome) {
