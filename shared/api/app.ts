@@ -27,7 +27,14 @@ import { receiveMultipart } from './multipart.js';
 import { listObject, toFileObject } from './objects.js';
 import { type PipelineApiDeps, registerPipelineRoutes } from './pipelines.js';
 import { DEFAULT_MAX_JSON_BODY_BYTES, jsonBody, jsonBodyLimit, parse } from './request.js';
-import { createBatchSchema, fileExpiresAfter, listBatchesQuery, listFilesQuery, parseCompletionWindow } from './schemas.js';
+import {
+  createBatchSchema,
+  fileExpiresAfter,
+  listBatchesQuery,
+  listFilesQuery,
+  parseCompletionWindow,
+  requestedPriority,
+} from './schemas.js';
 import { batchFileCheck, registerUploadRoutes, type UploadDeps } from './uploads.js';
 import { registerWebhookRoutes, type WebhookApiDeps } from './webhooks.js';
 
@@ -211,6 +218,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
         windowMs,
         metadata: body.metadata ?? null,
         outputExpiresAfterSeconds: body.output_expires_after?.seconds ?? null,
+        priority: requestedPriority(body),
         ...options,
       });
       return c.json(dialect.batchObject(batch));
