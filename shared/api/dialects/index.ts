@@ -4,7 +4,7 @@ import { type Dialect, openAiDialect } from './dialect.js';
 import { meliousDialect } from './melious.js';
 import { zhipuDialect } from './zhipu.js';
 
-export type { Dialect } from './dialect.js';
+export type { AuthErrorCode, Dialect } from './dialect.js';
 
 export const DIALECTS: readonly Dialect[] = [openAiDialect, zhipuDialect, dashScopeDialect, meliousDialect];
 
