@@ -58,7 +58,7 @@ export class BatchService extends Construct {
       [ENV.tableName]: this.storage.table.tableName,
       [ENV.bucketName]: this.storage.bucket.bucketName,
       ...this.upstream.environment,
-      ...limitsEnvironment(props.limits),
+      ...limitsEnvironment(props.limits, props.workerMaxConcurrency ?? DEFAULTS.workerMaxConcurrency),
       POWERTOOLS_SERVICE_NAME: 'batch-service',
       POWERTOOLS_METRICS_NAMESPACE: metricsNamespace,
     };

@@ -14,6 +14,7 @@ import { LocalLifecycle } from '../shared/adapters/local/local-lifecycle.js';
 import { LocalWorkQueue } from '../shared/adapters/local/local-work-queue.js';
 import { systemClock } from '../shared/adapters/local/system-clock.js';
 import { createApiApp } from '../shared/api/app.js';
+import { localSigningSecrets } from '../shared/api/signed-tokens.js';
 import { sweepExpiredFiles } from '../shared/batch/file-expiry.js';
 import { sweepUnstartedBatches } from '../shared/batch/start-sweep.js';
 import { ConfigError, type ServiceConfig } from '../shared/config.js';
@@ -163,6 +164,8 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
   const app = createApiApp(
     domain.api(lifecycle, {
       apiKeys: config.apiKeys,
+      // The id.secret keys among API_KEYS verify Zhipu's signed tokens.
+      ...(config.apiKeys ? { signingSecrets: localSigningSecrets(config.apiKeys) } : {}),
       // No gateway cuts a request short here: a claim lasts as long as the largest join may take.
       completeLeaseMs: DEFAULT_COMPLETE_LEASE_MS,
       pipelines: { definitions: pipelineDefinitions, runs, start: pipelines.start },

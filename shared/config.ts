@@ -66,6 +66,7 @@ const EnvSchema = z.object({
   CHUNK_MAX_REQUESTS: positiveInt.default(500),
   CHUNK_MAX_BYTES: positiveInt.default(4 * 1024 * 1024),
   LOCAL_WORKERS: positiveInt.default(4),
+  CHUNK_WINDOW: positiveInt.optional(),
   UPLOAD_SWEEP_INTERVAL: duration.default('10m'),
   START_SWEEP_AFTER: duration.default('5m'),
   START_SWEEP_GIVE_UP_AFTER: duration.default('1h'),
@@ -118,6 +119,8 @@ export interface ServiceConfig {
     maxJsonBodyBytes: number;
   };
   chunking: { maxRequests: number; maxBytes: number };
+  /** A batch's chunks on the work queue at once (CHUNK_WINDOW; default twice LOCAL_WORKERS). */
+  chunkWindow: number;
   localWorkers: number;
   /** `npm start` deletes the parts of uploads that expired or were cancelled this often (and at start-up). */
   uploadSweepIntervalMs: number;
@@ -216,6 +219,7 @@ export function loadConfig(
     },
     chunking: { maxRequests: e.CHUNK_MAX_REQUESTS, maxBytes: e.CHUNK_MAX_BYTES },
     localWorkers: e.LOCAL_WORKERS,
+    chunkWindow: e.CHUNK_WINDOW ?? 2 * e.LOCAL_WORKERS,
     uploadSweepIntervalMs: parseDuration(e.UPLOAD_SWEEP_INTERVAL)!,
     startSweep,
     fileSweepIntervalMs: parseDuration(e.FILE_SWEEP_INTERVAL)!,

@@ -14,6 +14,7 @@ import type {
 import type { BatchEvent } from './events/model.js';
 import type { WebhookDeliveryRecord, WebhookEndpointRecord } from './events/webhook-model.js';
 import type { PipelineRunRecord, RunStatus } from './pipelines/model.js';
+import type { Priority } from './schedule/fair-queue.js';
 
 /** A byte range; `end` is exclusive. */
 export interface ByteRange {
@@ -320,6 +321,9 @@ export interface ChunkMessage {
   batchId: string;
   inputBlobKey: string;
   chunk: ChunkPlanEntry;
+  /** The batch's project and priority, for the fair turns (absent on messages of older versions). */
+  project?: string;
+  priority?: Priority;
 }
 
 /** At-least-once delivery of chunk messages: SQS in AWS, an in-process queue locally. */

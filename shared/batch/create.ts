@@ -5,6 +5,7 @@ import { batchEvent } from '../events/model.js';
 import { newBatchId } from '../ids.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
+import type { Priority } from '../schedule/fair-queue.js';
 import { pinKeepUntilMs } from './file-expiry.js';
 import { releaseInputFile } from './input-file.js';
 import { type BatchDialect, type BatchRecord, ZERO_USAGE } from './model.js';
@@ -23,6 +24,8 @@ export interface CreateBatchRequest {
   retryOf?: string;
   /** The new batch's id, when the caller derives it (a retry's); otherwise a random one. */
   id?: string;
+  /** Its share of the project's turns; absent: normal. */
+  priority?: Priority;
   dialect?: BatchDialect;
   autoDeleteInputFile?: boolean;
 }
@@ -119,6 +122,7 @@ function newBatchRecord(id: string, request: CreateBatchRequest, now: number): B
     doneChunks: [],
     chunkAttempts: {},
     ...(request.retryOf ? { retryOf: request.retryOf } : {}),
+    ...(request.priority && request.priority !== 'normal' ? { priority: request.priority } : {}),
     ...(request.dialect ? { dialect: request.dialect } : {}),
     ...(request.autoDeleteInputFile ? { autoDeleteInputFile: true } : {}),
   };

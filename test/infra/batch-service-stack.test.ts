@@ -219,6 +219,8 @@ describe('functions', () => {
       }
       expect(variables.MIN_COMPLETION_WINDOW).toBe('1h');
       expect(variables.MAX_FILE_BYTES).toBe(String(100 * 1024 * 1024));
+      // A batch's chunks on the queue at once: twice the workers (the test stack's MaximumConcurrency is 50).
+      expect(variables.CHUNK_WINDOW).toBe('100');
     }
     // The functions that start executions, or signal them outside of one, know the state machine's
     // ARN; the functions it invokes do not (that would be a cycle): wait-for-chunks signals with a token.

@@ -538,6 +538,8 @@ export class StepFunctionsStandIn {
 interface QueuedMessage {
   messageId: string;
   body: string;
+  /** The tenant of SQS fair queues (undefined: a message of its own). */
+  groupId?: string;
   receiveCount: number;
   visibleAtMs: number;
   sentAtMs: number;
@@ -557,6 +559,8 @@ export class SqsStandIn {
   readonly deadLetters: QueuedMessage[] = [];
   /** Deliveries per chunk ("batchId/index"). */
   readonly deliveries = new Map<string, number>();
+  /** Every message sent and every delivery, in order (for the fairness measurements). */
+  readonly journal: { event: 'sent' | 'delivered'; batchId: string; index: number; groupId?: string; queued: number }[] = [];
   private readonly running = new Set<Promise<void>>();
   private timer: NodeJS.Timeout;
   private stopped = false;
@@ -578,14 +582,29 @@ export class SqsStandIn {
     return `${this.queued.size} messages queued, ${this.running.size} worker invocations running`;
   }
 
-  sendMessageBatch(entries: { Id?: string; MessageBody?: string; DelaySeconds?: number }[]) {
+  sendMessageBatch(entries: { Id?: string; MessageBody?: string; DelaySeconds?: number; MessageGroupId?: string }[]) {
     this.harness.tally('SQS.SendMessageBatch');
     if (entries.length > 10) throw new Error('SendMessageBatch takes at most 10 entries');
     const now = Date.now();
     for (const entry of entries) {
       const messageId = randomUUID();
       const visibleAtMs = now + (entry.DelaySeconds ?? 0) * 1_000;
-      this.queued.set(messageId, { messageId, body: entry.MessageBody!, receiveCount: 0, visibleAtMs, sentAtMs: now });
+      this.queued.set(messageId, {
+        messageId,
+        body: entry.MessageBody!,
+        receiveCount: 0,
+        visibleAtMs,
+        sentAtMs: now,
+        ...(entry.MessageGroupId ? { groupId: entry.MessageGroupId } : {}),
+      });
+      const sent = JSON.parse(entry.MessageBody!) as ChunkMessage;
+      this.journal.push({
+        event: 'sent',
+        batchId: sent.batchId,
+        index: sent.chunk.index,
+        groupId: entry.MessageGroupId,
+        queued: this.queued.size,
+      });
     }
     this.pump();
     return { Successful: entries.map((e) => ({ Id: e.Id!, MessageId: randomUUID(), MD5OfMessageBody: '' })), Failed: [] };
@@ -614,6 +633,13 @@ export class SqsStandIn {
         const chunk = JSON.parse(message.body) as ChunkMessage;
         const key = `${chunk.batchId}/${chunk.chunk.index}`;
         this.deliveries.set(key, (this.deliveries.get(key) ?? 0) + 1);
+        this.journal.push({
+          event: 'delivered',
+          batchId: chunk.batchId,
+          index: chunk.chunk.index,
+          groupId: message.groupId,
+          queued: this.queued.size,
+        });
         const fate = this.options.onDelivery?.(chunk, message.receiveCount);
         if (fate === 'lose-ack') lostAcks.add(message.messageId);
         if (fate === 'duplicate') copies.push(message);
