@@ -178,7 +178,8 @@ describe('the DashScope seed against /compatible-mode/v1', () => {
     expect(cancelled.status).toBe('cancelled');
     upstream.configure({ hangRate: 0 });
 
-    const ids = async (query: Record<string, string>) => (await openai.batches.list({ limit: 10, ...query } as never)).data.map((b) => b.id);
+    const ids = async (query: Record<string, string>) =>
+      (await openai.batches.list({ limit: 10, ...query } as never)).data.map((b) => b.id);
     expect(await ids({ ds_name: 'eval' })).toEqual([third.id, first.id]);
     expect(await ids({ ds_name: 'Nightly' })).toEqual([first.id]);
     expect(await ids({ input_file_ids: `${fileB.id},${fileA.id}` })).toEqual([third.id, second.id, first.id]);
