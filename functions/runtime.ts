@@ -11,6 +11,7 @@
 // JSON with an "apiKey" field. Keys are never inlined.
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
+import { LambdaClient } from '@aws-sdk/client-lambda';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { SFNClient } from '@aws-sdk/client-sfn';
@@ -18,6 +19,7 @@ import { SQSClient } from '@aws-sdk/client-sqs';
 import { z } from 'zod';
 import { DynamoMetaStore } from '../shared/adapters/aws/dynamo-meta-store.js';
 import { EventBridgeBus } from '../shared/adapters/aws/eventbridge-bus.js';
+import { LambdaHandOff } from '../shared/adapters/aws/lambda-hand-off.js';
 import { S3BlobStore } from '../shared/adapters/aws/s3-blob-store.js';
 import { secretsManagerResolver } from '../shared/adapters/aws/secrets-manager.js';
 import { SfnLifecycle } from '../shared/adapters/aws/sfn-lifecycle.js';
@@ -52,6 +54,7 @@ export interface AwsClients {
   sfn: SFNClient;
   secrets: SecretsManagerClient;
   eventBridge: EventBridgeClient;
+  lambda: LambdaClient;
 }
 
 export interface Runtime {
@@ -73,6 +76,8 @@ export interface Runtime {
     resolveApiKey: ApiKeyResolver;
     downloads: { redirectAboveBytes: number; urlExpiresInSeconds: number };
     prices: (model: string) => RoutePrice | undefined;
+    /** Work a request hands over at its deadline, to an invocation of this function (AWS_LAMBDA_FUNCTION_NAME, which Lambda sets). */
+    handOff: LambdaHandOff | undefined;
   };
   /** The container's budget of upstream answer bytes held at once (MAX_INFLIGHT_RESPONSE_BYTES), for the worker. */
   responses: ResponseBudget;
@@ -162,6 +167,7 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
     sfn: given.sfn ?? new SFNClient({}),
     secrets: given.secrets ?? new SecretsManagerClient({}),
     eventBridge: given.eventBridge ?? new EventBridgeClient({}),
+    lambda: given.lambda ?? new LambdaClient({}),
   };
   const clock = systemClock;
   const log = domainLogger();
@@ -227,6 +233,9 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
         redirectAboveBytes: Number(env.DOWNLOAD_REDIRECT_BYTES ?? DEFAULT_REDIRECT_ABOVE_BYTES),
         urlExpiresInSeconds: 300,
       },
+      handOff: env.AWS_LAMBDA_FUNCTION_NAME
+        ? new LambdaHandOff({ client: clients.lambda, functionName: env.AWS_LAMBDA_FUNCTION_NAME })
+        : undefined,
     },
     workerUpstreams() {
       worker ??= buildWorkerUpstreams().catch((error: unknown) => {

@@ -20,6 +20,7 @@ import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
 import type { RoutePrice } from '../upstream/routes.js';
 import type { ApiKeyResolver } from './api-keys.js';
 import { registerConsoleRoutes } from './console.js';
+import { routeDeadline } from './deadline.js';
 import { type AuthErrorCode, DIALECTS, type Dialect, dialectOf } from './dialects/index.js';
 import { ApiError, badRequest, conflict, internalError, notFound, quoted, tooLarge } from './errors.js';
 import { registerExtensionRoutes } from './extensions.js';
@@ -39,7 +40,7 @@ import { checkSignedToken, isJwt, type SigningSecretLookup } from './signed-toke
 import { batchFileCheck, registerUploadRoutes, type UploadDeps } from './uploads.js';
 import { registerWebhookRoutes, type WebhookApiDeps } from './webhooks.js';
 
-export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeWaitMs'> {
+export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeWaitMs' | 'handOffComplete'> {
   meta: MetaStore;
   blobs: BlobStore;
   lifecycle: Lifecycle;
@@ -77,6 +78,8 @@ export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeW
   prices?: (model: string) => RoutePrice | undefined;
   /** The webhook endpoints API (shared/api/webhooks.ts); unset, its routes answer 404. */
   webhooks?: WebhookApiDeps['webhooks'];
+  /** API_ROUTE_DEADLINE: a route still running this long answers 503 request_timeout (shared/api/deadline.ts); unset: none. */
+  routeDeadlineMs?: number;
   /** Pipelines (shared/api/pipelines.ts); unset, their routes answer 404. */
   pipelines?: PipelineApiDeps['pipelines'];
 }
@@ -116,6 +119,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
   const api = new Hono<Env>();
   const jsonLimit = jsonBodyLimit(deps.limits.maxJsonBodyBytes ?? DEFAULT_MAX_JSON_BODY_BYTES);
 
+  api.use('*', routeDeadline({ deadlineMs: deps.routeDeadlineMs, log: deps.log }));
   api.use('*', async (c, next) => {
     const project = await authenticate(deps, c.req.header('authorization'), dialectOf(c.req.path));
     c.set('project', project);

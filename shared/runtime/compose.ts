@@ -50,7 +50,10 @@ export interface Domain {
     own: { upstreams: UpstreamRouter; responses: ResponseBudget; log?: Logger; statusPollMs?: number },
   ): ChunkWorkerDeps;
   /** The API's dependencies; the runtime adds how keys resolve, downloads and its own request limits. */
-  api(lifecycle: Lifecycle, own: Omit<ApiDeps, keyof Ports | 'lifecycle' | 'limits' | 'ready' | 'onTransition' | 'webhooks'>): ApiDeps;
+  api(
+    lifecycle: Lifecycle,
+    own: Omit<ApiDeps, keyof Ports | 'lifecycle' | 'limits' | 'ready' | 'onTransition' | 'webhooks' | 'routeDeadlineMs'>,
+  ): ApiDeps;
 }
 
 export function composeDomain({ config, ports, upstreams, onTransition, subscribers = [] }: ComposeInput): Domain {
@@ -92,6 +95,7 @@ export function composeDomain({ config, ports, upstreams, onTransition, subscrib
       ...own,
       lifecycle,
       limits: config.limits,
+      routeDeadlineMs: config.apiRouteDeadlineMs,
       onTransition,
       webhooks: {
         policy: { allowPrivate: config.webhooks.allowPrivateUrls },

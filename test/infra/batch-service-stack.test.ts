@@ -509,6 +509,23 @@ describe('API', () => {
     });
   });
 
+  it('answers every route before the gateway cuts it (API_ROUTE_DEADLINE 25 s), and may hand a join to an invocation of itself', () => {
+    const api = functionByDescription('OpenAI-compatible Batch API');
+    expect(api.properties.Environment.Variables.API_ROUTE_DEADLINE).toBe('25s');
+    expect(api.properties.Timeout).toBeGreaterThan(30);
+    const role = { Ref: api.properties.Role['Fn::GetAtt'][0] };
+    const invokeSelf = Object.values(template.findResources('AWS::IAM::Policy')).filter(
+      (p) =>
+        JSON.stringify(p.Properties.Roles) === JSON.stringify([role]) &&
+        JSON.stringify(p.Properties.PolicyDocument).includes('lambda:InvokeFunction'),
+    );
+    // Not in the role's default policy, which the function depends on (a cycle).
+    expect(invokeSelf).toHaveLength(1);
+    expect(invokeSelf[0]!.Properties.PolicyDocument.Statement).toEqual([
+      expect.objectContaining({ Action: 'lambda:InvokeFunction', Effect: 'Allow', Resource: { 'Fn::GetAtt': [api.id, 'Arn'] } }),
+    ]);
+  });
+
   it('throttles the stage and reserves the API function its share of concurrency by default, leaving the rest to the workers', () => {
     template.hasResourceProperties('AWS::ApiGatewayV2::Stage', {
       StageName: '$default',
