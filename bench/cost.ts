@@ -44,6 +44,9 @@ const MEMORY_MB: Record<FunctionName, number> = {
   'wait-for-chunks': 256,
   finalize: 1024,
   worker: 1024,
+  // Not invoked by the cost scenario (no pipelines, no events drain).
+  'pipeline-run': 512,
+  events: 512,
 };
 /** START, END and REPORT lines Lambda itself writes per invocation. */
 const PLATFORM_LOG_BYTES = 350;

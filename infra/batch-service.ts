@@ -5,12 +5,13 @@ import * as cloudwatchActions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import { Construct } from 'constructs';
 import { ENV } from '../functions/contract.js';
 import { loadConfig } from '../shared/config.js';
+import { parsePipelines } from '../shared/pipelines/config.js';
 import { type BatchServiceProps, checkProps, DEFAULTS, limitsEnvironment } from './config.js';
 import { Api } from './constructs/api.js';
 import { Events } from './constructs/events.js';
 import { Lifecycle } from './constructs/lifecycle.js';
 import { Monitoring } from './constructs/monitoring.js';
-import { Schedules } from './constructs/schedules.js';
+import { Pipelines } from './constructs/pipelines.js';
 import { Storage } from './constructs/storage.js';
 import { UpstreamSecrets } from './constructs/upstream-secrets.js';
 import { Workers } from './constructs/workers.js';
@@ -30,7 +31,7 @@ export class BatchService extends Construct {
   readonly workers: Workers;
   readonly lifecycle: Lifecycle;
   readonly api: Api;
-  readonly schedules: Schedules | undefined;
+  readonly pipelines: Pipelines | undefined;
   readonly monitoring: Monitoring;
   readonly events: Events;
 
@@ -49,7 +50,7 @@ export class BatchService extends Construct {
     this.upstream = new UpstreamSecrets(this, 'Upstream', props.upstream ?? {}, prefix);
 
     // What every handler is told (functions/contract.ts ENV). STATE_MACHINE_ARN goes only to the
-    // functions that signal or start executions: api, worker, wait-for-chunks, scheduled-submit.
+    // functions that signal or start executions: api, worker, wait-for-chunks, pipeline-run.
     const environment: Record<string, string> = {
       [ENV.tableName]: this.storage.table.tableName,
       [ENV.bucketName]: this.storage.bucket.bucketName,
@@ -90,16 +91,22 @@ export class BatchService extends Construct {
       eventBus: props.eventBus ?? DEFAULTS.eventBus,
     });
 
-    this.schedules =
-      props.schedules && props.schedules.length > 0
-        ? new Schedules(this, 'Schedules', {
+    const pipelines = parsePipelines(props.pipelines ?? [], 'pipelines');
+    this.pipelines =
+      pipelines.length > 0
+        ? new Pipelines(this, 'Pipelines', {
             storage: this.storage,
             stateMachine: this.lifecycle.stateMachine,
             environment,
             logRetentionDays,
-            schedules: props.schedules,
+            metricsNamespace,
+            pipelines,
+            eventsFunction: this.events.dispatcher,
+            apiFunction: this.api.handler,
           })
         : undefined;
+    // A drop pipeline on the service's bucket hears of new objects through EventBridge.
+    if (this.pipelines?.needsBucketEvents) this.storage.sendEventsToEventBridge();
 
     this.monitoring = new Monitoring(this, 'Monitoring', {
       api: this.api,
@@ -114,15 +121,18 @@ export class BatchService extends Construct {
         worker: this.workers.worker,
         events: this.events.dispatcher,
         webhookDelivery: this.events.delivery,
-        ...(this.schedules ? { scheduledSubmit: this.schedules.submitter } : {}),
+        ...(this.pipelines ? { pipelineRun: this.pipelines.runner } : {}),
       },
       metricsNamespace,
       alarmEmail: props.alarmEmail,
-      scheduledSubmit: this.schedules?.submitter,
     });
 
     this.events.deadLetterAlarm.addAlarmAction(new cloudwatchActions.SnsAction(this.monitoring.topic));
     this.events.deadLetterAlarm.addOkAction(new cloudwatchActions.SnsAction(this.monitoring.topic));
+    for (const alarm of this.pipelines?.alarms ?? []) {
+      alarm.addAlarmAction(new cloudwatchActions.SnsAction(this.monitoring.topic));
+      alarm.addOkAction(new cloudwatchActions.SnsAction(this.monitoring.topic));
+    }
 
     const output = (name: string, value: string, description: string) =>
       new CfnOutput(this, name, { key: `${prefix}${name}`, value, description });
@@ -135,6 +145,13 @@ export class BatchService extends Construct {
     output('AlarmTopicArn', this.monitoring.topic.topicArn, 'SNS topic of the alarms: subscribe to hear about them');
     output('WebhookQueueUrl', this.events.webhookQueue.queueUrl, 'SQS queue of webhook delivery attempts');
     output('EventBusName', this.events.busName ?? 'none', 'EventBridge bus of the Batch Status Change events');
+    if (this.pipelines) {
+      output(
+        'PipelineDeadLetterQueueUrl',
+        this.pipelines.deadLetterQueue.queueUrl,
+        'Pipeline triggers and destination writes that failed every retry',
+      );
+    }
     output('DashboardName', this.monitoring.dashboard.dashboardName, 'CloudWatch dashboard of the service');
 
     checkEnvironmentSizes(this, Object.keys(props.upstream?.routes ?? {}).length + (props.upstream?.default ? 1 : 0));

@@ -37,7 +37,8 @@ beforeAll(() => {
     'wait-for-chunks': service.lifecycle.waitForChunks,
     finalize: service.lifecycle.finalize,
     worker: service.workers.worker,
-    'scheduled-submit': service.schedules!.submitter,
+    'pipeline-run': service.pipelines!.runner,
+    events: service.events.dispatcher,
   };
   for (const [name, fn] of Object.entries(roles)) statements.set(name, roleStatements(template, logicalId(fn.role)));
 });
