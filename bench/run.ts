@@ -17,6 +17,7 @@ import OpenAI from 'openai';
 import { type ServiceProcess, startServiceProcess } from '../test/support/service-process.js';
 import { startUpstreamSim } from '../test/support/upstream-sim.js';
 import { bigScenarios } from './scenarios/big.js';
+import { fairnessScenarios } from './scenarios/fairness.js';
 import { faultScenarios } from './scenarios/faults.js';
 import { hugeAnswerScenarios } from './scenarios/huge-answers.js';
 import { webhookScenarios } from './scenarios/webhooks.js';
@@ -304,6 +305,7 @@ export const scenarios: Record<string, Scenario> = {
   ...bigScenarios,
   ...hugeAnswerScenarios,
   ...webhookScenarios,
+  ...fairnessScenarios,
 };
 
 // ---------------------------------------------------------------------------------------------

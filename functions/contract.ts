@@ -12,6 +12,7 @@ export const HANDLERS = {
   worker: 'functions/worker.ts',
   events: 'functions/events.ts',
   webhookDelivery: 'functions/webhook-delivery.ts',
+  startSweep: 'functions/start-sweep.ts',
   pipelineRun: 'functions/pipeline-run.ts',
 } as const;
 

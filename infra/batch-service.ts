@@ -12,6 +12,7 @@ import { Events } from './constructs/events.js';
 import { Lifecycle } from './constructs/lifecycle.js';
 import { Monitoring } from './constructs/monitoring.js';
 import { Pipelines } from './constructs/pipelines.js';
+import { StartSweep } from './constructs/start-sweep.js';
 import { Storage } from './constructs/storage.js';
 import { UpstreamSecrets } from './constructs/upstream-secrets.js';
 import { Workers } from './constructs/workers.js';
@@ -32,6 +33,7 @@ export class BatchService extends Construct {
   readonly lifecycle: Lifecycle;
   readonly api: Api;
   readonly pipelines: Pipelines | undefined;
+  readonly startSweep: StartSweep;
   readonly monitoring: Monitoring;
   readonly events: Events;
 
@@ -50,12 +52,12 @@ export class BatchService extends Construct {
     this.upstream = new UpstreamSecrets(this, 'Upstream', props.upstream ?? {}, prefix);
 
     // What every handler is told (functions/contract.ts ENV). STATE_MACHINE_ARN goes only to the
-    // functions that signal or start executions: api, worker, wait-for-chunks, pipeline-run.
+    // functions that signal or start executions: api, worker, wait-for-chunks, pipeline-run, start-sweep.
     const environment: Record<string, string> = {
       [ENV.tableName]: this.storage.table.tableName,
       [ENV.bucketName]: this.storage.bucket.bucketName,
       ...this.upstream.environment,
-      ...limitsEnvironment(props.limits),
+      ...limitsEnvironment(props.limits, props.workerMaxConcurrency ?? DEFAULTS.workerMaxConcurrency),
       POWERTOOLS_SERVICE_NAME: 'batch-service',
       POWERTOOLS_METRICS_NAMESPACE: metricsNamespace,
     };
@@ -82,6 +84,13 @@ export class BatchService extends Construct {
       logRetentionDays,
       throttle: props.apiThrottle === undefined ? DEFAULTS.apiThrottle : props.apiThrottle,
       reservedConcurrency: props.apiReservedConcurrency === undefined ? DEFAULTS.apiReservedConcurrency : props.apiReservedConcurrency,
+    });
+
+    this.startSweep = new StartSweep(this, 'StartSweep', {
+      storage: this.storage,
+      stateMachine: this.lifecycle.stateMachine,
+      environment,
+      logRetentionDays,
     });
 
     this.events = new Events(this, 'Events', {
@@ -121,6 +130,7 @@ export class BatchService extends Construct {
         worker: this.workers.worker,
         events: this.events.dispatcher,
         webhookDelivery: this.events.delivery,
+        startSweep: this.startSweep.sweeper,
         ...(this.pipelines ? { pipelineRun: this.pipelines.runner } : {}),
       },
       metricsNamespace,

@@ -70,6 +70,8 @@ export const LIMIT_NAMES = [
   'WEBHOOK_RETRY_BASE',
   'WEBHOOK_RETRY_FOR',
   'WEBHOOK_MAX_ENDPOINTS',
+  /** A batch's chunks on the queue at once (default twice workerMaxConcurrency); quotas per project (README, "Fair sharing and quotas"). */
+  'CHUNK_WINDOW',
 ] as const;
 export type LimitName = (typeof LIMIT_NAMES)[number];
 export type Limits = Partial<Record<LimitName, string | number>>;
@@ -247,8 +249,11 @@ export function routeEntry(route: UpstreamRoute, apiKeySecretId: string | undefi
  */
 const AWS_LIMIT_DEFAULTS: Limits = { UPSTREAM_CONCURRENCY: 250 };
 
-export function limitsEnvironment(limits: Limits | undefined): Record<string, string> {
-  return Object.fromEntries(Object.entries({ ...AWS_LIMIT_DEFAULTS, ...limits }).map(([name, value]) => [name, String(value)]));
+export function limitsEnvironment(limits: Limits | undefined, workerMaxConcurrency?: number): Record<string, string> {
+  // Twice the workers: a single batch keeps every worker busy, and another project's chunk waits
+  // behind at most two rounds of its chunks.
+  const window: Limits = workerMaxConcurrency ? { CHUNK_WINDOW: 2 * workerMaxConcurrency } : {};
+  return Object.fromEntries(Object.entries({ ...AWS_LIMIT_DEFAULTS, ...window, ...limits }).map(([name, value]) => [name, String(value)]));
 }
 
 /**

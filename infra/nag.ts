@@ -25,6 +25,11 @@ export const JUSTIFIED_WILDCARDS: readonly { finding: RegExp; reason: string }[]
     reason: "Versions and aliases of one of this service's functions (CDK's LambdaInvoke and Scheduler grants).",
   },
   {
+    finding: /^Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:.+:\*$/,
+    reason:
+      "Executions of this service's state machine, each named for its batch at run time (the start sweep's DescribeExecution, CDK's grantExecution).",
+  },
+  {
     finding: /^Resource::\*$/,
     reason:
       'For X-Ray (PutTraceSegments, PutTelemetryRecords, GetSampling*) and CloudWatch Logs delivery (CreateLogDelivery and friends) on the state machine role, and dynamodb:ListStreams for a function the table stream invokes (CDK grants the stream itself by ARN): none of these support resource-level permissions.',

@@ -14,6 +14,8 @@ import { LocalLifecycle } from '../shared/adapters/local/local-lifecycle.js';
 import { LocalWorkQueue } from '../shared/adapters/local/local-work-queue.js';
 import { systemClock } from '../shared/adapters/local/system-clock.js';
 import { createApiApp } from '../shared/api/app.js';
+import { localSigningSecrets } from '../shared/api/signed-tokens.js';
+import { sweepUnstartedBatches } from '../shared/batch/start-sweep.js';
 import { ConfigError, type ServiceConfig } from '../shared/config.js';
 import { type DeliveryPump, newDeliveryStats, startDeliveryPump } from '../shared/events/deliveries.js';
 import { type EventPump, startEventPump } from '../shared/events/dispatcher.js';
@@ -161,6 +163,8 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
   const app = createApiApp(
     domain.api(lifecycle, {
       apiKeys: config.apiKeys,
+      // The id.secret keys among API_KEYS verify Zhipu's signed tokens.
+      ...(config.apiKeys ? { signingSecrets: localSigningSecrets(config.apiKeys) } : {}),
       // No gateway cuts a request short here: a claim lasts as long as the largest join may take.
       completeLeaseMs: DEFAULT_COMPLETE_LEASE_MS,
       pipelines: { definitions: pipelineDefinitions, runs, start: pipelines.start },
@@ -188,6 +192,17 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
   }, config.uploadSweepIntervalMs);
   sweepTimer.unref();
 
+  // Batches left validating with nothing driving them (a crash between a create and its start).
+  let startSweeping: Promise<unknown> | undefined;
+  const startSweepTimer = setInterval(() => {
+    startSweeping ??= sweepUnstartedBatches({ ...domain.steps, lifecycle }, config.startSweep)
+      .catch((error: unknown) => log.log('warn', 'start sweep failed', { error: errorMessage(error) }))
+      .finally(() => {
+        startSweeping = undefined;
+      });
+  }, config.startSweep.intervalMs);
+  startSweepTimer.unref();
+
   const server = await new Promise<ServerType>((resolve) => {
     const started = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, () => resolve(started));
   });
@@ -202,9 +217,11 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
     port,
     async stop() {
       clearInterval(sweepTimer);
+      clearInterval(startSweepTimer);
       await pipelines.stop();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await sweeping;
+      await startSweeping;
       await lifecycle.stop();
       await queue.stop();
       await pump?.stop();

@@ -66,7 +66,11 @@ const EnvSchema = z.object({
   CHUNK_MAX_REQUESTS: positiveInt.default(500),
   CHUNK_MAX_BYTES: positiveInt.default(4 * 1024 * 1024),
   LOCAL_WORKERS: positiveInt.default(4),
+  CHUNK_WINDOW: positiveInt.optional(),
   UPLOAD_SWEEP_INTERVAL: duration.default('10m'),
+  START_SWEEP_AFTER: duration.default('5m'),
+  START_SWEEP_GIVE_UP_AFTER: duration.default('1h'),
+  START_SWEEP_INTERVAL: duration.default('1m'),
   WEBHOOK_ALLOW_PRIVATE_URLS: z.enum(['true', 'false'], { error: "must be 'true' or 'false'" }).default('false'),
   WEBHOOK_TIMEOUT: duration.default('10s'),
   WEBHOOK_RETRY_BASE: duration.default('5s'),
@@ -114,9 +118,16 @@ export interface ServiceConfig {
     maxJsonBodyBytes: number;
   };
   chunking: { maxRequests: number; maxBytes: number };
+  /** A batch's chunks on the work queue at once (CHUNK_WINDOW; default twice LOCAL_WORKERS). */
+  chunkWindow: number;
   localWorkers: number;
   /** `npm start` deletes the parts of uploads that expired or were cancelled this often (and at start-up). */
   uploadSweepIntervalMs: number;
+  /**
+   * Batches left `validating` without a lifecycle execution (shared/batch/start-sweep.ts): started
+   * again once `afterMs` old, failed once `giveUpAfterMs` old; `npm start` looks every `intervalMs`.
+   */
+  startSweep: { afterMs: number; giveUpAfterMs: number; intervalMs: number };
   webhooks: {
     /** WEBHOOK_ALLOW_PRIVATE_URLS: receivers on loopback and private addresses, and http://, are allowed. */
     allowPrivateUrls: boolean;
@@ -166,6 +177,15 @@ export function loadConfig(
     throw new ConfigError(`invalid configuration: ${problems}`);
   }
   const e = parsed.data;
+  const startSweep = {
+    afterMs: parseDuration(e.START_SWEEP_AFTER)!,
+    giveUpAfterMs: parseDuration(e.START_SWEEP_GIVE_UP_AFTER)!,
+    intervalMs: parseDuration(e.START_SWEEP_INTERVAL)!,
+  };
+  if (startSweep.giveUpAfterMs <= startSweep.afterMs) {
+    throw new ConfigError('invalid configuration: START_SWEEP_GIVE_UP_AFTER must be longer than START_SWEEP_AFTER');
+  }
+  if (startSweep.intervalMs === 0) throw new ConfigError('invalid configuration: START_SWEEP_INTERVAL must be more than 0');
   return {
     host: e.HOST,
     port: e.PORT,
@@ -196,7 +216,9 @@ export function loadConfig(
     },
     chunking: { maxRequests: e.CHUNK_MAX_REQUESTS, maxBytes: e.CHUNK_MAX_BYTES },
     localWorkers: e.LOCAL_WORKERS,
+    chunkWindow: e.CHUNK_WINDOW ?? 2 * e.LOCAL_WORKERS,
     uploadSweepIntervalMs: parseDuration(e.UPLOAD_SWEEP_INTERVAL)!,
+    startSweep,
     webhooks: {
       allowPrivateUrls: e.WEBHOOK_ALLOW_PRIVATE_URLS === 'true',
       timeoutMs: parseDuration(e.WEBHOOK_TIMEOUT)!,

@@ -14,6 +14,7 @@ import type {
 import type { BatchEvent } from './events/model.js';
 import type { WebhookDeliveryRecord, WebhookEndpointRecord } from './events/webhook-model.js';
 import type { PipelineRunRecord, RunStatus } from './pipelines/model.js';
+import type { Priority } from './schedule/fair-queue.js';
 
 /** A byte range; `end` is exclusive. */
 export interface ByteRange {
@@ -298,6 +299,9 @@ export interface ChunkMessage {
   batchId: string;
   inputBlobKey: string;
   chunk: ChunkPlanEntry;
+  /** The batch's project and priority, for the fair turns (absent on messages of older versions). */
+  project?: string;
+  priority?: Priority;
 }
 
 /** At-least-once delivery of chunk messages: SQS in AWS, an in-process queue locally. */
@@ -309,9 +313,15 @@ export interface WorkQueue {
   enqueue(messages: ChunkMessage[], options?: { delayMs?: number }): Promise<void>;
 }
 
+/**
+ * What drives a batch, as its Lifecycle sees it: `running` (an execution, or the local driver, holds
+ * it), `ended` (its execution is over), `none` (never started, or its start was lost).
+ */
+export type LifecycleState = 'running' | 'ended' | 'none';
+
 /** The batch's state machine: Step Functions in AWS, a local driver of the same steps. */
 export interface Lifecycle {
-  /** Starts validating a newly created batch. */
+  /** Starts validating a newly created batch. Idempotent: a second start is the same execution. */
   start(batchId: string): Promise<void>;
   /** The last chunk's outcome has been recorded. */
   allChunksDone(batchId: string): Promise<void>;
@@ -320,6 +330,8 @@ export interface Lifecycle {
    * so the signal goes to the wait that was current then, never to one that started after it.
    */
   cancelled(batch: BatchRecord): Promise<void>;
+  /** Whether anything drives the batch: the start sweep starts again a `validating` batch that has nothing. */
+  state(batchId: string): Promise<LifecycleState>;
 }
 
 export interface Clock {

@@ -10,7 +10,13 @@
 import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
-import { BY_PROJECT_INDEX, ITEM_KEY_PREFIXES, type ItemKind, OUTBOX_INDEX } from '../../shared/adapters/aws/dynamo-meta-store.js';
+import {
+  BY_PROJECT_INDEX,
+  ITEM_KEY_PREFIXES,
+  type ItemKind,
+  OPEN_INDEX,
+  OUTBOX_INDEX,
+} from '../../shared/adapters/aws/dynamo-meta-store.js';
 
 /** The bucket's top-level prefixes (shared/batch/keys.ts, shared/uploads/model.ts). */
 export const BUCKET_PREFIXES = {
@@ -43,6 +49,8 @@ export interface TableAccess {
   readonly queryByProject?: boolean;
   /** Query on the outbox index (the status-change events and the webhook deliveries waiting). */
   readonly queryOutbox?: boolean;
+  /** Query on the open index (the batches that are not final). */
+  readonly queryOpen?: boolean;
 }
 
 export interface FunctionAccess {
@@ -122,6 +130,12 @@ export const FUNCTION_ACCESS = {
     bucket: {},
     table: { read: ['webhookDelivery', 'webhookEndpoint'], write: ['webhookDelivery'], delete: ['webhookDelivery'] },
   },
+  startSweep: {
+    // Lists the unfinished batches; fails one that never started (releasing its input, and deleting
+    // a deleted input's bytes with the last pin).
+    bucket: { delete: ['files'] },
+    table: { read: ['batch', 'file'], write: ['batch', 'file'], delete: ['file'], queryOpen: true },
+  },
 } as const satisfies Record<string, FunctionAccess>;
 
 /** Grants `grantee` exactly `access` on the service's bucket. */
@@ -171,6 +185,11 @@ export function grantTableAccess(grantee: iam.IGrantable, table: dynamodb.ITable
         actions: ['dynamodb:Query'],
         resources: [`${table.tableArn}/index/${BY_PROJECT_INDEX}`],
       }),
+    );
+  }
+  if (access.queryOpen) {
+    grantee.grantPrincipal.addToPrincipalPolicy(
+      new iam.PolicyStatement({ actions: ['dynamodb:Query'], resources: [`${table.tableArn}/index/${OPEN_INDEX}`] }),
     );
   }
   if (access.queryOutbox) {

@@ -20,14 +20,22 @@ import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
 import type { RoutePrice } from '../upstream/routes.js';
 import type { ApiKeyResolver } from './api-keys.js';
 import { registerConsoleRoutes } from './console.js';
-import { DIALECTS, dialectOf } from './dialects/index.js';
+import { type AuthErrorCode, DIALECTS, type Dialect, dialectOf } from './dialects/index.js';
 import { ApiError, badRequest, conflict, internalError, notFound, quoted, tooLarge } from './errors.js';
 import { registerExtensionRoutes } from './extensions.js';
 import { receiveMultipart } from './multipart.js';
 import { listObject, toFileObject } from './objects.js';
 import { type PipelineApiDeps, registerPipelineRoutes } from './pipelines.js';
 import { DEFAULT_MAX_JSON_BODY_BYTES, jsonBody, jsonBodyLimit, parse } from './request.js';
-import { createBatchSchema, fileExpiresAfter, listBatchesQuery, listFilesQuery, parseCompletionWindow } from './schemas.js';
+import {
+  createBatchSchema,
+  fileExpiresAfter,
+  listBatchesQuery,
+  listFilesQuery,
+  parseCompletionWindow,
+  requestedPriority,
+} from './schemas.js';
+import { checkSignedToken, isJwt, type SigningSecretLookup } from './signed-tokens.js';
 import { batchFileCheck, registerUploadRoutes, type UploadDeps } from './uploads.js';
 import { registerWebhookRoutes, type WebhookApiDeps } from './webhooks.js';
 
@@ -41,6 +49,8 @@ export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeW
   apiKeys: Map<string, string> | undefined;
   /** Looks up keys the map does not hold (in AWS: hashed keys in the MetaStore). */
   resolveApiKey?: ApiKeyResolver;
+  /** The secrets of `id.secret` keys, to verify Zhipu's signed tokens; unset: a token is looked up as a key. */
+  signingSecrets?: SigningSecretLookup;
   /**
    * Downloads of files larger than `redirectAboveBytes` answer 307 to a short-lived presigned URL,
    * where the BlobStore can presign (in AWS, where a Lambda's answer is capped at 6 MB). Unset:
@@ -107,7 +117,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
   const jsonLimit = jsonBodyLimit(deps.limits.maxJsonBodyBytes ?? DEFAULT_MAX_JSON_BODY_BYTES);
 
   api.use('*', async (c, next) => {
-    const project = await authenticate(deps, c.req.header('authorization'));
+    const project = await authenticate(deps, c.req.header('authorization'), dialectOf(c.req.path));
     c.set('project', project);
     await next();
   });
@@ -211,6 +221,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
         windowMs,
         metadata: body.metadata ?? null,
         outputExpiresAfterSeconds: body.output_expires_after?.seconds ?? null,
+        priority: requestedPriority(body),
         ...options,
       });
       return c.json(dialect.batchObject(batch));
@@ -275,21 +286,28 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
 
 export const OPEN_PROJECT = 'default';
 
-async function authenticate(deps: Pick<ApiDeps, 'apiKeys' | 'resolveApiKey'>, header: string | undefined): Promise<string> {
+async function authenticate(
+  deps: Pick<ApiDeps, 'apiKeys' | 'resolveApiKey' | 'signingSecrets' | 'clock'>,
+  header: string | undefined,
+  dialect: Dialect,
+): Promise<string> {
   const { apiKeys, resolveApiKey } = deps;
   if (!apiKeys && !resolveApiKey) return OPEN_PROJECT;
-  const key = /^Bearer\s+(.+)$/i.exec(header ?? '')?.[1]?.trim();
-  if (!key) {
-    throw new ApiError(
-      401,
-      "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
-      'invalid_request_error',
-      null,
-      'missing_api_key',
-    );
+  const refuse = (message: string, code: AuthErrorCode) =>
+    new ApiError(401, message, 'invalid_request_error', null, dialect.authErrorCode?.(code) ?? code);
+  const credential = /^Bearer\s+(.+)$/i.exec(header ?? '')?.[1]?.trim();
+  if (!credential) throw refuse("You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.", 'missing_api_key');
+  let key = credential;
+  if (deps.signingSecrets && isJwt(credential)) {
+    // Zhipu's signed token stands for the key it was signed with.
+    const check = await checkSignedToken(credential, deps.signingSecrets, deps.clock.now());
+    if (!check.ok && check.problem === 'expired') throw refuse('The signed token has expired; sign a new one.', 'token_expired');
+    if (!check.ok)
+      throw refuse('The signed token is not valid: its signature, its algorithm (HS256) or its api_key is wrong.', 'invalid_token');
+    key = check.key;
   }
   const project = apiKeys?.get(key) ?? (await resolveApiKey?.(key));
-  if (!project) throw new ApiError(401, 'Incorrect API key provided.', 'invalid_request_error', null, 'invalid_api_key');
+  if (!project) throw refuse('Incorrect API key provided.', 'invalid_api_key');
   return project;
 }
 

@@ -50,6 +50,7 @@ export function toBatchObject(batch: BatchRecord) {
     // Extension fields (x_): only on batches that have them, so every other Batch object is OpenAI's shape exactly.
     ...(batch.retryOf ? { x_retry_of: batch.retryOf } : {}),
     ...(batch.retriedBy ? { x_retried_by: batch.retriedBy } : {}),
+    ...(batch.priority ? { x_priority: batch.priority } : {}),
   };
 }
 

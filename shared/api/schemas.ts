@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { DEFAULT_FILE_RETENTION_SECONDS } from '../batch/files.js';
 import { type IdKind, isIdOf } from '../ids.js';
+import { PRIORITIES, type Priority } from '../schedule/fair-queue.js';
 import { quoted } from './errors.js';
 
 export const BATCH_ENDPOINTS = [
@@ -77,15 +78,29 @@ const idField = (kind: IdKind, name: string, example: string) =>
     .min(1, `${name} must not be empty`)
     .refine((id) => isIdOf(kind, id), { error: (issue) => `'${quoted(String(issue.input))}' is not a ${kind} id (${example})` });
 
-export const createBatchSchema = z.object({
-  input_file_id: idField('file', 'input_file_id', 'file-…'),
-  endpoint: z.string({ error: 'endpoint is required and must be a string' }),
-  completion_window: z.string({ error: 'completion_window is required and must be a string such as 24h' }),
-  metadata: metadataSchema.optional(),
-  output_expires_after: expiresAfter.optional(),
-});
+export const createBatchSchema = z
+  .object({
+    input_file_id: idField('file', 'input_file_id', 'file-…'),
+    endpoint: z.string({ error: 'endpoint is required and must be a string' }),
+    completion_window: z.string({ error: 'completion_window is required and must be a string such as 24h' }),
+    metadata: metadataSchema.optional(),
+    output_expires_after: expiresAfter.optional(),
+    /** Extension: a larger or smaller share of the project's turns (README, "Fair sharing"). */
+    x_priority: z.enum(PRIORITIES, { error: "x_priority must be 'high', 'normal' or 'low'" }).optional(),
+  })
+  .superRefine((body, ctx) => {
+    const asked = body.metadata?.x_priority;
+    if (asked !== undefined && !(PRIORITIES as readonly string[]).includes(asked)) {
+      ctx.addIssue({ code: 'custom', path: ['metadata', 'x_priority'], message: "metadata.x_priority must be 'high', 'normal' or 'low'" });
+    }
+  });
 
 export type CreateBatchBody = z.infer<typeof createBatchSchema>;
+
+/** The priority a create asks for: the x_priority field, else metadata's x_priority (for SDKs that send no extra fields). */
+export function requestedPriority(body: CreateBatchBody): Priority | undefined {
+  return body.x_priority ?? (body.metadata?.x_priority as Priority | undefined);
+}
 
 // One spelling per duration: `<N>h`, and `<N>m` / `<N>s` only for a window under an hour (the short
 // windows MIN_COMPLETION_WINDOW may allow for trying expiry). No spaces, signs, exponents or leading zeros.

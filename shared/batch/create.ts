@@ -3,7 +3,9 @@
 // input file, records the batch with its first event, and starts its lifecycle.
 import { batchEvent } from '../events/model.js';
 import { newBatchId } from '../ids.js';
+import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
+import type { Priority } from '../schedule/fair-queue.js';
 import { releaseInputFile } from './input-file.js';
 import { type BatchDialect, type BatchRecord, ZERO_USAGE } from './model.js';
 
@@ -21,6 +23,8 @@ export interface CreateBatchRequest {
   retryOf?: string;
   /** The new batch's id, when the caller derives it (a retry's); otherwise a random one. */
   id?: string;
+  /** Its share of the project's turns; absent: normal. */
+  priority?: Priority;
   dialect?: BatchDialect;
   autoDeleteInputFile?: boolean;
 }
@@ -31,6 +35,7 @@ export interface CreateDeps {
   clock: Pick<Clock, 'now'>;
   lifecycle: Pick<Lifecycle, 'start'>;
   onTransition?: (batch: BatchRecord) => void;
+  log?: Logger;
 }
 
 /** The input file is not a live file of the project (another project's file looks exactly the same). */
@@ -69,7 +74,16 @@ export async function createBatch(deps: CreateDeps, request: CreateBatchRequest)
     throw error;
   }
   deps.onTransition?.(batch);
-  await deps.lifecycle.start(batch.id);
+  try {
+    await deps.lifecycle.start(batch.id);
+  } catch (error) {
+    // The batch exists: answering an error would have the client create a second one. The start
+    // (tried a few times already) is the start sweep's now (start-sweep.ts).
+    deps.log?.log('error', 'the batch was created but its lifecycle did not start; the start sweep will start it', {
+      batchId: batch.id,
+      error: errorMessage(error),
+    });
+  }
   return batch;
 }
 
@@ -106,6 +120,7 @@ function newBatchRecord(id: string, request: CreateBatchRequest, now: number): B
     doneChunks: [],
     chunkAttempts: {},
     ...(request.retryOf ? { retryOf: request.retryOf } : {}),
+    ...(request.priority && request.priority !== 'normal' ? { priority: request.priority } : {}),
     ...(request.dialect ? { dialect: request.dialect } : {}),
     ...(request.autoDeleteInputFile ? { autoDeleteInputFile: true } : {}),
   };

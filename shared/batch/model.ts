@@ -1,6 +1,7 @@
 // The records the domain keeps. They are storage-shaped (flat, times in milliseconds);
 // shared/api/objects.ts turns them into the OpenAI wire objects.
 import type { PartSummary } from '../input/upload-check.js';
+import type { Priority } from '../schedule/fair-queue.js';
 
 export const BATCH_STATUSES = [
   'validating',
@@ -132,6 +133,14 @@ export interface BatchRecord {
   /** The batch made from this one's failed lines, once it is retried. */
   retriedBy?: string;
 
+  /** x_priority: a larger or smaller share of its project's turns (absent: normal). */
+  priority?: Priority;
+  /** Its input's estimated tokens (a token per four bytes): what it holds of its project's token quota. */
+  estimatedTokens?: number;
+  /** The upstream route serving its model, once validated (its per-route quota and throughput). */
+  route?: string;
+  /** When it took its project's quota and its chunks started to run; absent while it waits for quota. */
+  admittedAtMs?: number;
   /** Melious's batches end with one output file holding every row (shared/batch/one-file.ts). */
   dialect?: BatchDialect;
   /** Zhipu's `auto_delete_input_file`: the input file is deleted once the batch is final. */

@@ -4,7 +4,8 @@
 // (AWS) and the local driver call these same functions. Each is idempotent: it may run again after
 // a crash or a retry and the batch ends the same. Every status change goes through transitions.ts.
 import type { Logger } from '../log.js';
-import type { BlobStore, Clock, MetaStore, WorkQueue } from '../ports.js';
+import type { BlobStore, ChunkMessage, Clock, MetaStore, WorkQueue } from '../ports.js';
+import { dueChunks } from '../schedule/chunk-window.js';
 import type { UpstreamRouter } from '../upstream/types.js';
 import { blobKeys } from './keys.js';
 import type { BatchRecord, ChunkPlanEntry } from './model.js';
@@ -23,6 +24,8 @@ export interface StepDeps {
   log: Logger;
   limits: { maxRequestsPerBatch: number; maxLineBytes: number; maxErrors?: number };
   chunking: { maxRequests: number; maxBytes: number };
+  /** CHUNK_WINDOW: a batch's chunks on the queue at once (shared/schedule/chunk-window.ts); unset: all. */
+  chunkWindow?: number;
   /** Told after each status change (the events outbox is then dispatched soon). */
   onTransition?: (batch: BatchRecord) => void;
 }
@@ -45,14 +48,24 @@ export async function readPlan(blobs: BlobStore, batchId: string): Promise<Store
   return JSON.parse(Buffer.concat(pieces).toString('utf8')) as StoredPlan;
 }
 
-/** Step "Enqueue": sends a message for every chunk that has no recorded outcome yet. */
+/** The queue message of one chunk of this batch. */
+export function chunkMessage(
+  batch: Pick<BatchRecord, 'id' | 'project' | 'priority'>,
+  inputBlobKey: string,
+  chunk: ChunkPlanEntry,
+): ChunkMessage {
+  return { batchId: batch.id, inputBlobKey, chunk, project: batch.project, ...(batch.priority ? { priority: batch.priority } : {}) };
+}
+
+/**
+ * Step "Enqueue": sends a message for every chunk due on the queue (the first CHUNK_WINDOW chunks
+ * without a recorded outcome, and those whose predecessor in the window is recorded).
+ */
 export async function enqueueStep(deps: StepDeps, batchId: string): Promise<number> {
   const [batch, plan] = await Promise.all([deps.meta.getBatch(batchId), readPlan(deps.blobs, batchId)]);
   if (!batch || !plan || !['in_progress', 'cancelling'].includes(batch.status)) return 0;
-  const done = new Set(batch.doneChunks);
-  const messages = plan.chunks
-    .filter((chunk) => !done.has(chunk.index))
-    .map((chunk) => ({ batchId, inputBlobKey: plan.inputBlobKey, chunk }));
+  const due = dueChunks(plan.chunks, new Set(batch.doneChunks), deps.chunkWindow ?? Number.POSITIVE_INFINITY);
+  const messages = due.map((chunk) => chunkMessage(batch, plan.inputBlobKey, chunk));
   await deps.queue.enqueue(messages);
   return messages.length;
 }

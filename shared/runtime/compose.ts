@@ -59,6 +59,7 @@ export function composeDomain({ config, ports, upstreams, onTransition, subscrib
     upstreams,
     limits: { maxRequestsPerBatch: config.limits.maxRequestsPerBatch, maxLineBytes: config.limits.maxLineBytes },
     chunking: config.chunking,
+    chunkWindow: config.chunkWindow,
     onTransition,
   };
   const webhookSender = httpWebhookSender({
@@ -82,6 +83,7 @@ export function composeDomain({ config, ports, upstreams, onTransition, subscrib
       // A run with a deadline hands what it ran out of time for back to the queue.
       queue: ports.queue,
       upstreamTimeoutMs: config.upstream.timeoutMs,
+      chunkWindow: config.chunkWindow,
       ...(own.statusPollMs === undefined ? {} : { statusPollMs: own.statusPollMs }),
     }),
     api: (lifecycle, own) => ({

@@ -16,6 +16,7 @@
 // Answers to requests that started before the last decrease are not counted against the new
 // limit: they describe the old one (the classic guard against backing off twice for one burst).
 import type { Clock } from '../ports.js';
+import { FairQueue, type Tenant } from '../schedule/fair-queue.js';
 
 export type SampleOutcome = 'ok' | 'overload' | 'error';
 
@@ -125,12 +126,15 @@ export interface Permit {
   inFlight: number;
 }
 
-/** A semaphore whose size is an AdaptiveLimit: first come, first served. */
+/**
+ * A semaphore whose size is an AdaptiveLimit. Waiters get a free slot in fair turns
+ * (shared/schedule/fair-queue.ts): across projects, then across a project's batches, so a batch's
+ * waiting requests never sit ahead of another batch's.
+ */
 export class AdaptiveConcurrency {
   readonly algorithm: AdaptiveLimit;
   private active = 0;
-  private readonly waiters: (() => void)[] = [];
-  private head = 0;
+  private readonly waiters = new FairQueue<() => void>();
 
   constructor(private readonly options: AdaptiveConcurrencyOptions) {
     this.algorithm = new AdaptiveLimit(options);
@@ -146,20 +150,17 @@ export class AdaptiveConcurrency {
   }
 
   get waiting(): number {
-    return this.waiters.length - this.head;
+    return this.waiters.size;
   }
 
   /**
-   * Waits for a slot. Pair with `release`. `first`: ahead of every waiter (a retry of a request
-   * already under way, so the chunk that holds it is not kept waiting behind whole other chunks).
+   * Waits for a slot. Pair with `release`. `first`: ahead of its batch's other waiters (a retry of a
+   * request already under way, so the chunk that holds it is not kept waiting behind its own chunk).
+   * `tenant`: whose request it is, for the turns.
    */
-  async acquire(first = false): Promise<Permit> {
+  async acquire(first = false, tenant?: Tenant): Promise<Permit> {
     if (this.active >= this.algorithm.limit || this.waiting > 0) {
-      await new Promise<void>((resolve) => {
-        if (!first) this.waiters.push(resolve);
-        else if (this.head > 0) this.waiters[--this.head] = resolve;
-        else this.waiters.unshift(resolve);
-      });
+      await new Promise<void>((resolve) => this.waiters.push(tenant, resolve, { first }));
     } else {
       this.active += 1;
     }
@@ -172,12 +173,7 @@ export class AdaptiveConcurrency {
     if (sample) this.algorithm.sample(permit.startedAt, sample.latencyMs, sample.outcome, permit.inFlight);
     while (this.waiting > 0 && this.active < this.algorithm.limit) {
       this.active += 1;
-      const wake = this.waiters[this.head++]!;
-      if (this.head > 1024 && this.head * 2 > this.waiters.length) {
-        this.waiters.splice(0, this.head);
-        this.head = 0;
-      }
-      wake();
+      this.waiters.shift()!();
     }
   }
 }

@@ -194,7 +194,7 @@ export class HttpUpstream implements Upstream {
     const estimate = this.rate ? estimateTokens(request.body) : 0;
     let last: UpstreamResult | undefined;
     for (let attempt = 1; ; attempt++) {
-      const outcome = await this.attemptWithinLimits(url, payload, estimate, mayStart, attempt > 1, options.lease, options.signal);
+      const outcome = await this.attemptWithinLimits(url, payload, estimate, mayStart, attempt > 1, options);
       // Stopped before this attempt could start: what came before it is not a final answer.
       if (!outcome) return last && { ...last, unfinished: true };
       // Aborted on the wire before it answered: not a final answer either.
@@ -224,11 +224,10 @@ export class HttpUpstream implements Upstream {
     estimate: number,
     mayStart: () => boolean,
     retry: boolean,
-    lease: ResponseLease | undefined,
-    signal: AbortSignal | undefined,
+    { lease, signal, tenant }: Pick<SendOptions, 'lease' | 'signal' | 'tenant'>,
   ): Promise<AttemptOutcome | undefined> {
     const { clock } = this.options;
-    const permit: Permit = await this.slots.acquire(retry);
+    const permit: Permit = await this.slots.acquire(retry, tenant);
     let sample: { latencyMs: number; outcome: SampleOutcome } | undefined;
     try {
       // Answers already held use up the budget: nothing new starts until lines made of them are written.

@@ -1,3 +1,4 @@
+import type { Tenant } from '../schedule/fair-queue.js';
 import type { Redactor } from './redact.js';
 import type { ResponseLease } from './response-budget.js';
 
@@ -31,6 +32,8 @@ export interface SendOptions {
    * `unfinished` (or undefined when no attempt had answered before), and no further attempt starts.
    */
   signal?: AbortSignal;
+  /** Whose request it is: the route's free slots go to waiting requests in fair turns of projects and batches. */
+  tenant?: Tenant;
 }
 
 export interface Upstream {

@@ -29,10 +29,12 @@ import {
   unrunLine,
   usageOf,
 } from '../batch/results.js';
+import { chunkMessage, readPlan, type StoredPlan } from '../batch/steps.js';
 import { newAttemptId } from '../ids.js';
 import { type ChunkRequest, readChunkRequests } from '../input/chunk-reader.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, ChunkMessage, Clock, Lifecycle, MetaStore, WorkQueue } from '../ports.js';
+import { successorChunk } from '../schedule/chunk-window.js';
 import type { ResponseBudget } from '../upstream/response-budget.js';
 import type { UpstreamResult, UpstreamRouter } from '../upstream/types.js';
 import {
@@ -66,6 +68,11 @@ export interface ChunkWorkerDeps {
   queue?: WorkQueue;
   /** UPSTREAM_TIMEOUT: the longest a request already on the wire may need to finish. */
   upstreamTimeoutMs?: number;
+  /**
+   * CHUNK_WINDOW: a batch's chunks on the queue at once. A recorded chunk puts the chunk `window`
+   * places after it on the queue (shared/schedule/chunk-window.ts); unset, every chunk was enqueued at the start.
+   */
+  chunkWindow?: number;
 }
 
 /** What bounds one run of a chunk: in AWS, the Lambda invocation's end; locally nothing. */
@@ -147,6 +154,9 @@ async function stillToRun(deps: ChunkWorkerDeps, message: ChunkMessage): Promise
   // Finalization accounts for every chunk not recorded by then, so a late chunk has nothing to do.
   if (batch && RUNNING.includes(batch.status) && !batch.doneChunks.includes(chunk.index)) return batch;
   deps.log.log('debug', 'chunk skipped', { batchId, chunk: chunk.index, status: batch?.status });
+  // A redelivery of a recorded chunk: the first run may have stopped before it enqueued the chunk's
+  // successor in the window. Enqueueing it again is harmless.
+  if (batch && RUNNING.includes(batch.status)) await enqueueSuccessor(deps, message, batch);
   // A redelivery of the last chunk: the first run may have recorded it and then failed to
   // signal, which would leave the batch waiting for its window. Signalling again is harmless.
   if (batch && RUNNING.includes(batch.status) && batch.doneChunks.length >= batch.chunkCount) {
@@ -168,6 +178,7 @@ export async function runChunk(deps: ChunkWorkerDeps, message: ChunkMessage, lim
   const upstream = batch.model ? deps.upstreams.route(batch.model) : undefined;
   const attempt = newAttemptId();
   const result = new ChunkResult(blobs, batchId, chunk.index, attempt);
+  const tenant = { project: batch.project, batchId, ...(batch.priority ? { priority: batch.priority } : {}) };
   let completed = 0;
   let failed = 0;
   let unrun = 0;
@@ -221,7 +232,7 @@ export async function runChunk(deps: ChunkWorkerDeps, message: ChunkMessage, lim
           answer = upstream
             ? await upstream.send(
                 { url: request.url, body: request.body },
-                { deadlineMs, mayStart: mayStartThis, lease, signal: time.signal },
+                { deadlineMs, mayStart: mayStartThis, lease, signal: time.signal, tenant },
               )
             : { kind: 'error' as const, code: 'model_not_found', message: `No upstream serves the model ${batch.model}.` };
         } finally {
@@ -399,8 +410,15 @@ async function recordResult(
     const ours = checkpointKeys.filter((key) => key.includes(`/ckpt-${outcome.attempt}-`));
     await blobs.delete([...result.keys, ...(garbage ? ours : [])]);
     log.log('info', 'chunk result discarded', { batchId, chunk: chunk.index, reason: recorded.reason });
+    // Recorded by another run, which may have stopped before it enqueued the successor.
+    if (recorded.reason === 'duplicate') {
+      const current = await meta.getBatch(batchId);
+      if (current && RUNNING.includes(current.status)) await enqueueSuccessor(deps, message, current);
+    }
     return;
   }
+  // Before this delivery is acknowledged, so a crash cannot lose the successor.
+  await enqueueSuccessor(deps, message, recorded.batch);
   // Recorded: the checkpoints have served. Those of a concurrent run, if any, go at finalization.
   await blobs
     .delete(checkpointKeys)
@@ -413,6 +431,30 @@ async function recordResult(
     unrun: outcome.unrun,
   });
   if (recorded.batch.doneChunks.length >= recorded.batch.chunkCount) await deps.lifecycle.allChunksDone(batchId);
+}
+
+/** Plans are immutable once written: a few are kept, so a chunk's successor costs no read of its plan. */
+const plans = new Map<string, Promise<StoredPlan | undefined>>();
+const PLANS_KEPT = 32;
+
+function planOf(blobs: BlobStore, batchId: string): Promise<StoredPlan | undefined> {
+  let plan = plans.get(batchId);
+  if (!plan) {
+    plan = readPlan(blobs, batchId);
+    plan.catch(() => plans.delete(batchId));
+    plans.set(batchId, plan);
+    if (plans.size > PLANS_KEPT) plans.delete(plans.keys().next().value!);
+  }
+  return plan;
+}
+
+/** Puts the chunk that recording this one made due in the window on the queue. */
+async function enqueueSuccessor(deps: ChunkWorkerDeps, message: ChunkMessage, batch: BatchRecord): Promise<void> {
+  const window = deps.chunkWindow;
+  if (window === undefined || !deps.queue || message.chunk.index + window >= batch.chunkCount) return;
+  const plan = await planOf(deps.blobs, batch.id);
+  const next = plan && successorChunk(plan.chunks, message.chunk.index, new Set(batch.doneChunks), window);
+  if (next) await deps.queue.enqueue([chunkMessage(batch, message.inputBlobKey, next)]);
 }
 
 function errorName(error: unknown): string {

@@ -1,12 +1,15 @@
 // The exact Step Functions calls SfnLifecycle sends.
 
 import {
+  DescribeExecutionCommand,
   ExecutionAlreadyExists,
+  ExecutionDoesNotExist,
   InvalidToken,
   SendTaskFailureCommand,
   SendTaskSuccessCommand,
   SFNClient,
   StartExecutionCommand,
+  StateMachineDoesNotExist,
   TaskDoesNotExist,
   TaskTimedOut,
 } from '@aws-sdk/client-sfn';
@@ -20,7 +23,14 @@ const ARN = 'arn:aws:states:us-east-1:123456789012:stateMachine:batches';
 const sfn = mockClient(SFNClient);
 const client = new SFNClient({ region: 'us-east-1', credentials: { accessKeyId: 'x', secretAccessKey: 'x' } });
 let stored: BatchRecord | undefined;
-const lifecycle = new SfnLifecycle({ client, stateMachineArn: ARN, meta: { getBatch: async () => stored }, cancelError: 'BatchCancelled' });
+const lifecycle = new SfnLifecycle({
+  client,
+  stateMachineArn: ARN,
+  meta: { getBatch: async () => stored },
+  cancelError: 'BatchCancelled',
+  startBackoffMs: 1,
+});
+const throttled = () => Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException', $metadata: { httpStatusCode: 400 } });
 
 beforeEach(() => {
   sfn.reset();
@@ -41,6 +51,31 @@ describe('SfnLifecycle', () => {
   it('treats an execution that already exists as started', async () => {
     sfn.on(StartExecutionCommand).rejects(new ExecutionAlreadyExists({ message: 'exists', $metadata: {} }));
     await expect(lifecycle.start('batch_1')).resolves.toBeUndefined();
+  });
+
+  it('tries a start again after a throttle or a fault, a bounded number of times', async () => {
+    sfn.on(StartExecutionCommand).rejectsOnce(throttled()).rejectsOnce(new Error('socket hang up')).resolves({ executionArn: 'arn:exec' });
+    await lifecycle.start('batch_1');
+    expect(sfn.commandCalls(StartExecutionCommand)).toHaveLength(3);
+    sfn.reset();
+    sfn.on(StartExecutionCommand).rejects(throttled());
+    await expect(lifecycle.start('batch_1')).rejects.toThrow('Rate exceeded');
+    expect(sfn.commandCalls(StartExecutionCommand)).toHaveLength(4);
+  });
+
+  it('does not try again what cannot succeed (no such state machine)', async () => {
+    sfn.on(StartExecutionCommand).rejects(new StateMachineDoesNotExist({ message: 'gone', $metadata: {} }));
+    await expect(lifecycle.start('batch_1')).rejects.toThrow('gone');
+    expect(sfn.commandCalls(StartExecutionCommand)).toHaveLength(1);
+  });
+
+  it("tells the batch's execution: running, ended, or none at all", async () => {
+    const execution = 'arn:aws:states:us-east-1:123456789012:execution:batches:batch_1';
+    sfn.on(DescribeExecutionCommand, { executionArn: execution }).resolvesOnce({ status: 'RUNNING' }).resolvesOnce({ status: 'FAILED' });
+    expect(await lifecycle.state('batch_1')).toBe('running');
+    expect(await lifecycle.state('batch_1')).toBe('ended');
+    sfn.on(DescribeExecutionCommand).rejects(new ExecutionDoesNotExist({ message: 'no such execution', $metadata: {} }));
+    expect(await lifecycle.state('batch_1')).toBe('none');
   });
 
   it('sends task success with the stored token when all chunks are done', async () => {

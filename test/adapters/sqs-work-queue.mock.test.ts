@@ -3,7 +3,7 @@
 import { SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { mockClient } from 'aws-sdk-client-mock';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { SqsWorkQueue } from '../../shared/adapters/aws/sqs-work-queue.js';
+import { messageGroupId, SqsWorkQueue } from '../../shared/adapters/aws/sqs-work-queue.js';
 import type { ChunkMessage } from '../../shared/ports.js';
 
 const QUEUE_URL = 'https://sqs.us-east-1.amazonaws.com/123456789012/chunks';
@@ -32,6 +32,17 @@ describe('SqsWorkQueue', () => {
     expect(calls.every((c) => c.QueueUrl === QUEUE_URL)).toBe(true);
     expect(entries.map((e) => JSON.parse(e.MessageBody!)).sort((a, b) => a.chunk.index - b.chunk.index)).toEqual(messages);
     for (const call of calls) expect(new Set(call.Entries!.map((e) => e.Id)).size).toBe(call.Entries!.length);
+  });
+
+  it('gives each message its project as MessageGroupId (SQS fair queues), a digest for a name SQS would refuse', async () => {
+    sqs.on(SendMessageBatchCommand).resolves({ Successful: [], Failed: [] });
+    await queue.enqueue([{ ...message(0), project: 'team-a' }, { ...message(1), project: 'équipe b' }, message(2)]);
+    const entries = sqs.commandCalls(SendMessageBatchCommand).flatMap((c) => c.args[0].input.Entries!);
+    expect(entries[0]!.MessageGroupId).toBe('team-a');
+    expect(entries[1]!.MessageGroupId).toMatch(/^p-[0-9a-f]{40}$/);
+    expect(entries[1]!.MessageGroupId).toBe(messageGroupId('équipe b'));
+    // A message of an older version names no project: it is its own tenant, as SQS treats it.
+    expect(entries[2]!.MessageGroupId).toBeUndefined();
   });
 
   it('sends a delay in whole seconds, at most 15 minutes', async () => {

@@ -9,6 +9,7 @@ import { CANCEL_ERROR, ENV, HANDLERS } from '../../functions/contract.js';
 import { BatchServiceStack } from '../../infra/batch-service-stack.js';
 import { checkProps } from '../../infra/config.js';
 import { MAX_RECEIVE_COUNT, VISIBILITY_TIMEOUT_FACTOR } from '../../infra/constructs/workers.js';
+import { flattenReference } from '../../infra/nag.js';
 import { BY_PROJECT_INDEX, metaTableDefinition, TTL_ATTRIBUTE } from '../../shared/adapters/aws/dynamo-meta-store.js';
 import { FULL_PROPS, policyStatements, resolveIntrinsics, type Synthesized, synthesize } from './support.js';
 
@@ -200,6 +201,8 @@ describe('functions', () => {
       }
       expect(variables.MIN_COMPLETION_WINDOW).toBe('1h');
       expect(variables.MAX_FILE_BYTES).toBe(String(100 * 1024 * 1024));
+      // A batch's chunks on the queue at once: twice the workers (the test stack's MaximumConcurrency is 50).
+      expect(variables.CHUNK_WINDOW).toBe('100');
     }
     // The functions that start executions, or signal them outside of one, know the state machine's
     // ARN; the functions it invokes do not (that would be a cycle): wait-for-chunks signals with a token.
@@ -280,6 +283,32 @@ describe('lifecycle', () => {
         Resource: { Ref: machineId },
       }),
     );
+  });
+
+  it('runs the start sweep every 5 minutes, allowed to start and describe executions of its state machine only', () => {
+    const [machineId] = Object.keys(template.findResources('AWS::StepFunctions::StateMachine'));
+    const sweep = functionByDescription('Start sweep:');
+    expect(sweep.properties.Environment.Variables[ENV.stateMachineArn]).toEqual({ Ref: machineId });
+    template.hasResourceProperties('AWS::Events::Rule', {
+      ScheduleExpression: 'rate(5 minutes)',
+      Targets: [Match.objectLike({ Arn: { 'Fn::GetAtt': [sweep.id, 'Arn'] } })],
+    });
+    const role = sweep.properties.Role['Fn::GetAtt'][0];
+    const statements = Object.values(template.findResources('AWS::IAM::Policy'))
+      .filter((p) => JSON.stringify(p.Properties.Roles) === JSON.stringify([{ Ref: role }]))
+      .flatMap((p) => p.Properties.PolicyDocument.Statement as { Action: string | string[]; Resource: unknown }[]);
+    const on = (action: string) =>
+      statements.filter((s) => [s.Action].flat().includes(action)).flatMap((s) => [s.Resource].flat().map((r) => flattenReference(r)));
+    expect(on('states:StartExecution')).toEqual([`<${machineId}>`]);
+    // The execution ARNs of this state machine (its name is the ARN's 7th field).
+    expect(on('states:DescribeExecution')).toEqual([
+      expect.stringMatching(
+        new RegExp(`^arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:.*"Ref":"${machineId}".*:\\*$`),
+      ),
+    ]);
+    // It lists the unfinished batches through the open index, and scans nothing.
+    expect(on('dynamodb:Query')).toEqual([expect.stringMatching(/\/index\/open$/)]);
+    expect(on('dynamodb:Scan')).toEqual([]);
   });
 
   it('has no dependency cycle (CloudFormation would refuse the template at deploy)', () => {

@@ -25,7 +25,9 @@ import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { GetSecretValueCommand, ResourceNotFoundException, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import {
+  DescribeExecutionCommand,
   ExecutionAlreadyExists,
+  ExecutionDoesNotExist,
   SendTaskFailureCommand,
   SendTaskSuccessCommand,
   SFNClient,
@@ -52,7 +54,7 @@ import { apiKeyRecord, newApiKey } from '../../shared/api/api-keys.js';
 import type { ChunkMessage } from '../../shared/ports.js';
 import { type LocalS3, startLocalS3 } from './s3.js';
 
-export const FUNCTIONS = ['api', 'validate', 'enqueue', 'wait-for-chunks', 'finalize', 'worker'] as const;
+export const FUNCTIONS = ['api', 'validate', 'enqueue', 'wait-for-chunks', 'finalize', 'worker', 'start-sweep'] as const;
 /** Loaded too, invoked only by the tests that drive them (pipelines: a run, and the events drain that writes its destination). */
 export const PIPELINE_FUNCTIONS = ['pipeline-run', 'events'] as const;
 export type FunctionName = (typeof FUNCTIONS)[number] | (typeof PIPELINE_FUNCTIONS)[number];
@@ -163,6 +165,7 @@ export class AwsHarness {
 
     const [sfnMock, sqsMock, secretsMock] = mocks;
     sfnMock.on(StartExecutionCommand).callsFake(async (input) => harness.sfn.startExecution(input.name!, input.input!));
+    sfnMock.on(DescribeExecutionCommand).callsFake(async (input) => harness.sfn.describeExecution(input.executionArn!));
     sfnMock.on(SendTaskSuccessCommand).callsFake(async (input) => harness.sfn.taskResponse(input.taskToken!, { ok: true }));
     sfnMock
       .on(SendTaskFailureCommand)
@@ -192,6 +195,7 @@ export class AwsHarness {
       import('../../functions/wait-for-chunks.js'),
       import('../../functions/finalize.js'),
       import('../../functions/worker.js'),
+      import('../../functions/start-sweep.js'),
       import('../../functions/pipeline-run.js'),
       import('../../functions/events.js'),
     ]);
@@ -389,6 +393,9 @@ export class StepFunctionsStandIn {
   /** States entered, per execution. */
   readonly paths = new Map<string, string[]>();
   running = 0;
+  /** While set, StartExecution fails with this error (Step Functions throttling or down). */
+  refuseStarts: Error | undefined;
+  private readonly ended = new Set<string>();
   private readonly waiting = new Map<string, (outcome: TaskOutcome | 'timeout') => void>();
   private readonly finishedTokens = new Set<string>();
   private stopped = false;
@@ -401,13 +408,23 @@ export class StepFunctionsStandIn {
 
   startExecution(name: string, input: string) {
     this.harness.tally('StepFunctions.StartExecution');
+    if (this.refuseStarts) throw this.refuseStarts;
     if (this.executions.has(name)) throw new ExecutionAlreadyExists({ message: `Execution Already Exists: '${name}'`, $metadata: {} });
     this.running += 1;
     const run = this.run(name, JSON.parse(input) as { batchId: string }).finally(() => {
       this.running -= 1;
+      this.ended.add(name);
     });
     this.executions.set(name, run);
     return { executionArn: `${STATE_MACHINE_ARN.replace(':stateMachine:', ':execution:')}:${name}`, startDate: new Date() };
+  }
+
+  describeExecution(executionArn: string) {
+    this.harness.tally('StepFunctions.DescribeExecution');
+    const name = executionArn.split(':').at(-1)!;
+    if (!this.executions.has(name))
+      throw new ExecutionDoesNotExist({ message: `Execution Does Not Exist: '${executionArn}'`, $metadata: {} });
+    return { executionArn, status: this.ended.has(name) ? ('SUCCEEDED' as const) : ('RUNNING' as const) };
   }
 
   taskResponse(token: string, outcome: TaskOutcome) {
@@ -524,6 +541,8 @@ export class StepFunctionsStandIn {
 interface QueuedMessage {
   messageId: string;
   body: string;
+  /** The tenant of SQS fair queues (undefined: a message of its own). */
+  groupId?: string;
   receiveCount: number;
   visibleAtMs: number;
   sentAtMs: number;
@@ -543,6 +562,8 @@ export class SqsStandIn {
   readonly deadLetters: QueuedMessage[] = [];
   /** Deliveries per chunk ("batchId/index"). */
   readonly deliveries = new Map<string, number>();
+  /** Every message sent and every delivery, in order (for the fairness measurements). */
+  readonly journal: { event: 'sent' | 'delivered'; batchId: string; index: number; groupId?: string; queued: number }[] = [];
   private readonly running = new Set<Promise<void>>();
   private timer: NodeJS.Timeout;
   private stopped = false;
@@ -564,14 +585,29 @@ export class SqsStandIn {
     return `${this.queued.size} messages queued, ${this.running.size} worker invocations running`;
   }
 
-  sendMessageBatch(entries: { Id?: string; MessageBody?: string; DelaySeconds?: number }[]) {
+  sendMessageBatch(entries: { Id?: string; MessageBody?: string; DelaySeconds?: number; MessageGroupId?: string }[]) {
     this.harness.tally('SQS.SendMessageBatch');
     if (entries.length > 10) throw new Error('SendMessageBatch takes at most 10 entries');
     const now = Date.now();
     for (const entry of entries) {
       const messageId = randomUUID();
       const visibleAtMs = now + (entry.DelaySeconds ?? 0) * 1_000;
-      this.queued.set(messageId, { messageId, body: entry.MessageBody!, receiveCount: 0, visibleAtMs, sentAtMs: now });
+      this.queued.set(messageId, {
+        messageId,
+        body: entry.MessageBody!,
+        receiveCount: 0,
+        visibleAtMs,
+        sentAtMs: now,
+        ...(entry.MessageGroupId ? { groupId: entry.MessageGroupId } : {}),
+      });
+      const sent = JSON.parse(entry.MessageBody!) as ChunkMessage;
+      this.journal.push({
+        event: 'sent',
+        batchId: sent.batchId,
+        index: sent.chunk.index,
+        groupId: entry.MessageGroupId,
+        queued: this.queued.size,
+      });
     }
     this.pump();
     return { Successful: entries.map((e) => ({ Id: e.Id!, MessageId: randomUUID(), MD5OfMessageBody: '' })), Failed: [] };
@@ -600,6 +636,13 @@ export class SqsStandIn {
         const chunk = JSON.parse(message.body) as ChunkMessage;
         const key = `${chunk.batchId}/${chunk.chunk.index}`;
         this.deliveries.set(key, (this.deliveries.get(key) ?? 0) + 1);
+        this.journal.push({
+          event: 'delivered',
+          batchId: chunk.batchId,
+          index: chunk.chunk.index,
+          groupId: message.groupId,
+          queued: this.queued.size,
+        });
         const fate = this.options.onDelivery?.(chunk, message.receiveCount);
         if (fate === 'lose-ack') lostAcks.add(message.messageId);
         if (fate === 'duplicate') copies.push(message);

@@ -270,6 +270,10 @@ function fromBatchItem(item: Item): BatchRecord {
     chunkAttempts: i.chunkAttempts ?? {},
     ...(i.retryOf ? { retryOf: i.retryOf } : {}),
     ...(i.retriedBy ? { retriedBy: i.retriedBy } : {}),
+    ...(i.priority ? { priority: i.priority } : {}),
+    ...(i.estimatedTokens !== undefined ? { estimatedTokens: i.estimatedTokens } : {}),
+    ...(i.route !== undefined ? { route: i.route } : {}),
+    ...(i.admittedAtMs !== undefined ? { admittedAtMs: i.admittedAtMs } : {}),
     ...(i.dialect ? { dialect: i.dialect } : {}),
     ...(i.autoDeleteInputFile ? { autoDeleteInputFile: true } : {}),
   };

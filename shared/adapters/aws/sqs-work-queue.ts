@@ -2,6 +2,10 @@
 // and entries SQS reports as failed are sent again with backoff. SQS then delivers each message at
 // least once to the worker Lambda through the event source mapping, and redelivers what a worker
 // did not acknowledge after the visibility timeout; the chunk's once-only record makes that safe.
+// Each message carries its project as MessageGroupId: on a standard queue that makes it an SQS fair
+// queue, whose tenants are the projects (what that does and does not promise: README, "Fair sharing").
+
+import { createHash } from 'node:crypto';
 import { SendMessageBatchCommand, type SendMessageBatchRequestEntry, type SQSClient } from '@aws-sdk/client-sqs';
 import type { ChunkMessage, WorkQueue } from '../../ports.js';
 
@@ -17,6 +21,14 @@ export interface SqsWorkQueueOptions {
   /** SendMessageBatch calls in flight at once. */
   concurrency?: number;
   sleep?: (ms: number) => Promise<void>;
+}
+
+/**
+ * SQS takes 1..128 printable ASCII characters as a MessageGroupId: a project name that is not
+ * that becomes a digest of it (still one tenant per project).
+ */
+export function messageGroupId(project: string): string {
+  return /^[\x21-\x7e]{1,128}$/.test(project) ? project : `p-${createHash('sha256').update(project).digest('hex').slice(0, 40)}`;
 }
 
 export class SqsWorkQueue implements WorkQueue {
@@ -36,7 +48,12 @@ export class SqsWorkQueue implements WorkQueue {
     for (let i = 0; i < messages.length; i += SQS_BATCH_SIZE) {
       // Entry ids only need to be unique within one call.
       groups.push(
-        messages.slice(i, i + SQS_BATCH_SIZE).map((message, j) => ({ Id: String(i + j), MessageBody: JSON.stringify(message), ...delay })),
+        messages.slice(i, i + SQS_BATCH_SIZE).map((message, j) => ({
+          Id: String(i + j),
+          MessageBody: JSON.stringify(message),
+          ...(message.project ? { MessageGroupId: messageGroupId(message.project) } : {}),
+          ...delay,
+        })),
       );
     }
     let next = 0;

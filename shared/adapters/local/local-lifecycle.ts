@@ -9,7 +9,7 @@ import { chunksWait, waitDeadlineMs } from '../../batch/chunks-wait.js';
 import { type BatchRecord, TERMINAL_STATUSES } from '../../batch/model.js';
 import { enqueueStep, failBatchStep, finalizeStep, type StepDeps, validateStep } from '../../batch/steps.js';
 import { errorMessage } from '../../log.js';
-import type { Lifecycle } from '../../ports.js';
+import type { Lifecycle, LifecycleState } from '../../ports.js';
 
 export interface LocalLifecycleOptions {
   /**
@@ -45,6 +45,15 @@ export class LocalLifecycle implements Lifecycle {
 
   async cancelled(batch: BatchRecord): Promise<void> {
     this.schedule(batch.id, { enqueue: false });
+  }
+
+  /**
+   * `running` while a step of the batch runs or waits to run (a retry, the drain timer); otherwise
+   * `none`: this process does not drive it (it never started it, e.g. after a crash between the
+   * batch's creation and its start, or it is done with it). The driver keeps no history: never `ended`.
+   */
+  async state(batchId: string): Promise<LifecycleState> {
+    return this.chains.has(batchId) || this.timers.has(batchId) ? 'running' : 'none';
   }
 
   /** Picks up every batch that was running when the service last stopped. */

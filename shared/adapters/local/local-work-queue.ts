@@ -5,7 +5,14 @@
 // still fails is dropped and logged, the equivalent of SQS's dead-letter queue.
 // Messages live in memory only: chunk state lives in the MetaStore, and the local lifecycle
 // re-enqueues every unfinished chunk when the service starts again.
+//
+// Fair sharing: a free worker takes the next chunk by fair turns of projects, then of a project's
+// batches (shared/schedule/fair-queue.ts), not the oldest chunk. And a project that has nothing
+// running does not wait for a worker to come free: its chunk starts at once on one of up to
+// `concurrency` more workers (so a small batch behind another project's big one starts as soon as
+// it is validated; the route's request limiter then shares the upstream between them).
 import type { ChunkMessage, WorkQueue } from '../../ports.js';
+import { FairQueue } from '../../schedule/fair-queue.js';
 
 export interface DeliveryInfo {
   /** This delivery's number, from 1. */
@@ -29,8 +36,10 @@ export interface LocalWorkQueueOptions {
 }
 
 export class LocalWorkQueue implements WorkQueue {
-  private readonly waiting: Delivery[] = [];
+  private readonly waiting = new FairQueue<Delivery>();
   private readonly running = new Set<Promise<void>>();
+  /** Chunks running, by project. */
+  private readonly runningOf = new Map<string, number>();
   private readonly delayed = new Set<NodeJS.Timeout>();
   private handler: ChunkHandler | undefined;
   private stopped = false;
@@ -47,7 +56,7 @@ export class LocalWorkQueue implements WorkQueue {
       this.delayed.add(timer);
       return;
     }
-    for (const message of messages) this.waiting.push({ message, receives: 0 });
+    for (const message of messages) this.waiting.push(tenantOf(message), { message, receives: 0 });
     this.pump();
   }
 
@@ -65,19 +74,40 @@ export class LocalWorkQueue implements WorkQueue {
   }
 
   get depth(): number {
-    return this.waiting.length + this.delayed.size + this.running.size;
+    return this.waiting.size + this.delayed.size + this.running.size;
+  }
+
+  /** Chunks waiting for a worker, of one project. */
+  waitingOf(project: string): number {
+    return this.waiting.waitingOf(project);
   }
 
   private pump(): void {
-    while (!this.stopped && this.handler && this.running.size < this.options.concurrency && this.waiting.length > 0) {
-      const delivery = this.waiting.shift()!;
-      delivery.receives += 1;
-      const run = this.deliver(this.handler, delivery).finally(() => {
-        this.running.delete(run);
-        this.pump();
-      });
-      this.running.add(run);
+    const { concurrency } = this.options;
+    while (!this.stopped && this.handler && this.waiting.size > 0) {
+      const delivery =
+        this.running.size < concurrency
+          ? this.waiting.shift()
+          : this.running.size < 2 * concurrency
+            ? this.waiting.shiftWhere((project) => !this.runningOf.get(project))
+            : undefined;
+      if (!delivery) return;
+      this.run(this.handler, delivery);
     }
+  }
+
+  private run(handler: ChunkHandler, delivery: Delivery): void {
+    const project = delivery.message.project ?? '';
+    delivery.receives += 1;
+    this.runningOf.set(project, (this.runningOf.get(project) ?? 0) + 1);
+    const run = this.deliver(handler, delivery).finally(() => {
+      this.running.delete(run);
+      const left = (this.runningOf.get(project) ?? 1) - 1;
+      if (left > 0) this.runningOf.set(project, left);
+      else this.runningOf.delete(project);
+      this.pump();
+    });
+    this.running.add(run);
   }
 
   private async deliver(handler: ChunkHandler, delivery: Delivery): Promise<void> {
@@ -92,7 +122,7 @@ export class LocalWorkQueue implements WorkQueue {
       const timer = setTimeout(
         () => {
           this.delayed.delete(timer);
-          this.waiting.push(delivery);
+          this.waiting.push(tenantOf(delivery.message), delivery);
           this.pump();
         },
         (this.options.redeliveryDelayMs ?? 1_000) * delivery.receives,
@@ -100,4 +130,8 @@ export class LocalWorkQueue implements WorkQueue {
       this.delayed.add(timer);
     }
   }
+}
+
+function tenantOf(message: ChunkMessage) {
+  return { project: message.project ?? '', batchId: message.batchId, ...(message.priority ? { priority: message.priority } : {}) };
 }

@@ -44,7 +44,12 @@ describe('the HTTP edge', () => {
     app = createApiApp({
       meta,
       blobs,
-      lifecycle: { start: async () => undefined, allChunksDone: async () => undefined, cancelled: async () => undefined },
+      lifecycle: {
+        start: async () => undefined,
+        allChunksDone: async () => undefined,
+        cancelled: async () => undefined,
+        state: async () => 'running',
+      },
       clock: { now: () => Date.now(), sleep: async () => undefined },
       log: { log: () => undefined },
       apiKeys: new Map([

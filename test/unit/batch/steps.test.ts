@@ -53,7 +53,12 @@ describe('batch steps and the chunk worker', () => {
     },
   };
   const router: UpstreamRouter = { route: (model) => (model === 'm' ? upstream : undefined) };
-  const lifecycle: Lifecycle = { start: async () => {}, cancelled: async () => {}, allChunksDone: async (id) => void doneSignals.push(id) };
+  const lifecycle: Lifecycle = {
+    start: async () => {},
+    state: async () => 'running',
+    cancelled: async () => {},
+    allChunksDone: async (id) => void doneSignals.push(id),
+  };
   const worker = () => ({ meta: deps.meta, blobs: deps.blobs, lifecycle, upstreams: router, clock, log: silentLogger });
 
   beforeAll(async () => {

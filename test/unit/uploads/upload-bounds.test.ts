@@ -27,7 +27,12 @@ describe('upload bounds and the sweep', () => {
     createApiApp({
       meta: meta.asMetaStore(),
       blobs,
-      lifecycle: { start: async () => undefined, allChunksDone: async () => undefined, cancelled: async () => undefined },
+      lifecycle: {
+        start: async () => undefined,
+        allChunksDone: async () => undefined,
+        cancelled: async () => undefined,
+        state: async () => 'running',
+      },
       clock,
       log: { log: () => undefined },
       apiKeys: undefined,

@@ -52,7 +52,12 @@ describe('Uploads routes', () => {
     return createApiApp({
       meta: meta.asMetaStore(),
       blobs: counted,
-      lifecycle: { start: async () => undefined, allChunksDone: async () => undefined, cancelled: async () => undefined },
+      lifecycle: {
+        start: async () => undefined,
+        allChunksDone: async () => undefined,
+        cancelled: async () => undefined,
+        state: async () => 'running',
+      },
       clock,
       log: { log: () => undefined } as never,
       apiKeys: undefined,

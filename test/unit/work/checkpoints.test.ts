@@ -79,7 +79,12 @@ describe('checkpoints', () => {
   let sent: ChunkMessage[];
   let now: number;
   const clock: Clock = { now: () => now, sleep: async () => {} };
-  const lifecycle: Lifecycle = { start: async () => {}, cancelled: async () => {}, allChunksDone: async () => {} };
+  const lifecycle: Lifecycle = {
+    start: async () => {},
+    state: async () => 'running',
+    cancelled: async () => {},
+    allChunksDone: async () => {},
+  };
   const worker = (upstream: Upstream) => ({
     meta: deps.meta,
     blobs: deps.blobs,

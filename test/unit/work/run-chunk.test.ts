@@ -40,7 +40,12 @@ describe('the chunk worker, with huge answers and chunks that keep failing', () 
   let deps: StepDeps;
   let sent: ChunkMessage[];
   let doneSignals: string[];
-  const lifecycle: Lifecycle = { start: async () => {}, cancelled: async () => {}, allChunksDone: async (id) => void doneSignals.push(id) };
+  const lifecycle: Lifecycle = {
+    start: async () => {},
+    state: async () => 'running',
+    cancelled: async () => {},
+    allChunksDone: async (id) => void doneSignals.push(id),
+  };
 
   beforeAll(async () => {
     dynamo = await startEmbeddedDynamo({});
