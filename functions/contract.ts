@@ -36,6 +36,8 @@ export const ENV = {
   eventBusName: 'EVENT_BUS_NAME',
   /** The SQS queue feeding the webhook delivery function; unset: no webhook deliveries are recorded. */
   webhookQueueUrl: 'WEBHOOK_QUEUE_URL',
+  /** The KMS key that encrypts the secrets of signed (Zhipu-style id.secret) keys; unset: signed tokens are refused. */
+  signingKeyArn: 'SIGNING_KEY_ARN',
   /** The same limits as the local runtime (MIN_COMPLETION_WINDOW, MAX_FILE_BYTES, ...), as strings. */
   limitsPrefix: '',
 } as const;

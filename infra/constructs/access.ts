@@ -63,9 +63,9 @@ export const FUNCTION_ACCESS = {
   api: {
     // Uploads, downloads (streamed or presigned), deletes; upload parts joined into a file.
     bucket: { read: ['files', 'uploads'], write: ['files', 'uploads'], delete: ['files', 'uploads'], list: ['uploads'] },
-    // Reads API keys to authenticate; never writes or deletes one.
+    // Reads API keys (and signed keys' encrypted secrets) to authenticate; never writes or deletes one.
     table: {
-      read: ['file', 'batch', 'upload', 'uploadPart', 'apiKey', 'webhookEndpoint'],
+      read: ['file', 'batch', 'upload', 'uploadPart', 'apiKey', 'signingKey', 'webhookEndpoint'],
       write: ['file', 'batch', 'upload', 'uploadPart', 'webhookEndpoint'],
       delete: ['file', 'webhookEndpoint'],
       queryByProject: true,

@@ -256,6 +256,28 @@ describe('least privilege', () => {
     expect(readers[0]!.source).toMatch(/Worker/);
   });
 
+  it("keeps signed keys' secrets under a rotating KMS key that only the API may decrypt with, and names it in an output", () => {
+    template.resourceCountIs('AWS::KMS::Key', 1);
+    const [keyId, key] = Object.entries(template.findResources('AWS::KMS::Key'))[0]!;
+    expect(key.Properties.EnableKeyRotation).toBe(true);
+    expect(key.DeletionPolicy).toBe('Retain');
+    const kmsStatements = policyStatements(template).filter(({ statement }) =>
+      [statement.Action].flat().some((action) => String(action).startsWith('kms:')),
+    );
+    expect(kmsStatements).toHaveLength(1);
+    expect(kmsStatements[0]!.source).toMatch(/Api/);
+    expect(kmsStatements[0]!.statement).toMatchObject({
+      Effect: 'Allow',
+      Action: 'kms:Decrypt',
+      Resource: { 'Fn::GetAtt': [keyId, 'Arn'] },
+    });
+    const api = functionByDescription('OpenAI-compatible Batch API:');
+    expect(api.properties.Environment.Variables[ENV.signingKeyArn]).toEqual({ 'Fn::GetAtt': [keyId, 'Arn'] });
+    for (const [id, fn] of Object.entries(functions()))
+      if (id !== api.id) expect(fn.Properties.Environment?.Variables?.[ENV.signingKeyArn]).toBeUndefined();
+    expect(template.findOutputs('SigningKeyArn').SigningKeyArn!.Value).toEqual({ 'Fn::GetAtt': [keyId, 'Arn'] });
+  });
+
   it('lets the API start executions and send task failures, and the workers send task success', () => {
     const byAction = (action: string) =>
       policyStatements(template)
