@@ -13,6 +13,7 @@ export const HANDLERS = {
   events: 'functions/events.ts',
   webhookDelivery: 'functions/webhook-delivery.ts',
   startSweep: 'functions/start-sweep.ts',
+  fileReaper: 'functions/file-reaper.ts',
 } as const;
 
 /**
@@ -88,6 +89,9 @@ export interface WaitForChunksInput {
   taskToken: string;
   draining?: boolean;
 }
+
+/** What DynamoDB's TTL, and only it, writes as the remover of an item (a stream record's userIdentity). */
+export const TTL_PRINCIPAL = 'dynamodb.amazonaws.com';
 
 /** The error the cancel API sends through SendTaskFailure; the state machine catches it by name. */
 export const CANCEL_ERROR = 'BatchCancelled';

@@ -9,6 +9,7 @@ import { loadConfig } from '../shared/config.js';
 import { type BatchServiceProps, checkProps, DEFAULTS, limitsEnvironment } from './config.js';
 import { Api } from './constructs/api.js';
 import { Events } from './constructs/events.js';
+import { FileReaper } from './constructs/file-reaper.js';
 import { Lifecycle } from './constructs/lifecycle.js';
 import { Monitoring } from './constructs/monitoring.js';
 import { Schedules } from './constructs/schedules.js';
@@ -34,6 +35,7 @@ export class BatchService extends Construct {
   readonly api: Api;
   readonly schedules: Schedules | undefined;
   readonly startSweep: StartSweep;
+  readonly fileReaper: FileReaper;
   readonly monitoring: Monitoring;
   readonly events: Events;
   /** Encrypts the secrets of signed (Zhipu-style id.secret) keys; only the API decrypts with it. */
@@ -105,6 +107,8 @@ export class BatchService extends Construct {
       logRetentionDays,
     });
 
+    this.fileReaper = new FileReaper(this, 'FileReaper', { storage: this.storage, environment, logRetentionDays });
+
     this.events = new Events(this, 'Events', {
       storage: this.storage,
       environment,
@@ -137,6 +141,7 @@ export class BatchService extends Construct {
         events: this.events.dispatcher,
         webhookDelivery: this.events.delivery,
         startSweep: this.startSweep.sweeper,
+        fileReaper: this.fileReaper.reaper,
         ...(this.schedules ? { scheduledSubmit: this.schedules.submitter } : {}),
       },
       metricsNamespace,

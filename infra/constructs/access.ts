@@ -123,6 +123,12 @@ export const FUNCTION_ACCESS = {
     bucket: { delete: ['files'] },
     table: { read: ['batch', 'file'], write: ['batch', 'file'], delete: ['file'], queryOpen: true },
   },
+  fileReaper: {
+    // Deletes an expired file's object; reads the batches that pinned it and puts back the record
+    // of a file a running batch still reads.
+    bucket: { delete: ['files'] },
+    table: { read: ['batch'], write: ['file'] },
+  },
 } as const satisfies Record<string, FunctionAccess>;
 
 /** Grants `grantee` exactly `access` on the service's bucket. */
