@@ -45,6 +45,7 @@ const MEMORY_MB: Record<FunctionName, number> = {
   finalize: 1024,
   worker: 1024,
   'start-sweep': 256,
+  'file-reaper': 256,
   // Not invoked by the cost scenario (no pipelines, no events drain).
   'pipeline-run': 512,
   events: 512,

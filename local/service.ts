@@ -15,6 +15,7 @@ import { LocalWorkQueue } from '../shared/adapters/local/local-work-queue.js';
 import { systemClock } from '../shared/adapters/local/system-clock.js';
 import { createApiApp } from '../shared/api/app.js';
 import { localSigningSecrets } from '../shared/api/signed-tokens.js';
+import { sweepExpiredFiles } from '../shared/batch/file-expiry.js';
 import { sweepUnstartedBatches } from '../shared/batch/start-sweep.js';
 import { ConfigError, type ServiceConfig } from '../shared/config.js';
 import { type DeliveryPump, newDeliveryStats, startDeliveryPump } from '../shared/events/deliveries.js';
@@ -203,6 +204,19 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
   }, config.startSweep.intervalMs);
   startSweepTimer.unref();
 
+  // Files past their expiry that no batch pins (dynalite has no TTL): at start-up, then every FILE_SWEEP_INTERVAL.
+  let fileSweeping: Promise<unknown> | undefined;
+  const sweepFiles = () => {
+    fileSweeping ??= sweepExpiredFiles({ meta, blobs, clock, log })
+      .catch((error: unknown) => log.log('warn', 'file sweep failed', { error: errorMessage(error) }))
+      .finally(() => {
+        fileSweeping = undefined;
+      });
+  };
+  sweepFiles();
+  const fileSweepTimer = setInterval(sweepFiles, config.fileSweepIntervalMs);
+  fileSweepTimer.unref();
+
   // Schedules and drop folders are set up before the service answers: a file dropped once it is
   // ready is seen.
   await pipelines.run();
@@ -220,10 +234,12 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
     async stop() {
       clearInterval(sweepTimer);
       clearInterval(startSweepTimer);
+      clearInterval(fileSweepTimer);
       await pipelines.stop();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await sweeping;
       await startSweeping;
+      await fileSweeping;
       await lifecycle.stop();
       await queue.stop();
       await pump?.stop();

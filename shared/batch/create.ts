@@ -6,6 +6,7 @@ import { newBatchId } from '../ids.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
 import type { Priority } from '../schedule/fair-queue.js';
+import { pinKeepUntilMs } from './file-expiry.js';
 import { releaseInputFile } from './input-file.js';
 import { type BatchDialect, type BatchRecord, ZERO_USAGE } from './model.js';
 
@@ -63,10 +64,11 @@ export async function createBatch(deps: CreateDeps, request: CreateBatchRequest)
   if (!input) throw new InputFileNotFound(request.inputFileId);
   if (input.purpose !== 'batch') throw new InputFileNotForBatch(input.id, input.purpose);
   const id = request.id ?? newBatchId();
-  // Keeps the file's bytes for this batch, should the user delete the file before the batch ends.
-  if (!(await meta.pinFile(request.project, input.id, id))) throw new InputFileNotFound(request.inputFileId);
   const now = clock.now();
   const batch = newBatchRecord(id, request, now);
+  // Keeps the file's bytes for this batch, should the user delete the file, or the file expire,
+  // before the batch ends.
+  if (!(await meta.pinFile(request.project, input.id, id, pinKeepUntilMs(batch)))) throw new InputFileNotFound(request.inputFileId);
   try {
     await meta.createBatch(batch, batchEvent(batch, 'validating', null, now));
   } catch (error) {

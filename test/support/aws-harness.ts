@@ -54,7 +54,7 @@ import { apiKeyRecord, newApiKey } from '../../shared/api/api-keys.js';
 import type { ChunkMessage } from '../../shared/ports.js';
 import { type LocalS3, startLocalS3 } from './s3.js';
 
-export const FUNCTIONS = ['api', 'validate', 'enqueue', 'wait-for-chunks', 'finalize', 'worker', 'start-sweep'] as const;
+export const FUNCTIONS = ['api', 'validate', 'enqueue', 'wait-for-chunks', 'finalize', 'worker', 'start-sweep', 'file-reaper'] as const;
 /** Loaded too, invoked only by the tests that drive them (pipelines: a run, and the events drain that writes its destination). */
 export const PIPELINE_FUNCTIONS = ['pipeline-run', 'events'] as const;
 export type FunctionName = (typeof FUNCTIONS)[number] | (typeof PIPELINE_FUNCTIONS)[number];
@@ -129,7 +129,7 @@ export class AwsHarness {
   private readonly timeouts: Partial<Record<FunctionName, number>>;
 
   private constructor(
-    private readonly dynamo: EmbeddedDynamo,
+    readonly dynamo: EmbeddedDynamo,
     private readonly s3: LocalS3,
     options: HarnessOptions,
     private readonly mocks: { restore(): void },
@@ -196,6 +196,7 @@ export class AwsHarness {
       import('../../functions/finalize.js'),
       import('../../functions/worker.js'),
       import('../../functions/start-sweep.js'),
+      import('../../functions/file-reaper.js'),
       import('../../functions/pipeline-run.js'),
       import('../../functions/events.js'),
     ]);
