@@ -2,16 +2,18 @@
 // BatchServiceStack (batch-service-stack.ts) is this construct alone in a stack.
 import { CfnOutput, RemovalPolicy } from 'aws-cdk-lib';
 import * as cloudwatchActions from 'aws-cdk-lib/aws-cloudwatch-actions';
+import * as kms from 'aws-cdk-lib/aws-kms';
 import { Construct } from 'constructs';
 import { ENV } from '../functions/contract.js';
 import { loadConfig } from '../shared/config.js';
+import { parsePipelines } from '../shared/pipelines/config.js';
 import { type BatchServiceProps, checkProps, DEFAULTS, limitsEnvironment } from './config.js';
 import { Api } from './constructs/api.js';
 import { Events } from './constructs/events.js';
 import { FileReaper } from './constructs/file-reaper.js';
 import { Lifecycle } from './constructs/lifecycle.js';
 import { Monitoring } from './constructs/monitoring.js';
-import { Schedules } from './constructs/schedules.js';
+import { Pipelines } from './constructs/pipelines.js';
 import { StartSweep } from './constructs/start-sweep.js';
 import { Storage } from './constructs/storage.js';
 import { UpstreamSecrets } from './constructs/upstream-secrets.js';
@@ -32,11 +34,13 @@ export class BatchService extends Construct {
   readonly workers: Workers;
   readonly lifecycle: Lifecycle;
   readonly api: Api;
-  readonly schedules: Schedules | undefined;
+  readonly pipelines: Pipelines | undefined;
   readonly startSweep: StartSweep;
   readonly fileReaper: FileReaper;
   readonly monitoring: Monitoring;
   readonly events: Events;
+  /** Encrypts the secrets of signed (Zhipu-style id.secret) keys; only the API decrypts with it. */
+  readonly signingKey: kms.Key;
 
   constructor(scope: Construct, id: string, props: BatchServiceConstructProps = {}) {
     super(scope, id);
@@ -53,7 +57,7 @@ export class BatchService extends Construct {
     this.upstream = new UpstreamSecrets(this, 'Upstream', props.upstream ?? {}, prefix);
 
     // What every handler is told (functions/contract.ts ENV). STATE_MACHINE_ARN goes only to the
-    // functions that signal or start executions: api, worker, wait-for-chunks, scheduled-submit, start-sweep.
+    // functions that signal or start executions: api, worker, wait-for-chunks, pipeline-run, start-sweep.
     const environment: Record<string, string> = {
       [ENV.tableName]: this.storage.table.tableName,
       [ENV.bucketName]: this.storage.bucket.bucketName,
@@ -87,6 +91,16 @@ export class BatchService extends Construct {
       reservedConcurrency: props.apiReservedConcurrency === undefined ? DEFAULTS.apiReservedConcurrency : props.apiReservedConcurrency,
     });
 
+    // `npm run keys -- create --signed` encrypts a signed key's secret with it (an operator's
+    // credentials); the API decrypts it to verify Zhipu's signed tokens, and nothing else may.
+    this.signingKey = new kms.Key(this, 'SigningKey', {
+      description: 'Encrypts the secrets of signed (id.secret) API keys of the Batch service',
+      enableKeyRotation: true,
+      removalPolicy: props.dataRemovalPolicy ?? RemovalPolicy.RETAIN,
+    });
+    this.signingKey.grantDecrypt(this.api.handler.function);
+    this.api.handler.function.addEnvironment(ENV.signingKeyArn, this.signingKey.keyArn);
+
     this.startSweep = new StartSweep(this, 'StartSweep', {
       storage: this.storage,
       stateMachine: this.lifecycle.stateMachine,
@@ -103,16 +117,22 @@ export class BatchService extends Construct {
       eventBus: props.eventBus ?? DEFAULTS.eventBus,
     });
 
-    this.schedules =
-      props.schedules && props.schedules.length > 0
-        ? new Schedules(this, 'Schedules', {
+    const pipelines = parsePipelines(props.pipelines ?? [], 'pipelines');
+    this.pipelines =
+      pipelines.length > 0
+        ? new Pipelines(this, 'Pipelines', {
             storage: this.storage,
             stateMachine: this.lifecycle.stateMachine,
             environment,
             logRetentionDays,
-            schedules: props.schedules,
+            metricsNamespace,
+            pipelines,
+            eventsFunction: this.events.dispatcher,
+            apiFunction: this.api.handler,
           })
         : undefined;
+    // A drop pipeline on the service's bucket hears of new objects through EventBridge.
+    if (this.pipelines?.needsBucketEvents) this.storage.sendEventsToEventBridge();
 
     this.monitoring = new Monitoring(this, 'Monitoring', {
       api: this.api,
@@ -129,20 +149,24 @@ export class BatchService extends Construct {
         webhookDelivery: this.events.delivery,
         startSweep: this.startSweep.sweeper,
         fileReaper: this.fileReaper.reaper,
-        ...(this.schedules ? { scheduledSubmit: this.schedules.submitter } : {}),
+        ...(this.pipelines ? { pipelineRun: this.pipelines.runner } : {}),
       },
       metricsNamespace,
       alarmEmail: props.alarmEmail,
-      scheduledSubmit: this.schedules?.submitter,
     });
 
     this.events.deadLetterAlarm.addAlarmAction(new cloudwatchActions.SnsAction(this.monitoring.topic));
     this.events.deadLetterAlarm.addOkAction(new cloudwatchActions.SnsAction(this.monitoring.topic));
+    for (const alarm of this.pipelines?.alarms ?? []) {
+      alarm.addAlarmAction(new cloudwatchActions.SnsAction(this.monitoring.topic));
+      alarm.addOkAction(new cloudwatchActions.SnsAction(this.monitoring.topic));
+    }
 
     const output = (name: string, value: string, description: string) =>
       new CfnOutput(this, name, { key: `${prefix}${name}`, value, description });
     output('ApiBaseUrl', this.api.baseUrl, 'Base URL for the OpenAI SDK: OpenAI(base_url=<this>, api_key=<a key from npm run keys>)');
     output('TableName', this.storage.table.tableName, 'DynamoDB table (TABLE_NAME for npm run keys)');
+    output('SigningKeyArn', this.signingKey.keyArn, 'KMS key of signed keys (SIGNING_KEY_ARN for npm run keys -- create --signed)');
     output('BucketName', this.storage.bucket.bucketName, 'S3 bucket of file bytes and batch scratch');
     output('StateMachineArn', this.lifecycle.stateMachine.stateMachineArn, 'One execution per batch, named for the batch id');
     output('ChunkQueueUrl', this.workers.queue.queueUrl, 'SQS queue of chunk messages');
@@ -150,6 +174,13 @@ export class BatchService extends Construct {
     output('AlarmTopicArn', this.monitoring.topic.topicArn, 'SNS topic of the alarms: subscribe to hear about them');
     output('WebhookQueueUrl', this.events.webhookQueue.queueUrl, 'SQS queue of webhook delivery attempts');
     output('EventBusName', this.events.busName ?? 'none', 'EventBridge bus of the Batch Status Change events');
+    if (this.pipelines) {
+      output(
+        'PipelineDeadLetterQueueUrl',
+        this.pipelines.deadLetterQueue.queueUrl,
+        'Pipeline triggers and destination writes that failed every retry',
+      );
+    }
     output('DashboardName', this.monitoring.dashboard.dashboardName, 'CloudWatch dashboard of the service');
 
     checkEnvironmentSizes(this, Object.keys(props.upstream?.routes ?? {}).length + (props.upstream?.default ? 1 : 0));

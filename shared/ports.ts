@@ -7,6 +7,7 @@ import type {
   ChunkOutcome,
   ChunkPlanEntry,
   FileRecord,
+  SigningKeyRecord,
   UploadPartRecord,
   UploadRecord,
   UploadStatus,
@@ -309,6 +310,10 @@ export interface MetaStore {
   finishWebhookDelivery(id: string): Promise<void>;
 
   putApiKey(key: ApiKeyRecord): Promise<void>;
+  /** Stores the encrypted secret of a signed key; fails if its id exists. */
+  putSigningKey(key: SigningKeyRecord): Promise<void>;
+  /** The signing key with this id, or undefined. */
+  getSigningKey(id: string): Promise<SigningKeyRecord | undefined>;
   /** The key with this hash, revoked or not, or undefined. */
   getApiKey(keyHash: string): Promise<ApiKeyRecord | undefined>;
   listApiKeys(project?: string): Promise<ApiKeyRecord[]>;

@@ -835,6 +835,17 @@ export function metaStoreContract(name: string, setup: () => Promise<MetaStoreSe
       });
     });
 
+    describe('signing keys', () => {
+      it('stores an encrypted secret by its id, once', async () => {
+        const key = { id: randomUUID().replaceAll('-', ''), encryptedSecret: 'AQICAHh…base64', createdAtMs: 1_000 };
+        await store.putSigningKey(key);
+        expect(await store.getSigningKey(key.id)).toEqual(key);
+        await expect(store.putSigningKey({ ...key, encryptedSecret: 'other' })).rejects.toThrow();
+        expect(await store.getSigningKey(key.id)).toEqual(key);
+        expect(await store.getSigningKey(randomUUID().replaceAll('-', ''))).toBeUndefined();
+      });
+    });
+
     describe('api keys', () => {
       it('stores keys by hash, lists them by project, and revokes once', async () => {
         const suffix = Math.random().toString(36).slice(2);

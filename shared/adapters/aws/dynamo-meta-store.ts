@@ -25,6 +25,7 @@
 //          partBytes: the bytes of the parts recorded so far (absent before the first)
 //   part   pk = UPLOADPART#<uploadId>#<partId>    the UploadPartRecord; same `ttl` as its upload
 //   apikey pk = APIKEY#<sha256 of the key>  gsi1pk = APIKEYS  gsi1sk = as for files
+//   signing key  pk = SIGNKEY#<id of an id.secret key>: the SigningKeyRecord (its secret KMS-encrypted)
 //   webhook endpoint  pk = WEBHOOK#<id>  gsi1pk = <project>#WEBHOOK  gsi1sk = as for files
 //          the WebhookEndpointRecord (its signing secrets included: deliveries are signed with them)
 //   webhook delivery  pk = WEBHOOKDELIVERY#<id>  outboxPk = DELIVERIES  outboxSk = <nextAttemptAtMs,
@@ -47,6 +48,7 @@ import {
   type BatchStatus,
   type ChunkOutcome,
   type FileRecord,
+  type SigningKeyRecord,
   TERMINAL_STATUSES,
   type UploadPartRecord,
   type UploadRecord,
@@ -123,6 +125,7 @@ export const ITEM_KEY_PREFIXES = {
   upload: 'UPLOAD#',
   uploadPart: 'UPLOADPART#',
   apiKey: 'APIKEY#',
+  signingKey: 'SIGNKEY#',
   webhookEndpoint: 'WEBHOOK#',
   webhookDelivery: 'WEBHOOKDELIVERY#',
   /** shared/adapters/aws/dynamo-pipeline-runs.ts */
@@ -135,6 +138,7 @@ const batchKey = (id: string) => ({ pk: `${ITEM_KEY_PREFIXES.batch}${id}` });
 const uploadKey = (id: string) => ({ pk: `${ITEM_KEY_PREFIXES.upload}${id}` });
 const uploadPartKey = (uploadId: string, partId: string) => ({ pk: `${ITEM_KEY_PREFIXES.uploadPart}${uploadId}#${partId}` });
 const apiKeyKey = (keyHash: string) => ({ pk: `${ITEM_KEY_PREFIXES.apiKey}${keyHash}` });
+const signingKeyKey = (id: string) => ({ pk: `${ITEM_KEY_PREFIXES.signingKey}${id}` });
 const webhookEndpointKey = (id: string) => ({ pk: `${ITEM_KEY_PREFIXES.webhookEndpoint}${id}` });
 const webhookDeliveryKey = (id: string) => ({ pk: `${ITEM_KEY_PREFIXES.webhookDelivery}${id}` });
 const API_KEYS_INDEX_KEY = 'APIKEYS';
@@ -1027,6 +1031,24 @@ export class DynamoMetaStore implements MetaStore {
         },
       }),
     );
+  }
+
+  async putSigningKey(key: SigningKeyRecord): Promise<void> {
+    await this.doc.send(
+      new PutCommand({
+        TableName: this.tableName,
+        Item: { ...signingKeyKey(key.id), id: key.id, encryptedSecret: key.encryptedSecret, createdAtMs: key.createdAtMs },
+        // An id names one secret for good: a second key with the same id must not replace the first.
+        ConditionExpression: 'attribute_not_exists(pk)',
+      }),
+    );
+  }
+
+  async getSigningKey(id: string): Promise<SigningKeyRecord | undefined> {
+    const item = await this.getItem(signingKeyKey(id));
+    return item
+      ? { id: item.id as string, encryptedSecret: item.encryptedSecret as string, createdAtMs: item.createdAtMs as number }
+      : undefined;
   }
 
   async getApiKey(keyHash: string): Promise<ApiKeyRecord | undefined> {
