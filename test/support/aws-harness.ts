@@ -22,7 +22,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
+import type { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { GetSecretValueCommand, ResourceNotFoundException, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import {
@@ -159,24 +159,28 @@ export class AwsHarness {
     const sfnClient = new SFNClient({ region: 'us-east-1', credentials });
     const sqsClient = new SQSClient({ region: 'us-east-1', credentials });
     const secretsClient = new SecretsManagerClient({ region: 'us-east-1', credentials });
-    const lambdaClient = new LambdaClient({ region: 'us-east-1', credentials });
-    const mocks = [mockClient(sfnClient), mockClient(sqsClient), mockClient(secretsClient), mockClient(lambdaClient)] as const;
+    const mocks = [mockClient(sfnClient), mockClient(sqsClient), mockClient(secretsClient)] as const;
     const harness = new AwsHarness(dynamo, s3, options, { restore: () => mocks.forEach((m) => m.restore()) }, s3Client);
 
     harness.count(s3Client, 'S3', false, options.onAwsCall);
     harness.count(dynamo.client, 'DynamoDB', true, options.onAwsCall);
     if (options.s3Middleware) s3Client.middlewareStack.add(options.s3Middleware as never, { step: 'initialize', name: 'faults' });
 
-    const [sfnMock, sqsMock, secretsMock, lambdaMock] = mocks;
-    // InvocationType Event: Lambda queues the invocation and answers 202 at once.
-    lambdaMock.on(InvokeCommand).callsFake(async (input) => {
-      harness.tally('Lambda.Invoke');
-      const event = JSON.parse(Buffer.from(input.Payload as Uint8Array).toString('utf8'));
-      const run = harness.invoke(input.FunctionName as FunctionName, event).catch(() => undefined);
-      harness.handOffs.add(run);
-      void run.finally(() => harness.handOffs.delete(run));
-      return { StatusCode: 202 };
-    });
+    const [sfnMock, sqsMock, secretsMock] = mocks;
+    // Lambda, for the API function's hand-offs only: InvocationType Event queues the invocation and
+    // answers 202 at once. A stand-in rather than aws-sdk-client-mock, whose mock of an instance
+    // would undo a test's mock of the LambdaClient class (pipelines.test.ts).
+    const lambdaClient = {
+      send: async (command: InvokeCommand) => {
+        const input = command.input;
+        harness.tally('Lambda.Invoke');
+        const event = JSON.parse(Buffer.from(input.Payload as Uint8Array).toString('utf8'));
+        const run = harness.invoke(input.FunctionName as FunctionName, event).catch(() => undefined);
+        harness.handOffs.add(run);
+        void run.finally(() => harness.handOffs.delete(run));
+        return { StatusCode: 202 };
+      },
+    } as unknown as LambdaClient;
     sfnMock.on(StartExecutionCommand).callsFake(async (input) => harness.sfn.startExecution(input.name!, input.input!));
     sfnMock.on(DescribeExecutionCommand).callsFake(async (input) => harness.sfn.describeExecution(input.executionArn!));
     sfnMock.on(SendTaskSuccessCommand).callsFake(async (input) => harness.sfn.taskResponse(input.taskToken!, { ok: true }));
