@@ -17,6 +17,7 @@ import { SFNClient } from '@aws-sdk/client-sfn';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { z } from 'zod';
 import { DynamoMetaStore } from '../shared/adapters/aws/dynamo-meta-store.js';
+import { DynamoQuotaStore } from '../shared/adapters/aws/dynamo-quotas.js';
 import { EventBridgeBus } from '../shared/adapters/aws/eventbridge-bus.js';
 import { S3BlobStore } from '../shared/adapters/aws/s3-blob-store.js';
 import { secretsManagerResolver } from '../shared/adapters/aws/secrets-manager.js';
@@ -25,7 +26,7 @@ import { SqsDeliveryQueue } from '../shared/adapters/aws/sqs-delivery-queue.js';
 import { SqsWorkQueue } from '../shared/adapters/aws/sqs-work-queue.js';
 import { systemClock } from '../shared/adapters/local/system-clock.js';
 import { type ApiKeyResolver, storedApiKeys } from '../shared/api/api-keys.js';
-import { loadConfig, type ServiceConfig } from '../shared/config.js';
+import { limitsOf, loadConfig, type ServiceConfig } from '../shared/config.js';
 import type { Logger } from '../shared/log.js';
 import type { Clock, DeliveryQueue, WorkQueue } from '../shared/ports.js';
 import { composeDomain, type Domain } from '../shared/runtime/compose.js';
@@ -166,6 +167,7 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
   const clock = systemClock;
   const log = domainLogger();
   const meta = new DynamoMetaStore({ client: clients.dynamo, tableName: required(env, ENV.tableName) });
+  const quotas = new DynamoQuotaStore({ client: clients.dynamo, tableName: required(env, ENV.tableName) });
   const blobs = new S3BlobStore({ client: clients.s3, bucket: required(env, ENV.bucketName) });
   const queueUrl = env[ENV.queueUrl];
   const queue: WorkQueue = queueUrl ? new SqsWorkQueue({ client: clients.sqs, queueUrl }) : missing('WorkQueue', ENV.queueUrl);
@@ -191,8 +193,12 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
   }));
   const domain = composeDomain({
     config,
-    ports: { meta, blobs, queue, clock, log },
+    ports: { meta, quotas, blobs, queue, clock, log },
     upstreams: createUpstreamRouter(routerConfig({ defaultKey: undefined, routes: keylessRoutes }), clock, log),
+    routeQuotas: Object.fromEntries([
+      ...(defaultRoute ? [['default', limitsOf(defaultRoute)] as const] : []),
+      ...routes.map((route) => [route.pattern, limitsOf(route)] as const),
+    ]),
     subscribers: awsSubscribers({ meta, clock, bus, deliveries: deliveryQueue }),
   });
 

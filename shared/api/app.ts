@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import { type Context, Hono } from 'hono';
 import { z } from 'zod';
 import { BatchNotCancellable, cancelBatch } from '../batch/cancel.js';
-import { createBatch, InputFileNotForBatch, InputFileNotFound } from '../batch/create.js';
+import { BatchOverQuota, createBatch, InputFileNotForBatch, InputFileNotFound } from '../batch/create.js';
 import { fileRecord } from '../batch/files.js';
 import { blobKeys } from '../batch/keys.js';
 import type { BatchRecord, FileRecord } from '../batch/model.js';
@@ -17,6 +17,7 @@ import { isIdOf, newFileId, randomToken } from '../ids.js';
 import { normalizeEndpoint } from '../input/validate.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
+import type { QuotaConfig } from '../schedule/quota.js';
 import type { RoutePrice } from '../upstream/routes.js';
 import type { ApiKeyResolver } from './api-keys.js';
 import { registerConsoleRoutes } from './console.js';
@@ -40,6 +41,8 @@ import { registerWebhookRoutes, type WebhookApiDeps } from './webhooks.js';
 
 export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeWaitMs'> {
   meta: MetaStore;
+  /** Quotas a create checks a batch against (shared/schedule/quota.ts). */
+  quotaConfig?: QuotaConfig;
   blobs: BlobStore;
   lifecycle: Lifecycle;
   clock: Clock;
@@ -125,12 +128,16 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
     const project = c.get('project');
     const id = newFileId();
     const blobKey = blobKeys.file(id);
+    let check: ReturnType<typeof batchFileCheck> | undefined;
     try {
       const form = await receiveMultipart(c.req.raw, {
         fileField: 'file',
         maxFileBytes: deps.limits.maxFileBytes,
         store: (body) => blobs.put(blobKey, body),
-        check: () => batchFileCheck(deps.limits),
+        check: () => {
+          check = batchFileCheck(deps.limits);
+          return check;
+        },
         checkFilename: (filename) => {
           const problem = filenameProblem(filename);
           return problem === undefined ? undefined : badRequest(`The file's name is refused: ${problem}.`, 'file', 'invalid_filename');
@@ -147,7 +154,15 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
       if (form.file.bytes === 0) throw badRequest('The file is empty.', 'file', 'empty_file');
       const expiresAfterSeconds = parseFormExpiry(form.fields);
       const file = fileRecord(
-        { id, project, filename: form.file.filename, purpose, bytes: form.file.bytes, expiresAfterSeconds: expiresAfterSeconds ?? null },
+        {
+          id,
+          project,
+          filename: form.file.filename,
+          purpose,
+          bytes: form.file.bytes,
+          expiresAfterSeconds: expiresAfterSeconds ?? null,
+          ...(check ? { requests: check.requests() } : {}),
+        },
         clock.now(),
       );
       await meta.putFile(file);
@@ -225,6 +240,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
     } catch (error) {
       if (error instanceof InputFileNotFound) throw notFound('file', body.input_file_id, 'input_file_id');
       if (error instanceof InputFileNotForBatch) throw badRequest(error.message, 'input_file_id');
+      if (error instanceof BatchOverQuota) throw badRequest(error.message, 'input_file_id', 'quota_exceeded');
       throw error;
     }
   });

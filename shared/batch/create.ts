@@ -6,6 +6,7 @@ import { newBatchId } from '../ids.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
 import type { Priority } from '../schedule/fair-queue.js';
+import { estimatedTokensOf, type QuotaConfig, quotaCounters, tooLargeForQuota } from '../schedule/quota.js';
 import { releaseInputFile } from './input-file.js';
 import { type BatchDialect, type BatchRecord, ZERO_USAGE } from './model.js';
 
@@ -36,6 +37,8 @@ export interface CreateDeps {
   lifecycle: Pick<Lifecycle, 'start'>;
   onTransition?: (batch: BatchRecord) => void;
   log?: Logger;
+  /** The quotas a create checks the batch against (a batch larger than one is refused). */
+  quotaConfig?: QuotaConfig;
 }
 
 /** The input file is not a live file of the project (another project's file looks exactly the same). */
@@ -57,11 +60,22 @@ export class InputFileNotForBatch extends Error {
   }
 }
 
+/** The batch is larger than one of its project's quotas by itself: it could never run. */
+export class BatchOverQuota extends Error {
+  override name = 'BatchOverQuota';
+}
+
 export async function createBatch(deps: CreateDeps, request: CreateBatchRequest): Promise<BatchRecord> {
   const { meta, clock } = deps;
   const input = await meta.getFile(request.project, request.inputFileId);
   if (!input) throw new InputFileNotFound(request.inputFileId);
   if (input.purpose !== 'batch') throw new InputFileNotForBatch(input.id, input.purpose);
+  // The project's quotas, by the file's counts (a route's wait for validation, which knows the model).
+  if (deps.quotaConfig) {
+    const amount = { requests: input.requests ?? 0, tokens: estimatedTokensOf(input.bytes) };
+    const tooLarge = tooLargeForQuota(quotaCounters(deps.quotaConfig, request.project, undefined), amount);
+    if (tooLarge) throw new BatchOverQuota(tooLarge);
+  }
   const id = request.id ?? newBatchId();
   // Keeps the file's bytes for this batch, should the user delete the file before the batch ends.
   if (!(await meta.pinFile(request.project, input.id, id))) throw new InputFileNotFound(request.inputFileId);
