@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import { type Context, Hono } from 'hono';
 import { z } from 'zod';
 import { BatchNotCancellable, cancelBatch } from '../batch/cancel.js';
-import { BatchOverQuota, createBatch, InputFileNotForBatch, InputFileNotFound } from '../batch/create.js';
+import { BatchOverQuota, createBatch, InputFileNotForBatch, InputFileNotFound, WindowCannotBeMet } from '../batch/create.js';
 import { fileRecord } from '../batch/files.js';
 import { blobKeys } from '../batch/keys.js';
 import type { BatchRecord, FileRecord } from '../batch/model.js';
@@ -17,6 +17,7 @@ import { isIdOf, newFileId, randomToken } from '../ids.js';
 import { normalizeEndpoint } from '../input/validate.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
+import { withEstimates } from '../schedule/eta.js';
 import type { QuotaConfig } from '../schedule/quota.js';
 import type { RoutePrice } from '../upstream/routes.js';
 import type { ApiKeyResolver } from './api-keys.js';
@@ -35,6 +36,7 @@ import {
   listFilesQuery,
   parseCompletionWindow,
   requestedPriority,
+  runAnyway,
 } from './schemas.js';
 import { batchFileCheck, registerUploadRoutes, type UploadDeps } from './uploads.js';
 import { registerWebhookRoutes, type WebhookApiDeps } from './webhooks.js';
@@ -234,6 +236,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
         metadata: body.metadata ?? null,
         outputExpiresAfterSeconds: body.output_expires_after?.seconds ?? null,
         priority: requestedPriority(body),
+        runAnyway: runAnyway(body),
         ...options,
       });
       return c.json(dialect.batchObject(batch));
@@ -241,6 +244,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
       if (error instanceof InputFileNotFound) throw notFound('file', body.input_file_id, 'input_file_id');
       if (error instanceof InputFileNotForBatch) throw badRequest(error.message, 'input_file_id');
       if (error instanceof BatchOverQuota) throw badRequest(error.message, 'input_file_id', 'quota_exceeded');
+      if (error instanceof WindowCannotBeMet) throw badRequest(error.message, 'completion_window', 'window_cannot_be_met');
       throw error;
     }
   });
@@ -251,10 +255,14 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
     const dialect = dialectOf(c.req.path);
     const filter = dialect.listFilter(c.req.query());
     const page = await meta.listBatches(c.get('project'), { ...query, ...(filter ? { filter } : {}) });
-    return c.json(listObject(page.items.map(dialect.batchObject), page.hasMore));
+    const items = await withEstimates(deps, c.get('project'), page.items);
+    return c.json(listObject(items.map(dialect.batchObject), page.hasMore));
   });
 
-  api.get('/batches/:id', async (c) => c.json(dialectOf(c.req.path).batchObject(await batchOf(c))));
+  api.get('/batches/:id', async (c) => {
+    const [batch] = await withEstimates(deps, c.get('project'), [await batchOf(c)]);
+    return c.json(dialectOf(c.req.path).batchObject(batch!));
+  });
 
   api.post('/batches/:id/cancel', async (c) => {
     try {

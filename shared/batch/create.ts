@@ -5,6 +5,7 @@ import { batchEvent } from '../events/model.js';
 import { newBatchId } from '../ids.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
+import { estimateNewBatch } from '../schedule/eta.js';
 import type { Priority } from '../schedule/fair-queue.js';
 import { estimatedTokensOf, type QuotaConfig, quotaCounters, tooLargeForQuota } from '../schedule/quota.js';
 import { releaseInputFile } from './input-file.js';
@@ -26,6 +27,8 @@ export interface CreateBatchRequest {
   id?: string;
   /** Its share of the project's turns; absent: normal. */
   priority?: Priority;
+  /** Create it even when its estimated end is past its window (x_run_anyway). */
+  runAnyway?: boolean;
   dialect?: BatchDialect;
   autoDeleteInputFile?: boolean;
 }
@@ -65,6 +68,20 @@ export class BatchOverQuota extends Error {
   override name = 'BatchOverQuota';
 }
 
+/** The batch's estimated end is already past its completion window. */
+export class WindowCannotBeMet extends Error {
+  override name = 'WindowCannotBeMet';
+  constructor(
+    readonly estimatedAtMs: number,
+    readonly windowEndsAtMs: number,
+    nowMs: number,
+  ) {
+    super(
+      `At this project's current rate the batch would end around ${new Date(estimatedAtMs).toISOString()} (in about ${Math.ceil((estimatedAtMs - nowMs) / 1000)} s), after its completion window ends at ${new Date(windowEndsAtMs).toISOString()}. Give a longer completion_window, or set x_run_anyway: true to run it anyway.`,
+    );
+  }
+}
+
 export async function createBatch(deps: CreateDeps, request: CreateBatchRequest): Promise<BatchRecord> {
   const { meta, clock } = deps;
   const input = await meta.getFile(request.project, request.inputFileId);
@@ -75,6 +92,12 @@ export async function createBatch(deps: CreateDeps, request: CreateBatchRequest)
     const amount = { requests: input.requests ?? 0, tokens: estimatedTokensOf(input.bytes) };
     const tooLarge = tooLargeForQuota(quotaCounters(deps.quotaConfig, request.project, undefined), amount);
     if (tooLarge) throw new BatchOverQuota(tooLarge);
+  }
+  // Refused when the project's measured rate says the window cannot be met (unless asked to run anyway).
+  if (!request.runAnyway && input.requests) {
+    const now = clock.now();
+    const eta = estimateNewBatch(input.requests, await meta.listUnfinishedBatches(request.project), now);
+    if (eta !== undefined && eta > now + request.windowMs) throw new WindowCannotBeMet(eta, now + request.windowMs, now);
   }
   const id = request.id ?? newBatchId();
   // Keeps the file's bytes for this batch, should the user delete the file before the batch ends.

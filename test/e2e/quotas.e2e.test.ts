@@ -26,6 +26,7 @@ describe('quotas', () => {
         CHUNK_MAX_REQUESTS: '10',
         API_KEYS: 'key-a:team-a,key-b:team-b,key-c:team-c',
         PROJECT_MAX_ENQUEUED_REQUESTS: '100',
+        MIN_COMPLETION_WINDOW: '1s',
         PROJECT_QUOTAS: JSON.stringify({ 'team-b': { maxEnqueuedRequests: 1000 }, 'team-c': { maxEnqueuedTokens: 50 } }),
       },
     });
@@ -63,12 +64,26 @@ describe('quotas', () => {
     const waiting = await waitForBatch(a, second.id, (batch) => batch.status === 'in_progress');
     expect(waiting.request_counts).toMatchObject({ total: 50, completed: 0 });
     expect(waiting.expires_at).toBe(waiting.created_at + 24 * 3600);
+    expect(waiting).toMatchObject({ x_status_reason: 'waiting for project quota' });
+    // The running batch's estimate: after now, before its window's end, and it moves as it runs.
+    const running = await waitForBatch(a, first.id, (batch) => (batch.request_counts?.completed ?? 0) >= 10);
+    const eta = (running as { x_estimated_completion_at?: number }).x_estimated_completion_at;
+    expect(eta).toBeGreaterThanOrEqual(Math.floor(Date.now() / 1000) - 1);
+    expect(eta).toBeLessThan(Date.now() / 1000 + 120);
+    expect(eta).toBeLessThan(running.expires_at!);
+    // The waiting one has an estimate too, no earlier than the running one's (read a moment later:
+    // chunks are recorded ten lines at a time, so the measured rate moves a little).
+    const waitingEta = ((await a.batches.retrieve(second.id)) as { x_estimated_completion_at?: number }).x_estimated_completion_at;
+    expect(waitingEta).toBeGreaterThanOrEqual(eta! - 2);
     const firstDone = await waitForBatch(a, first.id);
     const stillWaitingThen = await a.batches.retrieve(second.id);
     expect(firstDone.status).toBe('completed');
     expect(stillWaitingThen.request_counts!.completed).toBeLessThan(50);
     const secondDone = await waitForBatch(a, second.id);
     expect(secondDone.status).toBe('completed');
+    // An ended batch is OpenAI's shape exactly: no estimate, no reason.
+    expect(secondDone).not.toHaveProperty('x_estimated_completion_at');
+    expect(secondDone).not.toHaveProperty('x_status_reason');
     expect(secondDone.completed_at!).toBeGreaterThanOrEqual(firstDone.completed_at!);
     const { ids, duplicates } = await collectResults(a, secondDone);
     expect(ids.size).toBe(50);
@@ -100,5 +115,21 @@ describe('quotas', () => {
     expect(batch.status).toBe('failed');
     expect(batch.errors?.data?.[0]).toMatchObject({ code: 'quota_exceeded' });
     expect(batch.errors?.data?.[0]?.message).toMatch(/40 requests.*at most 30.*the route capped-\*'s maxEnqueuedRequests/);
+  });
+
+  it('refuses a batch whose estimated end is past its window (window_cannot_be_met), unless asked to run anyway', async () => {
+    const b = client(service.baseURL, 'key-b');
+    const running = await submit(b, chatLines(400, { prefix: 'pace' }));
+    await waitForBatch(b, running.id, (batch) => (batch.request_counts?.completed ?? 0) >= 20);
+    const input = await upload(b, await writeJsonl(chatLines(300, { prefix: 'late' })));
+    const base = { input_file_id: input.id, endpoint: '/v1/chat/completions' as const, completion_window: '1s' as '24h' };
+    const refused = b.batches.create(base);
+    await expect(refused).rejects.toMatchObject({ status: 400, error: { code: 'window_cannot_be_met', param: 'completion_window' } });
+    await expect(refused).rejects.toThrow(/would end around .* after its completion window ends/);
+    const anyway = await b.batches.create({ ...base, x_run_anyway: true } as typeof base);
+    expect(anyway.status).toBe('validating');
+    await b.batches.cancel(anyway.id);
+    expect((await waitForBatch(b, running.id)).status).toBe('completed');
+    expect(['cancelled', 'expired']).toContain((await waitForBatch(b, anyway.id)).status);
   });
 });
