@@ -45,6 +45,7 @@ const MEMORY_MB: Record<FunctionName, number> = {
   finalize: 1024,
   worker: 1024,
   'start-sweep': 256,
+  'file-reaper': 256,
 };
 /** START, END and REPORT lines Lambda itself writes per invocation. */
 const PLATFORM_LOG_BYTES = 350;

@@ -28,6 +28,7 @@ function buildApp(rt: Runtime): ApiHandler {
       // API_KEYS still works (e.g. a break-glass key); otherwise every key is looked up in the table.
       apiKeys: rt.config.apiKeys,
       resolveApiKey: rt.api.resolveApiKey,
+      ...(rt.api.signingSecrets ? { signingSecrets: rt.api.signingSecrets } : {}),
       downloads: rt.api.downloads,
       prices: rt.api.prices,
       // A complete's claim on an upload lasts as long as this function can run.

@@ -13,6 +13,7 @@ export const HANDLERS = {
   events: 'functions/events.ts',
   webhookDelivery: 'functions/webhook-delivery.ts',
   startSweep: 'functions/start-sweep.ts',
+  fileReaper: 'functions/file-reaper.ts',
 } as const;
 
 /**
@@ -36,6 +37,8 @@ export const ENV = {
   eventBusName: 'EVENT_BUS_NAME',
   /** The SQS queue feeding the webhook delivery function; unset: no webhook deliveries are recorded. */
   webhookQueueUrl: 'WEBHOOK_QUEUE_URL',
+  /** The KMS key that encrypts the secrets of signed (Zhipu-style id.secret) keys; unset: signed tokens are refused. */
+  signingKeyArn: 'SIGNING_KEY_ARN',
   /** The same limits as the local runtime (MIN_COMPLETION_WINDOW, MAX_FILE_BYTES, ...), as strings. */
   limitsPrefix: '',
 } as const;
@@ -86,6 +89,9 @@ export interface WaitForChunksInput {
   taskToken: string;
   draining?: boolean;
 }
+
+/** What DynamoDB's TTL, and only it, writes as the remover of an item (a stream record's userIdentity). */
+export const TTL_PRINCIPAL = 'dynamodb.amazonaws.com';
 
 /** The error the cancel API sends through SendTaskFailure; the state machine catches it by name. */
 export const CANCEL_ERROR = 'BatchCancelled';

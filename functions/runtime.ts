@@ -11,6 +11,7 @@
 // JSON with an "apiKey" field. Keys are never inlined.
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
+import { KMSClient } from '@aws-sdk/client-kms';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { SFNClient } from '@aws-sdk/client-sfn';
@@ -19,6 +20,7 @@ import { z } from 'zod';
 import { DynamoMetaStore } from '../shared/adapters/aws/dynamo-meta-store.js';
 import { DynamoQuotaStore } from '../shared/adapters/aws/dynamo-quotas.js';
 import { EventBridgeBus } from '../shared/adapters/aws/eventbridge-bus.js';
+import { KmsSigningSecrets } from '../shared/adapters/aws/kms-signing-secrets.js';
 import { S3BlobStore } from '../shared/adapters/aws/s3-blob-store.js';
 import { secretsManagerResolver } from '../shared/adapters/aws/secrets-manager.js';
 import { SfnLifecycle } from '../shared/adapters/aws/sfn-lifecycle.js';
@@ -26,6 +28,7 @@ import { SqsDeliveryQueue } from '../shared/adapters/aws/sqs-delivery-queue.js';
 import { SqsWorkQueue } from '../shared/adapters/aws/sqs-work-queue.js';
 import { systemClock } from '../shared/adapters/local/system-clock.js';
 import { type ApiKeyResolver, storedApiKeys } from '../shared/api/api-keys.js';
+import { type SigningSecretLookup, storedSigningSecrets } from '../shared/api/signed-tokens.js';
 import { limitsOf, loadConfig, type ServiceConfig } from '../shared/config.js';
 import type { Logger } from '../shared/log.js';
 import type { Clock, DeliveryQueue, WorkQueue } from '../shared/ports.js';
@@ -53,6 +56,7 @@ export interface AwsClients {
   sfn: SFNClient;
   secrets: SecretsManagerClient;
   eventBridge: EventBridgeClient;
+  kms: KMSClient;
 }
 
 export interface Runtime {
@@ -72,6 +76,8 @@ export interface Runtime {
   domain: Domain;
   api: {
     resolveApiKey: ApiKeyResolver;
+    /** Zhipu's signed tokens: the secrets of signed keys, decrypted on first use (where SIGNING_KEY_ARN is set). */
+    signingSecrets: SigningSecretLookup | undefined;
     downloads: { redirectAboveBytes: number; urlExpiresInSeconds: number };
     prices: (model: string) => RoutePrice | undefined;
   };
@@ -163,6 +169,7 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
     sfn: given.sfn ?? new SFNClient({}),
     secrets: given.secrets ?? new SecretsManagerClient({}),
     eventBridge: given.eventBridge ?? new EventBridgeClient({}),
+    kms: given.kms ?? new KMSClient({}),
   };
   const clock = systemClock;
   const log = domainLogger();
@@ -174,6 +181,7 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
   // Signals need only a task token; starting an execution needs the state machine's ARN.
   const lifecycle = new SfnLifecycle({ client: clients.sfn, stateMachineArn: env[ENV.stateMachineArn], meta, cancelError: CANCEL_ERROR });
 
+  const signingKeyArn = env[ENV.signingKeyArn];
   const busName = env[ENV.eventBusName];
   const bus = busName ? new EventBridgeBus({ client: clients.eventBridge, busName }) : undefined;
   const webhookQueueUrl = env[ENV.webhookQueueUrl];
@@ -227,6 +235,13 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
     responses: new ResponseBudget(config.upstream.maxInflightResponseBytes),
     api: {
       resolveApiKey: storedApiKeys(meta, { clock }),
+      signingSecrets: signingKeyArn
+        ? storedSigningSecrets(
+            async (id) => (await meta.getSigningKey(id))?.encryptedSecret,
+            (id, ciphertext) => new KmsSigningSecrets({ client: clients.kms, keyId: signingKeyArn }).decrypt(id, ciphertext),
+            { clock },
+          )
+        : undefined,
       // UPSTREAM_CONFIG's routes, whose prices the usage route reads (no key is needed for that).
       prices: routePrices(routes),
       downloads: {

@@ -2,12 +2,14 @@
 // BatchServiceStack (batch-service-stack.ts) is this construct alone in a stack.
 import { CfnOutput, RemovalPolicy } from 'aws-cdk-lib';
 import * as cloudwatchActions from 'aws-cdk-lib/aws-cloudwatch-actions';
+import * as kms from 'aws-cdk-lib/aws-kms';
 import { Construct } from 'constructs';
 import { ENV } from '../functions/contract.js';
 import { loadConfig } from '../shared/config.js';
 import { type BatchServiceProps, checkProps, DEFAULTS, limitsEnvironment } from './config.js';
 import { Api } from './constructs/api.js';
 import { Events } from './constructs/events.js';
+import { FileReaper } from './constructs/file-reaper.js';
 import { Lifecycle } from './constructs/lifecycle.js';
 import { Monitoring } from './constructs/monitoring.js';
 import { Schedules } from './constructs/schedules.js';
@@ -33,8 +35,11 @@ export class BatchService extends Construct {
   readonly api: Api;
   readonly schedules: Schedules | undefined;
   readonly startSweep: StartSweep;
+  readonly fileReaper: FileReaper;
   readonly monitoring: Monitoring;
   readonly events: Events;
+  /** Encrypts the secrets of signed (Zhipu-style id.secret) keys; only the API decrypts with it. */
+  readonly signingKey: kms.Key;
 
   constructor(scope: Construct, id: string, props: BatchServiceConstructProps = {}) {
     super(scope, id);
@@ -85,12 +90,24 @@ export class BatchService extends Construct {
       reservedConcurrency: props.apiReservedConcurrency === undefined ? DEFAULTS.apiReservedConcurrency : props.apiReservedConcurrency,
     });
 
+    // `npm run keys -- create --signed` encrypts a signed key's secret with it (an operator's
+    // credentials); the API decrypts it to verify Zhipu's signed tokens, and nothing else may.
+    this.signingKey = new kms.Key(this, 'SigningKey', {
+      description: 'Encrypts the secrets of signed (id.secret) API keys of the Batch service',
+      enableKeyRotation: true,
+      removalPolicy: props.dataRemovalPolicy ?? RemovalPolicy.RETAIN,
+    });
+    this.signingKey.grantDecrypt(this.api.handler.function);
+    this.api.handler.function.addEnvironment(ENV.signingKeyArn, this.signingKey.keyArn);
+
     this.startSweep = new StartSweep(this, 'StartSweep', {
       storage: this.storage,
       stateMachine: this.lifecycle.stateMachine,
       environment,
       logRetentionDays,
     });
+
+    this.fileReaper = new FileReaper(this, 'FileReaper', { storage: this.storage, environment, logRetentionDays });
 
     this.events = new Events(this, 'Events', {
       storage: this.storage,
@@ -124,6 +141,7 @@ export class BatchService extends Construct {
         events: this.events.dispatcher,
         webhookDelivery: this.events.delivery,
         startSweep: this.startSweep.sweeper,
+        fileReaper: this.fileReaper.reaper,
         ...(this.schedules ? { scheduledSubmit: this.schedules.submitter } : {}),
       },
       metricsNamespace,
@@ -138,6 +156,7 @@ export class BatchService extends Construct {
       new CfnOutput(this, name, { key: `${prefix}${name}`, value, description });
     output('ApiBaseUrl', this.api.baseUrl, 'Base URL for the OpenAI SDK: OpenAI(base_url=<this>, api_key=<a key from npm run keys>)');
     output('TableName', this.storage.table.tableName, 'DynamoDB table (TABLE_NAME for npm run keys)');
+    output('SigningKeyArn', this.signingKey.keyArn, 'KMS key of signed keys (SIGNING_KEY_ARN for npm run keys -- create --signed)');
     output('BucketName', this.storage.bucket.bucketName, 'S3 bucket of file bytes and batch scratch');
     output('StateMachineArn', this.lifecycle.stateMachine.stateMachineArn, 'One execution per batch, named for the batch id');
     output('ChunkQueueUrl', this.workers.queue.queueUrl, 'SQS queue of chunk messages');

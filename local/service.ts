@@ -15,6 +15,8 @@ import { LocalLifecycle } from '../shared/adapters/local/local-lifecycle.js';
 import { LocalWorkQueue } from '../shared/adapters/local/local-work-queue.js';
 import { systemClock } from '../shared/adapters/local/system-clock.js';
 import { createApiApp } from '../shared/api/app.js';
+import { localSigningSecrets } from '../shared/api/signed-tokens.js';
+import { sweepExpiredFiles } from '../shared/batch/file-expiry.js';
 import { sweepUnstartedBatches } from '../shared/batch/start-sweep.js';
 import { ConfigError, type ServiceConfig } from '../shared/config.js';
 import { type DeliveryPump, newDeliveryStats, startDeliveryPump } from '../shared/events/deliveries.js';
@@ -164,6 +166,8 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
   const app = createApiApp(
     domain.api(lifecycle, {
       apiKeys: config.apiKeys,
+      // The id.secret keys among API_KEYS verify Zhipu's signed tokens.
+      ...(config.apiKeys ? { signingSecrets: localSigningSecrets(config.apiKeys) } : {}),
       // No gateway cuts a request short here: a claim lasts as long as the largest join may take.
       completeLeaseMs: DEFAULT_COMPLETE_LEASE_MS,
       pipelines: { definitions: pipelineDefinitions, runs, start: pipelines.start },
@@ -202,6 +206,19 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
   }, config.startSweep.intervalMs);
   startSweepTimer.unref();
 
+  // Files past their expiry that no batch pins (dynalite has no TTL): at start-up, then every FILE_SWEEP_INTERVAL.
+  let fileSweeping: Promise<unknown> | undefined;
+  const sweepFiles = () => {
+    fileSweeping ??= sweepExpiredFiles({ meta, blobs, clock, log })
+      .catch((error: unknown) => log.log('warn', 'file sweep failed', { error: errorMessage(error) }))
+      .finally(() => {
+        fileSweeping = undefined;
+      });
+  };
+  sweepFiles();
+  const fileSweepTimer = setInterval(sweepFiles, config.fileSweepIntervalMs);
+  fileSweepTimer.unref();
+
   const server = await new Promise<ServerType>((resolve) => {
     const started = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, () => resolve(started));
   });
@@ -217,10 +234,12 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
     async stop() {
       clearInterval(sweepTimer);
       clearInterval(startSweepTimer);
+      clearInterval(fileSweepTimer);
       await pipelines.stop();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await sweeping;
       await startSweeping;
+      await fileSweeping;
       await lifecycle.stop();
       await queue.stop();
       await pump?.stop();

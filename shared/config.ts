@@ -94,6 +94,7 @@ const EnvSchema = z.object({
   START_SWEEP_AFTER: duration.default('5m'),
   START_SWEEP_GIVE_UP_AFTER: duration.default('1h'),
   START_SWEEP_INTERVAL: duration.default('1m'),
+  FILE_SWEEP_INTERVAL: duration.default('10m'),
   WEBHOOK_ALLOW_PRIVATE_URLS: z.enum(['true', 'false'], { error: "must be 'true' or 'false'" }).default('false'),
   WEBHOOK_TIMEOUT: duration.default('10s'),
   WEBHOOK_RETRY_BASE: duration.default('5s'),
@@ -156,6 +157,8 @@ export interface ServiceConfig {
    * again once `afterMs` old, failed once `giveUpAfterMs` old; `npm start` looks every `intervalMs`.
    */
   startSweep: { afterMs: number; giveUpAfterMs: number; intervalMs: number };
+  /** `npm start` deletes the files past their expiry that no batch pins this often (and at start-up). */
+  fileSweepIntervalMs: number;
   webhooks: {
     /** WEBHOOK_ALLOW_PRIVATE_URLS: receivers on loopback and private addresses, and http://, are allowed. */
     allowPrivateUrls: boolean;
@@ -259,6 +262,7 @@ export function loadConfig(
     },
     uploadSweepIntervalMs: parseDuration(e.UPLOAD_SWEEP_INTERVAL)!,
     startSweep,
+    fileSweepIntervalMs: parseDuration(e.FILE_SWEEP_INTERVAL)!,
     webhooks: {
       allowPrivateUrls: e.WEBHOOK_ALLOW_PRIVATE_URLS === 'true',
       timeoutMs: parseDuration(e.WEBHOOK_TIMEOUT)!,

@@ -7,6 +7,7 @@ import type {
   ChunkOutcome,
   ChunkPlanEntry,
   FileRecord,
+  SigningKeyRecord,
   UploadPartRecord,
   UploadRecord,
   UploadStatus,
@@ -149,6 +150,14 @@ export interface DeliveryRetry {
   lastError: string;
 }
 
+/** A file record as expiry removed it (a DynamoDB stream's old image), with what pinned it then. */
+export interface RemovedFile {
+  file: FileRecord;
+  pinnedBy: string[];
+  /** Set when the user had deleted the file while it was pinned. */
+  deletedAtMs?: number;
+}
+
 export interface DeletedFile {
   file: FileRecord;
   /** An unfinished batch still reads the file: its blob must stay. */
@@ -169,8 +178,8 @@ export interface MetaStore {
    */
   getFile(project: string, id: string): Promise<FileRecord | undefined>;
   /**
-   * The input file as its batch reads it: like getFile, but also once the user has deleted it while
-   * batches pin it. For the batch steps, never for the API.
+   * The input file as its batch reads it: like getFile, but also once the user has deleted it, or it
+   * has expired, while batches pin it. For the batch steps, never for the API.
    */
   getInputFile(project: string, id: string): Promise<FileRecord | undefined>;
   /** Newest first for order 'desc'. */
@@ -184,9 +193,11 @@ export interface MetaStore {
   deleteFile(project: string, id: string): Promise<DeletedFile | undefined>;
   /**
    * Marks the file as read by the batch `batchId`, so a delete keeps its bytes until the batch is
-   * final. Only a live, not deleted file of this project can be pinned: otherwise undefined.
+   * final, and so does its expiry: the record is kept (DynamoDB TTL) until at least `keepUntilMs`,
+   * the batch's latest possible end. Only a live, not deleted file of this project can be pinned:
+   * otherwise undefined.
    */
-  pinFile(project: string, id: string, batchId: string): Promise<FileRecord | undefined>;
+  pinFile(project: string, id: string, batchId: string, keepUntilMs?: number): Promise<FileRecord | undefined>;
   /**
    * Removes the batch's pin (again is harmless). Returns the file when that leaves it deleted and
    * unpinned: the caller deletes its blob, then calls purgeDeletedFile.
@@ -194,6 +205,18 @@ export interface MetaStore {
   unpinFile(id: string, batchId: string): Promise<FileRecord | undefined>;
   /** Removes the record of a file that is deleted and no longer pinned; anything else stays. */
   purgeDeletedFile(id: string): Promise<void>;
+  /**
+   * Files past their expiry that no batch pins, up to `limit`: for a runtime without TTL (`npm
+   * start` on dynalite), whose file sweep deletes them. AWS's TTL and the file reaper do it there.
+   */
+  listExpiredFiles(nowMs: number, limit: number): Promise<FileRecord[]>;
+  /** Removes the record of a file expired at `nowMs` that no batch pins; false when it is not such a file. */
+  deleteExpiredFile(id: string, nowMs: number): Promise<boolean>;
+  /**
+   * Puts back the record of a file that expiry removed while batches still pinned it, with those
+   * pins, kept until `keepUntilMs` (AWS: the TTL removed it before its batches ended).
+   */
+  restoreFile(removed: RemovedFile, keepUntilMs: number): Promise<void>;
 
   /** Creates a batch, with its first event in its outbox; fails if the id exists. */
   createBatch(batch: BatchRecord, event?: BatchEvent): Promise<void>;
@@ -287,6 +310,10 @@ export interface MetaStore {
   finishWebhookDelivery(id: string): Promise<void>;
 
   putApiKey(key: ApiKeyRecord): Promise<void>;
+  /** Stores the encrypted secret of a signed key; fails if its id exists. */
+  putSigningKey(key: SigningKeyRecord): Promise<void>;
+  /** The signing key with this id, or undefined. */
+  getSigningKey(id: string): Promise<SigningKeyRecord | undefined>;
   /** The key with this hash, revoked or not, or undefined. */
   getApiKey(keyHash: string): Promise<ApiKeyRecord | undefined>;
   listApiKeys(project?: string): Promise<ApiKeyRecord[]>;

@@ -63,9 +63,9 @@ export const FUNCTION_ACCESS = {
   api: {
     // Uploads, downloads (streamed or presigned), deletes; upload parts joined into a file.
     bucket: { read: ['files', 'uploads'], write: ['files', 'uploads'], delete: ['files', 'uploads'], list: ['uploads'] },
-    // Reads API keys to authenticate; never writes or deletes one.
+    // Reads API keys (and signed keys' encrypted secrets) to authenticate; never writes or deletes one.
     table: {
-      read: ['file', 'batch', 'upload', 'uploadPart', 'apiKey', 'webhookEndpoint'],
+      read: ['file', 'batch', 'upload', 'uploadPart', 'apiKey', 'signingKey', 'webhookEndpoint'],
       write: ['file', 'batch', 'upload', 'uploadPart', 'webhookEndpoint'],
       delete: ['file', 'webhookEndpoint'],
       queryByProject: true,
@@ -125,6 +125,12 @@ export const FUNCTION_ACCESS = {
     // a deleted input's bytes with the last pin).
     bucket: { delete: ['files'] },
     table: { read: ['batch', 'file'], write: ['batch', 'file'], delete: ['file'], queryOpen: true },
+  },
+  fileReaper: {
+    // Deletes an expired file's object; reads the batches that pinned it and puts back the record
+    // of a file a running batch still reads.
+    bucket: { delete: ['files'] },
+    table: { read: ['batch'], write: ['file'] },
   },
 } as const satisfies Record<string, FunctionAccess>;
 

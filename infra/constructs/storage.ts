@@ -6,6 +6,7 @@ import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
 import { BY_PROJECT_INDEX, metaTableDefinition, TTL_ATTRIBUTE } from '../../shared/adapters/aws/dynamo-meta-store.js';
+import { DEFAULT_FILE_RETENTION_SECONDS } from '../../shared/batch/files.js';
 
 export interface StorageProps {
   readonly removalPolicy: RemovalPolicy;
@@ -23,11 +24,13 @@ export const OBJECT_LIFETIMES = {
   /** Parts of an upload in progress: an upload lives an hour, so two days is plenty. */
   uploads: { prefix: 'uploads/', days: 2 },
   /**
-   * files/: every file the API creates expires within 30 days (expires_after is at most 2,592,000 s,
-   * and both input and output files default to 30 days); a day's margin past that. The table's TTL
-   * removes the record; this removes the bytes.
+   * files/: a backstop only. The file reaper deletes a file's object when the table's TTL removes
+   * its record (shared/batch/file-expiry.ts), and a batch's pin keeps that record up to a day past
+   * the batch's window, so the object must outlive the longest retention (expires_after is at most
+   * 30 days) plus the longest window plus that day: this rule adds a week's margin to the first two
+   * (52 days with 336-hour windows). Only an object the reaper missed is left to it.
    */
-  files: { prefix: 'files/', days: 31 },
+  files: { prefix: 'files/', retentionDays: DEFAULT_FILE_RETENTION_SECONDS / 86_400, marginDays: 8 },
   /** batches/: a batch's scratch outlives its longest window plus a week of drain and finalization. */
   batchScratchMarginDays: 7,
 } as const;
@@ -55,7 +58,13 @@ export class Storage extends Construct {
         // storage while invisible: abort it.
         { id: 'abort-incomplete-multipart', abortIncompleteMultipartUploadAfter: Duration.days(1) },
         { id: 'expire-upload-parts', prefix: OBJECT_LIFETIMES.uploads.prefix, expiration: Duration.days(OBJECT_LIFETIMES.uploads.days) },
-        { id: 'expire-files', prefix: OBJECT_LIFETIMES.files.prefix, expiration: Duration.days(OBJECT_LIFETIMES.files.days) },
+        {
+          id: 'expire-files',
+          prefix: OBJECT_LIFETIMES.files.prefix,
+          expiration: Duration.days(
+            OBJECT_LIFETIMES.files.retentionDays + Math.ceil(props.maxCompletionWindowDays) + OBJECT_LIFETIMES.files.marginDays,
+          ),
+        },
         // Finalization deletes a batch's chunk results as it merges them; this reaps what a batch
         // whose finalization never ran left behind, and the plans of finished batches.
         {

@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import type { ApiKeyRecord } from '../batch/model.js';
 import { randomToken } from '../ids.js';
 import type { Clock, MetaStore } from '../ports.js';
+import { SIGNED_API_KEY_SHAPE } from './signed-tokens.js';
 
 export const API_KEY_PREFIX = 'sk-batch-';
 const API_KEY_RANDOM_CHARACTERS = 40;
@@ -57,7 +58,7 @@ export function storedApiKeys(meta: Pick<MetaStore, 'getApiKey'>, options: Store
   };
   return async (key) => {
     // Not one of ours whatever the table holds: no lookup, no cache entry.
-    if (!API_KEY_SHAPE.test(key)) return undefined;
+    if (!API_KEY_SHAPE.test(key) && !SIGNED_API_KEY_SHAPE.test(key)) return undefined;
     const hash = hashApiKey(key);
     const now = options.clock.now();
     const hit = found.get(hash);

@@ -22,7 +22,7 @@ import type { QuotaConfig } from '../schedule/quota.js';
 import type { RoutePrice } from '../upstream/routes.js';
 import type { ApiKeyResolver } from './api-keys.js';
 import { registerConsoleRoutes } from './console.js';
-import { DIALECTS, dialectOf } from './dialects/index.js';
+import { type AuthErrorCode, DIALECTS, type Dialect, dialectOf } from './dialects/index.js';
 import { ApiError, badRequest, conflict, internalError, notFound, quoted, tooLarge } from './errors.js';
 import { registerExtensionRoutes } from './extensions.js';
 import { receiveMultipart } from './multipart.js';
@@ -38,6 +38,7 @@ import {
   requestedPriority,
   runAnyway,
 } from './schemas.js';
+import { checkSignedToken, isJwt, type SigningSecretLookup } from './signed-tokens.js';
 import { batchFileCheck, registerUploadRoutes, type UploadDeps } from './uploads.js';
 import { registerWebhookRoutes, type WebhookApiDeps } from './webhooks.js';
 
@@ -53,6 +54,8 @@ export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeW
   apiKeys: Map<string, string> | undefined;
   /** Looks up keys the map does not hold (in AWS: hashed keys in the MetaStore). */
   resolveApiKey?: ApiKeyResolver;
+  /** The secrets of `id.secret` keys, to verify Zhipu's signed tokens; unset: a token is looked up as a key. */
+  signingSecrets?: SigningSecretLookup;
   /**
    * Downloads of files larger than `redirectAboveBytes` answer 307 to a short-lived presigned URL,
    * where the BlobStore can presign (in AWS, where a Lambda's answer is capped at 6 MB). Unset:
@@ -119,7 +122,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
   const jsonLimit = jsonBodyLimit(deps.limits.maxJsonBodyBytes ?? DEFAULT_MAX_JSON_BODY_BYTES);
 
   api.use('*', async (c, next) => {
-    const project = await authenticate(deps, c.req.header('authorization'));
+    const project = await authenticate(deps, c.req.header('authorization'), dialectOf(c.req.path));
     c.set('project', project);
     await next();
   });
@@ -307,21 +310,28 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
 
 export const OPEN_PROJECT = 'default';
 
-async function authenticate(deps: Pick<ApiDeps, 'apiKeys' | 'resolveApiKey'>, header: string | undefined): Promise<string> {
+async function authenticate(
+  deps: Pick<ApiDeps, 'apiKeys' | 'resolveApiKey' | 'signingSecrets' | 'clock'>,
+  header: string | undefined,
+  dialect: Dialect,
+): Promise<string> {
   const { apiKeys, resolveApiKey } = deps;
   if (!apiKeys && !resolveApiKey) return OPEN_PROJECT;
-  const key = /^Bearer\s+(.+)$/i.exec(header ?? '')?.[1]?.trim();
-  if (!key) {
-    throw new ApiError(
-      401,
-      "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
-      'invalid_request_error',
-      null,
-      'missing_api_key',
-    );
+  const refuse = (message: string, code: AuthErrorCode) =>
+    new ApiError(401, message, 'invalid_request_error', null, dialect.authErrorCode?.(code) ?? code);
+  const credential = /^Bearer\s+(.+)$/i.exec(header ?? '')?.[1]?.trim();
+  if (!credential) throw refuse("You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.", 'missing_api_key');
+  let key = credential;
+  if (deps.signingSecrets && isJwt(credential)) {
+    // Zhipu's signed token stands for the key it was signed with.
+    const check = await checkSignedToken(credential, deps.signingSecrets, deps.clock.now());
+    if (!check.ok && check.problem === 'expired') throw refuse('The signed token has expired; sign a new one.', 'token_expired');
+    if (!check.ok)
+      throw refuse('The signed token is not valid: its signature, its algorithm (HS256) or its api_key is wrong.', 'invalid_token');
+    key = check.key;
   }
   const project = apiKeys?.get(key) ?? (await resolveApiKey?.(key));
-  if (!project) throw new ApiError(401, 'Incorrect API key provided.', 'invalid_request_error', null, 'invalid_api_key');
+  if (!project) throw refuse('Incorrect API key provided.', 'invalid_api_key');
   return project;
 }
 

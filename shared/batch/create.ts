@@ -8,6 +8,7 @@ import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
 import { estimateNewBatch } from '../schedule/eta.js';
 import type { Priority } from '../schedule/fair-queue.js';
 import { estimatedTokensOf, type QuotaConfig, quotaCounters, tooLargeForQuota } from '../schedule/quota.js';
+import { pinKeepUntilMs } from './file-expiry.js';
 import { releaseInputFile } from './input-file.js';
 import { type BatchDialect, type BatchRecord, ZERO_USAGE } from './model.js';
 
@@ -100,10 +101,11 @@ export async function createBatch(deps: CreateDeps, request: CreateBatchRequest)
     if (eta !== undefined && eta > now + request.windowMs) throw new WindowCannotBeMet(eta, now + request.windowMs, now);
   }
   const id = request.id ?? newBatchId();
-  // Keeps the file's bytes for this batch, should the user delete the file before the batch ends.
-  if (!(await meta.pinFile(request.project, input.id, id))) throw new InputFileNotFound(request.inputFileId);
   const now = clock.now();
   const batch = newBatchRecord(id, request, now);
+  // Keeps the file's bytes for this batch, should the user delete the file, or the file expire,
+  // before the batch ends.
+  if (!(await meta.pinFile(request.project, input.id, id, pinKeepUntilMs(batch)))) throw new InputFileNotFound(request.inputFileId);
   try {
     await meta.createBatch(batch, batchEvent(batch, 'validating', null, now));
   } catch (error) {

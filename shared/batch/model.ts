@@ -190,6 +190,18 @@ export interface UploadPartRecord {
   summary?: PartSummary;
 }
 
+/**
+ * The secret half of a signed (`id.secret`) key, encrypted (in AWS with the stack's KMS key), by
+ * the key's id: what verifies the tokens signed with it. The key's project and revocation live in
+ * its ApiKeyRecord, found by the hash of the whole key.
+ */
+export interface SigningKeyRecord {
+  id: string;
+  /** Base64 ciphertext of the secret. */
+  encryptedSecret: string;
+  createdAtMs: number;
+}
+
 /** An API key, stored by the SHA-256 of the key: the key itself is shown once and never stored. */
 export interface ApiKeyRecord {
   keyHash: string;

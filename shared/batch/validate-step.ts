@@ -1,10 +1,12 @@
 // Step "Validate": reads the whole input file once, as a stream; ends the batch `failed` with every
 // bad line, or plans its chunks and starts it.
 import { cutToBytes, QUOTE_BYTES } from '../input/request-line.js';
-import { validateBatchInput } from '../input/validate.js';
+import { normalizeEndpoint, validateBatchInput } from '../input/validate.js';
 import { moreErrorsNotice } from '../input/validation-errors.js';
 import { BatchStatusConflict } from '../ports.js';
 import { estimatedTokensOf, NO_QUOTAS, quotaCounters, tooLargeForQuota } from '../schedule/quota.js';
+import { withoutFlavor } from '../upstream/flavor.js';
+import { DRY_RUN_ENDPOINT, DRY_RUN_LIMITS, TEST_MODEL } from '../upstream/test-model.js';
 import { batchFileRecord, derivedFileId } from './files.js';
 import { releaseInputFile } from './input-file.js';
 import { blobKeys } from './keys.js';
@@ -37,9 +39,15 @@ export async function validateStep(deps: StepDeps, batchId: string): Promise<Bat
     const message = `The input file ${batch.inputFileId} no longer exists.`;
     return failWith(deps, batch, { errors: [{ code: 'input_file_not_found', message, param: 'input_file_id', line: null }] });
   }
+  // DashScope's dry run: a small file, batch-test-model only, nothing sent upstream.
+  const dryRun = normalizeEndpoint(batch.endpoint) === DRY_RUN_ENDPOINT;
+  if (dryRun && file.bytes > DRY_RUN_LIMITS.maxBytes) {
+    const message = `A dry run's input file may have at most ${DRY_RUN_LIMITS.maxBytes} bytes; ${file.id} has ${file.bytes}.`;
+    return failWith(deps, batch, { errors: [{ code: 'file_too_large', message, param: 'input_file_id', line: null }] });
+  }
   const result = await validateBatchInput(await deps.blobs.get(file.blobKey), {
     endpoint: batch.endpoint,
-    maxRequests: deps.limits.maxRequestsPerBatch,
+    maxRequests: dryRun ? Math.min(DRY_RUN_LIMITS.maxRequests, deps.limits.maxRequestsPerBatch) : deps.limits.maxRequestsPerBatch,
     maxLineBytes: deps.limits.maxLineBytes,
     maxErrors: deps.limits.maxErrors ?? 1_000,
     chunkMaxRequests: deps.chunking.maxRequests,
@@ -48,6 +56,11 @@ export async function validateStep(deps: StepDeps, batchId: string): Promise<Bat
     reread: () => deps.blobs.get(file.blobKey),
   });
   if (!result.ok) return failWith(deps, batch, result);
+  if (dryRun && withoutFlavor(result.model) !== TEST_MODEL) {
+    const model = cutToBytes(result.model, QUOTE_BYTES);
+    const message = `The dry-run endpoint ${DRY_RUN_ENDPOINT} serves only ${TEST_MODEL}, not ${model}.`;
+    return failWith(deps, batch, { errors: [{ code: 'model_not_found', message, param: 'body.model', line: null }], total: result.total });
+  }
   if (!deps.upstreams.route(result.model)) {
     const model = cutToBytes(result.model, QUOTE_BYTES);
     const message = `No upstream is configured for the model ${model}. Set UPSTREAM_BASE_URL, or use batch-test-model for a dry run.`;

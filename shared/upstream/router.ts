@@ -1,5 +1,6 @@
 import type { Logger } from '../log.js';
 import type { Clock } from '../ports.js';
+import { withoutFlavor } from './flavor.js';
 import { HttpUpstream } from './http-upstream.js';
 import { keyRedactor, type Redactor } from './redact.js';
 import { type ResolvedRoute, routeSelector } from './routes.js';
@@ -28,14 +29,6 @@ export interface DefaultRouteConfig {
 /** The redactor of every key these routes send (the default route's and each route's). */
 export function upstreamKeyRedactor(config: Pick<DefaultRouteConfig, 'apiKey' | 'routes'>): Redactor {
   return keyRedactor([config.apiKey, ...(config.routes ?? []).map((route) => route.apiKey)]);
-}
-
-/** Melious's flavor suffix: a model named `glm-4.7:batch` may have a route of its own (a pattern such as `*:batch`). */
-export const FLAVOR_SUFFIX = ':batch';
-
-/** The model without its flavor suffix, whose route serves it when no route names the flavored name. */
-export function withoutFlavor(model: string): string {
-  return model.endsWith(FLAVOR_SUFFIX) && model.length > FLAVOR_SUFFIX.length ? model.slice(0, -FLAVOR_SUFFIX.length) : model;
 }
 
 /**

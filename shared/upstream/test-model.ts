@@ -5,6 +5,11 @@ import type { Upstream, UpstreamRequest, UpstreamResult } from './types.js';
 
 export const TEST_MODEL = 'batch-test-model';
 
+/** DashScope's dry-run endpoint: chat completions of TEST_MODEL only, never sent upstream. */
+export const DRY_RUN_ENDPOINT = '/v1/chat/ds-test';
+/** DashScope's limits of a dry run's input file. */
+export const DRY_RUN_LIMITS = { maxBytes: 1024 * 1024, maxRequests: 100 };
+
 /** A rough token count: about four characters a token, as tokenizers average on English text. */
 function tokens(text: string): number {
   return Math.max(1, Math.ceil(text.length / 4));
@@ -44,6 +49,7 @@ export function respondAsTestModel(request: UpstreamRequest): UpstreamResult {
   const completionTokens = tokens(reply);
   switch (request.url) {
     case '/v1/chat/completions':
+    case DRY_RUN_ENDPOINT:
       return answer({
         id: `chatcmpl-${randomToken()}`,
         object: 'chat.completion',

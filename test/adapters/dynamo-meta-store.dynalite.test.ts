@@ -1,8 +1,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { GetCommand } from '@aws-sdk/lib-dynamodb';
 import { describe, expect, it } from 'vitest';
-import { DynamoMetaStore } from '../../shared/adapters/aws/dynamo-meta-store.js';
+import { DynamoMetaStore, TTL_ATTRIBUTE } from '../../shared/adapters/aws/dynamo-meta-store.js';
 import { startEmbeddedDynamo } from '../../shared/adapters/local/embedded-dynamo.js';
 import { batchRecord, fileRecord, metaStoreContract } from './meta-store-contract.js';
 
@@ -49,6 +50,29 @@ describe('startEmbeddedDynamo', () => {
       now += 1000;
       expect(await store.getFile(file.project, file.id)).toBeUndefined();
       expect((await store.listFiles(file.project, { limit: 10, order: 'desc' })).items).toEqual([]);
+    } finally {
+      await dynamo.close();
+    }
+  });
+
+  it("moves a pinned file's TTL out to the batch's latest end, never in; a file that never expires gets none", async () => {
+    const dynamo = await startEmbeddedDynamo({});
+    try {
+      const store = new DynamoMetaStore({ client: dynamo.client, tableName: dynamo.tableName });
+      const ttlOf = async (id: string) =>
+        (await dynamo.client.send(new GetCommand({ TableName: dynamo.tableName, Key: { pk: `FILE#${id}` } }))).Item?.[TTL_ATTRIBUTE];
+      const now = Date.now();
+      const file = fileRecord({ createdAtMs: now, expiresAtMs: now + 60_000 });
+      await store.putFile(file);
+      expect(await ttlOf(file.id)).toBe(Math.ceil((now + 60_000) / 1000));
+      expect(await store.pinFile(file.project, file.id, 'batch_late', now + 10 * 86_400_000)).toEqual(file);
+      expect(await ttlOf(file.id)).toBe(Math.ceil((now + 10 * 86_400_000) / 1000));
+      expect(await store.pinFile(file.project, file.id, 'batch_soon', now + 86_400_000)).toEqual(file);
+      expect(await ttlOf(file.id)).toBe(Math.ceil((now + 10 * 86_400_000) / 1000));
+      const forever = fileRecord({ createdAtMs: now, expiresAtMs: null });
+      await store.putFile(forever);
+      expect(await store.pinFile(forever.project, forever.id, 'batch_x', now + 86_400_000)).toEqual(forever);
+      expect(await ttlOf(forever.id)).toBeUndefined();
     } finally {
       await dynamo.close();
     }

@@ -323,6 +323,43 @@ export function metaStoreContract(name: string, setup: () => Promise<MetaStoreSe
         expect(await store.deleteFile(foreign.project, foreign.id)).toEqual({ file: foreign, blobInUse: false });
       });
 
+      it('keeps a file a batch pins past its expiry: the batch reads it, the API does not, and expiry takes it once unpinned', async () => {
+        const file = fileRecord({ expiresAtMs: Date.now() + 300 });
+        await store.putFile(file);
+        expect(await store.pinFile(file.project, file.id, 'batch_a', Date.now() + 24 * HOUR)).toEqual(file);
+        await new Promise((resolve) => setTimeout(resolve, 400));
+        const expiredIds = async () => (await store.listExpiredFiles(Date.now(), 100_000)).map((f) => f.id);
+        expect(await store.getFile(file.project, file.id)).toBeUndefined();
+        expect(await store.getInputFile(file.project, file.id)).toEqual(file);
+        expect(await expiredIds()).not.toContain(file.id);
+        expect(await store.deleteExpiredFile(file.id, Date.now())).toBe(false);
+        // No new batch may take up an expired file.
+        expect(await store.pinFile(file.project, file.id, 'batch_b', Date.now() + 24 * HOUR)).toBeUndefined();
+        expect(await store.unpinFile(file.id, 'batch_a')).toBeUndefined();
+        expect(await store.getInputFile(file.project, file.id)).toBeUndefined();
+        expect(await expiredIds()).toContain(file.id);
+        expect(await store.deleteExpiredFile(file.id, Date.now())).toBe(true);
+        expect(await expiredIds()).not.toContain(file.id);
+        expect(await store.deleteExpiredFile(file.id, Date.now())).toBe(false);
+      });
+
+      it('puts back, with its pins, a record expiry removed while batches pinned it, and only once', async () => {
+        const file = fileRecord({ expiresAtMs: Date.now() - 1 });
+        await store.restoreFile({ file, pinnedBy: ['batch_a'] }, Date.now() + 24 * HOUR);
+        await store.restoreFile({ file, pinnedBy: ['batch_a', 'batch_b'] }, Date.now() + 24 * HOUR);
+        expect(await store.getInputFile(file.project, file.id)).toEqual(file);
+        expect(await store.getFile(file.project, file.id)).toBeUndefined();
+        expect(await store.unpinFile(file.id, 'batch_a')).toBeUndefined();
+        expect(await store.getInputFile(file.project, file.id)).toBeUndefined();
+        expect(await store.deleteExpiredFile(file.id, Date.now())).toBe(true);
+        // A file the user had deleted comes back deleted: its last unpin hands it over for removal.
+        const deleted = fileRecord({ expiresAtMs: Date.now() - 1 });
+        await store.restoreFile({ file: deleted, pinnedBy: ['batch_c'], deletedAtMs: Date.now() - 5 }, Date.now() + 24 * HOUR);
+        expect(await store.unpinFile(deleted.id, 'batch_c')).toEqual(deleted);
+        await store.purgeDeletedFile(deleted.id);
+        expect(await store.getInputFile(deleted.project, deleted.id)).toBeUndefined();
+      });
+
       it('leaves the blob to exactly one of a delete and a last unpin that race', async () => {
         const files = Array.from({ length: 10 }, () => fileRecord());
         await Promise.all(
@@ -795,6 +832,17 @@ export function metaStoreContract(name: string, setup: () => Promise<MetaStoreSe
         };
         await store.putUploadPart(summarized);
         expect(await store.getUploadPart('upload_x', 'part_2')).toEqual(summarized);
+      });
+    });
+
+    describe('signing keys', () => {
+      it('stores an encrypted secret by its id, once', async () => {
+        const key = { id: randomUUID().replaceAll('-', ''), encryptedSecret: 'AQICAHh…base64', createdAtMs: 1_000 };
+        await store.putSigningKey(key);
+        expect(await store.getSigningKey(key.id)).toEqual(key);
+        await expect(store.putSigningKey({ ...key, encryptedSecret: 'other' })).rejects.toThrow();
+        expect(await store.getSigningKey(key.id)).toEqual(key);
+        expect(await store.getSigningKey(randomUUID().replaceAll('-', ''))).toBeUndefined();
       });
     });
 

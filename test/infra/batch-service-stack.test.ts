@@ -80,9 +80,27 @@ describe('storage', () => {
       expect.objectContaining({ AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 }, Status: 'Enabled' }),
     );
     expect(rules).toContainEqual(expect.objectContaining({ Prefix: 'uploads/', ExpirationInDays: 2 }));
-    expect(rules).toContainEqual(expect.objectContaining({ Prefix: 'files/', ExpirationInDays: 31 }));
+    // files/ is a backstop past the longest retention (30 days) and window (14 days): the reaper deletes first.
+    expect(rules).toContainEqual(expect.objectContaining({ Prefix: 'files/', ExpirationInDays: 52 }));
     // Longest window (336h, 14 days) plus a week: never a running batch's plan.
     expect(rules).toContainEqual(expect.objectContaining({ Prefix: 'batches/', ExpirationInDays: 21 }));
+  });
+
+  it("deletes an expired file's object when the TTL removes its record: the reaper sees only those stream records", () => {
+    template.hasResourceProperties('AWS::DynamoDB::Table', {
+      StreamSpecification: { StreamViewType: Match.stringLikeRegexp('OLD_IMAGE|NEW_AND_OLD_IMAGES') },
+      TimeToLiveSpecification: { AttributeName: TTL_ATTRIBUTE, Enabled: true },
+    });
+    const reaper = functionByDescription('File reaper:');
+    const mapping = Object.values(template.findResources('AWS::Lambda::EventSourceMapping')).find(
+      (m) => JSON.stringify(m.Properties.FunctionName) === JSON.stringify({ Ref: reaper.id }),
+    )!;
+    expect(mapping.Properties).toMatchObject({ StartingPosition: 'TRIM_HORIZON', FunctionResponseTypes: ['ReportBatchItemFailures'] });
+    expect(JSON.parse(mapping.Properties.FilterCriteria.Filters[0].Pattern)).toEqual({
+      eventName: ['REMOVE'],
+      userIdentity: { type: ['Service'], principalId: ['dynamodb.amazonaws.com'] },
+      dynamodb: { Keys: { pk: { S: [{ prefix: 'FILE#' }] } } },
+    });
   });
 
   it('keeps the bucket and the table when the stack is destroyed', () => {
@@ -151,8 +169,8 @@ describe('workers', () => {
 
   it('feeds the worker one chunk at a time, with MaximumConcurrency and ReportBatchItemFailures', () => {
     const worker = functionByDescription('Chunk worker');
-    // The chunk worker's, the webhook delivery function's, and the table stream's to the events function.
-    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 3);
+    // The chunk worker's, the webhook delivery function's, and the table stream's to the events function and to the file reaper.
+    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 4);
     template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
       FunctionName: { Ref: worker.id },
       BatchSize: 1,
@@ -254,6 +272,28 @@ describe('least privilege', () => {
     );
     expect(new Set(readers.map((r) => r.source)).size).toBe(1);
     expect(readers[0]!.source).toMatch(/Worker/);
+  });
+
+  it("keeps signed keys' secrets under a rotating KMS key that only the API may decrypt with, and names it in an output", () => {
+    template.resourceCountIs('AWS::KMS::Key', 1);
+    const [keyId, key] = Object.entries(template.findResources('AWS::KMS::Key'))[0]!;
+    expect(key.Properties.EnableKeyRotation).toBe(true);
+    expect(key.DeletionPolicy).toBe('Retain');
+    const kmsStatements = policyStatements(template).filter(({ statement }) =>
+      [statement.Action].flat().some((action) => String(action).startsWith('kms:')),
+    );
+    expect(kmsStatements).toHaveLength(1);
+    expect(kmsStatements[0]!.source).toMatch(/Api/);
+    expect(kmsStatements[0]!.statement).toMatchObject({
+      Effect: 'Allow',
+      Action: 'kms:Decrypt',
+      Resource: { 'Fn::GetAtt': [keyId, 'Arn'] },
+    });
+    const api = functionByDescription('OpenAI-compatible Batch API:');
+    expect(api.properties.Environment.Variables[ENV.signingKeyArn]).toEqual({ 'Fn::GetAtt': [keyId, 'Arn'] });
+    for (const [id, fn] of Object.entries(functions()))
+      if (id !== api.id) expect(fn.Properties.Environment?.Variables?.[ENV.signingKeyArn]).toBeUndefined();
+    expect(template.findOutputs('SigningKeyArn').SigningKeyArn!.Value).toEqual({ 'Fn::GetAtt': [keyId, 'Arn'] });
   });
 
   it('lets the API start executions and send task failures, and the workers send task success', () => {

@@ -3,14 +3,17 @@
 // are cancelled and expire, downloads and deletes) is allowed by the synthesized policy of the
 // function that made it, and what no function needs (deleting an API key, scanning the table,
 // legal holds, another prefix's objects) is allowed to none.
+import { DeleteItemCommand, GetItemCommand } from '@aws-sdk/client-dynamodb';
 import type { CfnResource } from 'aws-cdk-lib';
 import type { Template } from 'aws-cdk-lib/assertions';
 import type { IConstruct } from 'constructs';
 import type OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TTL_PRINCIPAL } from '../../functions/contract.js';
 import { logger } from '../../functions/observability.js';
 import type { BatchServiceStack } from '../../infra/batch-service-stack.js';
 import type { ServiceFunction } from '../../infra/constructs/service-function.js';
+import { batchRecord } from '../adapters/meta-store-contract.js';
 import { type AwsCall, AwsHarness, FUNCTIONS, type FunctionName } from '../support/aws-harness.js';
 import { chatLines, collectResults, submit, upload, waitForBatch, writeJsonl } from '../support/e2e.js';
 import { type IamRequest, iamRequests, isAllowed, type PolicyStatement, roleStatements } from '../support/iam-policy.js';
@@ -39,6 +42,7 @@ beforeAll(() => {
     worker: service.workers.worker,
     'scheduled-submit': service.schedules!.submitter,
     'start-sweep': service.startSweep.sweeper,
+    'file-reaper': service.fileReaper.reaper,
   };
   for (const [name, fn] of Object.entries(roles)) statements.set(name, roleStatements(template, logicalId(fn.role)));
 });
@@ -202,6 +206,28 @@ describe('every call the handlers make is allowed to the function that makes it'
     await openai.uploads.cancel(dropped.id);
     // The start sweep, as its schedule runs it (a batch it moves is shown in test/aws/start-sweep.test.ts).
     await aws.invoke('start-sweep', {});
+
+    // The file reaper told of two files the TTL removed: one no batch pins (its object goes), one a
+    // running batch pins (its record comes back). test/aws/file-reaper.test.ts shows what each does.
+    const running = batchRecord({ status: 'in_progress' });
+    await aws.meta.createBatch(running);
+    const removed = [];
+    for (const [index, pinned] of [false, true].entries()) {
+      const file = await upload(openai, await writeJsonl(chatLines(2, { prefix: `expiring${index}` })));
+      const pk = { S: `FILE#${file.id}` };
+      const { Item } = await aws.dynamo.client.send(new GetItemCommand({ TableName: aws.dynamo.tableName, Key: { pk } }));
+      await aws.dynamo.client.send(new DeleteItemCommand({ TableName: aws.dynamo.tableName, Key: { pk } }));
+      removed.push({
+        eventName: 'REMOVE',
+        userIdentity: { type: 'Service', principalId: TTL_PRINCIPAL },
+        dynamodb: {
+          Keys: { pk },
+          OldImage: { ...Item, ...(pinned ? { pinnedBy: { SS: [running.id] } } : {}) },
+          SequenceNumber: String(index),
+        },
+      });
+    }
+    await aws.invoke('file-reaper', { Records: removed });
     await aws.settle();
 
     const denied: string[] = [];

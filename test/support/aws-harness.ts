@@ -54,7 +54,7 @@ import { apiKeyRecord, newApiKey } from '../../shared/api/api-keys.js';
 import type { ChunkMessage } from '../../shared/ports.js';
 import { type LocalS3, startLocalS3 } from './s3.js';
 
-export const FUNCTIONS = ['api', 'validate', 'enqueue', 'wait-for-chunks', 'finalize', 'worker', 'start-sweep'] as const;
+export const FUNCTIONS = ['api', 'validate', 'enqueue', 'wait-for-chunks', 'finalize', 'worker', 'start-sweep', 'file-reaper'] as const;
 export type FunctionName = (typeof FUNCTIONS)[number];
 
 type Handler = (event: any, context: Context) => Promise<any>;
@@ -127,7 +127,7 @@ export class AwsHarness {
   private readonly timeouts: Partial<Record<FunctionName, number>>;
 
   private constructor(
-    private readonly dynamo: EmbeddedDynamo,
+    readonly dynamo: EmbeddedDynamo,
     private readonly s3: LocalS3,
     options: HarnessOptions,
     private readonly mocks: { restore(): void },
@@ -194,6 +194,7 @@ export class AwsHarness {
       import('../../functions/finalize.js'),
       import('../../functions/worker.js'),
       import('../../functions/start-sweep.js'),
+      import('../../functions/file-reaper.js'),
     ]);
     FUNCTIONS.forEach((name, i) => {
       harness.handlers[name] = modules[i]!.handler as unknown as Handler;

@@ -25,13 +25,22 @@
 //          partBytes: the bytes of the parts recorded so far (absent before the first)
 //   part   pk = UPLOADPART#<uploadId>#<partId>    the UploadPartRecord; same `ttl` as its upload
 //   apikey pk = APIKEY#<sha256 of the key>  gsi1pk = APIKEYS  gsi1sk = as for files
+//   signing key  pk = SIGNKEY#<id of an id.secret key>: the SigningKeyRecord (its secret KMS-encrypted)
 //   webhook endpoint  pk = WEBHOOK#<id>  gsi1pk = <project>#WEBHOOK  gsi1sk = as for files
 //          the WebhookEndpointRecord (its signing secrets included: deliveries are signed with them)
 //   webhook delivery  pk = WEBHOOKDELIVERY#<id>  outboxPk = DELIVERIES  outboxSk = <nextAttemptAtMs,
 //          15 digits>#<id> (the delivery outbox shares the GSI `outbox` with the events outbox, in
 //          its own partition): the WebhookDeliveryRecord, until it arrives or is given up
 import type { AttributeValue, CreateTableCommandInput, DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { DeleteCommand, DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import {
+  DeleteCommand,
+  DynamoDBDocumentClient,
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+  ScanCommand,
+  UpdateCommand,
+} from '@aws-sdk/lib-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import {
   type ApiKeyRecord,
@@ -39,6 +48,7 @@ import {
   type BatchStatus,
   type ChunkOutcome,
   type FileRecord,
+  type SigningKeyRecord,
   TERMINAL_STATUSES,
   type UploadPartRecord,
   type UploadRecord,
@@ -57,6 +67,7 @@ import {
   type Page,
   type PendingEvents,
   type RecordChunkResult,
+  type RemovedFile,
   type StatusChange,
   type StatusChanges,
   type WebhookEndpointChanges,
@@ -114,6 +125,7 @@ export const ITEM_KEY_PREFIXES = {
   upload: 'UPLOAD#',
   uploadPart: 'UPLOADPART#',
   apiKey: 'APIKEY#',
+  signingKey: 'SIGNKEY#',
   webhookEndpoint: 'WEBHOOK#',
   webhookDelivery: 'WEBHOOKDELIVERY#',
   /** shared/adapters/aws/dynamo-pipeline-runs.ts */
@@ -128,6 +140,7 @@ const batchKey = (id: string) => ({ pk: `${ITEM_KEY_PREFIXES.batch}${id}` });
 const uploadKey = (id: string) => ({ pk: `${ITEM_KEY_PREFIXES.upload}${id}` });
 const uploadPartKey = (uploadId: string, partId: string) => ({ pk: `${ITEM_KEY_PREFIXES.uploadPart}${uploadId}#${partId}` });
 const apiKeyKey = (keyHash: string) => ({ pk: `${ITEM_KEY_PREFIXES.apiKey}${keyHash}` });
+const signingKeyKey = (id: string) => ({ pk: `${ITEM_KEY_PREFIXES.signingKey}${id}` });
 const webhookEndpointKey = (id: string) => ({ pk: `${ITEM_KEY_PREFIXES.webhookEndpoint}${id}` });
 const webhookDeliveryKey = (id: string) => ({ pk: `${ITEM_KEY_PREFIXES.webhookDelivery}${id}` });
 const API_KEYS_INDEX_KEY = 'APIKEYS';
@@ -203,6 +216,20 @@ function toFileItem(file: FileRecord): FileItem {
     requests: file.requests,
     // DynamoDB TTL wants seconds; round up so the item is never reaped before it expires.
     [TTL_ATTRIBUTE]: file.expiresAtMs === null ? undefined : Math.ceil(file.expiresAtMs / 1000),
+  };
+}
+
+/**
+ * The file a DynamoDB stream record's old image holds, with its pins (the file reaper reads the
+ * records TTL removed); undefined for an image of another kind of item.
+ */
+export function removedFileOf(image: Record<string, AttributeValue> | undefined): RemovedFile | undefined {
+  if (!image?.pk?.S?.startsWith(ITEM_KEY_PREFIXES.file)) return undefined;
+  const item = unmarshall(image) as FileItem;
+  return {
+    file: fromFileItem(item as unknown as Item),
+    pinnedBy: [...(item.pinnedBy ?? [])],
+    ...(item.deletedAtMs === undefined ? {} : { deletedAtMs: item.deletedAtMs }),
   };
 }
 
@@ -387,21 +414,35 @@ export class DynamoMetaStore implements MetaStore {
     throw new Error(`deleteFile: the pins of file ${id} kept changing`);
   }
 
-  async pinFile(project: string, id: string, batchId: string): Promise<FileRecord | undefined> {
-    const out = await unlessConditionFails(
-      this.doc.send(
-        new UpdateCommand({
-          TableName: this.tableName,
-          Key: fileKey(id),
-          UpdateExpression: 'ADD pinnedBy :batch',
-          // #project = :project also fails on a missing item, so no bare item is ever created.
-          ConditionExpression: `#project = :project AND ${LIVE_FILE} AND attribute_not_exists(deletedAtMs)`,
-          ExpressionAttributeNames: { '#project': 'project' },
-          ExpressionAttributeValues: { ':batch': new Set([batchId]), ':project': project, ':now': this.now() },
-          ReturnValues: 'ALL_NEW',
-        }),
-      ),
-    );
+  async pinFile(project: string, id: string, batchId: string, keepUntilMs?: number): Promise<FileRecord | undefined> {
+    // #project = :project also fails on a missing item, so no bare item is ever created.
+    const pinnable = `#project = :project AND ${LIVE_FILE} AND attribute_not_exists(deletedAtMs)`;
+    const values = { ':batch': new Set([batchId]), ':project': project, ':now': this.now() };
+    const pin = (update: string, condition: string, extra: Item = {}, names: Record<string, string> = {}) =>
+      unlessConditionFails(
+        this.doc.send(
+          new UpdateCommand({
+            TableName: this.tableName,
+            Key: fileKey(id),
+            UpdateExpression: update,
+            ConditionExpression: condition,
+            ExpressionAttributeNames: { '#project': 'project', ...names },
+            ExpressionAttributeValues: { ...values, ...extra },
+            ReturnValues: 'ALL_NEW',
+          }),
+        ),
+      );
+    // The TTL only grows: it is moved out to the batch's end only where it would come sooner (an
+    // update expression has no max(), hence the condition); a file that never expires has none.
+    const out =
+      (keepUntilMs !== undefined
+        ? await pin(
+            'ADD pinnedBy :batch SET #ttl = :until',
+            `${pinnable} AND attribute_exists(#ttl) AND #ttl < :until`,
+            { ':until': Math.ceil(keepUntilMs / 1000) },
+            { '#ttl': TTL_ATTRIBUTE },
+          )
+        : undefined) ?? (await pin('ADD pinnedBy :batch', pinnable));
     return out?.Attributes ? fromFileItem(out.Attributes) : undefined;
   }
 
@@ -430,6 +471,56 @@ export class DynamoMetaStore implements MetaStore {
           TableName: this.tableName,
           Key: fileKey(id),
           ConditionExpression: 'attribute_exists(deletedAtMs) AND attribute_not_exists(pinnedBy)',
+        }),
+      ),
+    );
+  }
+
+  async listExpiredFiles(nowMs: number, limit: number): Promise<FileRecord[]> {
+    const found: FileRecord[] = [];
+    let startKey: Key | undefined;
+    do {
+      const out = await this.doc.send(
+        new ScanCommand({
+          TableName: this.tableName,
+          FilterExpression: 'begins_with(pk, :file) AND expiresAtMs <= :now AND attribute_not_exists(pinnedBy)',
+          ExpressionAttributeValues: { ':file': ITEM_KEY_PREFIXES.file, ':now': nowMs },
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      found.push(...(out.Items ?? []).map(fromFileItem));
+      startKey = out.LastEvaluatedKey;
+    } while (startKey && found.length < limit);
+    return found.slice(0, limit);
+  }
+
+  async deleteExpiredFile(id: string, nowMs: number): Promise<boolean> {
+    const out = await unlessConditionFails(
+      this.doc.send(
+        new DeleteCommand({
+          TableName: this.tableName,
+          Key: fileKey(id),
+          ConditionExpression: 'expiresAtMs <= :now AND attribute_not_exists(pinnedBy)',
+          ExpressionAttributeValues: { ':now': nowMs },
+        }),
+      ),
+    );
+    return out !== undefined;
+  }
+
+  async restoreFile(removed: RemovedFile, keepUntilMs: number): Promise<void> {
+    await unlessConditionFails(
+      this.doc.send(
+        new PutCommand({
+          TableName: this.tableName,
+          Item: {
+            ...toFileItem(removed.file),
+            [TTL_ATTRIBUTE]: Math.ceil(keepUntilMs / 1000),
+            ...(removed.pinnedBy.length > 0 ? { pinnedBy: new Set(removed.pinnedBy) } : {}),
+            ...(removed.deletedAtMs === undefined ? {} : { deletedAtMs: removed.deletedAtMs }),
+          },
+          // Never over a record written since (ids are not reused, but a restore may run twice).
+          ConditionExpression: 'attribute_not_exists(pk)',
         }),
       ),
     );
@@ -957,6 +1048,24 @@ export class DynamoMetaStore implements MetaStore {
     );
   }
 
+  async putSigningKey(key: SigningKeyRecord): Promise<void> {
+    await this.doc.send(
+      new PutCommand({
+        TableName: this.tableName,
+        Item: { ...signingKeyKey(key.id), id: key.id, encryptedSecret: key.encryptedSecret, createdAtMs: key.createdAtMs },
+        // An id names one secret for good: a second key with the same id must not replace the first.
+        ConditionExpression: 'attribute_not_exists(pk)',
+      }),
+    );
+  }
+
+  async getSigningKey(id: string): Promise<SigningKeyRecord | undefined> {
+    const item = await this.getItem(signingKeyKey(id));
+    return item
+      ? { id: item.id as string, encryptedSecret: item.encryptedSecret as string, createdAtMs: item.createdAtMs as number }
+      : undefined;
+  }
+
   async getApiKey(keyHash: string): Promise<ApiKeyRecord | undefined> {
     const item = await this.getItem(apiKeyKey(keyHash));
     return item ? fromApiKeyItem(item) : undefined;
@@ -1028,6 +1137,8 @@ export class DynamoMetaStore implements MetaStore {
     if (!item || item.project !== project) return undefined;
     if (item.deletedAtMs !== undefined && !options.includeDeleted) return undefined;
     const file = fromFileItem(item);
+    // A batch reads its input while it pins it, expired or not (the pin kept the record and bytes).
+    if (options.includeDeleted && item.pinnedBy !== undefined) return file;
     return this.isLive(file) ? file : undefined;
   }
 

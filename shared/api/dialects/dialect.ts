@@ -6,7 +6,10 @@ import type { CreateBatchRequest } from '../../batch/create.js';
 import type { BatchDialect, BatchRecord } from '../../batch/model.js';
 import type { BatchFilter } from '../../ports.js';
 import { toBatchObject } from '../objects.js';
-import { BATCH_ENDPOINTS } from '../schemas.js';
+import { DASHSCOPE_ENDPOINTS, dashScopeListFilter } from './dashscope.js';
+
+/** Why a request is refused 401. */
+export type AuthErrorCode = 'missing_api_key' | 'invalid_api_key' | 'invalid_token' | 'token_expired';
 
 /** A Batch object on the wire: OpenAI's fields, renamed or reshaped by a dialect. */
 export type WireBatch = { id: string } & Record<string, unknown>;
@@ -23,13 +26,16 @@ export interface Dialect {
   createOptions(body: Record<string, unknown>): Pick<CreateBatchRequest, 'dialect' | 'autoDeleteInputFile'>;
   /** Its list query's filters, checked; undefined when it names none. */
   listFilter(query: Record<string, string>): BatchFilter | undefined;
+  /** The `code` of a 401 as the provider documents it; unset: OpenAI's. */
+  authErrorCode?(code: AuthErrorCode): string;
 }
 
+/** OpenAI's, with DashScope's dry run and list filters, which conflict with nothing of OpenAI's. */
 export const openAiDialect: Dialect = {
   name: 'openai',
   basePaths: ['/v1'],
-  endpoints: BATCH_ENDPOINTS,
+  endpoints: DASHSCOPE_ENDPOINTS,
   batchObject: toBatchObject,
   createOptions: () => ({}),
-  listFilter: () => undefined,
+  listFilter: dashScopeListFilter,
 };

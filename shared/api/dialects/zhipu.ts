@@ -6,7 +6,15 @@ import { z } from 'zod';
 import { toBatchObject } from '../objects.js';
 import { parse } from '../request.js';
 import { BATCH_ENDPOINTS } from '../schemas.js';
-import type { Dialect } from './dialect.js';
+import type { AuthErrorCode, Dialect } from './dialect.js';
+
+/** Zhipu's documented authentication error codes (its error-code table, 1000-1004). */
+const ZHIPU_AUTH_CODES: Record<AuthErrorCode, string> = {
+  invalid_api_key: '1000',
+  missing_api_key: '1001',
+  invalid_token: '1002',
+  token_expired: '1003',
+};
 
 const zhipuCreate = z.object({
   auto_delete_input_file: z.boolean({ error: 'auto_delete_input_file must be true or false' }).optional(),
@@ -22,4 +30,5 @@ export const zhipuDialect: Dialect = {
     return { dialect: 'zhipu', ...(auto_delete_input_file ? { autoDeleteInputFile: true } : {}) };
   },
   listFilter: () => undefined,
+  authErrorCode: (code) => ZHIPU_AUTH_CODES[code],
 };
