@@ -69,6 +69,8 @@ export const FUNCTION_ACCESS = {
       write: ['file', 'batch', 'upload', 'uploadPart', 'webhookEndpoint'],
       delete: ['file', 'webhookEndpoint'],
       queryByProject: true,
+      // The project's open batches: a running batch's estimate, and the create's window check.
+      queryOpen: true,
     },
   },
   validate: {
