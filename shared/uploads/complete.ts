@@ -17,6 +17,7 @@ import { createHash } from 'node:crypto';
 import { fileRecord } from '../batch/files.js';
 import { blobKeys } from '../batch/keys.js';
 import type { UploadPartRecord, UploadRecord } from '../batch/model.js';
+import { joinSummaries } from '../input/part-summary.js';
 import { checkJoinedParts, PartScan, type SummarizedPart, summaryFits, type UploadCheckLimits } from '../input/upload-check.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore } from '../ports.js';
@@ -224,6 +225,7 @@ async function joinClaimed(deps: UploadDeps, upload: UploadRecord, request: Comp
       purpose: 'batch',
       bytes: joined,
       expiresAfterSeconds: upload.fileExpiresAfterSeconds,
+      requests: joinSummaries(summarized, limits.maxLineBytes).requests,
     },
     clock.now(),
   );
