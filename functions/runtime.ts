@@ -19,6 +19,7 @@ import { SQSClient } from '@aws-sdk/client-sqs';
 import { z } from 'zod';
 import { DynamoMetaStore } from '../shared/adapters/aws/dynamo-meta-store.js';
 import { DynamoPipelineRunStore } from '../shared/adapters/aws/dynamo-pipeline-runs.js';
+import { DynamoQuotaStore } from '../shared/adapters/aws/dynamo-quotas.js';
 import { EventBridgeBus } from '../shared/adapters/aws/eventbridge-bus.js';
 import { KmsSigningSecrets } from '../shared/adapters/aws/kms-signing-secrets.js';
 import { S3BlobStore } from '../shared/adapters/aws/s3-blob-store.js';
@@ -30,7 +31,7 @@ import { SqsWorkQueue } from '../shared/adapters/aws/sqs-work-queue.js';
 import { systemClock } from '../shared/adapters/local/system-clock.js';
 import { type ApiKeyResolver, storedApiKeys } from '../shared/api/api-keys.js';
 import { type SigningSecretLookup, storedSigningSecrets } from '../shared/api/signed-tokens.js';
-import { loadConfig, type ServiceConfig } from '../shared/config.js';
+import { limitsOf, loadConfig, type ServiceConfig } from '../shared/config.js';
 import type { Logger } from '../shared/log.js';
 import { type PipelineDefinition, parsePipelinesText } from '../shared/pipelines/config.js';
 import type { RunDeps } from '../shared/pipelines/run.js';
@@ -186,6 +187,7 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
   const clock = systemClock;
   const log = domainLogger();
   const meta = new DynamoMetaStore({ client: clients.dynamo, tableName: required(env, ENV.tableName) });
+  const quotas = new DynamoQuotaStore({ client: clients.dynamo, tableName: required(env, ENV.tableName) });
   const bucketName = required(env, ENV.bucketName);
   const blobs = new S3BlobStore({ client: clients.s3, bucket: bucketName });
   const queueUrl = env[ENV.queueUrl];
@@ -224,8 +226,12 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
   }));
   const domain = composeDomain({
     config,
-    ports: { meta, blobs, queue, clock, log },
+    ports: { meta, quotas, blobs, queue, clock, log },
     upstreams: createUpstreamRouter(routerConfig({ defaultKey: undefined, routes: keylessRoutes }), clock, log),
+    routeQuotas: Object.fromEntries([
+      ...(defaultRoute ? [['default', limitsOf(defaultRoute)] as const] : []),
+      ...routes.map((route) => [route.pattern, limitsOf(route)] as const),
+    ]),
     subscribers: awsSubscribers({
       meta,
       clock,

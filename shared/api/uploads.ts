@@ -52,10 +52,10 @@ const fileRefused = (problem: UploadProblem) =>
   new ApiError(problem.status, problem.message, 'invalid_request_error', 'file', problem.code);
 
 /** The checks of a batch input file while it streams in (upload-check.ts), as API errors. */
-export function batchFileCheck(limits: UploadLimits): StreamCheck {
+export function batchFileCheck(limits: UploadLimits): StreamCheck & { requests(): number } {
   const check = new BatchFileCheck(checkLimits(limits));
   const asError = (problem: UploadProblem | undefined) => problem && fileRefused(problem);
-  return { push: (chunk) => asError(check.push(chunk)), end: () => asError(check.end()) };
+  return { push: (chunk) => asError(check.push(chunk)), end: () => asError(check.end()), requests: () => check.requestCount };
 }
 
 /** A refusal of the Uploads domain as the answer a client gets. */

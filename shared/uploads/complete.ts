@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import { fileRecord } from '../batch/files.js';
 import { blobKeys } from '../batch/keys.js';
 import type { UploadPartRecord, UploadRecord } from '../batch/model.js';
+import { joinSummaries } from '../input/part-summary.js';
 import { checkJoinedParts, PartScan, type SummarizedPart, summaryFits, type UploadCheckLimits } from '../input/upload-check.js';
 import type { BlobStore } from '../ports.js';
 import {
@@ -155,6 +156,7 @@ async function joinClaimed(deps: UploadDeps, upload: UploadRecord, request: Comp
       purpose: 'batch',
       bytes: joined,
       expiresAfterSeconds: upload.fileExpiresAfterSeconds,
+      requests: joinSummaries(summarized, limits.maxLineBytes).requests,
     },
     clock.now(),
   );
