@@ -16,7 +16,7 @@ const HAPPY_PATH = ['Validate', 'AfterValidate', 'Enqueue', 'WaitForChunks', 'Fi
 const REGIONS = ['us-east-1', 'us-east-2', 'us-west-1', 'us-west-2', 'eu-west-1', 'eu-west-2', 'eu-central-1', 'ap-northeast-1'];
 
 if (!MOTO_SERVER) {
-  motoSkipNotice('the synthesized state machine in Step Functions and the Lifecycle contract');
+  motoSkipNotice('the synthesized state machine in Step Functions');
 } else {
   describe('the synthesized state machine in moto Step Functions, through SfnLifecycle', () => {
     let synthesized: Synthesized;
