@@ -46,6 +46,9 @@ const MEMORY_MB: Record<FunctionName, number> = {
   worker: 1024,
   'start-sweep': 256,
   'file-reaper': 256,
+  // Not invoked by the cost scenario (no pipelines, no events drain).
+  'pipeline-run': 512,
+  events: 512,
 };
 /** START, END and REPORT lines Lambda itself writes per invocation. */
 const PLATFORM_LOG_BYTES = 350;

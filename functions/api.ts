@@ -2,11 +2,15 @@
 // API (payload format 2.0) through hono/aws-lambda. In AWS, keys are looked up hashed in the
 // table (created with `npm run keys`), and downloads too large for a Lambda answer (6 MB, base64)
 // answer 307 to a short-lived presigned S3 URL.
+import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context } from 'aws-lambda';
 import { handle } from 'hono/aws-lambda';
 import { createApiApp } from '../shared/api/app.js';
-import { API_TIMEOUT_SECONDS } from './contract.js';
+import type { PipelineDefinition } from '../shared/pipelines/config.js';
+import { type RunOutcome, type Trigger, TriggerRefused } from '../shared/pipelines/run.js';
+import { API_TIMEOUT_SECONDS, type PipelineRunEvent } from './contract.js';
 import { lambdaHandler, MetricUnit, metrics } from './observability.js';
+import type { PipelineRunResult } from './pipeline-run.js';
 import { type Runtime, runtime } from './runtime.js';
 
 type ApiHandler = (event: APIGatewayProxyEventV2, context: Context) => Promise<APIGatewayProxyStructuredResultV2>;
@@ -22,6 +26,30 @@ function appOf(rt: Runtime): ApiHandler {
   return app;
 }
 
+let lambda: LambdaClient | undefined;
+
+/**
+ * A run by hand: the pipeline-run function runs it (it alone may read the sources), invoked and
+ * waited for. A run that outlasts API Gateway's 30 s still finishes; the client's retry with the
+ * same Idempotency-Key then answers it.
+ */
+async function startByHand(rt: Runtime, pipeline: PipelineDefinition, trigger: Trigger): Promise<RunOutcome> {
+  const functionName = rt.pipelines.runFunction;
+  if (!functionName) throw new Error('PIPELINE_RUN_FUNCTION is not set: this stack has no pipeline-run function');
+  lambda ??= new LambdaClient({});
+  const event: PipelineRunEvent = {
+    kind: 'manual',
+    pipeline: pipeline.name,
+    trigger: { key: trigger.key, atMs: trigger.atMs, ...(trigger.objectKey === undefined ? {} : { objectKey: trigger.objectKey }) },
+  };
+  const out = await lambda.send(new InvokeCommand({ FunctionName: functionName, Payload: Buffer.from(JSON.stringify(event)) }));
+  const text = Buffer.from(out.Payload ?? new Uint8Array()).toString('utf8');
+  if (out.FunctionError) throw new Error(`the pipeline-run function failed: ${text.slice(0, 500)}`);
+  const result = JSON.parse(text) as PipelineRunResult;
+  if ('refused' in result) throw new TriggerRefused(result.refused);
+  return result;
+}
+
 function buildApp(rt: Runtime): ApiHandler {
   const hono = createApiApp(
     rt.domain.api(rt.lifecycle, {
@@ -33,6 +61,11 @@ function buildApp(rt: Runtime): ApiHandler {
       prices: rt.api.prices,
       // A complete's claim on an upload lasts as long as this function can run.
       completeLeaseMs: API_TIMEOUT_SECONDS * 1000,
+      pipelines: {
+        definitions: rt.pipelines.definitions,
+        runs: rt.pipelines.runs,
+        start: (pipeline, trigger) => startByHand(rt, pipeline, trigger),
+      },
     }),
   );
   return handle(hono) as unknown as ApiHandler;

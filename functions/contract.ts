@@ -14,6 +14,7 @@ export const HANDLERS = {
   webhookDelivery: 'functions/webhook-delivery.ts',
   startSweep: 'functions/start-sweep.ts',
   fileReaper: 'functions/file-reaper.ts',
+  pipelineRun: 'functions/pipeline-run.ts',
 } as const;
 
 /**
@@ -39,6 +40,12 @@ export const ENV = {
   webhookQueueUrl: 'WEBHOOK_QUEUE_URL',
   /** The KMS key that encrypts the secrets of signed (Zhipu-style id.secret) keys; unset: signed tokens are refused. */
   signingKeyArn: 'SIGNING_KEY_ARN',
+  /** JSON: the pipelines (shared/pipelines/config.ts), for the pipeline-run function and the API. */
+  pipelinesConfig: 'PIPELINES_CONFIG',
+  /** The queue of pipeline failures an operator must see (destination writes, trigger invocations); set on the events function. */
+  pipelineDeadLetterQueueUrl: 'PIPELINE_DEAD_LETTER_QUEUE_URL',
+  /** The pipeline-run function the API invokes for a run by hand. */
+  pipelineRunFunction: 'PIPELINE_RUN_FUNCTION',
   /** The same limits as the local runtime (MIN_COMPLETION_WINDOW, MAX_FILE_BYTES, ...), as strings. */
   limitsPrefix: '',
 } as const;
@@ -95,3 +102,12 @@ export const TTL_PRINCIPAL = 'dynamodb.amazonaws.com';
 
 /** The error the cancel API sends through SendTaskFailure; the state machine catches it by name. */
 export const CANCEL_ERROR = 'BatchCancelled';
+
+/**
+ * The pipeline-run function's input: from EventBridge Scheduler (`scheduledTime` is its
+ * <aws.scheduler.scheduled-time>), from an S3 Object Created rule, or from the API (a run by hand).
+ */
+export type PipelineRunEvent =
+  | { kind: 'schedule'; pipeline: string; scheduledTime: string }
+  | { kind: 'object-created'; pipeline: string; bucket: string; key: string; etag: string; time: string }
+  | { kind: 'manual'; pipeline: string; trigger: { key: string; atMs: number; objectKey?: string } };

@@ -18,11 +18,13 @@ import { SFNClient } from '@aws-sdk/client-sfn';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { z } from 'zod';
 import { DynamoMetaStore } from '../shared/adapters/aws/dynamo-meta-store.js';
+import { DynamoPipelineRunStore } from '../shared/adapters/aws/dynamo-pipeline-runs.js';
 import { EventBridgeBus } from '../shared/adapters/aws/eventbridge-bus.js';
 import { KmsSigningSecrets } from '../shared/adapters/aws/kms-signing-secrets.js';
 import { S3BlobStore } from '../shared/adapters/aws/s3-blob-store.js';
 import { secretsManagerResolver } from '../shared/adapters/aws/secrets-manager.js';
 import { SfnLifecycle } from '../shared/adapters/aws/sfn-lifecycle.js';
+import { SqsDeadLetters } from '../shared/adapters/aws/sqs-dead-letters.js';
 import { SqsDeliveryQueue } from '../shared/adapters/aws/sqs-delivery-queue.js';
 import { SqsWorkQueue } from '../shared/adapters/aws/sqs-work-queue.js';
 import { systemClock } from '../shared/adapters/local/system-clock.js';
@@ -30,7 +32,9 @@ import { type ApiKeyResolver, storedApiKeys } from '../shared/api/api-keys.js';
 import { type SigningSecretLookup, storedSigningSecrets } from '../shared/api/signed-tokens.js';
 import { loadConfig, type ServiceConfig } from '../shared/config.js';
 import type { Logger } from '../shared/log.js';
-import type { Clock, DeliveryQueue, WorkQueue } from '../shared/ports.js';
+import { type PipelineDefinition, parsePipelinesText } from '../shared/pipelines/config.js';
+import type { RunDeps } from '../shared/pipelines/run.js';
+import type { BlobStore, Clock, DeliveryQueue, WorkQueue } from '../shared/ports.js';
 import { composeDomain, type Domain } from '../shared/runtime/compose.js';
 import { awsSubscribers } from '../shared/runtime/subscribers.js';
 import { ResponseBudget } from '../shared/upstream/response-budget.js';
@@ -79,6 +83,15 @@ export interface Runtime {
     signingSecrets: SigningSecretLookup | undefined;
     downloads: { redirectAboveBytes: number; urlExpiresInSeconds: number };
     prices: (model: string) => RoutePrice | undefined;
+  };
+  /** Pipelines (PIPELINES_CONFIG, on the functions that run or list them), their runs, and what a run needs. */
+  pipelines: {
+    definitions: PipelineDefinition[];
+    runs: DynamoPipelineRunStore;
+    deps: RunDeps;
+    bucket: string;
+    /** The pipeline-run function (PIPELINE_RUN_FUNCTION), for the API's runs by hand. */
+    runFunction: string | undefined;
   };
   /** The container's budget of upstream answer bytes held at once (MAX_INFLIGHT_RESPONSE_BYTES), for the worker. */
   responses: ResponseBudget;
@@ -173,11 +186,23 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
   const clock = systemClock;
   const log = domainLogger();
   const meta = new DynamoMetaStore({ client: clients.dynamo, tableName: required(env, ENV.tableName) });
-  const blobs = new S3BlobStore({ client: clients.s3, bucket: required(env, ENV.bucketName) });
+  const bucketName = required(env, ENV.bucketName);
+  const blobs = new S3BlobStore({ client: clients.s3, bucket: bucketName });
   const queueUrl = env[ENV.queueUrl];
   const queue: WorkQueue = queueUrl ? new SqsWorkQueue({ client: clients.sqs, queueUrl }) : missing('WorkQueue', ENV.queueUrl);
   // Signals need only a task token; starting an execution needs the state machine's ARN.
   const lifecycle = new SfnLifecycle({ client: clients.sfn, stateMachineArn: env[ENV.stateMachineArn], meta, cancelError: CANCEL_ERROR });
+
+  const runs = new DynamoPipelineRunStore({ client: clients.dynamo, tableName: required(env, ENV.tableName) });
+  // A pipeline's source or destination in another bucket has a store of its own, with the same client.
+  const otherBuckets = new Map<string, BlobStore>();
+  const objects = (bucket: string | undefined): BlobStore => {
+    if (bucket === undefined || bucket === bucketName) return blobs;
+    const store = otherBuckets.get(bucket) ?? new S3BlobStore({ client: clients.s3, bucket });
+    otherBuckets.set(bucket, store);
+    return store;
+  };
+  const pipelineDeadLetterUrl = env[ENV.pipelineDeadLetterQueueUrl];
 
   const signingKeyArn = env[ENV.signingKeyArn];
   const busName = env[ENV.eventBusName];
@@ -201,7 +226,25 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
     config,
     ports: { meta, blobs, queue, clock, log },
     upstreams: createUpstreamRouter(routerConfig({ defaultKey: undefined, routes: keylessRoutes }), clock, log),
-    subscribers: awsSubscribers({ meta, clock, bus, deliveries: deliveryQueue }),
+    subscribers: awsSubscribers({
+      meta,
+      clock,
+      bus,
+      deliveries: deliveryQueue,
+      // Only the events function is given the dead-letter queue, and with it the destinations.
+      ...(pipelineDeadLetterUrl
+        ? {
+            destinations: {
+              blobs,
+              runs,
+              clock,
+              log,
+              objects,
+              deadLetters: new SqsDeadLetters({ client: clients.sqs, queueUrl: pipelineDeadLetterUrl }),
+            },
+          }
+        : {}),
+    }),
   });
 
   let worker: Promise<{ router: UpstreamRouter; meter: UpstreamMeter }> | undefined;
@@ -226,6 +269,13 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
     clock,
     log,
     domain,
+    pipelines: {
+      definitions: env[ENV.pipelinesConfig] ? parsePipelinesText(env[ENV.pipelinesConfig]!, ENV.pipelinesConfig) : [],
+      runs,
+      deps: { meta, blobs, runs, clock, lifecycle, log, objects, limits: config.limits },
+      bucket: bucketName,
+      runFunction: env[ENV.pipelineRunFunction],
+    },
     responses: new ResponseBudget(config.upstream.maxInflightResponseBytes),
     api: {
       resolveApiKey: storedApiKeys(meta, { clock }),

@@ -6,13 +6,14 @@ import * as kms from 'aws-cdk-lib/aws-kms';
 import { Construct } from 'constructs';
 import { ENV } from '../functions/contract.js';
 import { loadConfig } from '../shared/config.js';
+import { parsePipelines } from '../shared/pipelines/config.js';
 import { type BatchServiceProps, checkProps, DEFAULTS, limitsEnvironment } from './config.js';
 import { Api } from './constructs/api.js';
 import { Events } from './constructs/events.js';
 import { FileReaper } from './constructs/file-reaper.js';
 import { Lifecycle } from './constructs/lifecycle.js';
 import { Monitoring } from './constructs/monitoring.js';
-import { Schedules } from './constructs/schedules.js';
+import { Pipelines } from './constructs/pipelines.js';
 import { StartSweep } from './constructs/start-sweep.js';
 import { Storage } from './constructs/storage.js';
 import { UpstreamSecrets } from './constructs/upstream-secrets.js';
@@ -33,7 +34,7 @@ export class BatchService extends Construct {
   readonly workers: Workers;
   readonly lifecycle: Lifecycle;
   readonly api: Api;
-  readonly schedules: Schedules | undefined;
+  readonly pipelines: Pipelines | undefined;
   readonly startSweep: StartSweep;
   readonly fileReaper: FileReaper;
   readonly monitoring: Monitoring;
@@ -56,7 +57,7 @@ export class BatchService extends Construct {
     this.upstream = new UpstreamSecrets(this, 'Upstream', props.upstream ?? {}, prefix);
 
     // What every handler is told (functions/contract.ts ENV). STATE_MACHINE_ARN goes only to the
-    // functions that signal or start executions: api, worker, wait-for-chunks, scheduled-submit, start-sweep.
+    // functions that signal or start executions: api, worker, wait-for-chunks, pipeline-run, start-sweep.
     const environment: Record<string, string> = {
       [ENV.tableName]: this.storage.table.tableName,
       [ENV.bucketName]: this.storage.bucket.bucketName,
@@ -116,16 +117,22 @@ export class BatchService extends Construct {
       eventBus: props.eventBus ?? DEFAULTS.eventBus,
     });
 
-    this.schedules =
-      props.schedules && props.schedules.length > 0
-        ? new Schedules(this, 'Schedules', {
+    const pipelines = parsePipelines(props.pipelines ?? [], 'pipelines');
+    this.pipelines =
+      pipelines.length > 0
+        ? new Pipelines(this, 'Pipelines', {
             storage: this.storage,
             stateMachine: this.lifecycle.stateMachine,
             environment,
             logRetentionDays,
-            schedules: props.schedules,
+            metricsNamespace,
+            pipelines,
+            eventsFunction: this.events.dispatcher,
+            apiFunction: this.api.handler,
           })
         : undefined;
+    // A drop pipeline on the service's bucket hears of new objects through EventBridge.
+    if (this.pipelines?.needsBucketEvents) this.storage.sendEventsToEventBridge();
 
     this.monitoring = new Monitoring(this, 'Monitoring', {
       api: this.api,
@@ -142,15 +149,18 @@ export class BatchService extends Construct {
         webhookDelivery: this.events.delivery,
         startSweep: this.startSweep.sweeper,
         fileReaper: this.fileReaper.reaper,
-        ...(this.schedules ? { scheduledSubmit: this.schedules.submitter } : {}),
+        ...(this.pipelines ? { pipelineRun: this.pipelines.runner } : {}),
       },
       metricsNamespace,
       alarmEmail: props.alarmEmail,
-      scheduledSubmit: this.schedules?.submitter,
     });
 
     this.events.deadLetterAlarm.addAlarmAction(new cloudwatchActions.SnsAction(this.monitoring.topic));
     this.events.deadLetterAlarm.addOkAction(new cloudwatchActions.SnsAction(this.monitoring.topic));
+    for (const alarm of this.pipelines?.alarms ?? []) {
+      alarm.addAlarmAction(new cloudwatchActions.SnsAction(this.monitoring.topic));
+      alarm.addOkAction(new cloudwatchActions.SnsAction(this.monitoring.topic));
+    }
 
     const output = (name: string, value: string, description: string) =>
       new CfnOutput(this, name, { key: `${prefix}${name}`, value, description });
@@ -164,6 +174,13 @@ export class BatchService extends Construct {
     output('AlarmTopicArn', this.monitoring.topic.topicArn, 'SNS topic of the alarms: subscribe to hear about them');
     output('WebhookQueueUrl', this.events.webhookQueue.queueUrl, 'SQS queue of webhook delivery attempts');
     output('EventBusName', this.events.busName ?? 'none', 'EventBridge bus of the Batch Status Change events');
+    if (this.pipelines) {
+      output(
+        'PipelineDeadLetterQueueUrl',
+        this.pipelines.deadLetterQueue.queueUrl,
+        'Pipeline triggers and destination writes that failed every retry',
+      );
+    }
     output('DashboardName', this.monitoring.dashboard.dashboardName, 'CloudWatch dashboard of the service');
 
     checkEnvironmentSizes(this, Object.keys(props.upstream?.routes ?? {}).length + (props.upstream?.default ? 1 : 0));

@@ -1,11 +1,11 @@
 // What a team configures when it deploys: upstream routes (API keys named by Secrets Manager
-// secret, never inlined), worker concurrency, the service limits, scheduled submissions. Given as
+// secret, never inlined), worker concurrency, the service limits, pipelines. Given as
 // props to BatchService / BatchServiceStack, or as CDK context (cdk.json or `-c`), so
 // `npx cdk deploy -c batchService='{"upstream":{...}}'` needs no code change.
 import type { RemovalPolicy } from 'aws-cdk-lib';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
-import { parseCompletionWindow } from '../shared/api/schemas.js';
 import { ConfigError, loadConfig } from '../shared/config.js';
+import { PipelineConfigError, type PipelineInput, parsePipelines } from '../shared/pipelines/config.js';
 import { parseRoutes, type RouteEntry, RoutesError } from '../shared/upstream/routes.js';
 
 /**
@@ -76,23 +76,6 @@ export const LIMIT_NAMES = [
 export type LimitName = (typeof LIMIT_NAMES)[number];
 export type Limits = Partial<Record<LimitName, string | number>>;
 
-/** A batch submitted on a schedule (EventBridge Scheduler), from a file that is already uploaded. */
-export interface ScheduledSubmission {
-  /** Unique among the schedules; becomes part of the schedule's construct id. */
-  readonly name: string;
-  /** An EventBridge Scheduler expression: `rate(1 day)`, `cron(0 2 * * ? *)`, `at(2027-01-01T00:00:00)`. */
-  readonly scheduleExpression: string;
-  /** IANA time zone for cron and at expressions. @default UTC */
-  readonly timeZone?: string;
-  /** The project the batch belongs to (the one its API key maps to). */
-  readonly project: string;
-  readonly inputFileId: string;
-  readonly endpoint: string;
-  /** @default '24h' */
-  readonly completionWindow?: string;
-  readonly metadata?: Readonly<Record<string, string>>;
-}
-
 export interface BatchServiceProps {
   readonly upstream?: UpstreamRoutes;
   /** The worker event source's MaximumConcurrency (2..1000): caps parallel chunks, and so the load on upstreams. @default 20 */
@@ -107,8 +90,11 @@ export interface BatchServiceProps {
   readonly logRetentionDays?: number;
   /** Subscribes this address to the alarm topic. @default no subscription */
   readonly alarmEmail?: string;
-  /** Batches to submit on a schedule. @default none */
-  readonly schedules?: readonly ScheduledSubmission[];
+  /**
+   * Scheduled and drop-folder pipelines (shared/pipelines/config.ts: the shape `npm start` reads
+   * from PIPELINES), checked at synth. @default none
+   */
+  readonly pipelines?: readonly PipelineInput[];
   /**
    * Steady-state requests per second and burst of the HTTP API's stage, past which API Gateway
    * answers 429 without invoking the API Lambda; `null` leaves only API Gateway's account limits.
@@ -226,18 +212,16 @@ export function checkProps(props: BatchServiceProps): void {
   if (!(Object.values(RetentionDays) as unknown[]).includes(days) || days === RetentionDays.INFINITE) {
     problems.push(`logRetentionDays must be one of CloudWatch's retention periods (1, 3, 5, 7, 14, 30, 60, 90, ...), not ${days}`);
   }
-  const names = new Set<string>();
-  for (const schedule of props.schedules ?? []) {
-    if (!/^[A-Za-z0-9-_]{1,48}$/.test(schedule.name))
-      problems.push(`schedule '${schedule.name}': name must be 1..48 letters, digits, - or _`);
-    if (names.has(schedule.name)) problems.push(`schedule '${schedule.name}' appears twice`);
-    names.add(schedule.name);
-    if (!/^(rate|cron|at)\(.+\)$/.test(schedule.scheduleExpression)) {
-      problems.push(`schedule '${schedule.name}': scheduleExpression must be rate(...), cron(...) or at(...)`);
-    }
-    if (parseCompletionWindow(schedule.completionWindow ?? DEFAULTS.completionWindow) === undefined) {
-      problems.push(`schedule '${schedule.name}': completionWindow must be written like 24h (the API's one spelling)`);
-    }
+  if ('schedules' in props) {
+    problems.push(
+      "schedules was replaced by pipelines, whose runs read a file from S3 each time instead of resubmitting an uploaded file id (which expires): write each schedule as a pipeline with a source key (README, 'Pipelines'), and remove schedules",
+    );
+  }
+  try {
+    parsePipelines(props.pipelines ?? [], 'pipelines');
+  } catch (error) {
+    if (!(error instanceof PipelineConfigError)) throw error;
+    problems.push(error.message.replace(/^invalid pipelines: /, 'pipelines: '));
   }
   if (problems.length > 0) throw new ConfigError(`invalid BatchService configuration: ${problems.join('; ')}`);
 }

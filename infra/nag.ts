@@ -16,6 +16,11 @@ export const JUSTIFIED_WILDCARDS: readonly { finding: RegExp; reason: string }[]
       'Objects under one prefix of the service bucket (infra/constructs/access.ts): keys are generated per file, upload and batch at run time.',
   },
   {
+    finding: /^Resource::(<[A-Za-z0-9]+\.Arn>|arn:<AWS::Partition>:s3:::[a-z0-9.-]+)\/[A-Za-z0-9_\-.][A-Za-z0-9_\-./]*\*$/,
+    reason:
+      "Objects under one pipeline's source or destination prefix (infra/constructs/pipelines.ts), in the service bucket or a bucket the configuration names: the objects that arrive and the run ids are known only at run time.",
+  },
+  {
     finding: /^Resource::<[A-Za-z0-9]+\.Arn>:\*$/,
     reason: "Versions and aliases of one of this service's functions (CDK's LambdaInvoke and Scheduler grants).",
   },

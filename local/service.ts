@@ -217,6 +217,9 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
   const fileSweepTimer = setInterval(sweepFiles, config.fileSweepIntervalMs);
   fileSweepTimer.unref();
 
+  // Schedules and drop folders are set up before the service answers: a file dropped once it is
+  // ready is seen.
+  await pipelines.run();
   const server = await new Promise<ServerType>((resolve) => {
     const started = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, () => resolve(started));
   });
@@ -224,7 +227,6 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
   const port = (server.address() as AddressInfo).port;
   const resumed = await lifecycle.resume();
   if (resumed > 0) log.log('info', 'resumed unfinished batches', { batches: resumed });
-  await pipelines.run();
 
   return {
     url: `http://${config.host}:${port}`,

@@ -96,10 +96,23 @@ export const FUNCTION_ACCESS = {
     bucket: { read: ['files', 'batches'], write: ['batches'], delete: ['batches'], list: ['batches'] },
     table: { read: ['batch'], write: ['batch'] },
   },
-  scheduledSubmit: {
-    // Creates a batch as POST /v1/batches does: reads and pins the input file, writes the batch.
+  pipelineRun: {
+    // Imports a pipeline's source object as an input file (deleting it again when the checks refuse
+    // it) and creates the batch as POST /v1/batches does; records the run. The source and destination
+    // prefixes are granted by infra/constructs/pipelines.ts.
+    bucket: { write: ['files'], delete: ['files'] },
+    table: { read: ['file', 'batch', 'pipelineRun'], write: ['file', 'batch', 'pipelineRun'] },
+  },
+  pipelineDestinations: {
+    // Added to the events function where there are pipelines: it copies an ended batch's output and
+    // error files to the run's destination (granted by prefix in pipelines.ts) and records the run.
+    bucket: { read: ['files'] },
+    table: { read: ['pipelineRun'], write: ['pipelineRun'] },
+  },
+  pipelineApi: {
+    // Added to the API where there are pipelines: GET /v1/x/pipelines/{name}/runs/{run_id}.
     bucket: {},
-    table: { read: ['file', 'batch'], write: ['file', 'batch'] },
+    table: { read: ['pipelineRun'] },
   },
   events: {
     // Drains the outbox (acknowledging a batch's events), records webhook deliveries for the

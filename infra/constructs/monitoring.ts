@@ -22,8 +22,6 @@ export interface MonitoringProps {
   readonly functions: Readonly<Record<string, ServiceFunction>>;
   readonly metricsNamespace: string;
   readonly alarmEmail?: string;
-  /** The scheduled-submit function, when there are schedules: a failed submission alarms. */
-  readonly scheduledSubmit?: ServiceFunction;
 }
 
 const FIVE_MINUTES = Duration.minutes(5);
@@ -86,14 +84,6 @@ export class Monitoring extends Construct {
       'A batch execution failed after its retries: the batch may be stuck in validating or finalizing.',
     );
     this.alarm('Api5xx', api5xx, 'The API answered 5xx (an unhandled error in the API Lambda, or a timeout).');
-    if (props.scheduledSubmit) {
-      this.alarm(
-        'ScheduledSubmitErrors',
-        props.scheduledSubmit.function.metricErrors({ period: FIVE_MINUTES, statistic: 'Sum' }),
-        'A scheduled submission failed (see the function log for the API error, e.g. the input file expired); it is not retried.',
-      );
-    }
-
     const queueAge = workers.queue.metricApproximateAgeOfOldestMessage({ period: Duration.minutes(1), statistic: 'Maximum' });
     const functions = Object.entries(props.functions);
     const duration = (statistic: string) =>

@@ -39,6 +39,18 @@ export class Storage extends Construct {
   readonly bucket: s3.Bucket;
   readonly table: dynamodb.Table;
 
+  /**
+   * The bucket sends its object events to EventBridge (for drop pipelines). Set on the bucket's own
+   * NotificationConfiguration, not with CDK's eventBridgeEnabled, which adds a custom resource and
+   * a Lambda to set it.
+   */
+  sendEventsToEventBridge(): void {
+    (this.bucket.node.defaultChild as s3.CfnBucket).addPropertyOverride(
+      'NotificationConfiguration.EventBridgeConfiguration.EventBridgeEnabled',
+      true,
+    );
+  }
+
   constructor(scope: Construct, id: string, props: StorageProps) {
     super(scope, id);
 

@@ -135,13 +135,13 @@ describe('workers', () => {
     return template.findResources('AWS::SQS::Queue')[queueId]!;
   }
 
-  it('encrypts every queue (chunks, webhooks, their dead-letter queues), refuses plain HTTP, and redrives after 5 receives', () => {
+  it("encrypts every queue (chunks, webhooks, their dead-letter queues, the pipelines' dead letters), refuses plain HTTP, and redrives after 5 receives", () => {
     const queues = template.findResources('AWS::SQS::Queue');
-    expect(Object.keys(queues)).toHaveLength(4);
+    expect(Object.keys(queues)).toHaveLength(5);
     for (const queue of Object.values(queues)) expect(queue.Properties.SqsManagedSseEnabled).toBe(true);
     const chunks = queueFeeding(functionByDescription('Chunk worker').id);
     const deadLetters = Object.entries(queues).filter(([, q]) => !q.Properties.RedrivePolicy);
-    expect(deadLetters).toHaveLength(2);
+    expect(deadLetters).toHaveLength(3);
     expect(chunks.Properties.RedrivePolicy).toEqual({
       deadLetterTargetArn: { 'Fn::GetAtt': [expect.stringMatching(/DeadLetterQueue/), 'Arn'] },
       maxReceiveCount: MAX_RECEIVE_COUNT,
@@ -150,7 +150,7 @@ describe('workers', () => {
     const tlsOnly = Object.values(template.findResources('AWS::SQS::QueuePolicy')).filter((p) =>
       p.Properties.PolicyDocument.Statement.some((s: any) => s.Effect === 'Deny' && s.Condition?.Bool?.['aws:SecureTransport'] === 'false'),
     );
-    expect(tlsOnly).toHaveLength(4);
+    expect(tlsOnly).toHaveLength(5);
   });
 
   it('sets the visibility timeout to at least six times the worker timeout', () => {
@@ -189,8 +189,8 @@ describe('workers', () => {
 describe('functions', () => {
   it('runs every function on Node.js 24 on arm64, bundled as ESM', () => {
     const all = Object.values(functions());
-    // The handlers of functions/contract.ts, plus scheduled-submit.
-    expect(all).toHaveLength(Object.keys(HANDLERS).length + 1);
+    // Every handler of functions/contract.ts (the full configuration has pipelines).
+    expect(all).toHaveLength(Object.keys(HANDLERS).length);
     for (const fn of all) {
       expect(fn.Properties.Runtime).toBe('nodejs24.x');
       expect(fn.Properties.Architectures).toEqual(['arm64']);
@@ -224,7 +224,7 @@ describe('functions', () => {
     }
     // The functions that start executions, or signal them outside of one, know the state machine's
     // ARN; the functions it invokes do not (that would be a cycle): wait-for-chunks signals with a token.
-    for (const prefix of ['OpenAI-compatible Batch API', 'Chunk worker', 'Scheduled submission']) {
+    for (const prefix of ['OpenAI-compatible Batch API', 'Chunk worker', 'Pipeline run']) {
       expect(functionByDescription(prefix).properties.Environment.Variables).toHaveProperty(ENV.stateMachineArn);
     }
     for (const prefix of ['Batch lifecycle: validate', 'Batch lifecycle: send', 'Batch lifecycle: store', 'Batch lifecycle: merge']) {
@@ -570,7 +570,7 @@ describe('API', () => {
   });
 });
 
-describe('monitoring and schedules', () => {
+describe('monitoring and pipelines', () => {
   it('alarms on dead letters, worker errors, failed executions and API 5xx', () => {
     const metrics = Object.values(template.findResources('AWS::CloudWatch::Alarm')).map(
       (a) => `${a.Properties.Namespace}/${a.Properties.MetricName}`,
@@ -589,22 +589,97 @@ describe('monitoring and schedules', () => {
     expect(body).toContain('"Duration"');
   });
 
-  it('submits a batch on a schedule through the scheduled-submit function', () => {
-    const submit = functionByDescription('Scheduled submission');
+  it('runs each scheduled pipeline from an EventBridge Scheduler schedule in its time zone, with the scheduled time as the run key', () => {
+    const run = functionByDescription('Pipeline run');
+    template.resourceCountIs('AWS::Scheduler::Schedule', 1);
     template.hasResourceProperties('AWS::Scheduler::Schedule', {
       ScheduleExpression: 'cron(0 2 * * ? *)',
       ScheduleExpressionTimezone: 'Europe/Paris',
-      Target: Match.objectLike({ Arn: { 'Fn::GetAtt': [submit.id, 'Arn'] } }),
+      Target: Match.objectLike({
+        Arn: { 'Fn::GetAtt': [run.id, 'Arn'] },
+        RetryPolicy: Match.objectLike({ MaximumRetryAttempts: 2 }),
+        DeadLetterConfig: { Arn: Match.anyValue() },
+      }),
     });
     const schedule = Object.values(template.findResources('AWS::Scheduler::Schedule'))[0]!;
     expect(JSON.parse(schedule.Properties.Target.Input)).toEqual({
-      schedule: 'nightly-reviews',
-      project: 'reviews',
-      input_file_id: 'file-abc123',
-      endpoint: '/v1/chat/completions',
-      completion_window: '24h',
-      metadata: { source: 'schedule' },
+      kind: 'schedule',
+      pipeline: 'nightly-reviews',
+      scheduledTime: '<aws.scheduler.scheduled-time>',
     });
+    // No pipeline refers to a Files API id: the function is given the pipelines, sources and all.
+    const config = JSON.parse(run.properties.Environment.Variables[ENV.pipelinesConfig]);
+    expect(config.map((p: { name: string; source: string }) => [p.name, p.source])).toEqual([
+      ['nightly-reviews', 'inbox/reviews/{yyyy}-{MM}-{dd}.jsonl'],
+      ['drop', 'inbox/reviews/drop/'],
+      ['partner-feed', 's3://partner-feed-bucket/exports/'],
+    ]);
+    expect(JSON.stringify(config)).not.toMatch(/file-/);
+  });
+
+  it("runs each drop pipeline from S3's Object Created events under its prefix, the service's bucket sending them", () => {
+    const bucket = Object.entries(template.findResources('AWS::S3::Bucket'))[0]!;
+    expect(bucket[1].Properties.NotificationConfiguration).toEqual({ EventBridgeConfiguration: { EventBridgeEnabled: true } });
+    template.hasResourceProperties('AWS::Events::Rule', {
+      EventPattern: {
+        source: ['aws.s3'],
+        'detail-type': ['Object Created'],
+        detail: { bucket: { name: [{ Ref: bucket[0] }] }, object: { key: [{ prefix: 'inbox/reviews/drop/' }] } },
+      },
+      Targets: [
+        Match.objectLike({
+          RetryPolicy: Match.objectLike({ MaximumRetryAttempts: 2 }),
+          DeadLetterConfig: { Arn: Match.anyValue() },
+          InputTransformer: Match.objectLike({
+            InputPathsMap: Match.objectLike({ 'detail-bucket-name': '$.detail.bucket.name', 'detail-object-key': '$.detail.object.key' }),
+          }),
+        }),
+      ],
+    });
+    template.hasResourceProperties('AWS::Events::Rule', {
+      EventPattern: Match.objectLike({ detail: { bucket: { name: ['partner-feed-bucket'] }, object: { key: [{ prefix: 'exports/' }] } } }),
+    });
+    // An invocation that fails every retry lands on the dead-letter queue too.
+    template.hasResourceProperties('AWS::Lambda::EventInvokeConfig', {
+      MaximumRetryAttempts: 2,
+      DestinationConfig: { OnFailure: { Destination: Match.anyValue() } },
+    });
+  });
+
+  it('alarms on the pipelines: the dead-letter queue, and runs that failed for their source', () => {
+    const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm'));
+    const runsFailed = alarms.find((a) => a.Properties.MetricName === 'PipelineRunsFailed');
+    expect(runsFailed?.Properties).toMatchObject({
+      Namespace: 'BatchService',
+      Threshold: 1,
+      AlarmActions: [{ Ref: expect.stringMatching(/AlarmTopic/) }],
+    });
+    const deadLetters = alarms.find((a) => /pipeline failure nobody will retry/.test(a.Properties.AlarmDescription));
+    expect(deadLetters?.Properties.MetricName).toBe('ApproximateNumberOfMessagesVisible');
+    expect(deadLetters?.Properties.AlarmActions).toHaveLength(1);
+  });
+
+  it('has no pipeline resources without pipelines, and refuses the old schedules with the way to migrate', () => {
+    const bare = synthesize({}, { nag: false }).template;
+    bare.resourceCountIs('AWS::Scheduler::Schedule', 0);
+    expect(Object.keys(bare.findResources('AWS::S3::Bucket')).length).toBe(1);
+    expect(Object.values(bare.findResources('AWS::S3::Bucket'))[0]!.Properties.NotificationConfiguration).toBeUndefined();
+    expect(() => checkProps({ schedules: [] } as never)).toThrow(/schedules was replaced by pipelines/);
+    expect(() => checkProps({ pipelines: [{ name: 'x' }] as never })).toThrow(/pipelines: pipeline 'x'/);
+    expect(() =>
+      checkProps({
+        pipelines: [
+          {
+            name: 'fast',
+            project: 'p',
+            schedule: 'rate(5 seconds)',
+            source: 'in/a.jsonl',
+            destination: 'out/',
+            endpoint: '/v1/embeddings',
+          },
+        ],
+      }),
+    ).toThrow(/smallest rate is rate\(1 minute\)/);
   });
 });
 
@@ -621,7 +696,7 @@ describe('cdk-nag', () => {
       .flatMap((m) => Object.entries(m.data as Record<string, string>));
     expect(acknowledged.length).toBeGreaterThan(10);
     for (const [id, reason] of acknowledged) {
-      expect(id).toMatch(/AwsSolutions-(S1|SMG4|L1|SF1|APIG4|IAM5\[.+\])$/);
+      expect(id).toMatch(/AwsSolutions-(S1|SMG4|L1|SF1|APIG4|SQS3|IAM5\[.+\])$/);
       expect(reason.length, id).toBeGreaterThan(40);
     }
   });

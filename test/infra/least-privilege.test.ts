@@ -40,7 +40,8 @@ beforeAll(() => {
     'wait-for-chunks': service.lifecycle.waitForChunks,
     finalize: service.lifecycle.finalize,
     worker: service.workers.worker,
-    'scheduled-submit': service.schedules!.submitter,
+    'pipeline-run': service.pipelines!.runner,
+    events: service.events.dispatcher,
     'start-sweep': service.startSweep.sweeper,
     'file-reaper': service.fileReaper.reaper,
   };

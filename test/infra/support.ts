@@ -30,7 +30,7 @@ export interface ValidationReport {
   }[];
 }
 
-/** A service with every optional part: upstream routes (a created secret and a named one), schedules. */
+/** A service with every optional part: upstream routes (a created secret and a named one), pipelines (scheduled, drop, another bucket). */
 export const FULL_PROPS: BatchServiceProps = {
   upstream: {
     default: { baseUrl: 'https://api.openai.com/v1' },
@@ -42,15 +42,32 @@ export const FULL_PROPS: BatchServiceProps = {
   workerMaxConcurrency: 50,
   limits: { MIN_COMPLETION_WINDOW: '1h', MAX_FILE_BYTES: 100 * 1024 * 1024 },
   alarmEmail: 'oncall@example.com',
-  schedules: [
+  pipelines: [
     {
       name: 'nightly-reviews',
-      scheduleExpression: 'cron(0 2 * * ? *)',
-      timeZone: 'Europe/Paris',
       project: 'reviews',
-      inputFileId: 'file-abc123',
+      schedule: 'cron(0 2 * * ? *)',
+      timeZone: 'Europe/Paris',
+      source: 'inbox/reviews/{yyyy}-{MM}-{dd}.jsonl',
+      destination: 'outbox/reviews/nightly/',
       endpoint: '/v1/chat/completions',
-      metadata: { source: 'schedule' },
+      metadata: { job: 'reviews' },
+    },
+    {
+      name: 'drop',
+      project: 'reviews',
+      trigger: 'object-created',
+      source: 'inbox/reviews/drop/',
+      destination: 'outbox/reviews/drop/',
+      endpoint: '/v1/chat/completions',
+    },
+    {
+      name: 'partner-feed',
+      project: 'evals',
+      trigger: 'object-created',
+      source: 's3://partner-feed-bucket/exports/',
+      destination: 's3://partner-results-bucket/batch-results/',
+      endpoint: '/v1/embeddings',
     },
   ],
 };

@@ -55,7 +55,9 @@ import type { ChunkMessage } from '../../shared/ports.js';
 import { type LocalS3, startLocalS3 } from './s3.js';
 
 export const FUNCTIONS = ['api', 'validate', 'enqueue', 'wait-for-chunks', 'finalize', 'worker', 'start-sweep', 'file-reaper'] as const;
-export type FunctionName = (typeof FUNCTIONS)[number];
+/** Loaded too, invoked only by the tests that drive them (pipelines: a run, and the events drain that writes its destination). */
+export const PIPELINE_FUNCTIONS = ['pipeline-run', 'events'] as const;
+export type FunctionName = (typeof FUNCTIONS)[number] | (typeof PIPELINE_FUNCTIONS)[number];
 
 type Handler = (event: any, context: Context) => Promise<any>;
 
@@ -195,8 +197,10 @@ export class AwsHarness {
       import('../../functions/worker.js'),
       import('../../functions/start-sweep.js'),
       import('../../functions/file-reaper.js'),
+      import('../../functions/pipeline-run.js'),
+      import('../../functions/events.js'),
     ]);
-    FUNCTIONS.forEach((name, i) => {
+    [...FUNCTIONS, ...PIPELINE_FUNCTIONS].forEach((name, i) => {
       harness.handlers[name] = modules[i]!.handler as unknown as Handler;
     });
     return harness;

@@ -175,10 +175,19 @@ describe('a pipeline run', () => {
     await expect(startRun(broken, nightly, trigger)).rejects.toThrow('disk gone');
     const { run } = await startRun(deps, nightly, trigger);
     expect(run.status).toBe('submitted');
-    // A process that stopped after creating the batch, before starting it or recording the run as submitted.
+    // A process that stopped after creating the batch, before recording the run as submitted.
     const trigger5 = scheduledTrigger(Date.parse('2026-12-05T01:00:00Z'));
     await put('inbox/reviews/2026-12-05.jsonl', `${line('a')}\n`);
-    const stopping: RunDeps = { ...deps, lifecycle: { start: async () => Promise.reject(new Error('stopped')) } };
+    const stopping: RunDeps = {
+      ...deps,
+      runs: {
+        ...runs,
+        createRun: (r) => runs.createRun(r),
+        getRun: (id) => runs.getRun(id),
+        updateRun: (id, from, changes) =>
+          changes.status === 'submitted' ? Promise.reject(new Error('stopped')) : runs.updateRun(id, from, changes),
+      } as typeof runs,
+    };
     await expect(startRun(stopping, nightly, trigger5)).rejects.toThrow('stopped');
     // Its claim still held when the process died.
     const held = (await runs.updateRun(runId('reviews', 'nightly', trigger5.key), ['importing'], { claimUntilMs: now + 3_600_000 }))!;
