@@ -12,6 +12,7 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { KMSClient } from '@aws-sdk/client-kms';
+import { LambdaClient } from '@aws-sdk/client-lambda';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { SFNClient } from '@aws-sdk/client-sfn';
@@ -19,8 +20,10 @@ import { SQSClient } from '@aws-sdk/client-sqs';
 import { z } from 'zod';
 import { DynamoMetaStore } from '../shared/adapters/aws/dynamo-meta-store.js';
 import { DynamoPipelineRunStore } from '../shared/adapters/aws/dynamo-pipeline-runs.js';
+import { DynamoQuotaStore } from '../shared/adapters/aws/dynamo-quotas.js';
 import { EventBridgeBus } from '../shared/adapters/aws/eventbridge-bus.js';
 import { KmsSigningSecrets } from '../shared/adapters/aws/kms-signing-secrets.js';
+import { LambdaHandOff } from '../shared/adapters/aws/lambda-hand-off.js';
 import { S3BlobStore } from '../shared/adapters/aws/s3-blob-store.js';
 import { secretsManagerResolver } from '../shared/adapters/aws/secrets-manager.js';
 import { SfnLifecycle } from '../shared/adapters/aws/sfn-lifecycle.js';
@@ -30,7 +33,7 @@ import { SqsWorkQueue } from '../shared/adapters/aws/sqs-work-queue.js';
 import { systemClock } from '../shared/adapters/local/system-clock.js';
 import { type ApiKeyResolver, storedApiKeys } from '../shared/api/api-keys.js';
 import { type SigningSecretLookup, storedSigningSecrets } from '../shared/api/signed-tokens.js';
-import { loadConfig, type ServiceConfig } from '../shared/config.js';
+import { limitsOf, loadConfig, type ServiceConfig } from '../shared/config.js';
 import type { Logger } from '../shared/log.js';
 import { type PipelineDefinition, parsePipelinesText } from '../shared/pipelines/config.js';
 import type { RunDeps } from '../shared/pipelines/run.js';
@@ -59,6 +62,7 @@ export interface AwsClients {
   sfn: SFNClient;
   secrets: SecretsManagerClient;
   eventBridge: EventBridgeClient;
+  lambda: LambdaClient;
   kms: KMSClient;
 }
 
@@ -83,6 +87,8 @@ export interface Runtime {
     signingSecrets: SigningSecretLookup | undefined;
     downloads: { redirectAboveBytes: number; urlExpiresInSeconds: number };
     prices: (model: string) => RoutePrice | undefined;
+    /** Work a request hands over at its deadline, to an invocation of this function (AWS_LAMBDA_FUNCTION_NAME, which Lambda sets). */
+    handOff: LambdaHandOff | undefined;
   };
   /** Pipelines (PIPELINES_CONFIG, on the functions that run or list them), their runs, and what a run needs. */
   pipelines: {
@@ -181,11 +187,13 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
     sfn: given.sfn ?? new SFNClient({}),
     secrets: given.secrets ?? new SecretsManagerClient({}),
     eventBridge: given.eventBridge ?? new EventBridgeClient({}),
+    lambda: given.lambda ?? new LambdaClient({}),
     kms: given.kms ?? new KMSClient({}),
   };
   const clock = systemClock;
   const log = domainLogger();
   const meta = new DynamoMetaStore({ client: clients.dynamo, tableName: required(env, ENV.tableName) });
+  const quotas = new DynamoQuotaStore({ client: clients.dynamo, tableName: required(env, ENV.tableName) });
   const bucketName = required(env, ENV.bucketName);
   const blobs = new S3BlobStore({ client: clients.s3, bucket: bucketName });
   const queueUrl = env[ENV.queueUrl];
@@ -224,8 +232,12 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
   }));
   const domain = composeDomain({
     config,
-    ports: { meta, blobs, queue, clock, log },
+    ports: { meta, quotas, blobs, queue, clock, log },
     upstreams: createUpstreamRouter(routerConfig({ defaultKey: undefined, routes: keylessRoutes }), clock, log),
+    routeQuotas: Object.fromEntries([
+      ...(defaultRoute ? [['default', limitsOf(defaultRoute)] as const] : []),
+      ...routes.map((route) => [route.pattern, limitsOf(route)] as const),
+    ]),
     subscribers: awsSubscribers({
       meta,
       clock,
@@ -292,6 +304,9 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
         redirectAboveBytes: Number(env.DOWNLOAD_REDIRECT_BYTES ?? DEFAULT_REDIRECT_ABOVE_BYTES),
         urlExpiresInSeconds: 300,
       },
+      handOff: env.AWS_LAMBDA_FUNCTION_NAME
+        ? new LambdaHandOff({ client: clients.lambda, functionName: env.AWS_LAMBDA_FUNCTION_NAME })
+        : undefined,
     },
     workerUpstreams() {
       worker ??= buildWorkerUpstreams().catch((error: unknown) => {

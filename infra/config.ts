@@ -26,6 +26,9 @@ export interface UpstreamRoute {
   readonly maxConcurrency?: number;
   readonly requestsPerMinute?: number;
   readonly tokensPerMinute?: number;
+  /** Quotas of each project on this route: most requests and estimated tokens enqueued at once (README, "Quotas"). */
+  readonly maxEnqueuedRequests?: number;
+  readonly maxEnqueuedTokens?: number;
   /** Prices per million tokens, for GET /v1/x/batches/{id}/usage (shared/upstream/routes.ts). */
   readonly inputPricePerMillion?: number;
   readonly cachedInputPricePerMillion?: number;
@@ -70,8 +73,12 @@ export const LIMIT_NAMES = [
   'WEBHOOK_RETRY_BASE',
   'WEBHOOK_RETRY_FOR',
   'WEBHOOK_MAX_ENDPOINTS',
-  /** A batch's chunks on the queue at once (default twice workerMaxConcurrency); quotas per project (README, "Fair sharing and quotas"). */
+  /** A batch's chunks on the queue at once (default twice workerMaxConcurrency) (README, "Fair sharing"). */
   'CHUNK_WINDOW',
+  /** Quotas of a project: most requests and estimated tokens enqueued at once, and per-project overrides (README, "Quotas"). */
+  'PROJECT_MAX_ENQUEUED_REQUESTS',
+  'PROJECT_MAX_ENQUEUED_TOKENS',
+  'PROJECT_QUOTAS',
 ] as const;
 export type LimitName = (typeof LIMIT_NAMES)[number];
 export type Limits = Partial<Record<LimitName, string | number>>;
@@ -234,6 +241,8 @@ export function routeEntry(route: UpstreamRoute, apiKeySecretId: string | undefi
     ...(route.maxConcurrency !== undefined ? { maxConcurrency: route.maxConcurrency } : {}),
     ...(route.requestsPerMinute !== undefined ? { requestsPerMinute: route.requestsPerMinute } : {}),
     ...(route.tokensPerMinute !== undefined ? { tokensPerMinute: route.tokensPerMinute } : {}),
+    ...(route.maxEnqueuedRequests !== undefined ? { maxEnqueuedRequests: route.maxEnqueuedRequests } : {}),
+    ...(route.maxEnqueuedTokens !== undefined ? { maxEnqueuedTokens: route.maxEnqueuedTokens } : {}),
     ...(route.inputPricePerMillion !== undefined ? { inputPricePerMillion: route.inputPricePerMillion } : {}),
     ...(route.cachedInputPricePerMillion !== undefined ? { cachedInputPricePerMillion: route.cachedInputPricePerMillion } : {}),
     ...(route.outputPricePerMillion !== undefined ? { outputPricePerMillion: route.outputPricePerMillion } : {}),

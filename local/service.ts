@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { type ServerType, serve } from '@hono/node-server';
 import { DynamoMetaStore } from '../shared/adapters/aws/dynamo-meta-store.js';
 import { DynamoPipelineRunStore } from '../shared/adapters/aws/dynamo-pipeline-runs.js';
+import { DynamoQuotaStore } from '../shared/adapters/aws/dynamo-quotas.js';
 import { startEmbeddedDynamo } from '../shared/adapters/local/embedded-dynamo.js';
 import { FsBlobStore } from '../shared/adapters/local/fs-blob-store.js';
 import { LocalLifecycle } from '../shared/adapters/local/local-lifecycle.js';
@@ -63,6 +64,7 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
   await mkdir(config.dataDir, { recursive: true });
   const dynamo = await startEmbeddedDynamo({ path: join(config.dataDir, 'meta') });
   const meta = new DynamoMetaStore({ client: dynamo.client, tableName: dynamo.tableName });
+  const quotas = new DynamoQuotaStore({ client: dynamo.client, tableName: dynamo.tableName });
   const blobs = new FsBlobStore(join(config.dataDir, 'blobs'));
   const clock = systemClock;
   // Pipelines read their sources from and write their results to folders under DATA_DIR.
@@ -86,7 +88,7 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
   let deliveryPump: DeliveryPump | undefined;
   const domain = composeDomain({
     config,
-    ports: { meta, blobs, queue, clock, log },
+    ports: { meta, quotas, blobs, queue, clock, log },
     upstreams,
     onTransition: () => pump?.notify(),
     subscribers: localSubscribers({

@@ -39,6 +39,26 @@ const apiKeyPairs = z.string().transform((text, ctx) => {
   return keys;
 });
 
+/** PROJECT_QUOTAS: JSON, project → its own quotas (over PROJECT_MAX_ENQUEUED_REQUESTS / _TOKENS). */
+const projectQuotas = z.string().transform((text, ctx) => {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: 'must be JSON such as {"team-a": {"maxEnqueuedRequests": 100000}}' });
+    return z.NEVER;
+  }
+  const limit = z.number().int().positive();
+  const parsed = z
+    .record(z.string().min(1), z.object({ maxEnqueuedRequests: limit.optional(), maxEnqueuedTokens: limit.optional() }).strict())
+    .safeParse(value);
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) ctx.addIssue({ code: 'custom', message: `${issue.path.join('.')}: ${issue.message}` });
+    return z.NEVER;
+  }
+  return parsed.data;
+});
+
 const EnvSchema = z.object({
   HOST: z.string().default('127.0.0.1'),
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
@@ -67,11 +87,15 @@ const EnvSchema = z.object({
   CHUNK_MAX_BYTES: positiveInt.default(4 * 1024 * 1024),
   LOCAL_WORKERS: positiveInt.default(4),
   CHUNK_WINDOW: positiveInt.optional(),
+  PROJECT_MAX_ENQUEUED_REQUESTS: positiveInt.optional(),
+  PROJECT_MAX_ENQUEUED_TOKENS: positiveInt.optional(),
+  PROJECT_QUOTAS: projectQuotas.optional(),
   UPLOAD_SWEEP_INTERVAL: duration.default('10m'),
   START_SWEEP_AFTER: duration.default('5m'),
   START_SWEEP_GIVE_UP_AFTER: duration.default('1h'),
   START_SWEEP_INTERVAL: duration.default('1m'),
   FILE_SWEEP_INTERVAL: duration.default('10m'),
+  API_ROUTE_DEADLINE: duration.optional(),
   WEBHOOK_ALLOW_PRIVATE_URLS: z.enum(['true', 'false'], { error: "must be 'true' or 'false'" }).default('false'),
   WEBHOOK_TIMEOUT: duration.default('10s'),
   WEBHOOK_RETRY_BASE: duration.default('5s'),
@@ -121,6 +145,11 @@ export interface ServiceConfig {
   chunking: { maxRequests: number; maxBytes: number };
   /** A batch's chunks on the work queue at once (CHUNK_WINDOW; default twice LOCAL_WORKERS). */
   chunkWindow: number;
+  /** What a project may have enqueued at once: PROJECT_MAX_ENQUEUED_*, and PROJECT_QUOTAS per project. */
+  quotas: {
+    defaults: { requests?: number; tokens?: number };
+    projects: Record<string, { requests?: number; tokens?: number }>;
+  };
   localWorkers: number;
   /** `npm start` deletes the parts of uploads that expired or were cancelled this often (and at start-up). */
   uploadSweepIntervalMs: number;
@@ -131,6 +160,8 @@ export interface ServiceConfig {
   startSweep: { afterMs: number; giveUpAfterMs: number; intervalMs: number };
   /** `npm start` deletes the files past their expiry that no batch pins this often (and at start-up). */
   fileSweepIntervalMs: number;
+  /** API_ROUTE_DEADLINE: a route still running this long answers 503 (the API Lambda: 25 s); undefined: none. */
+  apiRouteDeadlineMs: number | undefined;
   webhooks: {
     /** WEBHOOK_ALLOW_PRIVATE_URLS: receivers on loopback and private addresses, and http://, are allowed. */
     allowPrivateUrls: boolean;
@@ -143,6 +174,14 @@ export interface ServiceConfig {
     maxEndpointsPerProject: number;
     /** `npm start` looks for due deliveries this often (and at once after an event). */
     pollIntervalMs: number;
+  };
+}
+
+/** `{ maxEnqueuedRequests, maxEnqueuedTokens }` as quota limits, absent ones left out. */
+export function limitsOf(quota: { maxEnqueuedRequests?: number; maxEnqueuedTokens?: number }): { requests?: number; tokens?: number } {
+  return {
+    ...(quota.maxEnqueuedRequests !== undefined ? { requests: quota.maxEnqueuedRequests } : {}),
+    ...(quota.maxEnqueuedTokens !== undefined ? { tokens: quota.maxEnqueuedTokens } : {}),
   };
 }
 
@@ -220,9 +259,14 @@ export function loadConfig(
     chunking: { maxRequests: e.CHUNK_MAX_REQUESTS, maxBytes: e.CHUNK_MAX_BYTES },
     localWorkers: e.LOCAL_WORKERS,
     chunkWindow: e.CHUNK_WINDOW ?? 2 * e.LOCAL_WORKERS,
+    quotas: {
+      defaults: limitsOf({ maxEnqueuedRequests: e.PROJECT_MAX_ENQUEUED_REQUESTS, maxEnqueuedTokens: e.PROJECT_MAX_ENQUEUED_TOKENS }),
+      projects: Object.fromEntries(Object.entries(e.PROJECT_QUOTAS ?? {}).map(([project, quota]) => [project, limitsOf(quota)])),
+    },
     uploadSweepIntervalMs: parseDuration(e.UPLOAD_SWEEP_INTERVAL)!,
     startSweep,
     fileSweepIntervalMs: parseDuration(e.FILE_SWEEP_INTERVAL)!,
+    apiRouteDeadlineMs: e.API_ROUTE_DEADLINE === undefined ? undefined : parseDuration(e.API_ROUTE_DEADLINE)!,
     webhooks: {
       allowPrivateUrls: e.WEBHOOK_ALLOW_PRIVATE_URLS === 'true',
       timeoutMs: parseDuration(e.WEBHOOK_TIMEOUT)!,

@@ -410,3 +410,37 @@ export type PipelineRunChanges = Partial<
 export interface DeadLetters {
   park(message: Record<string, unknown>): Promise<void>;
 }
+
+/** What a batch holds of a quota: its requests and its estimated tokens. */
+export interface QuotaAmount {
+  requests: number;
+  tokens: number;
+}
+
+/** A quota counter's limits; an absent one is no limit. */
+export interface QuotaLimits {
+  requests?: number;
+  tokens?: number;
+}
+
+/** A quota counter as it stands: what its holders hold together, and who they are. */
+export interface QuotaUsage extends QuotaAmount {
+  holders: string[];
+}
+
+/**
+ * Counters of what is enqueued against a quota (a project's, or a project's on one route), in the
+ * MetaStore's table: each batch takes its amount once and gives it back once, by conditional
+ * writes, so a step that runs again or two batches racing for the last room never count wrong.
+ */
+export interface QuotaStore {
+  /**
+   * Adds `amount` for `holder` only while the counter stays within `limits` and the holder holds
+   * nothing yet: `taken`; `held` when the holder already holds (a step that ran again); `full`
+   * (nothing changes) when it does not fit.
+   */
+  takeQuota(key: string, holder: string, amount: QuotaAmount, limits: QuotaLimits): Promise<'taken' | 'held' | 'full'>;
+  /** Gives back what `holder` took (false, and nothing changes, when it holds nothing: again is harmless). */
+  returnQuota(key: string, holder: string, amount: QuotaAmount): Promise<boolean>;
+  getQuota(key: string): Promise<QuotaUsage | undefined>;
+}

@@ -69,6 +69,8 @@ export const FUNCTION_ACCESS = {
       write: ['file', 'batch', 'upload', 'uploadPart', 'webhookEndpoint'],
       delete: ['file', 'webhookEndpoint'],
       queryByProject: true,
+      // The project's open batches: a running batch's estimate, and the create's window check.
+      queryOpen: true,
     },
   },
   validate: {
@@ -78,8 +80,9 @@ export const FUNCTION_ACCESS = {
     table: { read: ['file', 'batch'], write: ['file', 'batch'], delete: ['file'] },
   },
   enqueue: {
+    // Admission: takes the batch's quota (the quota counters), marks it admitted.
     bucket: { read: ['batches'] },
-    table: { read: ['batch'] },
+    table: { read: ['batch', 'quota'], write: ['batch', 'quota'] },
   },
   waitForChunks: {
     bucket: {},
@@ -88,8 +91,10 @@ export const FUNCTION_ACCESS = {
   finalize: {
     // Merges chunk results into the output and error files (reading the input for lines that never
     // ran), deletes the scratch, releases the input.
+    // Gives the batch's quota back and admits the project's batches that waited for it (its open
+    // batches, their plans, and their chunks on the queue).
     bucket: { read: ['files', 'batches'], write: ['files', 'batches'], delete: ['files', 'batches'], list: ['batches'] },
-    table: { read: ['file', 'batch'], write: ['file', 'batch'], delete: ['file'] },
+    table: { read: ['file', 'batch', 'quota'], write: ['file', 'batch', 'quota'], delete: ['file'], queryOpen: true },
   },
   worker: {
     // Its chunk's byte range of the input; its results and checkpoints under batches/.

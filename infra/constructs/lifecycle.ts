@@ -107,6 +107,8 @@ export class Lifecycle extends Construct {
     props.workers.queue.grantSendMessages(this.enqueue.function);
     grantAccess(this.waitForChunks.function, props.storage, FUNCTION_ACCESS.waitForChunks);
     grantAccess(this.finalize.function, props.storage, FUNCTION_ACCESS.finalize);
+    // A batch's end admits the batches of its project that waited for its quota: their chunks go on the queue.
+    props.workers.queue.grantSendMessages(this.finalize.function);
 
     const batchIdOnly = sfn.TaskInput.fromObject({ batchId: sfn.JsonPath.stringAt('$.batchId') });
     const step = (stepId: string, fn: ServiceFunction) =>

@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import { type Context, Hono } from 'hono';
 import { z } from 'zod';
 import { BatchNotCancellable, cancelBatch } from '../batch/cancel.js';
-import { createBatch, InputFileNotForBatch, InputFileNotFound } from '../batch/create.js';
+import { BatchOverQuota, createBatch, InputFileNotForBatch, InputFileNotFound, WindowCannotBeMet } from '../batch/create.js';
 import { fileRecord } from '../batch/files.js';
 import { blobKeys } from '../batch/keys.js';
 import type { BatchRecord, FileRecord } from '../batch/model.js';
@@ -17,9 +17,12 @@ import { isIdOf, newFileId, randomToken } from '../ids.js';
 import { normalizeEndpoint } from '../input/validate.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
+import { withEstimates } from '../schedule/eta.js';
+import type { QuotaConfig } from '../schedule/quota.js';
 import type { RoutePrice } from '../upstream/routes.js';
 import type { ApiKeyResolver } from './api-keys.js';
 import { registerConsoleRoutes } from './console.js';
+import { routeDeadline } from './deadline.js';
 import { type AuthErrorCode, DIALECTS, type Dialect, dialectOf } from './dialects/index.js';
 import { ApiError, badRequest, conflict, internalError, notFound, quoted, tooLarge } from './errors.js';
 import { registerExtensionRoutes } from './extensions.js';
@@ -34,13 +37,16 @@ import {
   listFilesQuery,
   parseCompletionWindow,
   requestedPriority,
+  runAnyway,
 } from './schemas.js';
 import { checkSignedToken, isJwt, type SigningSecretLookup } from './signed-tokens.js';
 import { batchFileCheck, registerUploadRoutes, type UploadDeps } from './uploads.js';
 import { registerWebhookRoutes, type WebhookApiDeps } from './webhooks.js';
 
-export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeWaitMs'> {
+export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeWaitMs' | 'handOffComplete'> {
   meta: MetaStore;
+  /** Quotas a create checks a batch against (shared/schedule/quota.ts). */
+  quotaConfig?: QuotaConfig;
   blobs: BlobStore;
   lifecycle: Lifecycle;
   clock: Clock;
@@ -77,6 +83,8 @@ export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeW
   prices?: (model: string) => RoutePrice | undefined;
   /** The webhook endpoints API (shared/api/webhooks.ts); unset, its routes answer 404. */
   webhooks?: WebhookApiDeps['webhooks'];
+  /** API_ROUTE_DEADLINE: a route still running this long answers 503 request_timeout (shared/api/deadline.ts); unset: none. */
+  routeDeadlineMs?: number;
   /** Pipelines (shared/api/pipelines.ts); unset, their routes answer 404. */
   pipelines?: PipelineApiDeps['pipelines'];
 }
@@ -116,6 +124,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
   const api = new Hono<Env>();
   const jsonLimit = jsonBodyLimit(deps.limits.maxJsonBodyBytes ?? DEFAULT_MAX_JSON_BODY_BYTES);
 
+  api.use('*', routeDeadline({ deadlineMs: deps.routeDeadlineMs, log: deps.log }));
   api.use('*', async (c, next) => {
     const project = await authenticate(deps, c.req.header('authorization'), dialectOf(c.req.path));
     c.set('project', project);
@@ -128,12 +137,16 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
     const project = c.get('project');
     const id = newFileId();
     const blobKey = blobKeys.file(id);
+    let check: ReturnType<typeof batchFileCheck> | undefined;
     try {
       const form = await receiveMultipart(c.req.raw, {
         fileField: 'file',
         maxFileBytes: deps.limits.maxFileBytes,
         store: (body) => blobs.put(blobKey, body),
-        check: () => batchFileCheck(deps.limits),
+        check: () => {
+          check = batchFileCheck(deps.limits);
+          return check;
+        },
         checkFilename: (filename) => {
           const problem = filenameProblem(filename);
           return problem === undefined ? undefined : badRequest(`The file's name is refused: ${problem}.`, 'file', 'invalid_filename');
@@ -150,7 +163,15 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
       if (form.file.bytes === 0) throw badRequest('The file is empty.', 'file', 'empty_file');
       const expiresAfterSeconds = parseFormExpiry(form.fields);
       const file = fileRecord(
-        { id, project, filename: form.file.filename, purpose, bytes: form.file.bytes, expiresAfterSeconds: expiresAfterSeconds ?? null },
+        {
+          id,
+          project,
+          filename: form.file.filename,
+          purpose,
+          bytes: form.file.bytes,
+          expiresAfterSeconds: expiresAfterSeconds ?? null,
+          ...(check ? { requests: check.requests() } : {}),
+        },
         clock.now(),
       );
       await meta.putFile(file);
@@ -222,12 +243,15 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
         metadata: body.metadata ?? null,
         outputExpiresAfterSeconds: body.output_expires_after?.seconds ?? null,
         priority: requestedPriority(body),
+        runAnyway: runAnyway(body),
         ...options,
       });
       return c.json(dialect.batchObject(batch));
     } catch (error) {
       if (error instanceof InputFileNotFound) throw notFound('file', body.input_file_id, 'input_file_id');
       if (error instanceof InputFileNotForBatch) throw badRequest(error.message, 'input_file_id');
+      if (error instanceof BatchOverQuota) throw badRequest(error.message, 'input_file_id', 'quota_exceeded');
+      if (error instanceof WindowCannotBeMet) throw badRequest(error.message, 'completion_window', 'window_cannot_be_met');
       throw error;
     }
   });
@@ -238,10 +262,14 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
     const dialect = dialectOf(c.req.path);
     const filter = dialect.listFilter(c.req.query());
     const page = await meta.listBatches(c.get('project'), { ...query, ...(filter ? { filter } : {}) });
-    return c.json(listObject(page.items.map(dialect.batchObject), page.hasMore));
+    const items = await withEstimates(deps, c.get('project'), page.items);
+    return c.json(listObject(items.map(dialect.batchObject), page.hasMore));
   });
 
-  api.get('/batches/:id', async (c) => c.json(dialectOf(c.req.path).batchObject(await batchOf(c))));
+  api.get('/batches/:id', async (c) => {
+    const [batch] = await withEstimates(deps, c.get('project'), [await batchOf(c)]);
+    return c.json(dialectOf(c.req.path).batchObject(batch!));
+  });
 
   api.post('/batches/:id/cancel', async (c) => {
     try {

@@ -1,5 +1,6 @@
 // Records → the OpenAI wire objects. Every field the spec names is present; unset ones are null.
 import type { BatchRecord, FileRecord } from '../batch/model.js';
+import type { BatchEstimate } from '../schedule/eta.js';
 
 const seconds = (ms: number | null) => (ms === null ? null : Math.floor(ms / 1000));
 
@@ -17,7 +18,10 @@ export function toFileObject(file: FileRecord) {
   };
 }
 
-export function toBatchObject(batch: BatchRecord) {
+/** A batch as the API shows it: its record, and while it runs the schedule's estimate (shared/schedule/eta.ts). */
+export type BatchView = BatchRecord & { estimate?: BatchEstimate };
+
+export function toBatchObject(batch: BatchView) {
   return {
     id: batch.id,
     object: 'batch' as const,
@@ -51,6 +55,8 @@ export function toBatchObject(batch: BatchRecord) {
     ...(batch.retryOf ? { x_retry_of: batch.retryOf } : {}),
     ...(batch.retriedBy ? { x_retried_by: batch.retriedBy } : {}),
     ...(batch.priority ? { x_priority: batch.priority } : {}),
+    ...(batch.estimate?.completionAtMs !== undefined ? { x_estimated_completion_at: seconds(batch.estimate.completionAtMs) } : {}),
+    ...(batch.estimate?.reason ? { x_status_reason: batch.estimate.reason } : {}),
   };
 }
 

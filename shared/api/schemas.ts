@@ -87,6 +87,8 @@ export const createBatchSchema = z
     output_expires_after: expiresAfter.optional(),
     /** Extension: a larger or smaller share of the project's turns (README, "Fair sharing"). */
     x_priority: z.enum(PRIORITIES, { error: "x_priority must be 'high', 'normal' or 'low'" }).optional(),
+    /** Extension: create it even when its estimated end is past its completion window. */
+    x_run_anyway: z.boolean({ error: 'x_run_anyway must be true or false' }).optional(),
   })
   .superRefine((body, ctx) => {
     const asked = body.metadata?.x_priority;
@@ -96,6 +98,9 @@ export const createBatchSchema = z
   });
 
 export type CreateBatchBody = z.infer<typeof createBatchSchema>;
+
+/** Whether a create asks to run even past its window: x_run_anyway, or metadata's x_run_anyway "true". */
+export const runAnyway = (body: CreateBatchBody): boolean => body.x_run_anyway ?? body.metadata?.x_run_anyway === 'true';
 
 /** The priority a create asks for: the x_priority field, else metadata's x_priority (for SDKs that send no extra fields). */
 export function requestedPriority(body: CreateBatchBody): Priority | undefined {

@@ -32,6 +32,7 @@ import {
   UploadStillCompleting,
 } from '../uploads/errors.js';
 import { checkLimits, effectiveStatus, type UploadDeps, type UploadLimits } from '../uploads/model.js';
+import { deadlineOf } from './deadline.js';
 import { ApiError, badRequest, notFound, quoted, tooLarge, unavailable } from './errors.js';
 import { receiveMultipart, type StreamCheck } from './multipart.js';
 import { toFileObject } from './objects.js';
@@ -52,10 +53,10 @@ const fileRefused = (problem: UploadProblem) =>
   new ApiError(problem.status, problem.message, 'invalid_request_error', 'file', problem.code);
 
 /** The checks of a batch input file while it streams in (upload-check.ts), as API errors. */
-export function batchFileCheck(limits: UploadLimits): StreamCheck {
+export function batchFileCheck(limits: UploadLimits): StreamCheck & { requests(): number } {
   const check = new BatchFileCheck(checkLimits(limits));
   const asError = (problem: UploadProblem | undefined) => problem && fileRefused(problem);
-  return { push: (chunk) => asError(check.push(chunk)), end: () => asError(check.end()) };
+  return { push: (chunk) => asError(check.push(chunk)), end: () => asError(check.end()), requests: () => check.requestCount };
 }
 
 /** A refusal of the Uploads domain as the answer a client gets. */
@@ -190,7 +191,8 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadRouteDeps): voi
       // An id that cannot be a part's names none of this upload's parts, whatever the store holds.
       const notAPart = body.part_ids.find((id) => !isIdOf('part', id));
       if (notAPart !== undefined) throw badRequest(`'${quoted(notAPart)}' is not a part id (part_…).`, 'part_ids');
-      return respond(c, await completeUpload(deps, await uploadOf(c), { partIds: body.part_ids, md5: body.md5 }));
+      const request = { partIds: body.part_ids, md5: body.md5 };
+      return respond(c, await completeUpload(deps, await uploadOf(c), request, { deadline: deadlineOf(c) }));
     }),
   );
 

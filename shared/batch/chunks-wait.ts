@@ -1,5 +1,6 @@
 // While a batch's chunks run, the lifecycle waits (a task token in AWS, a timer locally) and decides
 // on each signal what comes next; both runtimes decide here.
+import { waitsForQuota } from '../schedule/quota.js';
 import type { BatchRecord } from './model.js';
 
 /**
@@ -9,9 +10,13 @@ import type { BatchRecord } from './model.js';
  */
 export type ChunksWait = 'finalize' | 'drain' | 'wait';
 
-export function chunksWait(batch: Pick<BatchRecord, 'status' | 'doneChunks' | 'chunkCount'> | undefined): ChunksWait {
+export function chunksWait(
+  batch: (Pick<BatchRecord, 'status' | 'doneChunks' | 'chunkCount'> & Partial<Pick<BatchRecord, 'quotaKeys' | 'admittedAtMs'>>) | undefined,
+): ChunksWait {
   if (!batch || (batch.status !== 'in_progress' && batch.status !== 'cancelling')) return 'finalize';
   if (batch.doneChunks.length >= batch.chunkCount) return 'finalize';
+  // Cancelled while it waited for its project's quota: none of its chunks ever ran, nothing to drain.
+  if (batch.status === 'cancelling' && waitsForQuota(batch)) return 'finalize';
   return batch.status === 'cancelling' ? 'drain' : 'wait';
 }
 

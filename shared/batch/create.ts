@@ -5,7 +5,9 @@ import { batchEvent } from '../events/model.js';
 import { newBatchId } from '../ids.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore, Clock, Lifecycle, MetaStore } from '../ports.js';
+import { estimateNewBatch } from '../schedule/eta.js';
 import type { Priority } from '../schedule/fair-queue.js';
+import { estimatedTokensOf, type QuotaConfig, quotaCounters, tooLargeForQuota } from '../schedule/quota.js';
 import { pinKeepUntilMs } from './file-expiry.js';
 import { releaseInputFile } from './input-file.js';
 import { type BatchDialect, type BatchRecord, ZERO_USAGE } from './model.js';
@@ -26,6 +28,8 @@ export interface CreateBatchRequest {
   id?: string;
   /** Its share of the project's turns; absent: normal. */
   priority?: Priority;
+  /** Create it even when its estimated end is past its window (x_run_anyway). */
+  runAnyway?: boolean;
   dialect?: BatchDialect;
   autoDeleteInputFile?: boolean;
 }
@@ -37,6 +41,8 @@ export interface CreateDeps {
   lifecycle: Pick<Lifecycle, 'start'>;
   onTransition?: (batch: BatchRecord) => void;
   log?: Logger;
+  /** The quotas a create checks the batch against (a batch larger than one is refused). */
+  quotaConfig?: QuotaConfig;
 }
 
 /** The input file is not a live file of the project (another project's file looks exactly the same). */
@@ -58,11 +64,42 @@ export class InputFileNotForBatch extends Error {
   }
 }
 
+/** The batch is larger than one of its project's quotas by itself: it could never run. */
+export class BatchOverQuota extends Error {
+  override name = 'BatchOverQuota';
+}
+
+/** The batch's estimated end is already past its completion window. */
+export class WindowCannotBeMet extends Error {
+  override name = 'WindowCannotBeMet';
+  constructor(
+    readonly estimatedAtMs: number,
+    readonly windowEndsAtMs: number,
+    nowMs: number,
+  ) {
+    super(
+      `At this project's current rate the batch would end around ${new Date(estimatedAtMs).toISOString()} (in about ${Math.ceil((estimatedAtMs - nowMs) / 1000)} s), after its completion window ends at ${new Date(windowEndsAtMs).toISOString()}. Give a longer completion_window, or set x_run_anyway: true to run it anyway.`,
+    );
+  }
+}
+
 export async function createBatch(deps: CreateDeps, request: CreateBatchRequest): Promise<BatchRecord> {
   const { meta, clock } = deps;
   const input = await meta.getFile(request.project, request.inputFileId);
   if (!input) throw new InputFileNotFound(request.inputFileId);
   if (input.purpose !== 'batch') throw new InputFileNotForBatch(input.id, input.purpose);
+  // The project's quotas, by the file's counts (a route's wait for validation, which knows the model).
+  if (deps.quotaConfig) {
+    const amount = { requests: input.requests ?? 0, tokens: estimatedTokensOf(input.bytes) };
+    const tooLarge = tooLargeForQuota(quotaCounters(deps.quotaConfig, request.project, undefined), amount);
+    if (tooLarge) throw new BatchOverQuota(tooLarge);
+  }
+  // Refused when the project's measured rate says the window cannot be met (unless asked to run anyway).
+  if (!request.runAnyway && input.requests) {
+    const now = clock.now();
+    const eta = estimateNewBatch(input.requests, await meta.listUnfinishedBatches(request.project), now);
+    if (eta !== undefined && eta > now + request.windowMs) throw new WindowCannotBeMet(eta, now + request.windowMs, now);
+  }
   const id = request.id ?? newBatchId();
   const now = clock.now();
   const batch = newBatchRecord(id, request, now);

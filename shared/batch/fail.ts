@@ -5,7 +5,7 @@ import { errorMessage } from '../log.js';
 import { finalizeStep } from './finalize.js';
 import { releaseInputFile } from './input-file.js';
 import { type BatchLineError, type BatchStatus, TERMINAL_STATUSES } from './model.js';
-import type { StepDeps } from './steps.js';
+import { releaseQuota, type StepDeps } from './steps.js';
 import { advance } from './transitions.js';
 
 /** Why a step failed for good, as the runtime names it: a Lambda error type, a Step Functions error, an exception's name. */
@@ -51,6 +51,7 @@ export async function failBatchStep(deps: StepDeps, batchId: string, failure: St
   if (!batch) return undefined;
   if (TERMINAL_STATUSES.includes(batch.status)) {
     await releaseInputFile(deps, batch);
+    await releaseQuota(deps, batch);
     return batch.status;
   }
   const entry = stepFailureError(batch.status, failure);
@@ -66,6 +67,7 @@ export async function failBatchStep(deps: StepDeps, batchId: string, failure: St
   const failed = await advance(deps, batchId, 'failed', { errors });
   if (!failed) return (await meta.getBatch(batchId))?.status;
   await releaseInputFile(deps, failed);
+  await releaseQuota(deps, failed);
   // Its scratch (plan, chunk results, checkpoints) serves no one now; the S3 lifecycle rule would reap it too.
   await deps.blobs
     .list(`batches/${batchId}/`)

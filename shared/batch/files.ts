@@ -15,6 +15,8 @@ export interface NewFile {
   bytes: number;
   /** Seconds the file lives after its creation; null for the default. */
   expiresAfterSeconds: number | null;
+  /** Its request lines, when counted as it came in. */
+  requests?: number;
 }
 
 export function fileRecord(file: NewFile, nowMs: number): FileRecord {
@@ -27,6 +29,7 @@ export function fileRecord(file: NewFile, nowMs: number): FileRecord {
     createdAtMs: nowMs,
     expiresAtMs: nowMs + (file.expiresAfterSeconds ?? DEFAULT_FILE_RETENTION_SECONDS) * 1_000,
     blobKey: blobKeys.file(file.id),
+    ...(file.requests !== undefined ? { requests: file.requests } : {}),
   };
 }
 

@@ -14,7 +14,7 @@ import { blobKeys, recordedChunkObjects } from './keys.js';
 import { type BatchRecord, type BatchStatus, type ChunkPlanEntry, TERMINAL_STATUSES, ZERO_USAGE } from './model.js';
 import { oneFileParts } from './one-file.js';
 import { addUsage, type UnrunReason, unrunLine } from './results.js';
-import { readPlan, type StepDeps } from './steps.js';
+import { readPlan, releaseQuota, type StepDeps } from './steps.js';
 import { advance, transition } from './transitions.js';
 
 export async function finalizeStep(deps: StepDeps, batchId: string): Promise<BatchStatus | undefined> {
@@ -23,6 +23,7 @@ export async function finalizeStep(deps: StepDeps, batchId: string): Promise<Bat
   if (!batch) return undefined;
   if (TERMINAL_STATUSES.includes(batch.status)) {
     await releaseInputFile(deps, batch);
+    await releaseQuota(deps, batch);
     return batch.status;
   }
   if (batch.status === 'validating') return batch.status;
@@ -97,6 +98,7 @@ export async function finalizeStep(deps: StepDeps, batchId: string): Promise<Bat
     if (!(error instanceof BatchStatusConflict)) throw error;
   }
   if (finished) await releaseInputFile(deps, finished);
+  if (finished) await releaseQuota(deps, finished);
   await blobs.delete([...outputParts, ...errorParts, ...scratch]);
   deps.log.log('info', 'batch finalized', {
     batchId,

@@ -53,6 +53,8 @@ export interface FileRecord {
   expiresAtMs: number | null;
   /** Where the bytes live in the BlobStore. */
   blobKey: string;
+  /** Its request lines, when the upload counted them (a create checks quotas with it). */
+  requests?: number;
 }
 
 /** One chunk of a batch: a byte range of the input file holding `requests` request lines. */
@@ -139,7 +141,9 @@ export interface BatchRecord {
   estimatedTokens?: number;
   /** The upstream route serving its model, once validated (its per-route quota and throughput). */
   route?: string;
-  /** When it took its project's quota and its chunks started to run; absent while it waits for quota. */
+  /** The quota counters it takes from (shared/schedule/quota.ts), written before it takes any. */
+  quotaKeys?: string[];
+  /** When it took its quota and its chunks started to go on the queue; absent while it waits for quota. */
   admittedAtMs?: number;
   /** Melious's batches end with one output file holding every row (shared/batch/one-file.ts). */
   dialect?: BatchDialect;

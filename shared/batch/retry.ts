@@ -130,7 +130,15 @@ export async function retryBatch(deps: RetryDeps, batch: BatchRecord, selection:
   const id = retryInputFileId(batch.id);
   const { bytes } = await blobs.put(blobKeys.file(id), chosenRequestLines(blobs, plan, chosen));
   const input = fileRecord(
-    { id, project: batch.project, filename: `${batch.id}_retry.jsonl`, purpose: 'batch', bytes, expiresAfterSeconds: null },
+    {
+      id,
+      project: batch.project,
+      filename: `${batch.id}_retry.jsonl`,
+      purpose: 'batch',
+      bytes,
+      expiresAfterSeconds: null,
+      requests: chosen.size,
+    },
     clock.now(),
   );
   await meta.putFile(input);

@@ -4,8 +4,9 @@
 // (AWS) and the local driver call these same functions. Each is idempotent: it may run again after
 // a crash or a retry and the batch ends the same. Every status change goes through transitions.ts.
 import type { Logger } from '../log.js';
-import type { BlobStore, ChunkMessage, Clock, MetaStore, WorkQueue } from '../ports.js';
+import type { BlobStore, ChunkMessage, Clock, MetaStore, QuotaStore, WorkQueue } from '../ports.js';
 import { dueChunks } from '../schedule/chunk-window.js';
+import { NO_QUOTAS, type QuotaConfig, returnBatchQuota, takeBatchQuota, waitsForQuota } from '../schedule/quota.js';
 import type { UpstreamRouter } from '../upstream/types.js';
 import { blobKeys } from './keys.js';
 import type { BatchRecord, ChunkPlanEntry } from './model.js';
@@ -26,6 +27,9 @@ export interface StepDeps {
   chunking: { maxRequests: number; maxBytes: number };
   /** CHUNK_WINDOW: a batch's chunks on the queue at once (shared/schedule/chunk-window.ts); unset: all. */
   chunkWindow?: number;
+  /** The quota counters and their limits (shared/schedule/quota.ts); without them no quota applies. */
+  quotas?: QuotaStore;
+  quotaConfig?: QuotaConfig;
   /** Told after each status change (the events outbox is then dispatched soon). */
   onTransition?: (batch: BatchRecord) => void;
 }
@@ -62,10 +66,55 @@ export function chunkMessage(
  * without a recorded outcome, and those whose predecessor in the window is recorded).
  */
 export async function enqueueStep(deps: StepDeps, batchId: string): Promise<number> {
-  const [batch, plan] = await Promise.all([deps.meta.getBatch(batchId), readPlan(deps.blobs, batchId)]);
+  let [batch, plan] = await Promise.all([deps.meta.getBatch(batchId), readPlan(deps.blobs, batchId)]);
   if (!batch || !plan || !['in_progress', 'cancelling'].includes(batch.status)) return 0;
+  if (waitsForQuota(batch)) {
+    const admitted = await admit(deps, batch);
+    if (!admitted) return 0;
+    batch = admitted;
+  }
   const due = dueChunks(plan.chunks, new Set(batch.doneChunks), deps.chunkWindow ?? Number.POSITIVE_INFINITY);
   const messages = due.map((chunk) => chunkMessage(batch, plan.inputBlobKey, chunk));
   await deps.queue.enqueue(messages);
   return messages.length;
+}
+
+/**
+ * Admission: takes the batch's quota, then marks it admitted. Answers the admitted batch, or
+ * undefined when it does not fit (it waits) or stopped running meanwhile (what it took goes back).
+ */
+async function admit(deps: StepDeps, batch: BatchRecord): Promise<BatchRecord | undefined> {
+  const quotaDeps = deps.quotas && { ...deps, quotas: deps.quotas, quotaConfig: deps.quotaConfig ?? NO_QUOTAS };
+  if (quotaDeps && !(await takeBatchQuota(quotaDeps, batch))) {
+    deps.log.log('info', 'batch waits for its project quota', { batchId: batch.id, project: batch.project, requests: batch.total });
+    return undefined;
+  }
+  // Only a batch still running is admitted: a cancel or the window may have come meanwhile.
+  const admitted = await deps.meta.updateBatch(batch.id, ['in_progress'], { admittedAtMs: deps.clock.now() });
+  if (!admitted) {
+    // Never admitted, so none of its chunks ran: what it took goes back now (its end gives back nothing twice).
+    if (deps.quotas) await returnBatchQuota({ quotas: deps.quotas }, batch);
+    return undefined;
+  }
+  return admitted;
+}
+
+/** The batches of a project that wait for quota, oldest first, are admitted while they fit. */
+export async function admitWaiting(deps: StepDeps, project: string): Promise<number> {
+  let admitted = 0;
+  for (const batch of await deps.meta.listUnfinishedBatches(project)) {
+    if (batch.status !== 'in_progress' || !waitsForQuota(batch)) continue;
+    if ((await enqueueStep(deps, batch.id)) > 0) admitted += 1;
+  }
+  return admitted;
+}
+
+/**
+ * A final batch gives back what it held of its project's quota (again is harmless), and the
+ * project's batches waiting for it may start.
+ */
+export async function releaseQuota(deps: StepDeps, batch: BatchRecord): Promise<void> {
+  if (!deps.quotas || !batch.quotaKeys?.length) return;
+  await returnBatchQuota({ quotas: deps.quotas }, batch);
+  await admitWaiting(deps, batch.project);
 }

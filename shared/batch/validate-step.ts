@@ -4,6 +4,7 @@ import { cutToBytes, QUOTE_BYTES } from '../input/request-line.js';
 import { normalizeEndpoint, validateBatchInput } from '../input/validate.js';
 import { moreErrorsNotice } from '../input/validation-errors.js';
 import { BatchStatusConflict } from '../ports.js';
+import { estimatedTokensOf, NO_QUOTAS, quotaCounters, tooLargeForQuota } from '../schedule/quota.js';
 import { withoutFlavor } from '../upstream/flavor.js';
 import { DRY_RUN_ENDPOINT, DRY_RUN_LIMITS, TEST_MODEL } from '../upstream/test-model.js';
 import { batchFileRecord, derivedFileId } from './files.js';
@@ -66,6 +67,15 @@ export async function validateStep(deps: StepDeps, batchId: string): Promise<Bat
     return failWith(deps, batch, { errors: [{ code: 'model_not_found', message, param: 'body.model', line: null }], total: result.total });
   }
 
+  // The quotas it takes from once admitted; one it can never fit ends it here (its route is known now).
+  const route = deps.upstreams.routeOf?.(result.model);
+  const estimatedTokens = estimatedTokensOf(file.bytes);
+  const counters = deps.quotas ? quotaCounters(deps.quotaConfig ?? NO_QUOTAS, batch.project, route) : [];
+  const tooLarge = tooLargeForQuota(counters, { requests: result.total, tokens: estimatedTokens });
+  if (tooLarge) {
+    return failWith(deps, batch, { errors: [{ code: 'quota_exceeded', message: tooLarge, param: null, line: null }], total: result.total });
+  }
+
   const plan: StoredPlan = { batchId, inputBlobKey: file.blobKey, chunks: result.chunks };
   await writePlan(deps.blobs, plan);
   try {
@@ -73,6 +83,10 @@ export async function validateStep(deps: StepDeps, batchId: string): Promise<Bat
       model: result.model,
       total: result.total,
       chunkCount: result.chunks.length,
+      estimatedTokens,
+      ...(route !== undefined ? { route } : {}),
+      // With no quota to take, it is admitted at once: no write more than before.
+      ...(counters.length > 0 ? { quotaKeys: counters.map((counter) => counter.key) } : { admittedAtMs: deps.clock.now() }),
     });
     deps.log.log('info', 'batch validated', { batchId, requests: result.total, chunks: result.chunks.length });
     return started.status;

@@ -139,6 +139,11 @@ export class BatchFileCheck {
     return this.problem;
   }
 
+  /** Request lines seen so far (all of them once `end` found no problem). */
+  get requestCount(): number {
+    return this.requests;
+  }
+
   /** The end of the file: the problem, if any. */
   end(): UploadProblem | undefined {
     if (this.problem) return this.problem;

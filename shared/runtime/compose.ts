@@ -6,10 +6,12 @@
 import type { ApiDeps } from '../api/app.js';
 import type { StepDeps } from '../batch/steps.js';
 import type { ServiceConfig } from '../config.js';
+import { limitsOf } from '../config.js';
 import { EventDispatcher, type EventSubscriber } from '../events/dispatcher.js';
 import { httpWebhookSender, type WebhookSender } from '../events/webhook-sender.js';
 import type { Logger } from '../log.js';
-import type { BlobStore, Clock, Lifecycle, MetaStore, WorkQueue } from '../ports.js';
+import type { BlobStore, Clock, Lifecycle, MetaStore, QuotaLimits, QuotaStore, WorkQueue } from '../ports.js';
+import type { QuotaConfig } from '../schedule/quota.js';
 import type { ResponseBudget } from '../upstream/response-budget.js';
 import { routePrices } from '../upstream/routes.js';
 import type { UpstreamRouter } from '../upstream/types.js';
@@ -17,6 +19,8 @@ import type { ChunkWorkerDeps } from '../work/run-chunk.js';
 
 export interface Ports {
   meta: MetaStore;
+  /** Quota counters (in the MetaStore's table); without them no quota applies. */
+  quotas?: QuotaStore;
   blobs: BlobStore;
   queue: WorkQueue;
   clock: Clock;
@@ -35,6 +39,8 @@ export interface ComposeInput {
   onTransition?: StepDeps['onTransition'];
   /** What receives every status-change event (webhooks, EventBridge, pipeline destinations). */
   subscribers?: readonly EventSubscriber[];
+  /** Each route's quotas by route name, where the routes do not come from config.upstream.routes (AWS). */
+  routeQuotas?: Record<string, QuotaLimits>;
 }
 
 export interface Domain {
@@ -50,12 +56,21 @@ export interface Domain {
     own: { upstreams: UpstreamRouter; responses: ResponseBudget; log?: Logger; statusPollMs?: number },
   ): ChunkWorkerDeps;
   /** The API's dependencies; the runtime adds how keys resolve, downloads and its own request limits. */
-  api(lifecycle: Lifecycle, own: Omit<ApiDeps, keyof Ports | 'lifecycle' | 'limits' | 'ready' | 'onTransition' | 'webhooks'>): ApiDeps;
+  api(
+    lifecycle: Lifecycle,
+    own: Omit<ApiDeps, keyof Ports | 'lifecycle' | 'limits' | 'ready' | 'onTransition' | 'webhooks' | 'routeDeadlineMs'>,
+  ): ApiDeps;
 }
 
-export function composeDomain({ config, ports, upstreams, onTransition, subscribers = [] }: ComposeInput): Domain {
+export function composeDomain({ config, ports, upstreams, onTransition, subscribers = [], routeQuotas }: ComposeInput): Domain {
+  const quotaConfig: QuotaConfig = {
+    defaults: config.quotas.defaults,
+    projects: config.quotas.projects,
+    routes: routeQuotas ?? Object.fromEntries(config.upstream.routes.map((route) => [route.pattern, limitsOf(route)])),
+  };
   const steps: StepDeps = {
     ...ports,
+    quotaConfig,
     upstreams,
     limits: { maxRequestsPerBatch: config.limits.maxRequestsPerBatch, maxLineBytes: config.limits.maxLineBytes },
     chunking: config.chunking,
@@ -92,6 +107,8 @@ export function composeDomain({ config, ports, upstreams, onTransition, subscrib
       ...own,
       lifecycle,
       limits: config.limits,
+      routeDeadlineMs: config.apiRouteDeadlineMs,
+      quotaConfig,
       onTransition,
       webhooks: {
         policy: { allowPrivate: config.webhooks.allowPrivateUrls },

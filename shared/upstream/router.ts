@@ -79,6 +79,12 @@ export function createUpstreamRouter(config: DefaultRouteConfig, clock: Clock, l
       if (unflavored === TEST_MODEL) return testModelUpstream;
       return select(model)?.upstream ?? (unflavored === model ? undefined : select(unflavored)?.upstream) ?? defaultRoute;
     },
+    routeOf: (model) => {
+      const unflavored = withoutFlavor(model);
+      if (unflavored === TEST_MODEL) return TEST_MODEL;
+      const route = select(model) ?? (unflavored === model ? undefined : select(unflavored));
+      return route?.pattern ?? (defaultRoute ? 'default' : undefined);
+    },
     status: () => [...routes.map((r) => r.upstream), ...(defaultRoute ? [defaultRoute] : [])].map((upstream) => upstream.status()),
   };
 }

@@ -23,6 +23,10 @@ const RouteObject = z
     maxConcurrency: positiveInt.optional(),
     requestsPerMinute: positiveInt.optional(),
     tokensPerMinute: positiveInt.optional(),
+    // Quotas of each project on this route: most requests and estimated tokens enqueued at once
+    // (README, "Quotas"); PROJECT_MAX_ENQUEUED_* bound a project across routes.
+    maxEnqueuedRequests: positiveInt.optional(),
+    maxEnqueuedTokens: positiveInt.optional(),
     // Prices per million tokens, for GET /v1/x/batches/{id}/usage (cached input tokens cost the
     // input price unless cachedInputPricePerMillion says otherwise); currency defaults to USD.
     inputPricePerMillion: price.optional(),

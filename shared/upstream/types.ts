@@ -63,6 +63,8 @@ export interface RouteStatus {
  */
 export interface UpstreamRouter {
   route(model: string): Upstream | undefined;
+  /** The name of the route serving a model (its pattern, `default`, or batch-test-model), for quotas and throughput. */
+  routeOf?(model: string): string | undefined;
   /** Removes every configured upstream key from text (for error messages and logs). */
   redactor?: Redactor;
   /** Every HTTP route's limits as they stand. */

@@ -131,6 +131,8 @@ describe('every call the handlers make is allowed to the function that makes it'
         MIN_COMPLETION_WINDOW: '1s',
         DOWNLOAD_REDIRECT_BYTES: '1000',
         CHECKPOINT_LINES: '1',
+        // Quotas apply, so admission and the give-back at each batch's end make their calls too.
+        PROJECT_MAX_ENQUEUED_REQUESTS: '100000',
       },
       visibilityTimeoutMs: 1_000,
       onAwsCall: (call) => {

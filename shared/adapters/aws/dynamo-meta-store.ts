@@ -130,6 +130,8 @@ export const ITEM_KEY_PREFIXES = {
   webhookDelivery: 'WEBHOOKDELIVERY#',
   /** shared/adapters/aws/dynamo-pipeline-runs.ts */
   pipelineRun: 'PIPELINERUN#',
+  /** shared/adapters/aws/dynamo-quotas.ts */
+  quota: 'QUOTA#',
 } as const;
 export type ItemKind = keyof typeof ITEM_KEY_PREFIXES;
 
@@ -160,6 +162,7 @@ interface FileItem {
   createdAtMs: number;
   expiresAtMs?: number;
   blobKey: string;
+  requests?: number;
   ttl?: number;
   pinnedBy?: Set<string>;
   deletedAtMs?: number;
@@ -210,6 +213,7 @@ function toFileItem(file: FileRecord): FileItem {
     // Absent rather than NULL, so "never expires" is attribute_not_exists in filters.
     expiresAtMs: file.expiresAtMs ?? undefined,
     blobKey: file.blobKey,
+    requests: file.requests,
     // DynamoDB TTL wants seconds; round up so the item is never reaped before it expires.
     [TTL_ATTRIBUTE]: file.expiresAtMs === null ? undefined : Math.ceil(file.expiresAtMs / 1000),
   };
@@ -230,8 +234,18 @@ export function removedFileOf(image: Record<string, AttributeValue> | undefined)
 }
 
 function fromFileItem(item: Item): FileRecord {
-  const { id, project, filename, purpose, bytes, createdAtMs, expiresAtMs, blobKey } = item as unknown as FileItem;
-  return { id, project, filename, purpose, bytes, createdAtMs, expiresAtMs: expiresAtMs ?? null, blobKey };
+  const { id, project, filename, purpose, bytes, createdAtMs, expiresAtMs, blobKey, requests } = item as unknown as FileItem;
+  return {
+    id,
+    project,
+    filename,
+    purpose,
+    bytes,
+    createdAtMs,
+    expiresAtMs: expiresAtMs ?? null,
+    blobKey,
+    ...(requests !== undefined ? { requests } : {}),
+  };
 }
 
 function toBatchItem(batch: BatchRecord): BatchItem {
@@ -300,6 +314,7 @@ function fromBatchItem(item: Item): BatchRecord {
     ...(i.priority ? { priority: i.priority } : {}),
     ...(i.estimatedTokens !== undefined ? { estimatedTokens: i.estimatedTokens } : {}),
     ...(i.route !== undefined ? { route: i.route } : {}),
+    ...(i.quotaKeys !== undefined ? { quotaKeys: i.quotaKeys } : {}),
     ...(i.admittedAtMs !== undefined ? { admittedAtMs: i.admittedAtMs } : {}),
     ...(i.dialect ? { dialect: i.dialect } : {}),
     ...(i.autoDeleteInputFile ? { autoDeleteInputFile: true } : {}),
