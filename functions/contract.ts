@@ -18,9 +18,10 @@ export const HANDLERS = {
 } as const;
 
 /**
- * The API Lambda's timeout. API Gateway answers the client after ~30 s whatever the function does,
- * but the function runs on: an upload's complete joining hundreds of parts finishes its join, and
- * its claim on the upload lasts this long (a claim older than this belongs to a function that is gone).
+ * The API Lambda's timeout. A request answers by API_ROUTE_DEADLINE (API Gateway cuts it at 30 s);
+ * an upload's complete joining hundreds of parts hands its join to an invocation of its own, which
+ * has this long, and a complete's claim on the upload lasts this long (a claim older than this
+ * belongs to a function that is gone).
  */
 export const API_TIMEOUT_SECONDS = 300;
 
@@ -96,6 +97,18 @@ export interface WaitForChunksInput {
   taskToken: string;
   draining?: boolean;
 }
+
+/**
+ * The API function invoked by itself (asynchronously) with work a request handed over at its
+ * deadline: an upload's complete whose join outlived API_ROUTE_DEADLINE.
+ */
+export interface ApiHandOffEvent {
+  handOff: 'upload-complete';
+  job: { project: string; uploadId: string; partIds: string[]; md5?: string };
+}
+
+/** The API function's API_ROUTE_DEADLINE: answered before API Gateway's 30 s, with time to hand work over. */
+export const API_ROUTE_DEADLINE = '25s';
 
 /** What DynamoDB's TTL, and only it, writes as the remover of an item (a stream record's userIdentity). */
 export const TTL_PRINCIPAL = 'dynamodb.amazonaws.com';

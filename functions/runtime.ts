@@ -12,6 +12,7 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { KMSClient } from '@aws-sdk/client-kms';
+import { LambdaClient } from '@aws-sdk/client-lambda';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { SFNClient } from '@aws-sdk/client-sfn';
@@ -22,6 +23,7 @@ import { DynamoPipelineRunStore } from '../shared/adapters/aws/dynamo-pipeline-r
 import { DynamoQuotaStore } from '../shared/adapters/aws/dynamo-quotas.js';
 import { EventBridgeBus } from '../shared/adapters/aws/eventbridge-bus.js';
 import { KmsSigningSecrets } from '../shared/adapters/aws/kms-signing-secrets.js';
+import { LambdaHandOff } from '../shared/adapters/aws/lambda-hand-off.js';
 import { S3BlobStore } from '../shared/adapters/aws/s3-blob-store.js';
 import { secretsManagerResolver } from '../shared/adapters/aws/secrets-manager.js';
 import { SfnLifecycle } from '../shared/adapters/aws/sfn-lifecycle.js';
@@ -60,6 +62,7 @@ export interface AwsClients {
   sfn: SFNClient;
   secrets: SecretsManagerClient;
   eventBridge: EventBridgeClient;
+  lambda: LambdaClient;
   kms: KMSClient;
 }
 
@@ -84,6 +87,8 @@ export interface Runtime {
     signingSecrets: SigningSecretLookup | undefined;
     downloads: { redirectAboveBytes: number; urlExpiresInSeconds: number };
     prices: (model: string) => RoutePrice | undefined;
+    /** Work a request hands over at its deadline, to an invocation of this function (AWS_LAMBDA_FUNCTION_NAME, which Lambda sets). */
+    handOff: LambdaHandOff | undefined;
   };
   /** Pipelines (PIPELINES_CONFIG, on the functions that run or list them), their runs, and what a run needs. */
   pipelines: {
@@ -182,6 +187,7 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
     sfn: given.sfn ?? new SFNClient({}),
     secrets: given.secrets ?? new SecretsManagerClient({}),
     eventBridge: given.eventBridge ?? new EventBridgeClient({}),
+    lambda: given.lambda ?? new LambdaClient({}),
     kms: given.kms ?? new KMSClient({}),
   };
   const clock = systemClock;
@@ -298,6 +304,9 @@ export async function buildRuntime(env: Record<string, string | undefined>, give
         redirectAboveBytes: Number(env.DOWNLOAD_REDIRECT_BYTES ?? DEFAULT_REDIRECT_ABOVE_BYTES),
         urlExpiresInSeconds: 300,
       },
+      handOff: env.AWS_LAMBDA_FUNCTION_NAME
+        ? new LambdaHandOff({ client: clients.lambda, functionName: env.AWS_LAMBDA_FUNCTION_NAME })
+        : undefined,
     },
     workerUpstreams() {
       worker ??= buildWorkerUpstreams().catch((error: unknown) => {

@@ -95,6 +95,7 @@ const EnvSchema = z.object({
   START_SWEEP_GIVE_UP_AFTER: duration.default('1h'),
   START_SWEEP_INTERVAL: duration.default('1m'),
   FILE_SWEEP_INTERVAL: duration.default('10m'),
+  API_ROUTE_DEADLINE: duration.optional(),
   WEBHOOK_ALLOW_PRIVATE_URLS: z.enum(['true', 'false'], { error: "must be 'true' or 'false'" }).default('false'),
   WEBHOOK_TIMEOUT: duration.default('10s'),
   WEBHOOK_RETRY_BASE: duration.default('5s'),
@@ -159,6 +160,8 @@ export interface ServiceConfig {
   startSweep: { afterMs: number; giveUpAfterMs: number; intervalMs: number };
   /** `npm start` deletes the files past their expiry that no batch pins this often (and at start-up). */
   fileSweepIntervalMs: number;
+  /** API_ROUTE_DEADLINE: a route still running this long answers 503 (the API Lambda: 25 s); undefined: none. */
+  apiRouteDeadlineMs: number | undefined;
   webhooks: {
     /** WEBHOOK_ALLOW_PRIVATE_URLS: receivers on loopback and private addresses, and http://, are allowed. */
     allowPrivateUrls: boolean;
@@ -263,6 +266,7 @@ export function loadConfig(
     uploadSweepIntervalMs: parseDuration(e.UPLOAD_SWEEP_INTERVAL)!,
     startSweep,
     fileSweepIntervalMs: parseDuration(e.FILE_SWEEP_INTERVAL)!,
+    apiRouteDeadlineMs: e.API_ROUTE_DEADLINE === undefined ? undefined : parseDuration(e.API_ROUTE_DEADLINE)!,
     webhooks: {
       allowPrivateUrls: e.WEBHOOK_ALLOW_PRIVATE_URLS === 'true',
       timeoutMs: parseDuration(e.WEBHOOK_TIMEOUT)!,

@@ -9,10 +9,11 @@ import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
 import { AccessLogFormat } from 'aws-cdk-lib/aws-apigateway';
 import * as apigwv2 from 'aws-cdk-lib/aws-apigatewayv2';
 import { HttpLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
-import { API_TIMEOUT_SECONDS, ENV, HANDLERS } from '../../functions/contract.js';
+import { API_ROUTE_DEADLINE, API_TIMEOUT_SECONDS, ENV, HANDLERS } from '../../functions/contract.js';
 import { FUNCTION_ACCESS, grantAccess } from './access.js';
 import { ServiceFunction } from './service-function.js';
 import type { Storage } from './storage.js';
@@ -40,11 +41,16 @@ export class Api extends Construct {
     this.handler = new ServiceFunction(this, 'Handler', {
       entry: HANDLERS.api,
       description: 'OpenAI-compatible Batch API: files, uploads, batches',
-      environment: { ...props.environment, [ENV.stateMachineArn]: props.stateMachine.stateMachineArn },
+      environment: {
+        ...props.environment,
+        [ENV.stateMachineArn]: props.stateMachine.stateMachineArn,
+        // API Gateway gives up on an integration after 30 s: every route answers before, in the
+        // OpenAI envelope, and a complete's join that goes on is handed to an invocation of its own.
+        API_ROUTE_DEADLINE,
+      },
       logRetentionDays: props.logRetentionDays,
       memorySize: 512,
-      // API Gateway gives up on an integration after 30 s and answers the client 503, but the
-      // function goes on: a complete of a large upload finishes its join (functions/contract.ts).
+      // A handed-over complete of a large upload has this long for its join (functions/contract.ts).
       timeout: Duration.seconds(API_TIMEOUT_SECONDS),
       // Its share of the account's concurrency, and its cap: a flood at the API leaves the workers theirs.
       ...(props.reservedConcurrency !== null && { reservedConcurrentExecutions: props.reservedConcurrency }),
@@ -52,6 +58,13 @@ export class Api extends Construct {
     grantAccess(this.handler.function, props.storage, FUNCTION_ACCESS.api);
     props.stateMachine.grantStartExecution(this.handler.function); // create a batch
     props.stateMachine.grantTaskResponse(this.handler.function); // cancel: SendTaskFailure(BatchCancelled)
+    // A complete whose join outlives the deadline hands it to an asynchronous invocation of this
+    // function. In a policy of its own: in the role's default policy the function's ARN would make
+    // the function depend on itself.
+    new iam.Policy(this, 'InvokeSelf', {
+      roles: [this.handler.role],
+      statements: [new iam.PolicyStatement({ actions: ['lambda:InvokeFunction'], resources: [this.handler.function.functionArn] })],
+    });
 
     this.httpApi = new apigwv2.HttpApi(this, 'HttpApi', {
       description: 'OpenAI-compatible Batch API',

@@ -22,6 +22,7 @@ import type { QuotaConfig } from '../schedule/quota.js';
 import type { RoutePrice } from '../upstream/routes.js';
 import type { ApiKeyResolver } from './api-keys.js';
 import { registerConsoleRoutes } from './console.js';
+import { routeDeadline } from './deadline.js';
 import { type AuthErrorCode, DIALECTS, type Dialect, dialectOf } from './dialects/index.js';
 import { ApiError, badRequest, conflict, internalError, notFound, quoted, tooLarge } from './errors.js';
 import { registerExtensionRoutes } from './extensions.js';
@@ -42,7 +43,7 @@ import { checkSignedToken, isJwt, type SigningSecretLookup } from './signed-toke
 import { batchFileCheck, registerUploadRoutes, type UploadDeps } from './uploads.js';
 import { registerWebhookRoutes, type WebhookApiDeps } from './webhooks.js';
 
-export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeWaitMs'> {
+export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeWaitMs' | 'handOffComplete'> {
   meta: MetaStore;
   /** Quotas a create checks a batch against (shared/schedule/quota.ts). */
   quotaConfig?: QuotaConfig;
@@ -82,6 +83,8 @@ export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeW
   prices?: (model: string) => RoutePrice | undefined;
   /** The webhook endpoints API (shared/api/webhooks.ts); unset, its routes answer 404. */
   webhooks?: WebhookApiDeps['webhooks'];
+  /** API_ROUTE_DEADLINE: a route still running this long answers 503 request_timeout (shared/api/deadline.ts); unset: none. */
+  routeDeadlineMs?: number;
   /** Pipelines (shared/api/pipelines.ts); unset, their routes answer 404. */
   pipelines?: PipelineApiDeps['pipelines'];
 }
@@ -121,6 +124,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
   const api = new Hono<Env>();
   const jsonLimit = jsonBodyLimit(deps.limits.maxJsonBodyBytes ?? DEFAULT_MAX_JSON_BODY_BYTES);
 
+  api.use('*', routeDeadline({ deadlineMs: deps.routeDeadlineMs, log: deps.log }));
   api.use('*', async (c, next) => {
     const project = await authenticate(deps, c.req.header('authorization'), dialectOf(c.req.path));
     c.set('project', project);
@@ -322,7 +326,8 @@ async function authenticate(
   const credential = /^Bearer\s+(.+)$/i.exec(header ?? '')?.[1]?.trim();
   if (!credential) throw refuse("You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.", 'missing_api_key');
   let key = credential;
-  if (deps.signingSecrets && isJwt(credential)) {
+  // A key of API_KEYS is itself even when it is shaped like a token.
+  if (deps.signingSecrets && isJwt(credential) && !apiKeys?.has(credential)) {
     // Zhipu's signed token stands for the key it was signed with.
     const check = await checkSignedToken(credential, deps.signingSecrets, deps.clock.now());
     if (!check.ok && check.problem === 'expired') throw refuse('The signed token has expired; sign a new one.', 'token_expired');

@@ -32,6 +32,7 @@ import {
   UploadStillCompleting,
 } from '../uploads/errors.js';
 import { checkLimits, effectiveStatus, type UploadDeps, type UploadLimits } from '../uploads/model.js';
+import { deadlineOf } from './deadline.js';
 import { ApiError, badRequest, notFound, quoted, tooLarge, unavailable } from './errors.js';
 import { receiveMultipart, type StreamCheck } from './multipart.js';
 import { toFileObject } from './objects.js';
@@ -190,7 +191,8 @@ export function registerUploadRoutes(api: Hono<Env>, deps: UploadRouteDeps): voi
       // An id that cannot be a part's names none of this upload's parts, whatever the store holds.
       const notAPart = body.part_ids.find((id) => !isIdOf('part', id));
       if (notAPart !== undefined) throw badRequest(`'${quoted(notAPart)}' is not a part id (part_…).`, 'part_ids');
-      return respond(c, await completeUpload(deps, await uploadOf(c), { partIds: body.part_ids, md5: body.md5 }));
+      const request = { partIds: body.part_ids, md5: body.md5 };
+      return respond(c, await completeUpload(deps, await uploadOf(c), request, { deadline: deadlineOf(c) }));
     }),
   );
 

@@ -56,7 +56,10 @@ export interface Domain {
     own: { upstreams: UpstreamRouter; responses: ResponseBudget; log?: Logger; statusPollMs?: number },
   ): ChunkWorkerDeps;
   /** The API's dependencies; the runtime adds how keys resolve, downloads and its own request limits. */
-  api(lifecycle: Lifecycle, own: Omit<ApiDeps, keyof Ports | 'lifecycle' | 'limits' | 'ready' | 'onTransition' | 'webhooks'>): ApiDeps;
+  api(
+    lifecycle: Lifecycle,
+    own: Omit<ApiDeps, keyof Ports | 'lifecycle' | 'limits' | 'ready' | 'onTransition' | 'webhooks' | 'routeDeadlineMs'>,
+  ): ApiDeps;
 }
 
 export function composeDomain({ config, ports, upstreams, onTransition, subscribers = [], routeQuotas }: ComposeInput): Domain {
@@ -104,6 +107,7 @@ export function composeDomain({ config, ports, upstreams, onTransition, subscrib
       ...own,
       lifecycle,
       limits: config.limits,
+      routeDeadlineMs: config.apiRouteDeadlineMs,
       quotaConfig,
       onTransition,
       webhooks: {

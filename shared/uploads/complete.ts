@@ -7,12 +7,19 @@
 // complete whose join outlived the gateway's answer waits for that join instead of starting another,
 // and a claim whose claimant is gone runs out. The File's id depends only on the upload, so two
 // completes that both joined make one file.
+//
+// A request may have a deadline (API_ROUTE_DEADLINE: API Gateway cuts requests at 30 s). Where the
+// join can go on elsewhere (handOffComplete: in AWS, an invocation of its own), a join still running
+// at the deadline stops at its next step, gives up its claim and is handed over; the answer is 503
+// `upload_completing` with Retry-After, and a repeated complete gets the completed upload once the
+// handed-over join is done. Where it cannot (npm start), the join simply goes on in the process.
 import { createHash } from 'node:crypto';
 import { fileRecord } from '../batch/files.js';
 import { blobKeys } from '../batch/keys.js';
 import type { UploadPartRecord, UploadRecord } from '../batch/model.js';
 import { joinSummaries } from '../input/part-summary.js';
 import { checkJoinedParts, PartScan, type SummarizedPart, summaryFits, type UploadCheckLimits } from '../input/upload-check.js';
+import { errorMessage, type Logger } from '../log.js';
 import type { BlobStore } from '../ports.js';
 import {
   UploadFileRefused,
@@ -24,6 +31,7 @@ import {
   UploadStillCompleting,
 } from './errors.js';
 import {
+  type CompleteHandOff,
   checkLimits,
   DEFAULT_COMPLETE_LEASE_MS,
   DEFAULT_COMPLETE_WAIT_MS,
@@ -37,6 +45,8 @@ import {
 const PART_LOOKUPS_IN_FLIGHT = 32;
 /** A waiting complete reads the upload this often. */
 const COMPLETE_POLL_MS = 500;
+/** An asynchronous Lambda invocation carries at most 256 KB: a complete naming more parts than fit is not handed over. */
+const MAX_HAND_OFF_BYTES = 240_000;
 
 export interface CompleteRequest {
   /** The ids of the parts, in order (already checked to look like part ids). */
@@ -49,7 +59,12 @@ export interface CompleteRequest {
  * an UploadRefusal (UploadNotPending, UploadPartsRefused, UploadSizeMismatch, UploadMd5Mismatch,
  * UploadFileRefused, UploadStillCompleting) when it cannot be.
  */
-export async function completeUpload(deps: UploadDeps, found: UploadRecord, request: CompleteRequest): Promise<UploadRecord> {
+export async function completeUpload(
+  deps: UploadDeps,
+  found: UploadRecord,
+  request: CompleteRequest,
+  options: { deadline?: AbortSignal } = {},
+): Promise<UploadRecord> {
   const upload = await expireIfDue(deps, found);
   if (upload.status === 'completed') return upload;
   if (upload.status !== 'pending') throw new UploadNotPending(upload, 'it cannot be completed');
@@ -58,14 +73,27 @@ export async function completeUpload(deps: UploadDeps, found: UploadRecord, requ
     if (seen.has(id)) throw new UploadPartsRefused(`part_ids names the part ${id} twice.`);
     seen.add(id);
   }
-  const claim = await claimCompletion(deps, upload);
+  const claim = await claimCompletion(deps, upload, options.deadline);
   if ('settled' in claim) {
     if (claim.settled.status === 'completed') return claim.settled;
     throw new UploadNotPending(claim.settled, 'it cannot be completed');
   }
+  const handOff = handOffOf(deps, claim.claimed, request, options.deadline);
+  const stop = new AbortController();
   try {
-    return await joinClaimed(deps, claim.claimed, request);
+    const join = joinClaimed(deps, claim.claimed, request, stop.signal);
+    if (!handOff) return await join;
+    const first = await Promise.race([join.then((upload) => ({ upload })), aborted(handOff.deadline)]);
+    if ('upload' in first) return first.upload;
+    // The deadline: this join stops at its next step (it may have stored the joined object, which
+    // the next join writes again, byte for byte), and the join goes on where it has time.
+    stop.abort();
+    join.catch(() => undefined);
+    await deps.meta.releaseUploadCompletion(claim.claimed.id, claim.until);
+    await handOff.run();
+    throw new UploadStillCompleting(claim.claimed);
   } catch (error) {
+    if (error instanceof UploadStillCompleting) throw error;
     // Whatever refused or broke the join, a retry may start at once.
     await deps.meta.releaseUploadCompletion(claim.claimed.id, claim.until).catch(() => undefined);
     // A cancel during the join deletes the parts under it: answer the cancel, not a server error.
@@ -87,6 +115,7 @@ export async function completeUpload(deps: UploadDeps, found: UploadRecord, requ
 async function claimCompletion(
   deps: UploadDeps,
   upload: UploadRecord,
+  deadline: AbortSignal | undefined,
 ): Promise<{ claimed: UploadRecord; until: number } | { settled: UploadRecord }> {
   const { meta, clock } = deps;
   const leaseMs = deps.completeLeaseMs ?? DEFAULT_COMPLETE_LEASE_MS;
@@ -101,14 +130,52 @@ async function claimCompletion(
       const claimed = await meta.claimUploadCompletion(current.id, now, until);
       if (claimed) return { claimed, until };
     }
-    if (now >= waitUntil) throw new UploadStillCompleting(current);
-    await clock.sleep(COMPLETE_POLL_MS);
+    // The request's deadline ends the wait too: the client is told to repeat it (Retry-After).
+    if (now >= waitUntil || deadline?.aborted) throw new UploadStillCompleting(current);
+    await clock.sleep(COMPLETE_POLL_MS, deadline).catch(() => undefined);
     current = await expireIfDue(deps, (await meta.getUpload(current.project, current.id)) ?? current);
   }
 }
 
-/** Joins the parts of an upload this complete has claimed, and completes it. */
-async function joinClaimed(deps: UploadDeps, upload: UploadRecord, request: CompleteRequest): Promise<UploadRecord> {
+/** A hand-off of this complete at `deadline`, where there is somewhere to hand it off to. */
+function handOffOf(deps: UploadDeps, upload: UploadRecord, request: CompleteRequest, deadline: AbortSignal | undefined) {
+  const { handOffComplete } = deps;
+  if (!handOffComplete || !deadline) return undefined;
+  const job: CompleteHandOff = {
+    project: upload.project,
+    uploadId: upload.id,
+    partIds: [...request.partIds],
+    ...(request.md5 === undefined ? {} : { md5: request.md5 }),
+  };
+  if (Buffer.byteLength(JSON.stringify(job)) > MAX_HAND_OFF_BYTES) return undefined;
+  return { deadline, run: () => handOffComplete(job) };
+}
+
+function aborted(signal: AbortSignal): Promise<{ deadline: true }> {
+  return new Promise((resolve) => {
+    if (signal.aborted) resolve({ deadline: true });
+    else signal.addEventListener('abort', () => resolve({ deadline: true }), { once: true });
+  });
+}
+
+/**
+ * Runs a complete handed over by a request that reached its deadline (in AWS, in an invocation of
+ * its own). Its outcome is the upload's: the client's repeated complete reads it.
+ */
+export async function runHandedOffComplete(deps: UploadDeps & { log: Logger }, job: CompleteHandOff): Promise<UploadRecord | undefined> {
+  const upload = await deps.meta.getUpload(job.project, job.uploadId);
+  if (!upload) return undefined;
+  try {
+    return await completeUpload(deps, upload, { partIds: job.partIds, ...(job.md5 === undefined ? {} : { md5: job.md5 }) });
+  } catch (error) {
+    // A refusal (a cancel meanwhile, an md5 that does not match) is the repeated complete's to answer.
+    deps.log.log('warn', 'a handed-over complete did not complete its upload', { uploadId: job.uploadId, error: errorMessage(error) });
+    return undefined;
+  }
+}
+
+/** Joins the parts of an upload this complete has claimed, and completes it, unless `stop` aborts first. */
+async function joinClaimed(deps: UploadDeps, upload: UploadRecord, request: CompleteRequest, stop: AbortSignal): Promise<UploadRecord> {
   const { meta, blobs, clock } = deps;
   const parts = await partsOf(deps, upload, request.partIds);
   const sum = parts.reduce((total, part) => total + part.bytes, 0);
@@ -132,6 +199,7 @@ async function joinClaimed(deps: UploadDeps, upload: UploadRecord, request: Comp
           if (digest !== expected) throw new UploadMd5Mismatch(digest, request.md5!);
         });
   let joined: number;
+  stop.throwIfAborted();
   try {
     joined = (
       await blobs.concat(
@@ -143,6 +211,7 @@ async function joinClaimed(deps: UploadDeps, upload: UploadRecord, request: Comp
   } finally {
     hashing.abort();
   }
+  stop.throwIfAborted();
   if (joined !== upload.bytes) {
     await blobs.delete([fileKey]);
     throw new UploadSizeMismatch(upload, joined, 'hold');

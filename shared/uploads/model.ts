@@ -69,6 +69,20 @@ export interface UploadDeps {
    * Default DEFAULT_COMPLETE_WAIT_MS.
    */
   completeWaitMs?: number;
+  /**
+   * Runs a complete elsewhere, with a request's whole time ahead of it (in AWS, an asynchronous
+   * invocation of the API function): a complete whose request reaches its deadline mid-join hands
+   * its join over here. Unset: the join goes on in this process (npm start).
+   */
+  handOffComplete?: (job: CompleteHandOff) => Promise<void>;
+}
+
+/** A complete handed over to run elsewhere: what identifies the upload and the request. */
+export interface CompleteHandOff {
+  project: string;
+  uploadId: string;
+  partIds: string[];
+  md5?: string;
 }
 
 /** The batch file checks under these limits (unset: not checked). */

@@ -200,6 +200,27 @@ describe('pipelines with npm start', () => {
     expect(batchesBefore).toBeGreaterThan(0);
   });
 
+  it('neither loses nor doubles a run when the process is killed while its batch runs', { timeout: 180_000 }, async () => {
+    // Slow enough that the batch is still running when the process dies.
+    upstream.configure({ latencyMs: 400 });
+    await drop('killed.jsonl', chatLines(60));
+    const running = await waitForRun('drop', (r) => r.source.endsWith('/killed.jsonl') && r.status === 'submitted');
+    await service.kill9();
+    upstream.configure({ latencyMs: 5 });
+    service = await service.restart();
+    const run = await waitForRun('drop', (r) => r.id === running.id && r.status === 'delivered');
+    expect(run.batch_id).toBe(running.batch_id);
+    expect((await runs('drop')).filter((r) => r.source.endsWith('/killed.jsonl'))).toHaveLength(1);
+    const output = customIds(await readOutbox(run, 'output.jsonl'));
+    const errors = customIds(await readOutbox(run, 'errors.jsonl'));
+    expect([...output, ...errors].sort()).toEqual(
+      chatLines(60)
+        .map((l) => l.custom_id)
+        .sort(),
+    );
+    expect(JSON.parse(await readOutbox(run, 'summary.json')).request_counts.total).toBe(60);
+  });
+
   it('shows a project only its own pipelines, and answers clear errors', async () => {
     expect((await api('/x/pipelines', { key: KEYS.other })).body.data).toEqual([]);
     const foreign = await api('/x/pipelines/drop/runs', { key: KEYS.other });

@@ -531,6 +531,25 @@ describe('API', () => {
     });
   });
 
+  it('answers every route before the gateway cuts it (API_ROUTE_DEADLINE 25 s), and may hand a join to an invocation of itself', () => {
+    const api = functionByDescription('OpenAI-compatible Batch API');
+    expect(api.properties.Environment.Variables.API_ROUTE_DEADLINE).toBe('25s');
+    expect(api.properties.Timeout).toBeGreaterThan(30);
+    const role = { Ref: api.properties.Role['Fn::GetAtt'][0] };
+    const onItself = Object.entries(template.findResources('AWS::IAM::Policy')).flatMap(([id, p]) =>
+      JSON.stringify(p.Properties.Roles) === JSON.stringify([role])
+        ? (p.Properties.PolicyDocument.Statement as { Action: unknown; Resource: unknown }[])
+            .filter((statement) => JSON.stringify(statement.Resource) === JSON.stringify({ 'Fn::GetAtt': [api.id, 'Arn'] }))
+            .map((statement) => ({ id, statement }))
+        : [],
+    );
+    expect(onItself).toEqual([
+      { id: expect.stringMatching(/InvokeSelf/), statement: expect.objectContaining({ Action: 'lambda:InvokeFunction' }) },
+    ]);
+    // Not in the role's default policy, which the function depends on (that would be a cycle).
+    expect(onItself[0]!.id).not.toMatch(/DefaultPolicy/);
+  });
+
   it('throttles the stage and reserves the API function its share of concurrency by default, leaving the rest to the workers', () => {
     template.hasResourceProperties('AWS::ApiGatewayV2::Stage', {
       StageName: '$default',

@@ -22,6 +22,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { GetSecretValueCommand, ResourceNotFoundException, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import {
@@ -124,6 +125,8 @@ export class AwsHarness {
   readonly sqs: SqsStandIn;
   readonly meta: DynamoMetaStore;
   readonly blobs: S3BlobStore;
+  /** Asynchronous invocations of the API function (work a request handed over at its deadline), until they end. */
+  readonly handOffs = new Set<Promise<unknown>>();
   /** The Lambda handlers by function; a test may wrap one to inject a fault. */
   handlers: Partial<Record<FunctionName, Handler>> = {};
   private readonly timeouts: Partial<Record<FunctionName, number>>;
@@ -164,6 +167,20 @@ export class AwsHarness {
     if (options.s3Middleware) s3Client.middlewareStack.add(options.s3Middleware as never, { step: 'initialize', name: 'faults' });
 
     const [sfnMock, sqsMock, secretsMock] = mocks;
+    // Lambda, for the API function's hand-offs only: InvocationType Event queues the invocation and
+    // answers 202 at once. A stand-in rather than aws-sdk-client-mock, whose mock of an instance
+    // would undo a test's mock of the LambdaClient class (pipelines.test.ts).
+    const lambdaClient = {
+      send: async (command: InvokeCommand) => {
+        const input = command.input;
+        harness.tally('Lambda.Invoke');
+        const event = JSON.parse(Buffer.from(input.Payload as Uint8Array).toString('utf8'));
+        const run = harness.invoke(input.FunctionName as FunctionName, event).catch(() => undefined);
+        harness.handOffs.add(run);
+        void run.finally(() => harness.handOffs.delete(run));
+        return { StatusCode: 202 };
+      },
+    } as unknown as LambdaClient;
     sfnMock.on(StartExecutionCommand).callsFake(async (input) => harness.sfn.startExecution(input.name!, input.input!));
     sfnMock.on(DescribeExecutionCommand).callsFake(async (input) => harness.sfn.describeExecution(input.executionArn!));
     sfnMock.on(SendTaskSuccessCommand).callsFake(async (input) => harness.sfn.taskResponse(input.taskToken!, { ok: true }));
@@ -184,9 +201,11 @@ export class AwsHarness {
         BUCKET_NAME: s3.bucket,
         QUEUE_URL,
         STATE_MACHINE_ARN,
+        // Lambda sets it: the API function hands work over to an invocation of itself.
+        AWS_LAMBDA_FUNCTION_NAME: 'api',
         ...options.env,
       },
-      clients: { s3: s3Client, dynamo: dynamo.client, sqs: sqsClient, sfn: sfnClient, secrets: secretsClient },
+      clients: { s3: s3Client, dynamo: dynamo.client, sqs: sqsClient, sfn: sfnClient, secrets: secretsClient, lambda: lambdaClient },
     });
     const modules = await Promise.all([
       import('../../functions/api.js'),
@@ -315,6 +334,7 @@ export class AwsHarness {
   }
 
   async close(): Promise<void> {
+    await Promise.allSettled([...this.handOffs]);
     this.sqs.stop();
     this.sfn.stop();
     await Promise.allSettled([...this.sfn.executions.values()]);
