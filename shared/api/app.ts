@@ -326,7 +326,8 @@ async function authenticate(
   const credential = /^Bearer\s+(.+)$/i.exec(header ?? '')?.[1]?.trim();
   if (!credential) throw refuse("You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.", 'missing_api_key');
   let key = credential;
-  if (deps.signingSecrets && isJwt(credential)) {
+  // A key of API_KEYS is itself even when it is shaped like a token.
+  if (deps.signingSecrets && isJwt(credential) && !apiKeys?.has(credential)) {
     // Zhipu's signed token stands for the key it was signed with.
     const check = await checkSignedToken(credential, deps.signingSecrets, deps.clock.now());
     if (!check.ok && check.problem === 'expired') throw refuse('The signed token has expired; sign a new one.', 'token_expired');

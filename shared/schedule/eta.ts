@@ -87,7 +87,11 @@ export async function withEstimates<B extends BatchRecord>(
   batches: B[],
 ): Promise<(B & { estimate?: BatchEstimate })[]> {
   if (!batches.some((batch) => batch.status === 'in_progress')) return batches;
-  const open = await deps.meta.listUnfinishedBatches(project);
+  // A batch that has finished lines is estimated from its own rate: the project's batches are read
+  // only for one that has not (one Query, not one per poll of every running batch).
+  const measuredAlone = (batch: B) =>
+    batch.status !== 'in_progress' || (batch.admittedAtMs !== undefined && batch.completed + batch.failed > 0);
+  const open = batches.every(measuredAlone) ? [] : await deps.meta.listUnfinishedBatches(project);
   const now = deps.clock.now();
   return batches.map((batch) => {
     const estimate = estimateBatch(batch, open, now);

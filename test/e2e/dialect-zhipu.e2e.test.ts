@@ -84,7 +84,9 @@ describe('the Zhipu seed against /api/paas/v4', () => {
 
   beforeAll(async () => {
     upstream = await startUpstreamSim();
-    service = await startServiceProcess({ env: { UPSTREAM_BASE_URL: upstream.baseURL, API_KEYS: `${KEY}:zhipu,other-key:other` } });
+    service = await startServiceProcess({
+      env: { UPSTREAM_BASE_URL: upstream.baseURL, API_KEYS: `${KEY}:zhipu,other-key:other,looks.like.atoken:dotted` },
+    });
   });
   afterAll(async () => {
     await service?.removeDataDir();
@@ -139,6 +141,8 @@ describe('the Zhipu seed against /api/paas/v4', () => {
       '1003',
     );
     await expectRefusal(() => 'a.b.c', '1002');
+    // A key of API_KEYS shaped like a token is still that key.
+    expect((await at(() => 'looks.like.atoken')).status).toBe(200);
     await expectRefusal(() => '', '1001');
     await expectRefusal(() => 'unknown-key', '1000');
     // Under /v1 the same refusals carry OpenAI's codes, and a good token works there too.

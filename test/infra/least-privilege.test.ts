@@ -7,7 +7,7 @@ import { DeleteItemCommand, GetItemCommand } from '@aws-sdk/client-dynamodb';
 import type { CfnResource } from 'aws-cdk-lib';
 import type { Template } from 'aws-cdk-lib/assertions';
 import type { IConstruct } from 'constructs';
-import type OpenAI from 'openai';
+import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TTL_PRINCIPAL } from '../../functions/contract.js';
 import { logger } from '../../functions/observability.js';
@@ -231,6 +231,25 @@ describe('every call the handlers make is allowed to the function that makes it'
       });
     }
     await aws.invoke('file-reaper', { Records: removed });
+    await aws.settle();
+
+    // The dialects: a Melious batch's one output file (its error parts rewritten under batches/),
+    // and a Zhipu batch whose input goes once it is final (auto_delete_input_file).
+    const melious = new OpenAI({ baseURL: 'https://api.batch.test/melious/v1', apiKey: openai.apiKey, maxRetries: 0, fetch: aws.apiFetch });
+    const meliousDone = await waitForBatch(melious, (await submit(melious, chatLines(3, { prefix: 'melious' }))).id, (b) =>
+      ['succeeded', 'failed', 'expired', 'cancelled'].includes(b.status as string),
+    );
+    expect(meliousDone).toMatchObject({ status: 'succeeded', error_file_id: null });
+    const zhipu = new OpenAI({ baseURL: 'https://api.batch.test/api/paas/v4', apiKey: openai.apiKey, maxRetries: 0, fetch: aws.apiFetch });
+    const zhipuInput = await upload(zhipu, await writeJsonl(chatLines(3, { prefix: 'zhipu' })));
+    const zhipuBatch = await zhipu.batches.create({
+      input_file_id: zhipuInput.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+      auto_delete_input_file: true,
+    } as never);
+    expect((await waitForBatch(zhipu, zhipuBatch.id)).status).toBe('completed');
+    await expect(zhipu.files.retrieve(zhipuInput.id)).rejects.toMatchObject({ status: 404 });
     await aws.settle();
 
     const denied: string[] = [];
