@@ -567,6 +567,12 @@ interface QueuedMessage {
   receiveCount: number;
   visibleAtMs: number;
   sentAtMs: number;
+  /**
+   * A worker invocation has it. The stack's visibility timeout is six times the worker's timeout,
+   * so a message never comes back while its invocation runs, however slow a loaded machine makes
+   * the invocation against this stand-in's short timeout.
+   */
+  held?: boolean;
 }
 
 interface SqsOptions {
@@ -646,7 +652,7 @@ export class SqsStandIn {
   private pump(): void {
     while (!this.stopped && this.running.size < this.options.concurrency) {
       const now = Date.now();
-      const visible = [...this.queued.values()].filter((m) => m.visibleAtMs <= now).slice(0, this.options.batchSize);
+      const visible = [...this.queued.values()].filter((m) => m.visibleAtMs <= now && !m.held).slice(0, this.options.batchSize);
       if (visible.length === 0) return;
       this.harness.tally('SQS.ReceiveMessage');
       const lostAcks = new Set<string>();
@@ -675,7 +681,9 @@ export class SqsStandIn {
   }
 
   private start(messages: QueuedMessage[], lostAcks: Set<string>, duplicate = false): void {
+    if (!duplicate) for (const message of messages) message.held = true;
     const run = this.deliver(messages, lostAcks, duplicate).finally(() => {
+      if (!duplicate) for (const message of messages) message.held = false;
       this.running.delete(run);
       this.pump();
     });
