@@ -13,6 +13,6 @@ if (!MOTO_SERVER) {
     const client = moto.dynamo();
     const tableName = `quotas-${process.pid}-${Date.now()}`;
     await client.send(new CreateTableCommand(metaTableDefinition(tableName)));
-    return { store: new DynamoQuotaStore({ client, tableName }), close: moto.close };
+    return { store: new DynamoQuotaStore({ client, tableName }), close: moto.close, serializeWritesToOneItem: true };
   });
 }
