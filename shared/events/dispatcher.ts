@@ -1,10 +1,12 @@
-// Hands the outbox's events to their subscribers: in order per batch, at least once (a subscriber
-// may see an event again after a crash or after another subscriber failed, and tells repeats apart
-// by the event id), and acknowledges a batch's events once every subscriber has taken them.
+// Hands the outbox's events to their subscribers: in order per batch (batches side by side), at
+// least once (a subscriber may see an event again after a crash or after another subscriber
+// failed, and tells repeats apart by the event id), and acknowledges a batch's events once every
+// subscriber has taken them.
 //
 // Subscribers are quick and durable (they record a webhook delivery, put an EventBridge event, write
 // a pipeline's destination); a failure leaves the event for the next drain, so a subscriber must
 // not fail for good on an event it can never take: it logs, counts and moves on instead.
+import pLimit from 'p-limit';
 import type { BatchRecord } from '../batch/model.js';
 import { errorMessage, type Logger } from '../log.js';
 import type { MetaStore } from '../ports.js';
@@ -24,6 +26,8 @@ export interface DispatcherDeps {
 
 /** Batches read from the outbox at a time. */
 const PAGE = 100;
+/** Batches whose events are being handed to the subscribers at once. */
+const BATCHES_AT_ONCE = 8;
 
 export class EventDispatcher {
   private draining: Promise<number> | undefined;
@@ -57,8 +61,10 @@ export class EventDispatcher {
     let acknowledged = 0;
     for (;;) {
       const pending = await this.deps.meta.listPendingEvents(PAGE);
-      let progress = 0;
-      for (const { batch, events } of pending) progress += await this.deliverBatch(batch, events);
+      // Order holds within a batch only: batches are delivered side by side, a few at a time.
+      const limit = pLimit(BATCHES_AT_ONCE);
+      const delivered = await Promise.all(pending.map(({ batch, events }) => limit(() => this.deliverBatch(batch, events))));
+      const progress = delivered.reduce((sum, n) => sum + n, 0);
       acknowledged += progress;
       // A full page with nothing acknowledged is a page of failing subscribers: try again later.
       if (pending.length < PAGE || progress === 0) return acknowledged;
