@@ -18,6 +18,6 @@ if (!MOTO_SERVER) {
       await client.send(new CreateTableCommand(metaTableDefinition(tableName)));
       return { store: new DynamoPipelineRunStore({ client, tableName }), close: moto.close };
     },
-    { racing: false },
+    { serializeWritesToOneItem: true },
   );
 }
