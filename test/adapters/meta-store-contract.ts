@@ -15,6 +15,7 @@ import { batchEvent } from '../../shared/events/model.js';
 import { newSigningSecret, type WebhookDeliveryRecord, type WebhookEndpointRecord } from '../../shared/events/webhook-model.js';
 import { newBatchId, newFileId, newWebhookEndpointId } from '../../shared/ids.js';
 import { type BatchFilter, BatchStatusConflict, type MetaStore } from '../../shared/ports.js';
+import { race as raceWrites } from '../support/race.js';
 
 const HOUR = 3_600_000;
 
@@ -125,13 +126,7 @@ export function metaStoreContract(name: string, setup: () => Promise<MetaStoreSe
       serialize = built.serializeWritesToOneItem ?? false;
     });
 
-    /** Runs the calls all at once, or one after the other where the backend cannot take them at once. */
-    async function race<T>(calls: (() => Promise<T>)[]): Promise<T[]> {
-      if (!serialize) return Promise.all(calls.map((call) => call()));
-      const results: T[] = [];
-      for (const call of calls) results.push(await call());
-      return results;
-    }
+    const race = <T>(calls: (() => Promise<T>)[]) => raceWrites(calls, serialize);
     afterAll(async () => {
       await close();
     });

@@ -3,6 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type PipelineRunRecord, runId } from '../../shared/pipelines/model.js';
 import type { PipelineRunStore } from '../../shared/ports.js';
+import { race } from '../support/race.js';
 
 let seq = 0;
 export function runRecord(overrides: Partial<PipelineRunRecord> = {}): PipelineRunRecord {
@@ -60,10 +61,10 @@ export function pipelineRunStoreContract(
 
     it('lets exactly one of two racing creates of one run win, and both answer the winner', async () => {
       const run = runRecord();
-      const creates = [() => store.createRun(run), () => store.createRun({ ...run, source: 'b' })];
-      const outcomes = options.serializeWritesToOneItem
-        ? [await creates[0]!(), await creates[1]!()]
-        : await Promise.all(creates.map((create) => create()));
+      const outcomes = await race(
+        [() => store.createRun(run), () => store.createRun({ ...run, source: 'b' })],
+        options.serializeWritesToOneItem ?? false,
+      );
       expect(outcomes.filter((o) => o.created)).toHaveLength(1);
       const winner = outcomes.find((o) => o.created)!.run;
       expect(outcomes.map((o) => o.run)).toEqual([winner, winner]);

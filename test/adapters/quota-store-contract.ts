@@ -2,6 +2,7 @@
 // counters never pass their limits (also when many take at once), and what is given back is room again.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { QuotaStore } from '../../shared/ports.js';
+import { race as raceWrites } from '../support/race.js';
 
 let seq = 0;
 const freshKey = () => `project:team-${process.pid}-${Date.now()}-${seq++}`;
@@ -27,12 +28,7 @@ export function quotaStoreContract(name: string, open: () => Promise<QuotaStoreS
       serialize = built.serializeWritesToOneItem ?? false;
     });
 
-    async function race<T>(calls: (() => Promise<T>)[]): Promise<T[]> {
-      if (!serialize) return Promise.all(calls.map((call) => call()));
-      const results: T[] = [];
-      for (const call of calls) results.push(await call());
-      return results;
-    }
+    const race = <T>(calls: (() => Promise<T>)[]) => raceWrites(calls, serialize);
     afterAll(async () => {
       await close?.();
     });
