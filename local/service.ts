@@ -32,6 +32,7 @@ import { createUpstreamRouter, upstreamKeyRedactor } from '../shared/upstream/ro
 import { RoutesError, resolveRoutes } from '../shared/upstream/routes.js';
 import { giveUpChunk, runChunk } from '../shared/work/run-chunk.js';
 import { answerClientErrors } from './guards.js';
+import { startPeriodic } from './periodic.js';
 import { loadPipelinesFile, localPipelines } from './pipelines.js';
 
 export interface RunningService {
@@ -184,40 +185,19 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
   // storing a part) and then every UPLOAD_SWEEP_INTERVAL.
   const sweeper = uploadSweeper({ meta, blobs, clock, log });
   await sweeper.sweep({ listedBeforeServing: true });
-  let sweeping: Promise<unknown> | undefined;
-  const sweepTimer = setInterval(() => {
-    sweeping ??= sweeper
-      .sweep()
-      .catch((error: unknown) => log.log('warn', 'upload sweep failed', { error: errorMessage(error) }))
-      .finally(() => {
-        sweeping = undefined;
-      });
-  }, config.uploadSweepIntervalMs);
-  sweepTimer.unref();
+  const uploadSweep = startPeriodic('upload sweep', () => sweeper.sweep(), config.uploadSweepIntervalMs, log);
 
   // Batches left validating with nothing driving them (a crash between a create and its start).
-  let startSweeping: Promise<unknown> | undefined;
-  const startSweepTimer = setInterval(() => {
-    startSweeping ??= sweepUnstartedBatches({ ...domain.steps, lifecycle }, config.startSweep)
-      .catch((error: unknown) => log.log('warn', 'start sweep failed', { error: errorMessage(error) }))
-      .finally(() => {
-        startSweeping = undefined;
-      });
-  }, config.startSweep.intervalMs);
-  startSweepTimer.unref();
+  const startSweep = startPeriodic(
+    'start sweep',
+    () => sweepUnstartedBatches({ ...domain.steps, lifecycle }, config.startSweep),
+    config.startSweep.intervalMs,
+    log,
+  );
 
   // Files past their expiry that no batch pins (dynalite has no TTL): at start-up, then every FILE_SWEEP_INTERVAL.
-  let fileSweeping: Promise<unknown> | undefined;
-  const sweepFiles = () => {
-    fileSweeping ??= sweepExpiredFiles({ meta, blobs, clock, log })
-      .catch((error: unknown) => log.log('warn', 'file sweep failed', { error: errorMessage(error) }))
-      .finally(() => {
-        fileSweeping = undefined;
-      });
-  };
-  sweepFiles();
-  const fileSweepTimer = setInterval(sweepFiles, config.fileSweepIntervalMs);
-  fileSweepTimer.unref();
+  const fileSweep = startPeriodic('file sweep', () => sweepExpiredFiles({ meta, blobs, clock, log }), config.fileSweepIntervalMs, log);
+  fileSweep.run();
 
   // Schedules and drop folders are set up before the service answers: a file dropped once it is
   // ready is seen.
@@ -234,14 +214,10 @@ export async function startService(config: ServiceConfig, serviceLog: Logger, op
     url: `http://${config.host}:${port}`,
     port,
     async stop() {
-      clearInterval(sweepTimer);
-      clearInterval(startSweepTimer);
-      clearInterval(fileSweepTimer);
+      const sweeps = [uploadSweep, startSweep, fileSweep].map((sweep) => sweep.stop());
       await pipelines.stop();
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      await sweeping;
-      await startSweeping;
-      await fileSweeping;
+      await Promise.all(sweeps);
       await lifecycle.stop();
       await queue.stop();
       await pump?.stop();
