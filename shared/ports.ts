@@ -230,6 +230,12 @@ export interface MetaStore {
    */
   updateBatch(id: string, from: readonly BatchStatus[], changes: StatusChanges): Promise<BatchRecord | undefined>;
   /**
+   * Marks an `in_progress` batch admitted at `atMs` (its chunks may go on the queue), once: of two
+   * that race, one gets the batch back; the other, and any call on a batch already admitted or no
+   * longer running, gets undefined.
+   */
+  admitBatch(id: string, atMs: number): Promise<BatchRecord | undefined>;
+  /**
    * Compare-and-set on the status (shared/batch/transitions.ts decides which moves are allowed):
    * from `change.from` to `change.to`, applying `change.changes` and appending `change.event` to
    * the batch's outbox, all in one write. Throws BatchStatusConflict when the batch is not in

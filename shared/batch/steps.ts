@@ -89,14 +89,14 @@ async function admit(deps: StepDeps, batch: BatchRecord): Promise<BatchRecord | 
     deps.log.log('info', 'batch waits for its project quota', { batchId: batch.id, project: batch.project, requests: batch.total });
     return undefined;
   }
-  // Only a batch still running is admitted: a cancel or the window may have come meanwhile.
-  const admitted = await deps.meta.updateBatch(batch.id, ['in_progress'], { admittedAtMs: deps.clock.now() });
-  if (!admitted) {
-    // Never admitted, so none of its chunks ran: what it took goes back now (its end gives back nothing twice).
-    if (deps.quotas) await returnBatchQuota({ quotas: deps.quotas }, batch);
-    return undefined;
-  }
-  return admitted;
+  // Only a batch still running is admitted, and once: a cancel or the window may have come
+  // meanwhile, or another batch's end may have admitted it first (that one queues its chunks).
+  const admitted = await deps.meta.admitBatch(batch.id, deps.clock.now());
+  if (admitted) return admitted;
+  if ((await deps.meta.getBatch(batch.id))?.admittedAtMs !== undefined) return undefined;
+  // Never admitted, so none of its chunks ran: what it took goes back now (its end gives back nothing twice).
+  if (deps.quotas) await returnBatchQuota({ quotas: deps.quotas }, batch);
+  return undefined;
 }
 
 /** The batches of a project that wait for quota, oldest first, are admitted while they fit. */

@@ -525,6 +525,20 @@ export function metaStoreContract(name: string, setup: () => Promise<MetaStoreSe
         expect(await store.getBatch(batch.id)).toEqual(batch);
       });
 
+      it('admits a running batch once, also when admissions race', async () => {
+        const validating = batchRecord();
+        await store.createBatch(validating);
+        expect(await store.admitBatch(validating.id, 5)).toBeUndefined();
+        expect(await store.admitBatch(uid('batch'), 5)).toBeUndefined();
+
+        const running = batchRecord({ status: 'in_progress' });
+        await store.createBatch(running);
+        const admitted = await race([() => store.admitBatch(running.id, 7), () => store.admitBatch(running.id, 7)]);
+        expect(admitted.filter(Boolean)).toEqual([{ ...running, admittedAtMs: 7 }]);
+        expect(await store.admitBatch(running.id, 9)).toBeUndefined();
+        expect((await store.getBatch(running.id))?.admittedAtMs).toBe(7);
+      });
+
       it('round-trips nulls set by an update', async () => {
         const batch = batchRecord({ metadata: { a: 'b' }, model: 'm' });
         await store.createBatch(batch);

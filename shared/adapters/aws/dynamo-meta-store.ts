@@ -620,6 +620,23 @@ export class DynamoMetaStore implements MetaStore {
     return item ? fromBatchItem(item) : undefined;
   }
 
+  async admitBatch(id: string, atMs: number): Promise<BatchRecord | undefined> {
+    const out = await unlessConditionFails(
+      this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: batchKey(id),
+          UpdateExpression: 'SET admittedAtMs = :at',
+          ConditionExpression: 'attribute_exists(pk) AND #status = :running AND attribute_not_exists(admittedAtMs)',
+          ExpressionAttributeNames: { '#status': 'status' },
+          ExpressionAttributeValues: { ':at': atMs, ':running': 'in_progress' },
+          ReturnValues: 'ALL_NEW',
+        }),
+      ),
+    );
+    return out?.Attributes ? fromBatchItem(out.Attributes) : undefined;
+  }
+
   async transitionBatch(id: string, change: StatusChange): Promise<BatchRecord> {
     const names: Record<string, string> = { '#status': 'status' };
     const values: Item = {

@@ -163,6 +163,22 @@ describe('admission and the chunk window', () => {
     expect(await quotas.getQuota(`project:${project}`)).toEqual({ requests: 0, tokens: 0, holders: [] });
   });
 
+  it('admits a waiting batch once when two batches of its project end at the same instant', async () => {
+    const [one, two] = [await validated(2), await validated(2)];
+    expect(await enqueueStep(deps, one.id)).toBe(1);
+    expect(await enqueueStep(deps, two.id)).toBe(1);
+    const waiting = await validated(4);
+    expect(await enqueueStep(deps, waiting.id)).toBe(0);
+    await runAll(one.id);
+    await runAll(two.id);
+    expect(sent).toEqual([]);
+
+    expect(await Promise.all([finalizeStep(deps, one.id), finalizeStep(deps, two.id)])).toEqual(['completed', 'completed']);
+    // Its window went on the queue once, not once per end.
+    expect(sent.map((m) => `${m.batchId === waiting.id ? 'waiting' : 'other'}:${m.chunk.index}`)).toEqual(['waiting:0', 'waiting:1']);
+    expect((await quotas.getQuota(`project:${project}`))?.holders).toEqual([waiting.id]);
+  });
+
   it('reclaims quota a final batch still holds (a crash between its end and the give-back)', async () => {
     const ended = batchRecord({ project, status: 'completed', total: 5, estimatedTokens: 0, quotaKeys: [`project:${project}`] });
     await deps.meta.createBatch(ended);
