@@ -47,6 +47,8 @@ export interface ApiDeps extends Pick<UploadDeps, 'completeLeaseMs' | 'completeW
   meta: MetaStore;
   /** Quotas a create checks a batch against (shared/schedule/quota.ts). */
   quotaConfig?: QuotaConfig;
+  /** The route that serves a model, for its quotas at create. */
+  routeOf?: (model: string) => string | undefined;
   blobs: BlobStore;
   lifecycle: Lifecycle;
   clock: Clock;
@@ -171,6 +173,7 @@ export function createApiApp(deps: ApiDeps): Hono<Env> {
           bytes: form.file.bytes,
           expiresAfterSeconds: expiresAfterSeconds ?? null,
           ...(check ? { requests: check.requests() } : {}),
+          ...(check?.model() !== undefined ? { model: check.model() } : {}),
         },
         clock.now(),
       );

@@ -53,10 +53,15 @@ const fileRefused = (problem: UploadProblem) =>
   new ApiError(problem.status, problem.message, 'invalid_request_error', 'file', problem.code);
 
 /** The checks of a batch input file while it streams in (upload-check.ts), as API errors. */
-export function batchFileCheck(limits: UploadLimits): StreamCheck & { requests(): number } {
+export function batchFileCheck(limits: UploadLimits): StreamCheck & { requests(): number; model(): string | undefined } {
   const check = new BatchFileCheck(checkLimits(limits));
   const asError = (problem: UploadProblem | undefined) => problem && fileRefused(problem);
-  return { push: (chunk) => asError(check.push(chunk)), end: () => asError(check.end()), requests: () => check.requestCount };
+  return {
+    push: (chunk) => asError(check.push(chunk)),
+    end: () => asError(check.end()),
+    requests: () => check.requestCount,
+    model: () => check.firstModel,
+  };
 }
 
 /** A refusal of the Uploads domain as the answer a client gets. */

@@ -43,6 +43,8 @@ export interface CreateDeps {
   log?: Logger;
   /** The quotas a create checks the batch against (a batch larger than one is refused). */
   quotaConfig?: QuotaConfig;
+  /** The route that serves a model (its quotas apply too), as validation will find it. */
+  routeOf?: (model: string) => string | undefined;
 }
 
 /** The input file is not a live file of the project (another project's file looks exactly the same). */
@@ -88,10 +90,12 @@ export async function createBatch(deps: CreateDeps, request: CreateBatchRequest)
   const input = await meta.getFile(request.project, request.inputFileId);
   if (!input) throw new InputFileNotFound(request.inputFileId);
   if (input.purpose !== 'batch') throw new InputFileNotForBatch(input.id, input.purpose);
-  // The project's quotas, by the file's counts (a route's wait for validation, which knows the model).
+  // The project's quotas, and its route's by the model of the file's first request, with the
+  // file's counts (validation checks again with what every line says).
   if (deps.quotaConfig) {
     const amount = { requests: input.requests ?? 0, tokens: estimatedTokensOf(input.bytes) };
-    const tooLarge = tooLargeForQuota(quotaCounters(deps.quotaConfig, request.project, undefined), amount);
+    const route = input.model === undefined ? undefined : deps.routeOf?.(input.model);
+    const tooLarge = tooLargeForQuota(quotaCounters(deps.quotaConfig, request.project, route), amount);
     if (tooLarge) throw new BatchOverQuota(tooLarge);
   }
   // Refused when the project's measured rate says the window cannot be met (unless asked to run anyway).

@@ -17,6 +17,8 @@ export interface NewFile {
   expiresAfterSeconds: number | null;
   /** Its request lines, when counted as it came in. */
   requests?: number;
+  /** The model its first request names, when read as it came in. */
+  model?: string;
 }
 
 export function fileRecord(file: NewFile, nowMs: number): FileRecord {
@@ -30,6 +32,7 @@ export function fileRecord(file: NewFile, nowMs: number): FileRecord {
     expiresAtMs: nowMs + (file.expiresAfterSeconds ?? DEFAULT_FILE_RETENTION_SECONDS) * 1_000,
     blobKey: blobKeys.file(file.id),
     ...(file.requests !== undefined ? { requests: file.requests } : {}),
+    ...(file.model !== undefined ? { model: file.model } : {}),
   };
 }
 

@@ -55,6 +55,8 @@ export interface FileRecord {
   blobKey: string;
   /** Its request lines, when the upload counted them (a create checks quotas with it). */
   requests?: number;
+  /** The model its first request names, when the upload read it (a create checks the route's quota by it). */
+  model?: string;
 }
 
 /** One chunk of a batch: a byte range of the input file holding `requests` request lines. */

@@ -138,6 +138,7 @@ export async function retryBatch(deps: RetryDeps, batch: BatchRecord, selection:
       bytes,
       expiresAfterSeconds: null,
       requests: chosen.size,
+      ...(batch.model ? { model: batch.model } : {}),
     },
     clock.now(),
   );

@@ -126,6 +126,16 @@ export function decodeLine(bytes: Uint8Array): DecodedLine {
   return { ok: true, value };
 }
 
+/** The longest model name a file record keeps from its first request (longer ones are not routed by name). */
+const MAX_RECORDED_MODEL_CHARS = 256;
+
+/** The model a request object's body names, when it is a string short enough to record. */
+export function requestedModel(request: Record<string, unknown>): string | undefined {
+  const body = request.body;
+  const model = isPlainObject(body) ? body.model : undefined;
+  return typeof model === 'string' && model !== '' && model.length <= MAX_RECORDED_MODEL_CHARS ? model : undefined;
+}
+
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }

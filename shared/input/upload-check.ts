@@ -17,7 +17,7 @@
 // another problem first).
 import { JsonlLineSplitter, type RawLineHandler, UTF8_BOM } from './jsonl.js';
 import { type FirstRequest, joinSummaries, LINES_NAMED, type SummarizedPart } from './part-summary.js';
-import { type DecodeProblem, decodeLine, isBlankRange, isJsonSpace } from './request-line.js';
+import { type DecodeProblem, decodeLine, isBlankRange, isJsonSpace, requestedModel } from './request-line.js';
 
 // The part summaries are part of this module's interface (shared/api and shared/batch import them from here).
 export {
@@ -33,6 +33,12 @@ export interface UploadProblem {
   status: 400 | 413;
   code: 'invalid_file_format' | 'line_too_large' | 'too_many_tasks' | 'empty_file';
   message: string;
+}
+
+/** A whole file's check: its problem, or the model its first request names (when it names one). */
+export interface FileCheck {
+  problem?: UploadProblem;
+  model?: string;
 }
 
 export interface UploadCheckLimits {
@@ -94,6 +100,7 @@ export class BatchFileCheck {
   private readonly longLines: number[] = [];
   private longLineCount = 0;
   private bytes = 0;
+  private model: string | undefined;
 
   /** `from`: where the bytes pushed start in the file (by default, at its start). */
   constructor(
@@ -110,18 +117,14 @@ export class BatchFileCheck {
    * is over-long, give the bytes to the file's end: they are read only up to the first byte that is
    * not whitespace.
    */
-  static async firstRequestProblem(
-    limits: UploadCheckLimits,
-    first: FirstRequest,
-    bytes: AsyncIterable<Uint8Array>,
-  ): Promise<UploadProblem | undefined> {
+  static async checkFirstRequest(limits: UploadCheckLimits, first: FirstRequest, bytes: AsyncIterable<Uint8Array>): Promise<FileCheck> {
     const check = new BatchFileCheck(limits, { offset: first.start, line: first.line });
     for await (const chunk of bytes) {
-      if (check.push(chunk)) return check.problem;
-      if (first.tooLong && check.firstChecked) return undefined;
+      if (check.push(chunk)) return { problem: check.problem };
+      if (first.tooLong && check.firstChecked) return {};
     }
     check.splitter.endRaw(check.onLine);
-    return check.problem;
+    return check.problem ? { problem: check.problem } : { ...(check.model !== undefined ? { model: check.model } : {}) };
   }
 
   /** Takes the next bytes; returns the problem as soon as the file is known to be refused. */
@@ -142,6 +145,11 @@ export class BatchFileCheck {
   /** Request lines seen so far (all of them once `end` found no problem). */
   get requestCount(): number {
     return this.requests;
+  }
+
+  /** The model the first request names, once it is read (a create checks its route's quota by it). */
+  get firstModel(): string | undefined {
+    return this.model;
   }
 
   /** The end of the file: the problem, if any. */
@@ -199,6 +207,7 @@ export class BatchFileCheck {
   private checkFirstLine(bytes: Uint8Array, number: number): void {
     const decoded = decodeLine(bytes);
     if (!decoded.ok) this.problem = { status: 400, code: 'invalid_file_format', message: FIRST_LINE_MESSAGES[decoded.problem](number) };
+    else this.model = requestedModel(decoded.value);
   }
 }
 
@@ -211,13 +220,14 @@ export async function checkJoinedParts(
   parts: readonly SummarizedPart[],
   limits: UploadCheckLimits,
   read: (start: number, end: number) => AsyncIterable<Uint8Array>,
-): Promise<UploadProblem | undefined> {
+): Promise<FileCheck> {
   const joined = joinSummaries(parts, limits.maxLineBytes);
-  if (joined.nul >= 0) return nulProblem(joined.nul);
+  if (joined.nul >= 0) return { problem: nulProblem(joined.nul) };
   const first = joined.firstRequest;
-  if (first) {
-    const problem = await BatchFileCheck.firstRequestProblem(limits, first, read(first.start, first.tooLong ? joined.bytes : first.end));
-    if (problem) return problem;
-  }
-  return countsProblem(joined, limits);
+  const checked = first
+    ? await BatchFileCheck.checkFirstRequest(limits, first, read(first.start, first.tooLong ? joined.bytes : first.end))
+    : {};
+  if (checked.problem) return checked;
+  const problem = countsProblem(joined, limits);
+  return problem ? { problem } : checked;
 }

@@ -295,7 +295,16 @@ async function importSource(deps: RunDeps, project: string, fileId: string, sour
   }
   const filename = source.key.slice(source.key.lastIndexOf('/') + 1);
   const file = fileRecord(
-    { id: fileId, project, filename, purpose: 'batch', bytes: stored.bytes, expiresAfterSeconds: null },
+    {
+      id: fileId,
+      project,
+      filename,
+      purpose: 'batch',
+      bytes: stored.bytes,
+      expiresAfterSeconds: null,
+      requests: check.requestCount,
+      ...(check.firstModel !== undefined ? { model: check.firstModel } : {}),
+    },
     deps.clock.now(),
   );
   await deps.meta.putFile(file);

@@ -109,6 +109,7 @@ export function composeDomain({ config, ports, upstreams, onTransition, subscrib
       limits: config.limits,
       routeDeadlineMs: config.apiRouteDeadlineMs,
       quotaConfig,
+      routeOf: (model) => upstreams.routeOf?.(model),
       onTransition,
       webhooks: {
         policy: { allowPrivate: config.webhooks.allowPrivateUrls },

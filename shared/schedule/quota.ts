@@ -2,12 +2,13 @@
 // its batches (PROJECT_MAX_ENQUEUED_REQUESTS / _TOKENS, PROJECT_QUOTAS per project) and on each
 // route (a route's maxEnqueuedRequests / maxEnqueuedTokens, for each project on it).
 //
-// A batch larger than a quota by itself is refused at create (the project's quota; a route's once
-// validation knows the model). Any other batch is accepted: after validation it takes its amount
-// from each counter that applies (admission) and only then do its chunks go on the queue; when it
-// does not fit it waits, `in_progress` with no chunk queued, its window running, until an earlier
-// batch of the project ends and gives its amount back. The amount is held until the batch is final,
-// whatever the end (completed, failed, cancelled, expired), and given back once.
+// A batch larger than a quota by itself is refused at create (the route's by the model of the
+// file's first line; validation checks again by every line). Any other batch is accepted: after
+// validation it takes its amount from each counter that applies (admission, one conditional write)
+// and only then do its chunks go on the queue; when it does not fit it waits, `in_progress` with no
+// chunk queued, its window running, until an earlier batch of the project ends and gives its amount
+// back. The amount is held until the batch is final, whatever the end (completed, failed,
+// cancelled, expired), and given back once.
 //
 // Where the counts live: in the MetaStore's table (QuotaStore), taken and given back by conditional
 // writes that name the batch, so a step that runs again never counts twice. The counters a batch

@@ -183,8 +183,8 @@ async function joinClaimed(deps: UploadDeps, upload: UploadRecord, request: Comp
 
   const limits = checkLimits(deps.limits);
   const summarized = await Promise.all(parts.map((part) => withSummary(blobs, part, limits)));
-  const problem = await checkJoinedParts(summarized, limits, (start, end) => readParts(blobs, parts, start, end));
-  if (problem) throw new UploadFileRefused(problem);
+  const checked = await checkJoinedParts(summarized, limits, (start, end) => readParts(blobs, parts, start, end));
+  if (checked.problem) throw new UploadFileRefused(checked.problem);
 
   const fileId = uploadFileId(upload.id);
   const fileKey = blobKeys.file(fileId);
@@ -226,6 +226,7 @@ async function joinClaimed(deps: UploadDeps, upload: UploadRecord, request: Comp
       bytes: joined,
       expiresAfterSeconds: upload.fileExpiresAfterSeconds,
       requests: joinSummaries(summarized, limits.maxLineBytes).requests,
+      ...(checked.model !== undefined ? { model: checked.model } : {}),
     },
     clock.now(),
   );

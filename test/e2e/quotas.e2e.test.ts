@@ -1,7 +1,8 @@
 // Quotas checked at create: a batch larger than its project's quota is refused with a clear 400 and
 // nothing is created; a batch over what is left waits (in_progress, nothing sent) until the
 // project's earlier batch ends, then runs; a cancelled waiting batch ends at once and holds nothing;
-// overrides per project (PROJECT_QUOTAS) and per route (the routes file) apply.
+// overrides per project (PROJECT_QUOTAS) and per route (the routes file, by the model of the
+// file's first line) apply.
 import { writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -108,13 +109,34 @@ describe('quotas', () => {
     expect((await waitForBatch(a, next.id)).status).toBe('completed');
   });
 
-  it("fails a batch larger than its route's quota once validation knows its model", async () => {
+  it("refuses at create a batch larger than its route's quota, by the model of its first line, also when uploaded in parts", async () => {
     const a = client(service.baseURL, 'key-a');
-    const created = await submit(a, chatLines(40, { model: 'capped-model' }));
-    const batch = await waitForBatch(a, created.id);
-    expect(batch.status).toBe('failed');
-    expect(batch.errors?.data?.[0]).toMatchObject({ code: 'quota_exceeded' });
-    expect(batch.errors?.data?.[0]?.message).toMatch(/40 requests.*at most 30.*the route capped-\*'s maxEnqueuedRequests/);
+    const lines = chatLines(40, { model: 'capped-model' });
+    const create = (input_file_id: string) =>
+      a.batches.create({ input_file_id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+    const whole = await upload(a, await writeJsonl(lines));
+    const refused = create(whole.id);
+    await expect(refused).rejects.toMatchObject({ status: 400, error: { code: 'quota_exceeded', param: 'input_file_id' } });
+    await expect(refused).rejects.toThrow(/40 requests.*at most 30.*the route capped-\*'s maxEnqueuedRequests/);
+
+    const data = Buffer.from(`${lines.map((line) => JSON.stringify(line)).join('\n')}\n`);
+    const pending = await a.uploads.create({
+      filename: 'capped.jsonl',
+      purpose: 'batch',
+      bytes: data.length,
+      mime_type: 'application/jsonl',
+    });
+    const halves = [data.subarray(0, 100), data.subarray(100)];
+    const parts = [];
+    for (const [i, half] of halves.entries()) {
+      parts.push(await a.uploads.parts.create(pending.id, { data: new File([new Uint8Array(half)], `part-${i}`) }));
+    }
+    const done = await a.uploads.complete(pending.id, { part_ids: parts.map((part) => part.id) });
+    await expect(create(done.file!.id)).rejects.toMatchObject({ status: 400, error: { code: 'quota_exceeded' } });
+    expect((await a.batches.list()).data.filter((batch) => [whole.id, done.file!.id].includes(batch.input_file_id))).toEqual([]);
+    // The same lines on a route without a quota run.
+    const free = await submit(a, chatLines(40, { prefix: 'uncapped' }));
+    expect((await waitForBatch(a, free.id)).status).toBe('completed');
   });
 
   it('refuses a batch whose estimated end is past its window (window_cannot_be_met), unless asked to run anyway', async () => {

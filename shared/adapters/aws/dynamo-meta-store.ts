@@ -163,6 +163,7 @@ interface FileItem {
   expiresAtMs?: number;
   blobKey: string;
   requests?: number;
+  model?: string;
   ttl?: number;
   pinnedBy?: Set<string>;
   deletedAtMs?: number;
@@ -214,6 +215,7 @@ function toFileItem(file: FileRecord): FileItem {
     expiresAtMs: file.expiresAtMs ?? undefined,
     blobKey: file.blobKey,
     requests: file.requests,
+    model: file.model,
     // DynamoDB TTL wants seconds; round up so the item is never reaped before it expires.
     [TTL_ATTRIBUTE]: file.expiresAtMs === null ? undefined : Math.ceil(file.expiresAtMs / 1000),
   };
@@ -234,7 +236,7 @@ export function removedFileOf(image: Record<string, AttributeValue> | undefined)
 }
 
 function fromFileItem(item: Item): FileRecord {
-  const { id, project, filename, purpose, bytes, createdAtMs, expiresAtMs, blobKey, requests } = item as unknown as FileItem;
+  const { id, project, filename, purpose, bytes, createdAtMs, expiresAtMs, blobKey, requests, model } = item as unknown as FileItem;
   return {
     id,
     project,
@@ -245,6 +247,7 @@ function fromFileItem(item: Item): FileRecord {
     expiresAtMs: expiresAtMs ?? null,
     blobKey,
     ...(requests !== undefined ? { requests } : {}),
+    ...(model !== undefined ? { model } : {}),
   };
 }
 

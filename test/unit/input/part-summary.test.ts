@@ -32,13 +32,13 @@ async function joined(data: Buffer, cuts: number[], limits: UploadCheckLimits, p
     parts.push({ bytes: bytes.length, summary: scan.end() });
   }
   const reads: Array<[number, number]> = [];
-  const problem = await checkJoinedParts(parts, limits, (start, end) => {
+  const { problem, model } = await checkJoinedParts(parts, limits, (start, end) => {
     reads.push([start, end]);
     return (async function* () {
       for (let at = start; at < end; at += 7) yield data.subarray(at, Math.min(end, at + 7));
     })();
   });
-  return { problem, parts, reads };
+  return { problem, model, parts, reads };
 }
 
 function randomCuts(random: () => number, length: number): number[] {
@@ -62,6 +62,18 @@ describe('checks from part summaries', () => {
         expect((await joined(data, cuts, CORPUS_CHECK_LIMITS, piece)).problem, `${name} cut at ${cuts.join(',')}`).toEqual(expected);
       }
     }
+  });
+
+  it('reads the model of the first request as the whole-file check does, wherever the parts are cut', async () => {
+    const lines = ['', '{"custom_id":"a","body":{"model":"first-model"}}', '{"custom_id":"b","body":{"model":"other"}}'];
+    const data = Buffer.from(`${lines.join('\n')}\n`);
+    const check = new BatchFileCheck(CORPUS_CHECK_LIMITS);
+    check.push(data);
+    check.end();
+    expect(check.firstModel).toBe('first-model');
+    for (let cut = 1; cut < data.length; cut += 5) expect((await joined(data, [cut], CORPUS_CHECK_LIMITS)).model).toBe('first-model');
+    // No model (or no string one) is recorded as none.
+    expect((await joined(Buffer.from('{"body":{"model":7}}\n'), [3], CORPUS_CHECK_LIMITS)).model).toBeUndefined();
   });
 
   it('answers as the whole-file check for random small files, split anywhere', async () => {
