@@ -241,6 +241,9 @@ async function submit(deps: RunDeps, pipeline: PipelineDefinition, run: Pipeline
     windowMs,
     metadata: { ...pipeline.metadata, [RUN_METADATA.pipeline]: pipeline.name, [RUN_METADATA.run]: run.id, [RUN_METADATA.runAt]: runAt },
     outputExpiresAfterSeconds: null,
+    // Nobody waits at a scheduled or dropped run to choose: it runs, and a window it cannot meet
+    // ends it expired with what it finished, rather than failing the run at create.
+    runAnyway: true,
   });
 }
 
