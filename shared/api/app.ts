@@ -12,6 +12,7 @@ import { BatchOverQuota, createBatch, InputFileNotForBatch, InputFileNotFound, W
 import { fileRecord } from '../batch/files.js';
 import { blobKeys } from '../batch/keys.js';
 import type { BatchRecord, FileRecord } from '../batch/model.js';
+import { parseCompletionWindow } from '../batch/rules.js';
 import { attachmentDisposition, filenameProblem } from '../filenames.js';
 import { isIdOf, newFileId, randomToken } from '../ids.js';
 import { normalizeEndpoint } from '../input/validate.js';
@@ -30,15 +31,7 @@ import { receiveMultipart } from './multipart.js';
 import { listObject, toFileObject } from './objects.js';
 import { type PipelineApiDeps, registerPipelineRoutes } from './pipelines.js';
 import { DEFAULT_MAX_JSON_BODY_BYTES, jsonBody, jsonBodyLimit, parse } from './request.js';
-import {
-  createBatchSchema,
-  fileExpiresAfter,
-  listBatchesQuery,
-  listFilesQuery,
-  parseCompletionWindow,
-  requestedPriority,
-  runAnyway,
-} from './schemas.js';
+import { createBatchSchema, fileExpiresAfter, listBatchesQuery, listFilesQuery, requestedPriority, runAnyway } from './schemas.js';
 import { checkSignedToken, isJwt, type SigningSecretLookup } from './signed-tokens.js';
 import { batchFileCheck, registerUploadRoutes, type UploadDeps } from './uploads.js';
 import { registerWebhookRoutes, type WebhookApiDeps } from './webhooks.js';

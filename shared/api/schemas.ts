@@ -1,20 +1,10 @@
 // zod schemas of what clients send. Messages are written for the person reading the error.
 import { z } from 'zod';
 import { DEFAULT_FILE_RETENTION_SECONDS } from '../batch/files.js';
+import { metadataSchema } from '../batch/rules.js';
 import { type IdKind, isIdOf } from '../ids.js';
 import { PRIORITIES, type Priority } from '../schedule/fair-queue.js';
 import { quoted } from './errors.js';
-
-export const BATCH_ENDPOINTS = [
-  '/v1/responses',
-  '/v1/chat/completions',
-  '/v1/embeddings',
-  '/v1/completions',
-  '/v1/moderations',
-  '/v1/images/generations',
-  '/v1/images/edits',
-  '/v1/videos',
-] as const;
 
 const expiresAfter = z.object(
   {
@@ -28,48 +18,6 @@ const expiresAfter = z.object(
   },
   { error: 'must be an object with anchor and seconds' },
 );
-
-const METADATA_MAX_KEYS = 16;
-const METADATA_MAX_KEY_LENGTH = 64;
-const METADATA_MAX_VALUE_LENGTH = 512;
-
-/**
- * Metadata: at most 16 string keys (≤ 64 characters) of string values (≤ 512), as a null-prototype
- * map, so a key may be any name (`constructor`, `toString`, `hasOwnProperty`...) and stays just a
- * key from here to the store and back. Only `__proto__` is refused: JavaScript objects cannot carry
- * it as data through every layer (zod's records and the DynamoDB unmarshaller drop it silently).
- */
-export const metadataSchema = z.unknown().transform((value, ctx): Record<string, string> | null => {
-  if (value === null) return null;
-  if (typeof value !== 'object' || Array.isArray(value)) {
-    ctx.addIssue({ code: 'custom', message: 'metadata must be an object of string values' });
-    return z.NEVER;
-  }
-  const entries = Object.entries(value);
-  if (entries.length > METADATA_MAX_KEYS) {
-    ctx.addIssue({ code: 'custom', message: `metadata can have at most ${METADATA_MAX_KEYS} keys` });
-    return z.NEVER;
-  }
-  const metadata: Record<string, string> = Object.create(null);
-  for (const [key, item] of entries) {
-    const problem =
-      key === '__proto__'
-        ? "'__proto__' cannot be a metadata key"
-        : key.length > METADATA_MAX_KEY_LENGTH
-          ? `metadata keys must be at most ${METADATA_MAX_KEY_LENGTH} characters`
-          : typeof item !== 'string'
-            ? 'metadata values must be strings'
-            : item.length > METADATA_MAX_VALUE_LENGTH
-              ? `metadata values must be at most ${METADATA_MAX_VALUE_LENGTH} characters`
-              : undefined;
-    if (problem) {
-      ctx.addIssue({ code: 'custom', message: problem, path: [key.length > METADATA_MAX_KEY_LENGTH ? quoted(key) : key] });
-      return z.NEVER;
-    }
-    metadata[key] = item as string;
-  }
-  return metadata;
-});
 
 /** A body field that must hold one of our ids: any other string is refused (400) before storage is asked. */
 const idField = (kind: IdKind, name: string, example: string) =>
@@ -105,20 +53,6 @@ export const runAnyway = (body: CreateBatchBody): boolean => body.x_run_anyway ?
 /** The priority a create asks for: the x_priority field, else metadata's x_priority (for SDKs that send no extra fields). */
 export function requestedPriority(body: CreateBatchBody): Priority | undefined {
   return body.x_priority ?? (body.metadata?.x_priority as Priority | undefined);
-}
-
-// One spelling per duration: `<N>h`, and `<N>m` / `<N>s` only for a window under an hour (the short
-// windows MIN_COMPLETION_WINDOW may allow for trying expiry). No spaces, signs, exponents or leading zeros.
-const COMPLETION_WINDOW = /^([1-9][0-9]*)(h|m|s)$/;
-const WINDOW_UNIT_MS = { h: 3_600_000, m: 60_000, s: 1_000 } as const;
-
-/** A completion_window in milliseconds, or undefined when it is not one of the accepted spellings. */
-export function parseCompletionWindow(window: string): number | undefined {
-  const match = COMPLETION_WINDOW.exec(window);
-  if (!match) return undefined;
-  const unit = match[2] as keyof typeof WINDOW_UNIT_MS;
-  const ms = Number(match[1]) * WINDOW_UNIT_MS[unit];
-  return unit !== 'h' && ms >= WINDOW_UNIT_MS.h ? undefined : ms;
 }
 
 /** A list route's `limit`: a whole number from 1 to `max`, `fallback` when absent. */

@@ -3,7 +3,7 @@
 // `npm start` is given as PIPELINES. Checked with zod, so a typo stops start-up (or synth) with a
 // message that names the pipeline and the field.
 import { z } from 'zod';
-import { BATCH_ENDPOINTS, metadataSchema, parseCompletionWindow } from '../api/schemas.js';
+import { BATCH_ENDPOINTS, metadataSchema, parseCompletionWindow } from '../batch/rules.js';
 import { parseSchedule, ScheduleError, type ScheduleOptions } from './schedule.js';
 import { parseKeyTemplate, TemplateError } from './templates.js';
 

@@ -8,11 +8,11 @@
 // whose importer died (its claim lapsed) is taken over by the next repeat, and makes the same file
 // and batch (their ids derive from the run's), so a run is neither lost nor doubled.
 
-import { parseCompletionWindow } from '../api/schemas.js';
 import { createBatch } from '../batch/create.js';
 import { fileRecord } from '../batch/files.js';
 import { blobKeys } from '../batch/keys.js';
 import type { BatchRecord } from '../batch/model.js';
+import { parseCompletionWindow } from '../batch/rules.js';
 import { BatchFileCheck } from '../input/upload-check.js';
 import { errorMessage, type Logger } from '../log.js';
 import { BlobNotFoundError, type BlobStore, type Clock, type Lifecycle, type MetaStore, type PipelineRunStore } from '../ports.js';

@@ -6,12 +6,12 @@
 // The dry run and the list filters conflict with nothing of OpenAI's, so /v1 has them too.
 import { z } from 'zod';
 import { BATCH_STATUSES, type BatchStatus } from '../../batch/model.js';
+import { BATCH_ENDPOINTS, metadataSchema } from '../../batch/rules.js';
 import type { BatchFilter } from '../../ports.js';
 import { DRY_RUN_ENDPOINT } from '../../upstream/test-model.js';
 import { quoted } from '../errors.js';
 import { toBatchObject } from '../objects.js';
 import { parse } from '../request.js';
-import { BATCH_ENDPOINTS, metadataSchema } from '../schemas.js';
 import type { Dialect } from './dialect.js';
 
 export const DASHSCOPE_ENDPOINTS: readonly string[] = [...BATCH_ENDPOINTS, DRY_RUN_ENDPOINT];

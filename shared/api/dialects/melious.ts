@@ -3,8 +3,8 @@
 // them); one output file holding every row once the batch is final (shared/batch/one-file.ts), so
 // `error_file_id` stays null. Model names may carry the `:batch` flavor suffix (the router resolves it).
 import type { BatchRecord } from '../../batch/model.js';
+import { BATCH_ENDPOINTS } from '../../batch/rules.js';
 import { toBatchObject } from '../objects.js';
-import { BATCH_ENDPOINTS } from '../schemas.js';
 import type { Dialect, WireBatch } from './dialect.js';
 
 export function meliousBatchObject(batch: BatchRecord): WireBatch {

@@ -3,9 +3,9 @@
 // (shared/api/signed-tokens.ts), and `auto_delete_input_file`, which the newest SDK sends as true
 // on every create: the input file is deleted once the batch is final.
 import { z } from 'zod';
+import { BATCH_ENDPOINTS } from '../../batch/rules.js';
 import { toBatchObject } from '../objects.js';
 import { parse } from '../request.js';
-import { BATCH_ENDPOINTS } from '../schemas.js';
 import type { AuthErrorCode, Dialect } from './dialect.js';
 
 /** Zhipu's documented authentication error codes (its error-code table, 1000-1004). */
