@@ -177,6 +177,10 @@ function timeline(b: BatchObject): HTMLElement {
 function chart(b: BatchObject): SVGElement {
   const points = [...(samples.get(b.id) ?? [])];
   if (b.in_progress_at) points.unshift({ at: b.in_progress_at * 1000, done: 0 });
+  // An ended batch opened later has no samples of its run: its end draws the line from its start.
+  const endedAt = RUNNING.has(b.status) ? null : (b.finalizing_at ?? b.completed_at ?? b.failed_at ?? b.expired_at ?? b.cancelled_at);
+  if (endedAt) points.push({ at: endedAt * 1000, done: done(b) });
+  points.sort((x, y) => x.at - y.at);
   const ns = 'http://www.w3.org/2000/svg';
   const svg = document.createElementNS(ns, 'svg');
   svg.setAttribute('viewBox', '0 0 300 100');

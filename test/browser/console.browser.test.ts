@@ -127,6 +127,10 @@ if (!existsSync(CHROMIUM)) {
       // Another project's batch, asked for by id, is not there.
       await page.goto(`${service.origin}/console/#/batches/${bobs.id}`);
       await expect.poll(() => page.getByText(`No batch ${bobs.id} in your project.`).isVisible()).toBe(true);
+
+      // A batch that ended before its page was opened still draws its progress: from none at its start to all at its end.
+      await page.goto(`${service.origin}/console/#/batches/${finished.id}`);
+      await expect.poll(() => page.locator('svg.chart polyline').getAttribute('points')).toMatch(/^0,100 .*300,0$/);
     });
 
     it('serves the page with a strict content security policy, and the API stays behind the key', async () => {
